@@ -1,0 +1,55 @@
+"""pyegress: record and live-stream LiveKit rooms from inside your own asyncio process."""
+
+from livekit.protocol.egress import (
+    DirectFileOutput,
+    EgressInfo,
+    EncodedFileOutput,
+    EncodedFileType,
+    EncodingOptions,
+    EncodingOptionsPreset,
+    ListEgressRequest,
+    ListEgressResponse,
+    ParticipantEgressRequest,
+    StopEgressRequest,
+    TrackCompositeEgressRequest,
+    TrackEgressRequest,
+)
+
+from .errors import (
+    EgressError,
+    EgressNotFoundError,
+    InvalidRequestError,
+    NotSupportedError,
+    OutputError,
+    SourceError,
+)
+from .recorders import ParticipantRecorder, Recorder, TrackCompositeRecorder, TrackRecorder
+from .service import EgressService
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "DirectFileOutput",
+    "EgressError",
+    "EgressInfo",
+    "EgressNotFoundError",
+    "EgressService",
+    "EncodedFileOutput",
+    "EncodedFileType",
+    "EncodingOptions",
+    "EncodingOptionsPreset",
+    "InvalidRequestError",
+    "ListEgressRequest",
+    "ListEgressResponse",
+    "NotSupportedError",
+    "OutputError",
+    "ParticipantEgressRequest",
+    "ParticipantRecorder",
+    "Recorder",
+    "SourceError",
+    "StopEgressRequest",
+    "TrackCompositeEgressRequest",
+    "TrackCompositeRecorder",
+    "TrackEgressRequest",
+    "TrackRecorder",
+]

@@ -1,0 +1,32 @@
+"""The one exception hierarchy of pyegress."""
+
+from __future__ import annotations
+
+
+class EgressError(Exception):
+    """Base class of every error pyegress raises."""
+
+
+class InvalidRequestError(EgressError, ValueError):
+    """A request field is malformed or inconsistent; ``field`` names it (dotted path)."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+
+
+class NotSupportedError(EgressError, NotImplementedError):
+    """The request type or option is not supported (yet) by pyegress."""
+
+
+class EgressNotFoundError(EgressError, LookupError):
+    """No egress with that id is known to this service."""
+
+
+class SourceError(EgressError):
+    """The room, participant or track to record cannot be found or joined."""
+
+
+class OutputError(EgressError):
+    """An output could not be opened, written or finished."""

@@ -1,0 +1,81 @@
+"""Filename templates and safe output paths (``{room_name}``, ``{time}``, ... as LiveKit egress)."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+
+from .errors import InvalidRequestError
+
+#: Placeholders LiveKit egress expands in file paths and prefixes.
+TEMPLATE_KEYS = (
+    "room_name",
+    "room_id",
+    "time",
+    "utc",
+    "publisher_identity",
+    "track_id",
+    "track_type",
+    "track_source",
+)
+_PLACEHOLDER = re.compile(r"\{([a-z_]+)\}")
+_UNSAFE = re.compile(r"[^A-Za-z0-9._\-]+")
+
+
+def time_values(now: _dt.datetime | None = None) -> dict[str, str]:
+    """``{time}`` (local, ``2006-01-02T150405``) and ``{utc}`` (unix seconds) as egress names them."""
+    now = now or _dt.datetime.now().astimezone()
+    return {
+        "time": now.strftime("%Y-%m-%dT%H%M%S"),
+        "utc": str(int(now.timestamp())),
+    }
+
+
+def check_template(template: str, field: str) -> None:
+    """Reject unknown placeholders early, naming the field."""
+    for key in _PLACEHOLDER.findall(template):
+        if key not in TEMPLATE_KEYS:
+            raise InvalidRequestError(
+                field, f"unknown placeholder {{{key}}}; known: {', '.join(TEMPLATE_KEYS)}"
+            )
+
+
+def expand(template: str, values: Mapping[str, str]) -> str:
+    """Replace known placeholders; values are sanitised so they cannot add path parts."""
+
+    def repl(m: re.Match[str]) -> str:
+        value = values.get(m.group(1))
+        return m.group(0) if value is None else _UNSAFE.sub("_", value) or "_"
+
+    return _PLACEHOLDER.sub(repl, template)
+
+
+def resolve_path(
+    template: str,
+    *,
+    values: Mapping[str, str],
+    output_dir: Path,
+    default_stem: str,
+    extension: str,
+    field: str,
+) -> Path:
+    """Turn a request ``filepath`` into an absolute path inside ``output_dir``.
+
+    Empty means a generated name; a trailing ``/`` means a folder (generated name inside it);
+    the extension is added when missing. A path that leaves ``output_dir`` is refused.
+    """
+    raw = template.strip()
+    if not raw or raw.endswith(("/", os.sep)):
+        raw = raw + default_stem
+    raw = expand(raw, values)
+    path = Path(raw)
+    if not path.suffix:
+        path = path.with_name(path.name + extension)
+    root = output_dir.resolve()
+    full = (path if path.is_absolute() else root / path).resolve()
+    if full != root and root not in full.parents:
+        raise InvalidRequestError(field, f"path {template!r} escapes the output folder {root}")
+    return full

@@ -1,0 +1,111 @@
+"""Encoders shared by every output that uses the same encoding.
+
+Each encoder is a PyAV stream in a never-written ``null`` container: its codec context does
+the encoding, and outputs create their own streams from it as a template
+(``add_stream_from_template``), then mux the packets it produces.
+"""
+
+from __future__ import annotations
+
+import io
+from fractions import Fraction
+
+import av
+import numpy as np
+
+from .encoding import AudioEncoding, VideoEncoding
+
+_H264_PROFILES = {"baseline": "Constrained Baseline", "main": "Main", "high": "High"}
+_AUDIO_CODECS = {"aac": "aac", "opus": "libopus", "mp3": "libmp3lame"}
+
+
+class VideoEncoder:
+    """Encodes canvas-sized ``yuv420p`` frames with pts in ticks of ``1/fps``."""
+
+    def __init__(self, enc: VideoEncoding) -> None:
+        self.encoding = enc
+        self._box = av.open(io.BytesIO(), "w", format="null")
+        if enc.codec == "h264":
+            stream = self._box.add_stream(
+                "libx264",
+                rate=enc.fps,
+                options={"preset": "veryfast", "tune": "zerolatency", "threads": "2"},
+            )
+            stream.profile = _H264_PROFILES[enc.profile]
+        elif enc.codec == "vp8":
+            stream = self._box.add_stream(
+                "libvpx",
+                rate=enc.fps,
+                options={"deadline": "realtime", "cpu-used": "8", "threads": "2", "lag-in-frames": "0"},
+            )
+        else:
+            raise ValueError(f"unsupported video codec {enc.codec}")
+        stream.width, stream.height = enc.width, enc.height
+        stream.pix_fmt = "yuv420p"
+        stream.bit_rate = enc.bitrate_kbps * 1000
+        ctx = stream.codec_context
+        ctx.time_base = Fraction(1, enc.fps)
+        ctx.framerate = Fraction(enc.fps, 1)
+        ctx.gop_size = enc.gop
+        ctx.flags |= av.codec.context.Flags.global_header
+        ctx.open()
+        self._box.start_encoding()  # fills the stream parameters outputs copy (extradata)
+        self.stream = stream
+        self.frames = 0
+
+    def encode(self, frame: av.VideoFrame | None, pts: int = 0) -> list[av.Packet]:
+        """Encode one frame at ``pts`` (ticks); ``None`` flushes."""
+        if frame is not None:
+            frame.pts = pts
+            frame.time_base = self.stream.codec_context.time_base
+            self.frames += 1
+        return list(self.stream.encode(frame))
+
+
+class AudioEncoder:
+    """Encodes interleaved int16 PCM (``in_rate``, resampled to the encoding's); pts counts samples."""
+
+    def __init__(self, enc: AudioEncoding, *, in_rate: int | None = None) -> None:
+        self.encoding = enc
+        self.in_rate = in_rate or enc.sample_rate
+        self._box = av.open(io.BytesIO(), "w", format="null")
+        stream = self._box.add_stream(_AUDIO_CODECS[enc.codec], rate=enc.sample_rate)
+        stream.layout = "stereo" if enc.channels == 2 else "mono"
+        stream.bit_rate = enc.bitrate_kbps * 1000
+        ctx = stream.codec_context
+        ctx.time_base = Fraction(1, enc.sample_rate)
+        ctx.flags |= av.codec.context.Flags.global_header
+        ctx.open()
+        self._box.start_encoding()
+        self.stream = stream
+        self._layout = stream.layout.name
+        self._resampler = av.AudioResampler(
+            format=ctx.format.name,
+            layout=self._layout,
+            rate=enc.sample_rate,
+            frame_size=ctx.frame_size or None,
+        )
+        self.samples = 0  # samples fed so far
+        self._out_pts = 0
+
+    def encode(self, pcm: np.ndarray | None) -> list[av.Packet]:
+        """Encode ``pcm`` of shape (n, channels), int16; ``None`` flushes."""
+        if pcm is None:
+            frames = self._resampler.resample(None)
+        else:
+            frame = av.AudioFrame.from_ndarray(
+                np.ascontiguousarray(pcm).reshape(1, -1), format="s16", layout="stereo"
+            )
+            frame.sample_rate = self.in_rate
+            frame.pts = self.samples
+            self.samples += len(pcm)
+            frames = self._resampler.resample(frame)
+        packets: list[av.Packet] = []
+        for f in frames:
+            f.pts = self._out_pts
+            f.time_base = self.stream.codec_context.time_base
+            self._out_pts += f.samples
+            packets.extend(self.stream.encode(f))
+        if pcm is None:
+            packets.extend(self.stream.encode(None))
+        return packets

@@ -1,0 +1,72 @@
+"""Video frame conversion: SDK I420 buffers to PyAV frames fitted on a canvas, aspect kept."""
+
+from __future__ import annotations
+
+import av
+import numpy as np
+from livekit import rtc
+
+# Y, U, V of black in limited-range BT.601.
+BLACK_YUV = (16, 128, 128)
+
+
+def fit(src_w: int, src_h: int, dst_w: int, dst_h: int) -> tuple[int, int]:
+    """The largest even size with the source's aspect ratio inside ``dst`` (letterbox)."""
+    scale = min(dst_w / src_w, dst_h / src_h)
+    w = max(2, min(dst_w, round(src_w * scale / 2) * 2))
+    h = max(2, min(dst_h, round(src_h * scale / 2) * 2))
+    return w, h
+
+
+def solid_canvas(width: int, height: int, yuv: tuple[int, int, int] = BLACK_YUV) -> np.ndarray:
+    """An I420 picture in PyAV's ``yuv420p`` ndarray layout (``height*3/2`` rows)."""
+    arr = np.empty((height * 3 // 2, width), np.uint8)
+    arr[:height] = yuv[0]
+    arr[height : height + height // 4] = yuv[1]
+    arr[height + height // 4 :] = yuv[2]
+    return arr
+
+
+def planes(arr: np.ndarray, width: int, height: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Writable Y, U, V views of a ``yuv420p`` ndarray."""
+    y = arr[:height]
+    u = arr[height : height + height // 4].reshape(height // 2, width // 2)
+    v = arr[height + height // 4 :].reshape(height // 2, width // 2)
+    return y, u, v
+
+
+def to_av(frame: rtc.VideoFrame) -> av.VideoFrame:
+    """Wrap an SDK frame as a PyAV frame (one copy); odd sizes are cropped to even."""
+    w, h = frame.width, frame.height
+    if frame.type != rtc.VideoBufferType.I420:
+        frame = frame.convert(rtc.VideoBufferType.I420)
+    buf = np.frombuffer(frame.data, np.uint8)
+    if w % 2 == 0 and h % 2 == 0:
+        return av.VideoFrame.from_ndarray(buf.reshape(h * 3 // 2, w), format="yuv420p")
+    cw, ch = (w + 1) // 2, (h + 1) // 2
+    ew, eh = w - w % 2, h - h % 2
+    y = buf[: w * h].reshape(h, w)[:eh, :ew]
+    u = buf[w * h : w * h + cw * ch].reshape(ch, cw)[: eh // 2, : ew // 2]
+    v = buf[w * h + cw * ch : w * h + 2 * cw * ch].reshape(ch, cw)[: eh // 2, : ew // 2]
+    out = np.concatenate([y.reshape(-1), u.reshape(-1), v.reshape(-1)]).reshape(eh * 3 // 2, ew)
+    return av.VideoFrame.from_ndarray(out, format="yuv420p")
+
+
+def fit_on_canvas(src: av.VideoFrame, width: int, height: int) -> av.VideoFrame:
+    """Scale ``src`` (swscale) into a ``width``x``height`` canvas, letterboxed, never stretched."""
+    if (src.width, src.height) == (width, height) and src.format.name == "yuv420p":
+        return src
+    fw, fh = fit(src.width, src.height, width, height)
+    scaled = src.reformat(width=fw, height=fh, format="yuv420p")
+    if (fw, fh) == (width, height):
+        return scaled
+    canvas = solid_canvas(width, height)
+    paste(canvas, width, height, scaled.to_ndarray(), fw, fh, (width - fw) // 2, (height - fh) // 2)
+    return av.VideoFrame.from_ndarray(canvas, format="yuv420p")
+
+
+def paste(canvas: np.ndarray, cw: int, ch: int, tile: np.ndarray, tw: int, th: int, x: int, y: int) -> None:
+    """Copy a ``yuv420p`` ndarray tile into a canvas at an even (x, y)."""
+    x, y = x - x % 2, y - y % 2
+    for dst, srcp, div in zip(planes(canvas, cw, ch), planes(tile, tw, th), (1, 2, 2), strict=False):
+        dst[y // div : y // div + th // div, x // div : x // div + tw // div] = srcp

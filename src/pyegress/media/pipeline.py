@@ -1,0 +1,212 @@
+"""Wall-clock paced pipeline: timeline ticks → shared encoders (worker thread) → outputs."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import av
+import numpy as np
+
+from ..outputs.base import Output
+from .encoder import AudioEncoder, VideoEncoder
+from .encoding import AudioEncoding, VideoEncoding
+from .frames import fit_on_canvas, solid_canvas, to_av
+from .timeline import AudioInput, VideoInput
+
+log = logging.getLogger("pyegress.pipeline")
+
+#: Sample rate and channel count of everything the timeline holds; encoders resample.
+MIX_RATE = 48000
+MIX_CHANNELS = 2
+
+
+@dataclass
+class PipelineStats:
+    """Progress counters, read by recorders and the CLI."""
+
+    ticks: int = 0
+    video_frames: int = 0
+    audio_samples: int = 0
+    backlog: int = 0
+    encode_seconds: float = 0.0
+
+
+class Pipeline:
+    """Ticks at the output frame rate, hands each tick to one encode thread, feeds outputs.
+
+    One encoder per distinct encoding, shared by every output that uses it. ``latency`` is how
+    far behind the wall clock the output runs, so late audio still lands in place.
+    """
+
+    def __init__(
+        self,
+        *,
+        outputs: Sequence[Output],
+        video_input: VideoInput[object] | None,
+        audio_inputs: Sequence[AudioInput],
+        fps: int = 30,
+        latency: float = 0.15,
+    ) -> None:
+        self.outputs = list(outputs)
+        self.video_input = video_input
+        self.audio_inputs = list(audio_inputs)
+        self.fps = fps if video_input is not None else 50
+        self.latency = latency
+        self.stats = PipelineStats()
+        self.t0 = 0.0
+        self._video_enc: dict[VideoEncoding, VideoEncoder] = {}
+        self._audio_enc: dict[AudioEncoding, AudioEncoder] = {}
+        for out in self.outputs:
+            if out.video is not None and out.video not in self._video_enc:
+                self._video_enc[out.video] = VideoEncoder(out.video)
+            if out.audio is not None and out.audio not in self._audio_enc:
+                self._audio_enc[out.audio] = AudioEncoder(out.audio, in_rate=MIX_RATE)
+        self._queue: queue.Queue[tuple[int, object, np.ndarray | None] | None] = queue.Queue()
+        self._thread = threading.Thread(target=self._work, name="pyegress-encode", daemon=True)
+        self._last_src: object = None
+        self._fitted: dict[tuple[int, int], av.VideoFrame] = {}
+        self._last_av: av.VideoFrame | None = None
+
+    @property
+    def encoder_count(self) -> int:
+        """Distinct encoders in use (one per distinct encoding)."""
+        return len(self._video_enc) + len(self._audio_enc)
+
+    def open(self) -> None:
+        """Open every output; one that cannot open is marked failed, the others go on."""
+        for out in self.outputs:
+            v = self._video_enc[out.video].stream if out.video is not None else None
+            a = self._audio_enc[out.audio].stream if out.audio is not None else None
+            try:
+                out.open(v, a)
+            except Exception as e:
+                out.fail(e)
+
+    async def run(self, t0: float, stop: asyncio.Event) -> None:
+        """Tick from monotonic ``t0`` until ``stop`` is set, then drain and close outputs."""
+        self.t0 = t0
+        self._thread.start()
+        k = 0
+        try:
+            while not stop.is_set():
+                due = t0 + k / self.fps + self.latency
+                delay = due - time.monotonic()
+                if delay > 0:
+                    try:
+                        await asyncio.wait_for(stop.wait(), delay)
+                        break
+                    except asyncio.TimeoutError:
+                        pass
+                self._tick(k)
+                k += 1
+        finally:
+            self._queue.put(None)
+            await asyncio.to_thread(self._thread.join)
+
+    def _tick(self, k: int) -> None:
+        tau = k / self.fps
+        frame = self.video_input.at(self.t0 + tau) if self.video_input is not None else None
+        pcm = None
+        if self.audio_inputs:
+            start = round(tau * MIX_RATE)
+            count = round((k + 1) / self.fps * MIX_RATE) - start
+            pcm = self._mix([a.read(start, count) for a in self.audio_inputs])
+        self._queue.put((k, frame, pcm))
+        self.stats.ticks = k + 1
+        self.stats.backlog = self._queue.qsize()
+        if self.stats.backlog > 2 * self.fps and k % self.fps == 0:
+            log.warning("encoding is %d ticks behind real time", self.stats.backlog)
+
+    @staticmethod
+    def _mix(chunks: list[np.ndarray]) -> np.ndarray:
+        if len(chunks) == 1:
+            return chunks[0]
+        total = np.sum([c.astype(np.int32) for c in chunks], axis=0)
+        return np.clip(total, -32768, 32767).astype(np.int16)
+
+    # --- worker thread -------------------------------------------------------------------
+
+    def _work(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                break
+            started = time.process_time()
+            try:
+                self._encode(*item)
+            except Exception as e:
+                log.exception("encoding failed")
+                for out in self.outputs:
+                    out.fail(e)
+            self.stats.encode_seconds += time.process_time() - started
+        self._flush()
+
+    def _canvas(self, src: object, enc: VideoEncoding) -> av.VideoFrame:
+        """The canvas for this tick; scaled once per new source frame, black before the first."""
+        if src is not self._last_src:
+            self._last_src = src
+            self._fitted.clear()
+            if src is not None:
+                self._last_av = src if isinstance(src, av.VideoFrame) else to_av(src)  # type: ignore[arg-type]
+        key = (enc.width, enc.height)
+        if key not in self._fitted:
+            if src is None or self._last_av is None:
+                self._fitted[key] = av.VideoFrame.from_ndarray(
+                    solid_canvas(enc.width, enc.height), format="yuv420p"
+                )
+            else:
+                self._fitted[key] = fit_on_canvas(self._last_av, enc.width, enc.height)
+        return self._fitted[key]
+
+    def _encode(self, k: int, frame: object, pcm: np.ndarray | None) -> None:
+        for enc, encoder in self._video_enc.items():
+            packets = encoder.encode(self._canvas(frame, enc), k)
+            self._deliver(packets, "video", enc, None)
+        self.stats.video_frames = k + 1 if self._video_enc else 0
+        if pcm is not None:
+            for aenc, aencoder in self._audio_enc.items():
+                self._deliver(aencoder.encode(pcm), "audio", None, aenc)
+            self.stats.audio_samples += len(pcm)
+
+    def _deliver(
+        self,
+        packets: list[av.Packet],
+        kind: str,
+        venc: VideoEncoding | None,
+        aenc: AudioEncoding | None,
+    ) -> None:
+        for out in self.outputs:
+            if (
+                out.failed
+                or (kind == "video" and out.video != venc)
+                or (kind == "audio" and out.audio != aenc)
+            ):
+                continue
+            try:
+                for p in packets:
+                    out.write(p, kind)
+            except Exception as e:
+                out.fail(e)
+
+    def _flush(self) -> None:
+        for enc, encoder in self._video_enc.items():
+            self._safe_flush(lambda e=encoder: e.encode(None), "video", enc, None)
+        for aenc, aencoder in self._audio_enc.items():
+            self._safe_flush(lambda e=aencoder: e.encode(None), "audio", None, aenc)
+        for out in self.outputs:
+            try:
+                out.close()
+            except Exception as e:
+                out.fail(e)
+
+    def _safe_flush(self, fn, kind, venc, aenc):  # type: ignore[no-untyped-def]
+        try:
+            self._deliver(fn(), kind, venc, aenc)
+        except Exception as e:
+            log.warning("flushing %s encoder failed: %s", kind, e)

@@ -1,0 +1,110 @@
+"""The clock: frames and samples placed on one output timeline that follows the wall clock.
+
+Output time ``t`` corresponds to monotonic wall time ``t0 + t``. Video keeps a short history of
+(arrival, frame) and each tick takes the newest frame that had arrived by then, so the output
+is constant frame rate whatever the sender does (pauses, variable fps, mute). Audio is written
+at the sample position its arrival implies, continuously while the sender's clock agrees with
+ours, re-anchored when it drifts; what is missing reads as silence.
+"""
+
+from __future__ import annotations
+
+import collections
+import threading
+from typing import Generic, TypeVar
+
+import numpy as np
+
+T = TypeVar("T")
+
+
+class VideoInput(Generic[T]):
+    """Latest-frame holder with a short arrival history (thread-safe)."""
+
+    def __init__(self, history: float = 0.5) -> None:
+        self._frames: collections.deque[tuple[float, T]] = collections.deque()
+        self._history = history
+        self._lock = threading.Lock()
+        self.frames_in = 0
+
+    def push(self, frame: T, arrival: float) -> None:
+        """Add a frame received at monotonic time ``arrival``."""
+        with self._lock:
+            self._frames.append((arrival, frame))
+            self.frames_in += 1
+            # keep at least one frame older than the history window (the one on screen)
+            while len(self._frames) > 2 and self._frames[1][0] < arrival - self._history:
+                self._frames.popleft()
+
+    def at(self, when: float) -> T | None:
+        """The newest frame that had arrived by monotonic time ``when`` (None before the first)."""
+        with self._lock:
+            chosen = None
+            for arrival, frame in self._frames:
+                if arrival > when:
+                    break
+                chosen = frame
+            return chosen
+
+
+class AudioInput:
+    """A sample ring on the output timeline (int16, interleaved), silence where nothing arrived."""
+
+    def __init__(
+        self,
+        sample_rate: int,
+        channels: int,
+        t0: float,
+        *,
+        capacity: float = 10.0,
+        drift_tolerance: float = 0.02,
+    ) -> None:
+        self.sample_rate, self.channels, self.t0 = sample_rate, channels, t0
+        self._size = int(capacity * sample_rate)
+        self._ring = np.zeros((self._size, channels), np.int16)
+        self._written = np.zeros(self._size, bool)
+        self._write_pos: int | None = None
+        self._offset = 0.0  # smoothed (arrival position - continuous position), samples
+        self._tolerance = drift_tolerance * sample_rate
+        self._lock = threading.Lock()
+        self.samples_in = 0
+        self.reanchors = 0
+
+    def reset(self) -> None:
+        """Forget continuity (a new track); the next chunk anchors by its arrival."""
+        with self._lock:
+            self._write_pos = None
+            self._offset = 0.0
+
+    def push(self, samples: np.ndarray, arrival: float) -> None:
+        """Write ``samples`` (n, channels) that finished arriving at monotonic ``arrival``."""
+        n = len(samples)
+        expected = round((arrival - self.t0) * self.sample_rate) - n
+        with self._lock:
+            if self._write_pos is None:
+                self._write_pos = expected
+            else:
+                self._offset = 0.9 * self._offset + 0.1 * (expected - self._write_pos)
+                if abs(self._offset) > self._tolerance:
+                    self._write_pos += int(self._offset)
+                    self._offset = 0.0
+                    self.reanchors += 1
+            start = self._write_pos
+            self._write_pos += n
+            self.samples_in += n
+            if start + n <= 0:
+                return
+            if start < 0:
+                samples, start = samples[-start:], 0
+                n = len(samples)
+            idx = np.arange(start, start + n) % self._size
+            self._ring[idx] = samples
+            self._written[idx] = True
+
+    def read(self, start: int, count: int) -> np.ndarray:
+        """Samples for output positions ``[start, start+count)``; consumed positions are cleared."""
+        idx = np.arange(start, start + count) % self._size
+        with self._lock:
+            out = np.where(self._written[idx, None], self._ring[idx], 0).astype(np.int16)
+            self._written[idx] = False
+        return out

@@ -1,0 +1,8 @@
+"""Recorders, one per request type; public for users who hold their own ``rtc.Room``."""
+
+from .base import Progress, Recorder
+from .participant import ParticipantRecorder
+from .track import TrackRecorder
+from .track_composite import TrackCompositeRecorder
+
+__all__ = ["ParticipantRecorder", "Progress", "Recorder", "TrackCompositeRecorder", "TrackRecorder"]

@@ -1,0 +1,162 @@
+"""EgressService: the methods of ``livekit.api.EgressService``, run in this process."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+
+from livekit import rtc
+from livekit.protocol import egress as pe
+
+from .config import Request
+from .errors import EgressError, EgressNotFoundError, NotSupportedError
+from .info import is_active, new_info, set_status, snapshot
+from .recorders import ParticipantRecorder, Recorder, TrackCompositeRecorder, TrackRecorder
+
+
+class EgressService:
+    """Start, list and stop egresses that record inside this process.
+
+    ``url``, ``api_key`` and ``api_secret`` default to ``LIVEKIT_URL``, ``LIVEKIT_API_KEY`` and
+    ``LIVEKIT_API_SECRET``. Local files go under ``output_dir`` (default: the working folder).
+    Starts return at once; the recording runs on the caller's event loop.
+    """
+
+    def __init__(
+        self,
+        url: str | None = None,
+        api_key: str | None = None,
+        api_secret: str | None = None,
+        *,
+        output_dir: str | os.PathLike[str] | None = None,
+        wait_timeout: float = 10.0,
+    ) -> None:
+        self.url = url or os.environ.get("LIVEKIT_URL", "")
+        self.api_key = api_key or os.environ.get("LIVEKIT_API_KEY", "")
+        self._secret = api_secret or os.environ.get("LIVEKIT_API_SECRET", "")
+        self.output_dir = Path(output_dir) if output_dir else Path.cwd()
+        self.wait_timeout = wait_timeout
+        self._egresses: dict[str, Recorder | pe.EgressInfo] = {}
+
+    async def __aenter__(self) -> EgressService:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    # --- starts --------------------------------------------------------------------------
+
+    async def start_participant_egress(
+        self, start: pe.ParticipantEgressRequest, *, room: rtc.Room | None = None
+    ) -> pe.EgressInfo:
+        """Record one participant's camera/microphone (or screen share)."""
+        return await self._start(ParticipantRecorder, start, room)
+
+    async def start_track_composite_egress(
+        self, start: pe.TrackCompositeEgressRequest, *, room: rtc.Room | None = None
+    ) -> pe.EgressInfo:
+        """Record one audio and one video track together."""
+        return await self._start(TrackCompositeRecorder, start, room)
+
+    async def start_track_egress(
+        self, start: pe.TrackEgressRequest, *, room: rtc.Room | None = None
+    ) -> pe.EgressInfo:
+        """Record a single track to a file."""
+        return await self._start(TrackRecorder, start, room)
+
+    async def start_room_composite_egress(self, start: pe.RoomCompositeEgressRequest) -> pe.EgressInfo:
+        """Not supported yet (room composite comes in a later release)."""
+        raise NotSupportedError("start_room_composite_egress is not supported yet")
+
+    async def start_web_egress(self, start: pe.WebEgressRequest) -> pe.EgressInfo:
+        """Not supported yet (web egress comes in a later release)."""
+        raise NotSupportedError("start_web_egress is not supported yet")
+
+    async def start_egress(self, start: pe.StartEgressRequest) -> pe.EgressInfo:
+        """Not supported yet (the generic StartEgress request comes in a later release)."""
+        raise NotSupportedError("start_egress is not supported yet")
+
+    async def update_layout(self, update: pe.UpdateLayoutRequest) -> pe.EgressInfo:
+        """Not supported yet (comes with room composite)."""
+        raise NotSupportedError("update_layout is not supported yet")
+
+    async def update_stream(self, update: pe.UpdateStreamRequest) -> pe.EgressInfo:
+        """Not supported yet (comes with stream outputs)."""
+        raise NotSupportedError("update_stream is not supported yet")
+
+    async def _start(self, cls: type[Recorder], req: Request, room: rtc.Room | None) -> pe.EgressInfo:
+        try:
+            recorder = cls(
+                req,
+                room=room,
+                url=self.url,
+                api_key=self.api_key,
+                api_secret=self._secret,
+                output_dir=self.output_dir,
+                wait_timeout=self.wait_timeout,
+            )
+        except NotSupportedError:
+            raise
+        except EgressError as e:
+            info = new_info(req)
+            set_status(info, pe.EGRESS_FAILED, str(e))
+            self._egresses[info.egress_id] = info
+            return snapshot(info)
+        self._egresses[recorder.egress_id] = recorder
+        return await recorder.start()
+
+    # --- queries and stop ----------------------------------------------------------------
+
+    def recorder(self, egress_id: str) -> Recorder:
+        """The live recorder of ``egress_id`` (for progress or direct control)."""
+        entry = self._egresses.get(egress_id)
+        if not isinstance(entry, Recorder):
+            raise EgressNotFoundError(f"egress_id: no recorder for {egress_id!r}")
+        return entry
+
+    def _info(self, egress_id: str) -> pe.EgressInfo:
+        entry = self._egresses.get(egress_id)
+        if entry is None:
+            raise EgressNotFoundError(f"egress_id: egress {egress_id!r} not found")
+        return entry.info if isinstance(entry, Recorder) else entry
+
+    async def list_egress(self, list: pe.ListEgressRequest) -> pe.ListEgressResponse:
+        """Egresses by id, by room, and/or only the active ones (as the hosted API)."""
+        items = []
+        for egress_id in self._egresses:
+            info = self._info(egress_id)
+            if list.egress_id and info.egress_id != list.egress_id:
+                continue
+            if list.room_name and info.room_name != list.room_name:
+                continue
+            if list.active and not is_active(info.status):
+                continue
+            items.append(snapshot(info))
+        return pe.ListEgressResponse(items=items)
+
+    async def stop_egress(self, stop: pe.StopEgressRequest) -> pe.EgressInfo:
+        """Stop an egress and return its final info once its files are complete."""
+        entry = self._egresses.get(stop.egress_id)
+        if entry is None:
+            raise EgressNotFoundError(f"egress_id: egress {stop.egress_id!r} not found")
+        if isinstance(entry, Recorder):
+            return await entry.stop()
+        return snapshot(entry)
+
+    async def wait_egress(self, egress_id: str, timeout: float | None = None) -> pe.EgressInfo:
+        """Wait until ``egress_id`` ends by itself (or is stopped) and return its final info."""
+        entry = self._egresses.get(egress_id)
+        if entry is None:
+            raise EgressNotFoundError(f"egress_id: egress {egress_id!r} not found")
+        if isinstance(entry, Recorder):
+            return await entry.wait(timeout)
+        return snapshot(entry)
+
+    async def aclose(self) -> None:
+        """Stop every active egress, keeping what each recorded."""
+        live = [e for e in self._egresses.values() if isinstance(e, Recorder) and is_active(e.info.status)]
+        await asyncio.gather(*(r.stop() for r in live), return_exceptions=True)
+
+    def __repr__(self) -> str:
+        return f"EgressService(url={self.url!r}, api_key={self.api_key!r}, egresses={len(self._egresses)})"

@@ -1,0 +1,180 @@
+"""The LiveKit side: join (hidden) or reuse a connected room, subscribe, pump frames."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import numpy as np
+from livekit import api, rtc
+
+from ..errors import SourceError
+from ..media.timeline import AudioInput, VideoInput
+
+log = logging.getLogger("pyegress.source")
+T = TypeVar("T")
+
+
+class RoomSource:
+    """Frames and events of one room, for one recorder. Knows nothing about encoding."""
+
+    def __init__(
+        self,
+        room_name: str,
+        *,
+        room: rtc.Room | None = None,
+        url: str = "",
+        api_key: str = "",
+        api_secret: str = "",
+        identity: str = "",
+    ) -> None:
+        self.room_name = room_name
+        self._own = room is None
+        self.room = room or rtc.Room()
+        self._url, self._key, self._secret = url, api_key, api_secret
+        self._identity = identity or "EG_recorder"
+        self._handlers: list[tuple[str, Callable[..., Any]]] = []
+        self._pumps: dict[str, tuple[asyncio.Task[None], Any]] = {}
+        self._changed = asyncio.Event()
+        self.on("participant_connected", lambda *_: self._changed.set())
+        self.on("participant_disconnected", lambda *_: self._changed.set())
+        self.on("track_published", lambda *_: self._changed.set())
+        self.on("track_subscribed", lambda *_: self._changed.set())
+
+    def on(self, event: str, handler: Callable[..., Any]) -> None:
+        """Listen to a room event until ``close``."""
+        self.room.on(event, handler)
+        self._handlers.append((event, handler))
+
+    async def connect(self, wait: float) -> None:
+        """Join hidden (room must exist within ``wait`` seconds), or check a given room."""
+        if not self._own:
+            if not self.room.isconnected():
+                raise SourceError("room: the rtc.Room given to the recorder is not connected")
+            if self.room.name != self.room_name:
+                raise SourceError(
+                    f"room_name: the given rtc.Room is {self.room.name!r}, not {self.room_name!r}"
+                )
+            return
+        if not (self._url and self._key and self._secret):
+            raise SourceError("url/api_key/api_secret: needed to join the room (or pass an rtc.Room)")
+        await self._wait_for_room(wait)
+        token = (
+            api.AccessToken(self._key, self._secret)
+            .with_identity(self._identity)
+            .with_kind("egress")
+            .with_grants(
+                api.VideoGrants(
+                    room_join=True,
+                    room=self.room_name,
+                    hidden=True,
+                    recorder=True,
+                    can_publish=False,
+                    can_publish_data=False,
+                    can_subscribe=True,
+                )
+            )
+            .to_jwt()
+        )
+        try:
+            await self.room.connect(self._url, token, rtc.RoomOptions(auto_subscribe=False))
+        except Exception as e:
+            raise SourceError(f"room_name: cannot join {self.room_name!r} at {self._url}: {e}") from e
+
+    async def _wait_for_room(self, wait: float) -> None:
+        deadline = time.monotonic() + wait
+        async with api.LiveKitAPI(self._url, self._key, self._secret) as lk:
+            while True:
+                try:
+                    rooms = await lk.room.list_rooms(api.ListRoomsRequest(names=[self.room_name]))
+                except Exception as e:
+                    raise SourceError(f"url: cannot reach LiveKit at {self._url}: {e}") from e
+                if rooms.rooms:
+                    return
+                if time.monotonic() >= deadline:
+                    raise SourceError(f"room_name: room {self.room_name!r} not found after {wait:g} s")
+                await asyncio.sleep(0.25)
+
+    async def wait_for(self, probe: Callable[[], T | None], timeout: float) -> T | None:
+        """Re-evaluate ``probe`` on every room change until it returns a value or time runs out."""
+        deadline = time.monotonic() + timeout
+        while True:
+            self._changed.clear()
+            found = probe()
+            if found is not None:
+                return found
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return None
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), min(left, 0.5))
+
+    def publications(self) -> list[tuple[rtc.RemoteParticipant, rtc.RemoteTrackPublication]]:
+        """Every remote (participant, publication) pair now in the room."""
+        return [
+            (p, pub) for p in self.room.remote_participants.values() for pub in p.track_publications.values()
+        ]
+
+    def subscribe(self, pub: rtc.RemoteTrackPublication) -> None:
+        """Ask for the track (a no-op when already subscribed)."""
+        if not pub.subscribed:
+            pub.set_subscribed(True)
+
+    def pump_video(self, track: rtc.Track, sink: VideoInput[object]) -> None:
+        """Feed ``sink`` with decoded I420 frames of ``track`` until it ends."""
+        stream = rtc.VideoStream(track, format=rtc.VideoBufferType.I420, capacity=2)
+
+        async def run() -> None:
+            async for ev in stream:
+                sink.push(ev.frame, time.monotonic())
+
+        self._start(track.sid, run(), stream)
+
+    def pump_audio(
+        self, track: rtc.Track, sink: AudioInput, on_frame: Callable[[], None] | None = None
+    ) -> None:
+        """Feed ``sink`` with PCM of ``track`` (resampled by the SDK to the sink's format)."""
+        stream = rtc.AudioStream(track, sample_rate=sink.sample_rate, num_channels=sink.channels)
+        sink.reset()
+
+        async def run() -> None:
+            async for ev in stream:
+                f = ev.frame
+                pcm = np.frombuffer(f.data, np.int16).reshape(-1, f.num_channels)
+                sink.push(pcm, time.monotonic())
+                if on_frame is not None:
+                    on_frame()
+
+        self._start(track.sid, run(), stream)
+
+    def _start(self, sid: str, coro: Any, stream: Any) -> None:
+        self.stop_pump(sid)
+        task = asyncio.get_running_loop().create_task(coro, name=f"pyegress-pump-{sid}")
+        self._pumps[sid] = (task, stream)
+
+    def stop_pump(self, sid: str) -> None:
+        """Stop feeding from track ``sid`` (unpublished, unsubscribed)."""
+        entry = self._pumps.pop(sid, None)
+        if entry is not None:
+            task, stream = entry
+            task.cancel()
+            asyncio.get_running_loop().create_task(stream.aclose())
+
+    async def close(self) -> None:
+        """Stop pumps, detach handlers, leave the room if we joined it."""
+        for sid in list(self._pumps):
+            task, stream = self._pumps.pop(sid)
+            task.cancel()
+            with contextlib.suppress(Exception):
+                await stream.aclose()
+        for event, handler in self._handlers:
+            with contextlib.suppress(Exception):
+                self.room.off(event, handler)
+        self._handlers.clear()
+        if self._own and self.room.isconnected():
+            with contextlib.suppress(Exception):
+                await self.room.disconnect()
