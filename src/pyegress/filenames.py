@@ -22,6 +22,8 @@ TEMPLATE_KEYS = (
     "track_source",
 )
 _PLACEHOLDER = re.compile(r"\{([a-z_]+)\}")
+#: Extensions a request may end its path with; anything else gets the output's extension added.
+MEDIA_EXTENSIONS = (".mp4", ".ogg", ".webm", ".mp3", ".m3u8", ".ts", ".jpeg", ".jpg")
 _UNSAFE = re.compile(r"[^A-Za-z0-9._\-]+")
 
 
@@ -72,7 +74,7 @@ def resolve_path(
         raw = raw + default_stem
     raw = expand(raw, values)
     path = Path(raw)
-    if not path.suffix:
+    if path.suffix.lower() not in MEDIA_EXTENSIONS:
         path = path.with_name(path.name + extension)
     root = output_dir.resolve()
     full = (path if path.is_absolute() else root / path).resolve()

@@ -196,8 +196,6 @@ class Recorder:
                 extension=ext,
                 field=f"{target.field}.filepath",
             )
-            if path.suffix not in (".mp4", ".ogg", ".webm", ".mp3"):
-                path = path.with_name(path.name + ext)
             if ftype is FileType.AUTO and path.suffix != ext:
                 raise OutputError(
                     f"{target.field}.filepath: {path.name} does not match the track's container {ext}"

@@ -9,7 +9,12 @@ from ..media.encoding import AudioEncoding, VideoEncoding
 from .base import Media, Recorder, require_found
 
 # codec (from the publication's mime type) -> (container extension, our encoder)
-_CONTAINERS = {"h264": (".mp4", "h264"), "vp8": (".webm", "vp8"), "opus": (".ogg", "opus")}
+_CONTAINERS = {
+    "h264": (".mp4", "h264"),
+    "vp8": (".webm", "vp8"),
+    "opus": (".ogg", "opus"),
+    "red": (".ogg", "opus"),  # Opus with redundancy (RED), as browsers and the SDK publish it
+}
 
 
 class TrackRecorder(Recorder):

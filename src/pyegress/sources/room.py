@@ -16,6 +16,15 @@ from ..errors import SourceError
 from ..media.timeline import AudioInput, VideoInput
 
 log = logging.getLogger("pyegress.source")
+
+#: Frames smaller than this are end-of-track artefacts (the SDK hands over a 2x2 or 8x8 black
+#: frame when a track ends), never real pictures.
+MIN_FRAME_SIDE = 16
+
+#: How much later than video the SDK delivers audio of the same instant (its audio jitter
+#: buffer), measured through a loopback livekit-server: ~27-45 ms. Audio arrival times are
+#: moved earlier by this much so both land where they were captured.
+AUDIO_PATH_DELAY = 0.035
 T = TypeVar("T")
 
 
@@ -130,7 +139,8 @@ class RoomSource:
 
         async def run() -> None:
             async for ev in stream:
-                sink.push(ev.frame, time.monotonic())
+                if min(ev.frame.width, ev.frame.height) >= MIN_FRAME_SIDE:
+                    sink.push(ev.frame, time.monotonic())
 
         self._start(track.sid, run(), stream)
 
@@ -145,7 +155,7 @@ class RoomSource:
             async for ev in stream:
                 f = ev.frame
                 pcm = np.frombuffer(f.data, np.int16).reshape(-1, f.num_channels)
-                sink.push(pcm, time.monotonic())
+                sink.push(pcm, time.monotonic() - AUDIO_PATH_DELAY)
                 if on_frame is not None:
                     on_frame()
 

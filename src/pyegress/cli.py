@@ -1,0 +1,130 @@
+"""``pyegress`` command: run the request JSON that ``lk egress start`` takes, in this process."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from google.protobuf.json_format import MessageToJson, ParseDict, ParseError
+from livekit.protocol import egress as pe
+
+from .errors import EgressError
+from .info import is_terminal
+from .service import EgressService
+
+_TYPES: dict[str, type[Any]] = {
+    "participant": pe.ParticipantEgressRequest,
+    "track-composite": pe.TrackCompositeEgressRequest,
+    "track": pe.TrackEgressRequest,
+    "room-composite": pe.RoomCompositeEgressRequest,
+    "web": pe.WebEgressRequest,
+}
+_START = {
+    "participant": "start_participant_egress",
+    "track-composite": "start_track_composite_egress",
+    "track": "start_track_egress",
+    "room-composite": "start_room_composite_egress",
+    "web": "start_web_egress",
+}
+
+
+def infer_type(data: dict[str, Any]) -> str:
+    """The request type from its keys, as ``lk egress start`` would need it spelled out."""
+    keys = {k.replace("_", "").lower() for k in data}
+    if "url" in keys:
+        return "web"
+    if "trackid" in keys:
+        return "track"
+    if keys & {"audiotrackid", "videotrackid"}:
+        return "track-composite"
+    if "identity" in keys:
+        return "participant"
+    return "room-composite"
+
+
+def parse_request(text: str, kind: str | None) -> tuple[str, Any]:
+    """Parse request JSON (camelCase or snake_case) into the protocol message of ``kind``."""
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise SystemExit(f"request: not valid JSON ({e})") from e
+    if not isinstance(data, dict):
+        raise SystemExit("request: expected a JSON object")
+    kind = kind or infer_type(data)
+    try:
+        return kind, ParseDict(data, _TYPES[kind]())
+    except ParseError as e:
+        raise SystemExit(f"request: {e}") from e
+
+
+def _fmt_size(n: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024  # type: ignore[assignment]
+    return str(n)
+
+
+async def record(args: argparse.Namespace) -> int:
+    """Start the egress, show progress until it ends, Ctrl-C or ``--duration``."""
+    kind, req = parse_request(Path(args.request).read_text(), args.type)
+    svc = EgressService(args.url, args.api_key, args.api_secret, output_dir=args.output_dir)
+    try:
+        info = await getattr(svc, _START[kind])(req)
+    except EgressError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    deadline = time.monotonic() + args.duration if args.duration else None
+    egress_id = info.egress_id
+    while not is_terminal(info.status):
+        if stop.is_set() or (deadline and time.monotonic() >= deadline):
+            info = await svc.stop_egress(pe.StopEgressRequest(egress_id=egress_id))
+            break
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(stop.wait(), 1.0)
+        info = (await svc.list_egress(pe.ListEgressRequest(egress_id=egress_id))).items[0]
+        if not args.quiet and not is_terminal(info.status):
+            p = svc.recorder(egress_id).progress()
+            print(
+                f"\r{p.status:<16} {p.elapsed:7.1f} s  {_fmt_size(p.size):>9}  {p.fps:5.1f} fps",
+                end="",
+                file=sys.stderr,
+                flush=True,
+            )
+    if not args.quiet:
+        print(file=sys.stderr)
+    print(MessageToJson(info, preserving_proto_field_name=True))
+    return 0 if info.status == pe.EGRESS_COMPLETE else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``pyegress`` console script."""
+    parser = argparse.ArgumentParser(prog="pyegress", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    rec = sub.add_parser("record", help="run an egress request (lk egress start JSON) in-process")
+    rec.add_argument("request", help="request JSON file")
+    rec.add_argument("--type", choices=sorted(_TYPES), help="request type (default: from the JSON)")
+    rec.add_argument("--duration", type=float, default=0, help="stop after this many seconds")
+    rec.add_argument("--url", help="LiveKit URL (default: LIVEKIT_URL)")
+    rec.add_argument("--api-key", help="API key (default: LIVEKIT_API_KEY)")
+    rec.add_argument("--api-secret", help="API secret (default: LIVEKIT_API_SECRET)")
+    rec.add_argument("--output-dir", default=".", help="folder for local files (default: .)")
+    rec.add_argument("--quiet", action="store_true", help="no progress line")
+    args = parser.parse_args(argv)
+    return asyncio.run(record(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,41 @@
+"""Test and demo tooling: a throw-away livekit-server, a synthetic publisher and file checks."""
+
+from __future__ import annotations
+
+from .checks import (
+    AudioStreamInfo,
+    AvOffset,
+    MediaInfo,
+    VideoStreamInfo,
+    av_offset,
+    dominant_frequencies,
+    frame_timestamps,
+    mean_color,
+    picture_moves,
+    probe,
+    region_color,
+    tone_present,
+)
+from .publisher import SyntheticPublisher
+from .server import LiveKitServer, LiveKitServerError
+from .signals import PatternGenerator, ToneGenerator
+
+__all__ = [
+    "AudioStreamInfo",
+    "AvOffset",
+    "LiveKitServer",
+    "LiveKitServerError",
+    "MediaInfo",
+    "PatternGenerator",
+    "SyntheticPublisher",
+    "ToneGenerator",
+    "VideoStreamInfo",
+    "av_offset",
+    "dominant_frequencies",
+    "frame_timestamps",
+    "mean_color",
+    "picture_moves",
+    "probe",
+    "region_color",
+    "tone_present",
+]

@@ -1,0 +1,286 @@
+"""A LiveKit participant that publishes synthetic, self-describing camera and microphone tracks.
+
+The picture is a moving test pattern (or a solid colour) and the audio a quiet tone. At every
+``marker_interval`` seconds of wall clock (first at ``t0 + marker_interval``) the picture
+flashes white and the audio beeps at the same instant, so a recording's A/V offset can be
+measured with :func:`pyegress.testing.checks.av_offset`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from types import TracebackType
+from typing import Literal
+
+from livekit import api, rtc
+
+from .signals import PatternGenerator, ToneGenerator
+
+__all__ = ["SyntheticPublisher", "TrackKind"]
+
+logger = logging.getLogger(__name__)
+
+TrackKind = Literal["video", "audio"]
+
+SAMPLE_RATE = 48000
+_AUDIO_FRAME_SAMPLES = SAMPLE_RATE // 100  # 10 ms
+# 0 = synchronous mode: each 10 ms frame goes straight to WebRTC (no pacer queue), so the
+# wall-clock pacing below is the only timing and the source adds no latency.
+_AUDIO_QUEUE_MS = 0
+_START_LEAD = 0.05  # seconds between "tracks published" and t0
+
+
+class SyntheticPublisher:
+    """Publishes a synthetic camera and/or microphone track to a LiveKit room."""
+
+    def __init__(
+        self,
+        url: str,
+        token: str | None = None,
+        *,
+        api_key: str | None = None,
+        api_secret: str | None = None,
+        room: str | None = None,
+        identity: str | None = None,
+        name: str | None = None,
+        width: int = 640,
+        height: int = 360,
+        fps: float = 30,
+        video_codec: Literal["h264", "vp8"] = "h264",
+        video: bool = True,
+        audio: bool = True,
+        color: tuple[int, int, int] | None = None,
+        marker_interval: float = 1.0,
+        tone_hz: float = 440.0,
+        beep_hz: float = 1000.0,
+        vfr: bool = False,
+        simulcast: bool = False,
+        max_bitrate: int | None = None,
+    ) -> None:
+        if token is None:
+            if not (api_key and api_secret and room and identity):
+                raise ValueError("pass token, or api_key + api_secret + room + identity")
+            grants = api.VideoGrants(room_join=True, room=room, can_publish=True)
+            builder = api.AccessToken(api_key, api_secret).with_identity(identity).with_grants(grants)
+            if name is not None:
+                builder = builder.with_name(name)
+            token = builder.to_jwt()
+        if video_codec not in ("h264", "vp8"):
+            raise ValueError(f"unsupported video_codec {video_codec!r}")
+        self.url = url
+        self.token = token
+        self.width = width
+        self.height = height
+        self.fps = float(fps)
+        self.video_codec = video_codec
+        self.video_enabled = video
+        self.audio_enabled = audio
+        self.marker_interval = marker_interval
+        self.vfr = vfr
+        self.simulcast = simulcast
+        self.max_bitrate = max_bitrate if max_bitrate is not None else _default_bitrate(width, height)
+        self.pattern = PatternGenerator(width, height, self.fps, color=color, marker_interval=marker_interval)
+        self.tone = ToneGenerator(
+            SAMPLE_RATE, tone_hz=tone_hz, beep_hz=beep_hz, marker_interval=marker_interval
+        )
+        self._room = rtc.Room()
+        self._video_source: rtc.VideoSource | None = None
+        self._audio_source: rtc.AudioSource | None = None
+        self._tracks: dict[TrackKind, rtc.LocalVideoTrack | rtc.LocalAudioTrack] = {}
+        self._pubs: dict[TrackKind, rtc.LocalTrackPublication] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+        self._t0: float | None = None
+        self.frames_sent = 0
+        self.audio_frames_sent = 0
+
+    # -- properties -------------------------------------------------------------------
+    @property
+    def room(self) -> rtc.Room:
+        """The underlying :class:`livekit.rtc.Room`."""
+        return self._room
+
+    @property
+    def identity(self) -> str:
+        """This participant's identity (known once connected)."""
+        return self._room.local_participant.identity
+
+    @property
+    def t0(self) -> float | None:
+        """``time.monotonic()`` value of signal time zero (markers at t0 + n * interval)."""
+        return self._t0
+
+    @property
+    def video_track_sid(self) -> str | None:
+        """SID of the published camera track, or None."""
+        pub = self._pubs.get("video")
+        return pub.sid if pub is not None else None
+
+    @property
+    def audio_track_sid(self) -> str | None:
+        """SID of the published microphone track, or None."""
+        pub = self._pubs.get("audio")
+        return pub.sid if pub is not None else None
+
+    # -- lifecycle ---------------------------------------------------------------------
+    async def start(self) -> None:
+        """Connect, publish the enabled tracks and start the wall-clock pacers."""
+        await self._room.connect(self.url, self.token, rtc.RoomOptions(auto_subscribe=False))
+        try:
+            if self.video_enabled:
+                self._video_source = rtc.VideoSource(self.width, self.height)
+                await self._publish("video")
+            if self.audio_enabled:
+                self._audio_source = rtc.AudioSource(SAMPLE_RATE, 1, queue_size_ms=_AUDIO_QUEUE_MS)
+                await self._publish("audio")
+            self._t0 = time.monotonic() + _START_LEAD
+            if self._video_source is not None:
+                self._tasks.append(asyncio.create_task(self._video_loop(self._video_source)))
+            if self._audio_source is not None:
+                self._tasks.append(asyncio.create_task(self._audio_loop(self._audio_source)))
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def stop(self) -> None:
+        """Stop pacing, unpublish everything and disconnect."""
+        tasks, self._tasks = self._tasks, []
+        for t in tasks:
+            t.cancel()
+        for t in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
+        for kind in list(self._pubs):
+            with contextlib.suppress(Exception):
+                await self.unpublish(kind)
+        with contextlib.suppress(Exception):
+            await self._room.disconnect()
+        for src in (self._video_source, self._audio_source):
+            if src is not None:
+                with contextlib.suppress(Exception):
+                    await src.aclose()
+        self._video_source = self._audio_source = None
+
+    async def __aenter__(self) -> SyntheticPublisher:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    # -- track control -------------------------------------------------------------------
+    async def mute(self, kind: TrackKind) -> None:
+        """Mute the published track of ``kind``."""
+        self._track(kind).mute()
+
+    async def unmute(self, kind: TrackKind) -> None:
+        """Unmute the published track of ``kind``."""
+        self._track(kind).unmute()
+
+    async def unpublish(self, kind: TrackKind) -> None:
+        """Unpublish the track of ``kind`` (pacing continues, so markers stay on schedule)."""
+        pub = self._pubs.pop(kind, None)
+        self._tracks.pop(kind, None)
+        if pub is not None:
+            await self._room.local_participant.unpublish_track(pub.sid)
+
+    async def republish(self, kind: TrackKind) -> None:
+        """Publish a new track of ``kind`` from the same source (after :meth:`unpublish`)."""
+        if kind in self._pubs:
+            return
+        await self._publish(kind)
+
+    # -- internals -----------------------------------------------------------------------
+    def _track(self, kind: TrackKind) -> rtc.LocalVideoTrack | rtc.LocalAudioTrack:
+        track = self._tracks.get(kind)
+        if track is None:
+            raise RuntimeError(f"no published {kind} track")
+        return track
+
+    async def _publish(self, kind: TrackKind) -> None:
+        opts = rtc.TrackPublishOptions()
+        track: rtc.LocalVideoTrack | rtc.LocalAudioTrack
+        if kind == "video":
+            if self._video_source is None:
+                raise RuntimeError("video is disabled")
+            track = rtc.LocalVideoTrack.create_video_track("camera", self._video_source)
+            opts.source = rtc.TrackSource.SOURCE_CAMERA
+            opts.video_codec = rtc.VideoCodec.H264 if self.video_codec == "h264" else rtc.VideoCodec.VP8
+            opts.simulcast = self.simulcast
+            opts.video_encoding.max_bitrate = self.max_bitrate
+            opts.video_encoding.max_framerate = self.fps
+        else:
+            if self._audio_source is None:
+                raise RuntimeError("audio is disabled")
+            track = rtc.LocalAudioTrack.create_audio_track("microphone", self._audio_source)
+            opts.source = rtc.TrackSource.SOURCE_MICROPHONE
+            opts.dtx = False
+        pub = await self._room.local_participant.publish_track(track, opts)
+        self._tracks[kind] = track
+        self._pubs[kind] = pub
+
+    async def _sleep_until(self, deadline: float) -> None:
+        delay = deadline - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
+
+    async def _video_loop(self, source: rtc.VideoSource) -> None:
+        assert self._t0 is not None
+        t0 = self._t0
+        period = 1.0 / self.fps
+        rng = random.Random()
+        k = 0
+        t_rel = 0.0
+        while True:
+            if self.vfr:
+                await self._sleep_until(t0 + t_rel)
+            else:
+                t_rel = k * period
+                await self._sleep_until(t0 + t_rel)
+                late = time.monotonic() - (t0 + t_rel)
+                if late > 2 * period:  # stalled: skip ahead instead of bursting
+                    k += int(late / period)
+                    continue
+            data = self.pattern.frame_at(t_rel)
+            frame = rtc.VideoFrame(self.width, self.height, rtc.VideoBufferType.I420, data.tobytes())
+            source.capture_frame(frame)
+            self.frames_sent += 1
+            k += 1
+            if self.vfr:
+                t_rel = self._next_vfr_time(t_rel, rng)
+
+    def _next_vfr_time(self, t_rel: float, rng: random.Random) -> float:
+        nxt = t_rel + rng.uniform(0.010, 0.120)
+        iv = self.marker_interval
+        if iv > 0:
+            # Never skip over a marker onset: land exactly on it so every flash is visible.
+            marker = (int(t_rel / iv + 1e-9) + 1) * iv
+            if t_rel < marker < nxt:
+                nxt = marker
+        return nxt
+
+    async def _audio_loop(self, source: rtc.AudioSource) -> None:
+        assert self._t0 is not None
+        t0 = self._t0
+        n = 0
+        while True:
+            # Push the 10 ms chunk that starts at sample n when its first sample is due.
+            await self._sleep_until(t0 + n / SAMPLE_RATE)
+            samples = self.tone.samples(n, _AUDIO_FRAME_SAMPLES)
+            frame = rtc.AudioFrame(samples.tobytes(), SAMPLE_RATE, 1, _AUDIO_FRAME_SAMPLES)
+            await source.capture_frame(frame)
+            self.audio_frames_sent += 1
+            n += _AUDIO_FRAME_SAMPLES
+
+
+def _default_bitrate(width: int, height: int) -> int:
+    pixels = width * height
+    return int(min(max(pixels * 6, 500_000), 8_000_000))  # ~1.4 Mbps at 640x360

@@ -1,0 +1,299 @@
+"""Run a throw-away livekit-server on loopback for tests and demos."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import secrets
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from types import TracebackType
+
+from livekit import api
+
+__all__ = ["LiveKitServer", "LiveKitServerError", "find_server_binary"]
+
+_UDP_RANGE = 100
+_FALLBACK_BIN = Path("/root/go/bin/server")
+
+
+class LiveKitServerError(RuntimeError):
+    """The livekit-server binary is missing or the server failed to start."""
+
+
+def _repo_root() -> Path:
+    # src/pyegress/testing/server.py -> repo root is three levels above the package dir.
+    return Path(__file__).resolve().parents[3]
+
+
+def find_server_binary() -> Path:
+    """Locate livekit-server: $LIVEKIT_SERVER_BIN, <repo>/.tools/bin, PATH, /root/go/bin/server."""
+    env = os.environ.get("LIVEKIT_SERVER_BIN")
+    if env:
+        p = Path(env)
+        if p.is_file() and os.access(p, os.X_OK):
+            return p
+        raise LiveKitServerError(f"LIVEKIT_SERVER_BIN={env!r} is not an executable file")
+    candidates: list[Path] = [_repo_root() / ".tools" / "bin" / "livekit-server"]
+    on_path = shutil.which("livekit-server")
+    if on_path:
+        candidates.append(Path(on_path))
+    candidates.append(_FALLBACK_BIN)
+    for c in candidates:
+        if c.is_file() and os.access(c, os.X_OK):
+            return c
+    raise LiveKitServerError(
+        "livekit-server binary not found; run scripts/install-livekit-server.sh or set LIVEKIT_SERVER_BIN"
+    )
+
+
+def _free_tcp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _udp_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _free_udp_range(count: int, avoid: set[int]) -> int:
+    """First port of ``count`` consecutive free UDP ports on loopback."""
+    rng = secrets.SystemRandom()
+    for _ in range(200):
+        start = rng.randrange(20000, 60000 - count)
+        ports = range(start, start + count)
+        if any(p in avoid for p in ports):
+            continue
+        if all(_udp_free(p) for p in ports):
+            return start
+    raise LiveKitServerError(f"could not find {count} free consecutive UDP ports")
+
+
+class LiveKitServer:
+    """A livekit-server subprocess bound to 127.0.0.1 with random keys and free ports.
+
+    Use as ``with LiveKitServer() as srv:`` or ``async with LiveKitServer() as srv:``,
+    or call :meth:`start` / :meth:`stop` yourself.
+    """
+
+    def __init__(
+        self,
+        *,
+        binary: str | os.PathLike[str] | None = None,
+        start_timeout: float = 20.0,
+        log_level: str = "info",
+    ) -> None:
+        self._binary = Path(binary) if binary is not None else None
+        self.start_timeout = start_timeout
+        self.log_level = log_level
+        self.api_key = "APItest" + secrets.token_hex(6)
+        self.api_secret = secrets.token_urlsafe(32)
+        self.port = 0
+        self.rtc_tcp_port = 0
+        self.udp_port_start = 0
+        self.udp_port_end = 0
+        self._tmpdir: tempfile.TemporaryDirectory[str] | None = None
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._log_path: Path | None = None
+
+    # -- properties -------------------------------------------------------------------
+    @property
+    def url(self) -> str:
+        """WebSocket URL clients connect to (``ws://127.0.0.1:PORT``)."""
+        return f"ws://127.0.0.1:{self.port}"
+
+    @property
+    def http_url(self) -> str:
+        """HTTP URL of the server (for the Twirp API)."""
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def log_path(self) -> Path:
+        """File receiving the server's stdout and stderr."""
+        if self._log_path is None:
+            raise LiveKitServerError("server not started")
+        return self._log_path
+
+    @property
+    def running(self) -> bool:
+        """True while the subprocess is alive."""
+        return self._proc is not None and self._proc.poll() is None
+
+    # -- lifecycle ---------------------------------------------------------------------
+    def _config_yaml(self) -> str:
+        return (
+            f"port: {self.port}\n"
+            'bind_addresses: ["127.0.0.1"]\n'
+            "rtc:\n"
+            f"  tcp_port: {self.rtc_tcp_port}\n"
+            f"  port_range_start: {self.udp_port_start}\n"
+            f"  port_range_end: {self.udp_port_end}\n"
+            "  use_external_ip: false\n"
+            "  node_ip: 127.0.0.1\n"
+            "  enable_loopback_candidate: true\n"
+            "  interfaces:\n"
+            "    includes: [lo]\n"
+            "keys:\n"
+            f'  "{self.api_key}": "{self.api_secret}"\n'
+            "room:\n"
+            "  empty_timeout: 30\n"
+            "logging:\n"
+            f"  level: {self.log_level}\n"
+        )
+
+    def log_tail(self, lines: int = 40) -> str:
+        """Last ``lines`` lines of the server log (empty if none)."""
+        if self._log_path is None or not self._log_path.exists():
+            return ""
+        text = self._log_path.read_text(errors="replace").splitlines()
+        return "\n".join(text[-lines:])
+
+    def _fail(self, reason: str) -> LiveKitServerError:
+        tail = self.log_tail()
+        self.stop()
+        msg = f"livekit-server failed to start: {reason}"
+        if tail:
+            msg += f"\n--- server log tail ---\n{tail}"
+        return LiveKitServerError(msg)
+
+    def _http_ok(self) -> bool:
+        try:
+            with urllib.request.urlopen(self.http_url + "/", timeout=1.0) as resp:
+                return int(resp.status) < 500
+        except urllib.error.HTTPError as e:
+            return e.code < 500
+        except (OSError, ValueError):
+            return False
+
+    def start(self) -> LiveKitServer:
+        """Start the server and block until its HTTP port answers (bounded by start_timeout)."""
+        if self.running:
+            return self
+        binary = self._binary or find_server_binary()
+        if not (binary.is_file() and os.access(binary, os.X_OK)):
+            raise LiveKitServerError(f"livekit-server binary {binary} is not executable")
+        self._tmpdir = tempfile.TemporaryDirectory(prefix="pyegress-lk-")
+        tmp = Path(self._tmpdir.name)
+        self.port = _free_tcp_port()
+        self.rtc_tcp_port = _free_tcp_port()
+        while self.rtc_tcp_port == self.port:
+            self.rtc_tcp_port = _free_tcp_port()
+        self.udp_port_start = _free_udp_range(_UDP_RANGE, {self.port, self.rtc_tcp_port})
+        self.udp_port_end = self.udp_port_start + _UDP_RANGE - 1
+        config = tmp / "livekit.yaml"
+        config.write_text(self._config_yaml())
+        # Keep the log outside the temp dir so it survives stop() for post-mortems.
+        fd, log_name = tempfile.mkstemp(prefix="livekit-server-", suffix=".log")
+        os.close(fd)
+        self._log_path = Path(log_name)
+        with open(self._log_path, "wb") as log:
+            try:
+                self._proc = subprocess.Popen(
+                    [str(binary), "--config", str(config)],
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    cwd=tmp,
+                    start_new_session=True,
+                )
+            except OSError as e:
+                raise self._fail(f"cannot execute {binary}: {e}") from e
+        deadline = time.monotonic() + self.start_timeout
+        while time.monotonic() < deadline:
+            if self._proc.poll() is not None:
+                raise self._fail(f"process exited with code {self._proc.returncode}")
+            if self._http_ok():
+                return self
+            time.sleep(0.1)
+        raise self._fail(f"HTTP port {self.port} did not answer within {self.start_timeout}s")
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Terminate the server (kill after ``timeout``); the process is always reaped."""
+        proc, self._proc = self._proc, None
+        if proc is not None:
+            if proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(timeout=timeout)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+            else:
+                proc.wait()
+        if self._tmpdir is not None:
+            with contextlib.suppress(OSError):
+                self._tmpdir.cleanup()
+            self._tmpdir = None
+
+    # -- tokens ------------------------------------------------------------------------
+    def token(
+        self,
+        identity: str,
+        room: str,
+        *,
+        hidden: bool = False,
+        can_publish: bool = True,
+        can_subscribe: bool = True,
+        name: str | None = None,
+    ) -> str:
+        """Mint a room-join JWT for this server's key pair."""
+        tok = (
+            api.AccessToken(self.api_key, self.api_secret)
+            .with_identity(identity)
+            .with_grants(
+                api.VideoGrants(
+                    room_join=True,
+                    room=room,
+                    hidden=hidden,
+                    can_publish=can_publish,
+                    can_subscribe=can_subscribe,
+                )
+            )
+        )
+        if name is not None:
+            tok = tok.with_name(name)
+        return tok.to_jwt()
+
+    def api_client(self) -> api.LiveKitAPI:
+        """A new :class:`livekit.api.LiveKitAPI` client for this server (close it after use)."""
+        return api.LiveKitAPI(self.http_url, self.api_key, self.api_secret)
+
+    # -- context managers -----------------------------------------------------------
+    def __enter__(self) -> LiveKitServer:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    async def __aenter__(self) -> LiveKitServer:
+        return await asyncio.to_thread(self.start)
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await asyncio.to_thread(self.stop)
+
+    def __repr__(self) -> str:
+        state = "running" if self.running else "stopped"
+        return f"<LiveKitServer {self.url} {state}>"

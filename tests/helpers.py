@@ -1,0 +1,46 @@
+"""Small helpers shared by the integration tests."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+from livekit.protocol import egress as pe
+
+from pyegress.testing import MediaInfo, probe
+
+
+def status(info: pe.EgressInfo) -> str:
+    return pe.EgressStatus.Name(info.status)
+
+
+async def wait_active(svc: object, egress_id: str, timeout: float = 15.0) -> pe.EgressInfo:
+    """Poll list_egress until the egress is ACTIVE (or ended)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        res = await svc.list_egress(pe.ListEgressRequest(egress_id=egress_id))  # type: ignore[attr-defined]
+        info: pe.EgressInfo = res.items[0]
+        if info.status != pe.EGRESS_STARTING or loop.time() > deadline:
+            return info
+        await asyncio.sleep(0.1)
+
+
+def check_file_result(info: pe.EgressInfo, index: int = 0) -> MediaInfo:
+    """The file result agrees with the file on disk and its decoded duration; returns the probe."""
+    assert status(info) == "EGRESS_COMPLETE", info.error
+    res = info.file_results[index]
+    path = Path(res.filename)
+    assert path.is_file(), path
+    assert res.size == path.stat().st_size
+    assert res.location == str(path)
+    assert res.started_at > 0 and res.ended_at >= res.started_at
+    media = probe(path)
+    assert abs(media.duration - res.duration / 1e9) < 0.25, (media.duration, res.duration)
+    return media
+
+
+def manifest(path: str) -> dict[str, object]:
+    data: dict[str, object] = json.loads(Path(path + ".json").read_text())
+    return data

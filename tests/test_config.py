@@ -1,0 +1,156 @@
+"""Request validation, presets and filename templates (no server needed)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from livekit.protocol import egress as pe
+from livekit.protocol import models as pm
+
+from pyegress.cli import infer_type, parse_request
+from pyegress.config import FileType, Kind, build_config
+from pyegress.errors import InvalidRequestError, NotSupportedError
+from pyegress.filenames import resolve_path, time_values
+from pyegress.info import REDACTED, new_info
+
+OUT = [pe.EncodedFileOutput(filepath="x.mp4")]
+
+
+def tc(**kw: object) -> pe.TrackCompositeEgressRequest:
+    base: dict[str, object] = {"room_name": "r", "audio_track_id": "TR_a", "video_track_id": "TR_v"}
+    base.update(kw)
+    if "file_outputs" not in base and "file" not in base:
+        base["file_outputs"] = OUT
+    return pe.TrackCompositeEgressRequest(**base)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("preset", "size", "fps", "kbps"),
+    [
+        (pe.H264_720P_30, (1280, 720), 30, 3000),
+        (pe.H264_720P_60, (1280, 720), 60, 4500),
+        (pe.H264_1080P_30, (1920, 1080), 30, 4500),
+        (pe.H264_1080P_60, (1920, 1080), 60, 6000),
+        (pe.PORTRAIT_H264_720P_30, (720, 1280), 30, 3000),
+        (pe.PORTRAIT_H264_720P_60, (720, 1280), 60, 4500),
+        (pe.PORTRAIT_H264_1080P_30, (1080, 1920), 30, 4500),
+        (pe.PORTRAIT_H264_1080P_60, (1080, 1920), 60, 6000),
+    ],
+)
+def test_every_h264_preset(preset: int, size: tuple[int, int], fps: int, kbps: int) -> None:
+    cfg = build_config(tc(preset=preset))
+    assert cfg.video is not None
+    assert (cfg.video.width, cfg.video.height, cfg.video.fps, cfg.video.bitrate_kbps) == (*size, fps, kbps)
+    assert cfg.video.codec == "h264"
+
+
+def test_default_is_720p30_aac() -> None:
+    cfg = build_config(tc())
+    assert cfg.kind is Kind.TRACK_COMPOSITE
+    assert cfg.video is not None and (cfg.video.width, cfg.video.height, cfg.video.fps) == (1280, 720, 30)
+    assert cfg.audio is not None and (cfg.audio.codec, cfg.audio.sample_rate) == ("aac", 44100)
+
+
+def test_advanced_options() -> None:
+    adv = pe.EncodingOptions(
+        width=640,
+        height=480,
+        framerate=25,
+        video_codec=pm.H264_HIGH,
+        video_bitrate=1200,
+        key_frame_interval=2,
+        audio_codec=pm.OPUS,
+        audio_bitrate=64,
+        audio_frequency=48000,
+    )
+    cfg = build_config(tc(advanced=adv))
+    assert cfg.video is not None and cfg.audio is not None
+    v, a = cfg.video, cfg.audio
+    assert (v.width, v.height, v.fps, v.profile, v.bitrate_kbps, v.gop) == (640, 480, 25, "high", 1200, 50)
+    assert (a.codec, a.bitrate_kbps, a.sample_rate) == ("opus", 64, 48000)
+
+
+@pytest.mark.parametrize(
+    ("req", "field"),
+    [
+        (tc(room_name=""), "room_name"),
+        (tc(audio_track_id="", video_track_id=""), "audio_track_id"),
+        (tc(advanced=pe.EncodingOptions(width=641, height=360)), "advanced.width"),
+        (tc(advanced=pe.EncodingOptions(framerate=500)), "advanced.framerate"),
+        (tc(advanced=pe.EncodingOptions(audio_frequency=12345)), "advanced.audio_frequency"),
+        (tc(preset=pe.PASSTHROUGH), "preset"),
+        (tc(file_outputs=[pe.EncodedFileOutput(file_type=pe.OGG)]), "file_outputs[0].file_type"),
+        (tc(file_outputs=[pe.EncodedFileOutput(filepath="{nope}.mp4")]), "file_outputs[0].filepath"),
+        (tc(file_outputs=[]), "file_outputs"),
+        (pe.ParticipantEgressRequest(room_name="r", file_outputs=OUT), "identity"),
+        (pe.TrackEgressRequest(room_name="r", file=pe.DirectFileOutput()), "track_id"),
+    ],
+)
+def test_bad_requests_name_the_field(req: object, field: str) -> None:
+    with pytest.raises(InvalidRequestError) as err:
+        build_config(req)  # type: ignore[arg-type]
+    assert err.value.field == field
+    assert field in str(err.value)
+
+
+def test_not_yet_supported_is_clear() -> None:
+    with pytest.raises(NotSupportedError, match="room composite"):
+        build_config(pe.RoomCompositeEgressRequest(room_name="r"))
+    with pytest.raises(NotSupportedError, match="stream_outputs"):
+        build_config(tc(stream_outputs=[pe.StreamOutput(urls=["rtmp://127.0.0.1/live/x"])]))
+
+
+def test_audio_only_track_composite_ogg_uses_opus() -> None:
+    cfg = build_config(tc(video_track_id="", file_outputs=[pe.EncodedFileOutput(file_type=pe.OGG)]))
+    assert cfg.video is None and cfg.audio is not None and cfg.audio.codec == "opus"
+    assert cfg.files[0].file_type is FileType.OGG
+
+
+def test_legacy_file_field() -> None:
+    cfg = build_config(tc(file=pe.EncodedFileOutput(filepath="legacy.mp4"), file_outputs=[]))
+    assert [f.filepath for f in cfg.files] == ["legacy.mp4"]
+
+
+VALUES = {"room_name": "my room", "publisher_identity": "alice/../x", "track_type": "video", **time_values()}
+
+
+def _resolve(template: str, tmp_path: Path, ext: str = ".mp4") -> Path:
+    return resolve_path(
+        template, values=VALUES, output_dir=tmp_path, default_stem="gen", extension=ext, field="f"
+    )
+
+
+def test_templates_expand_and_stay_inside(tmp_path: Path) -> None:
+    p = _resolve("{room_name}/{publisher_identity}-{track_type}", tmp_path)
+    assert p == tmp_path / "my_room" / "alice_.._x-video.mp4"
+    assert _resolve("", tmp_path) == tmp_path / "gen.mp4"
+    assert _resolve("sub/", tmp_path) == tmp_path / "sub" / "gen.mp4"
+    assert _resolve("a.ogg", tmp_path, ".ogg") == tmp_path / "a.ogg"
+    assert _resolve(str(tmp_path / "abs.mp4"), tmp_path) == tmp_path / "abs.mp4"
+    assert _resolve("{utc}", tmp_path).stem.isdigit()
+
+
+@pytest.mark.parametrize("bad", ["../x.mp4", "a/../../x.mp4", "/etc/x.mp4"])
+def test_path_escaping_output_folder_is_refused(tmp_path: Path, bad: str) -> None:
+    with pytest.raises(InvalidRequestError, match="escapes the output folder"):
+        _resolve(bad, tmp_path)
+
+
+def test_secrets_are_redacted_in_info() -> None:
+    s3 = pe.S3Upload(access_key="AK", secret="very-secret", bucket="b", region="r")
+    req = tc(file_outputs=[pe.EncodedFileOutput(filepath="x.mp4", s3=s3)])
+    info = new_info(req)
+    text = str(info)
+    assert "very-secret" not in text and "AK" not in text.replace("TRACK", "")
+    assert info.track_composite.file_outputs[0].s3.secret == REDACTED
+    assert req.file_outputs[0].s3.secret == "very-secret"  # the caller's request is untouched
+
+
+def test_cli_infers_type_like_lk() -> None:
+    assert infer_type({"room_name": "r", "identity": "a"}) == "participant"
+    assert infer_type({"roomName": "r", "audioTrackId": "TR"}) == "track-composite"
+    assert infer_type({"room_name": "r", "track_id": "TR"}) == "track"
+    assert infer_type({"room_name": "r", "layout": "grid"}) == "room-composite"
+    kind, req = parse_request('{"roomName": "r", "identity": "a", "fileOutputs": [{"fileType": "MP4"}]}', None)
+    assert kind == "participant" and req.file_outputs[0].file_type == pe.MP4
