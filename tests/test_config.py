@@ -152,5 +152,7 @@ def test_cli_infers_type_like_lk() -> None:
     assert infer_type({"roomName": "r", "audioTrackId": "TR"}) == "track-composite"
     assert infer_type({"room_name": "r", "track_id": "TR"}) == "track"
     assert infer_type({"room_name": "r", "layout": "grid"}) == "room-composite"
-    kind, req = parse_request('{"roomName": "r", "identity": "a", "fileOutputs": [{"fileType": "MP4"}]}', None)
+    kind, req = parse_request(
+        '{"roomName": "r", "identity": "a", "fileOutputs": [{"fileType": "MP4"}]}', None
+    )
     assert kind == "participant" and req.file_outputs[0].file_type == pe.MP4

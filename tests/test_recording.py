@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -87,7 +88,7 @@ async def test_track_composite_mp4_decodes_and_is_in_sync(
     assert media.audio.codec == "aac" and media.audio.sample_rate == 44100
     assert media.video.measured_fps is not None and abs(media.video.measured_fps - 30) < 0.5
     ts = frame_timestamps(path)
-    gaps = [b - a for a, b in zip(ts, ts[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(ts)]
     assert max(gaps) - min(gaps) < 0.002, "output is constant frame rate"
     assert 6.0 < media.duration < 8.0
     assert picture_moves(path)
@@ -289,7 +290,9 @@ async def test_list_egress_by_id_room_and_active(
     livekit_server: LiveKitServer, service: pyegress.EgressService, room_name: str
 ) -> None:
     async with publisher(livekit_server, room_name, video=False) as pub:
-        req = pe.TrackEgressRequest(room_name=room_name, track_id=pub.audio_track_sid, file=pe.DirectFileOutput())
+        req = pe.TrackEgressRequest(
+            room_name=room_name, track_id=pub.audio_track_sid, file=pe.DirectFileOutput()
+        )
         a = await service.start_track_egress(req)
         b = await service.start_track_egress(req)
         await wait_active(service, a.egress_id)

@@ -10,7 +10,7 @@ from typing import TypeAlias
 from livekit.protocol import egress as pe
 
 from .errors import InvalidRequestError, NotSupportedError
-from .filenames import check_template
+from .filenames import TEMPLATE_KEYS, check_template, resolve_path
 from .media.encoding import AudioEncoding, VideoEncoding, from_request
 
 Request: TypeAlias = (
@@ -134,9 +134,27 @@ def _check_containers(files: list[FileTarget], has_video: bool, audio: AudioEnco
             raise InvalidRequestError(f"{f.field}.file_type", "nothing to record")
 
 
+def _check_paths(cfg: EgressConfig) -> EgressConfig:
+    """Refuse, before anything is joined or opened, paths that would leave the output folder."""
+    sample = dict.fromkeys(TEMPLATE_KEYS, "x")
+    for f in cfg.files:
+        resolve_path(
+            f.filepath,
+            values=sample,
+            output_dir=cfg.output_dir,
+            default_stem="x",
+            extension=f.file_type.extension or ".mp4",
+            field=f"{f.field}.filepath",
+        )
+    return cfg
+
+
 def build_config(req: Request, *, output_dir: Path | None = None) -> EgressConfig:
     """Validate ``req`` and normalise it; raises ``InvalidRequestError`` naming the field."""
-    out_dir = (output_dir or Path.cwd()).resolve()
+    return _check_paths(_build(req, (output_dir or Path.cwd()).resolve()))
+
+
+def _build(req: Request, out_dir: Path) -> EgressConfig:
     if isinstance(req, pe.ParticipantEgressRequest):
         video, audio = _encodings(req)
         cfg = EgressConfig(

@@ -53,7 +53,7 @@ def new_info(req: Request, egress_id: str | None = None) -> pe.EgressInfo:
         source_type=pe.EGRESS_SOURCE_TYPE_SDK,
         updated_at=now_ns(),
     )
-    copy = type(req)()
+    copy: Message = type(req)()
     copy.CopyFrom(req)
     redact(copy)
     slot = {

@@ -9,11 +9,17 @@ from __future__ import annotations
 
 import io
 from fractions import Fraction
+from typing import TYPE_CHECKING, Any, cast
 
 import av
 import numpy as np
 
 from .encoding import AudioEncoding, VideoEncoding
+
+if TYPE_CHECKING:
+    Packet = av.Packet[Any]
+else:  # PyAV's Packet is generic only in its stubs
+    Packet = av.Packet
 
 _H264_PROFILES = {"baseline": "Constrained Baseline", "main": "Main", "high": "High"}
 _AUDIO_CODECS = {"aac": "aac", "opus": "libopus", "mp3": "libmp3lame"}
@@ -53,7 +59,7 @@ class VideoEncoder:
         self.stream = stream
         self.frames = 0
 
-    def encode(self, frame: av.VideoFrame | None, pts: int = 0) -> list[av.Packet]:
+    def encode(self, frame: av.VideoFrame | None, pts: int = 0) -> list[Packet]:
         """Encode one frame at ``pts`` (ticks); ``None`` flushes."""
         if frame is not None:
             frame.pts = pts
@@ -69,7 +75,7 @@ class AudioEncoder:
         self.encoding = enc
         self.in_rate = in_rate or enc.sample_rate
         self._box = av.open(io.BytesIO(), "w", format="null")
-        stream = self._box.add_stream(_AUDIO_CODECS[enc.codec], rate=enc.sample_rate)
+        stream = cast(av.AudioStream, self._box.add_stream(_AUDIO_CODECS[enc.codec], rate=enc.sample_rate))
         stream.layout = "stereo" if enc.channels == 2 else "mono"
         stream.bit_rate = enc.bitrate_kbps * 1000
         ctx = stream.codec_context
@@ -80,7 +86,7 @@ class AudioEncoder:
         self.stream = stream
         self._layout = stream.layout.name
         self._resampler = av.AudioResampler(
-            format=ctx.format.name,
+            format=ctx.format,
             layout=self._layout,
             rate=enc.sample_rate,
             frame_size=ctx.frame_size or None,
@@ -88,7 +94,7 @@ class AudioEncoder:
         self.samples = 0  # samples fed so far
         self._out_pts = 0
 
-    def encode(self, pcm: np.ndarray | None) -> list[av.Packet]:
+    def encode(self, pcm: np.ndarray | None) -> list[Packet]:
         """Encode ``pcm`` of shape (n, channels), int16; ``None`` flushes."""
         if pcm is None:
             frames = self._resampler.resample(None)
@@ -100,7 +106,7 @@ class AudioEncoder:
             frame.pts = self.samples
             self.samples += len(pcm)
             frames = self._resampler.resample(frame)
-        packets: list[av.Packet] = []
+        packets: list[Packet] = []
         for f in frames:
             f.pts = self._out_pts
             f.time_base = self.stream.codec_context.time_base

@@ -7,14 +7,14 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import av
 import numpy as np
 
 from ..outputs.base import Output
-from .encoder import AudioEncoder, VideoEncoder
+from .encoder import AudioEncoder, Packet, VideoEncoder
 from .encoding import AudioEncoding, VideoEncoding
 from .frames import fit_on_canvas, solid_canvas, to_av
 from .timeline import AudioInput, VideoInput
@@ -127,8 +127,9 @@ class Pipeline:
     def _mix(chunks: list[np.ndarray]) -> np.ndarray:
         if len(chunks) == 1:
             return chunks[0]
-        total = np.sum([c.astype(np.int32) for c in chunks], axis=0)
-        return np.clip(total, -32768, 32767).astype(np.int16)
+        total: np.ndarray = np.sum([c.astype(np.int32) for c in chunks], axis=0)
+        mixed: np.ndarray = np.clip(total, -32768, 32767).astype(np.int16)
+        return mixed
 
     # --- worker thread -------------------------------------------------------------------
 
@@ -176,7 +177,7 @@ class Pipeline:
 
     def _deliver(
         self,
-        packets: list[av.Packet],
+        packets: list[Packet],
         kind: str,
         venc: VideoEncoding | None,
         aenc: AudioEncoding | None,
@@ -196,17 +197,23 @@ class Pipeline:
 
     def _flush(self) -> None:
         for enc, encoder in self._video_enc.items():
-            self._safe_flush(lambda e=encoder: e.encode(None), "video", enc, None)
+            self._safe_flush(encoder.encode, "video", enc, None)
         for aenc, aencoder in self._audio_enc.items():
-            self._safe_flush(lambda e=aencoder: e.encode(None), "audio", None, aenc)
+            self._safe_flush(aencoder.encode, "audio", None, aenc)
         for out in self.outputs:
             try:
                 out.close()
             except Exception as e:
                 out.fail(e)
 
-    def _safe_flush(self, fn, kind, venc, aenc):  # type: ignore[no-untyped-def]
+    def _safe_flush(
+        self,
+        encode: Callable[[None], list[Packet]],
+        kind: str,
+        venc: VideoEncoding | None,
+        aenc: AudioEncoding | None,
+    ) -> None:
         try:
-            self._deliver(fn(), kind, venc, aenc)
+            self._deliver(encode(None), kind, venc, aenc)
         except Exception as e:
             log.warning("flushing %s encoder failed: %s", kind, e)

@@ -7,6 +7,7 @@ from fractions import Fraction
 
 import av
 
+from ..media.encoder import Packet
 from ..media.encoding import AudioEncoding, VideoEncoding
 
 log = logging.getLogger("pyegress.outputs")
@@ -36,7 +37,7 @@ class Output:
         """Create streams from the encoders' template streams and start writing."""
         raise NotImplementedError
 
-    def write(self, packet: av.Packet, kind: str) -> None:
+    def write(self, packet: Packet, kind: str) -> None:
         """Mux one packet of ``kind`` ("video" or "audio")."""
         raise NotImplementedError
 
@@ -44,7 +45,7 @@ class Output:
         """Finish the output (trailer, manifest); safe to call once after a failure too."""
         raise NotImplementedError
 
-    def _track_end(self, packet: av.Packet, kind: str) -> None:
+    def _track_end(self, packet: Packet, kind: str) -> None:
         if packet.pts is not None and packet.time_base is not None:
             end = Fraction(packet.pts + (packet.duration or 0)) * packet.time_base
             self._end[kind] = max(self._end[kind], float(end))

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import av
 
+from ..media.encoder import Packet
 from ..media.encoding import AudioEncoding, VideoEncoding
 from .base import Output
 
@@ -44,7 +45,7 @@ class FileOutput(Output):
             self._streams["audio"] = self._container.add_stream_from_template(audio)
         self._container.start_encoding()
 
-    def write(self, packet: av.Packet, kind: str) -> None:
+    def write(self, packet: Packet, kind: str) -> None:
         stream = self._streams.get(kind)
         if stream is None or self._container is None:
             return

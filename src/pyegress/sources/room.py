@@ -46,7 +46,7 @@ class RoomSource:
         self.room = room or rtc.Room()
         self._url, self._key, self._secret = url, api_key, api_secret
         self._identity = identity or "EG_recorder"
-        self._handlers: list[tuple[str, Callable[..., Any]]] = []
+        self._handlers: list[tuple[rtc.room.EventTypes, Callable[..., Any]]] = []
         self._pumps: dict[str, tuple[asyncio.Task[None], Any]] = {}
         self._changed = asyncio.Event()
         self.on("participant_connected", lambda *_: self._changed.set())
@@ -54,7 +54,7 @@ class RoomSource:
         self.on("track_published", lambda *_: self._changed.set())
         self.on("track_subscribed", lambda *_: self._changed.set())
 
-    def on(self, event: str, handler: Callable[..., Any]) -> None:
+    def on(self, event: rtc.room.EventTypes, handler: Callable[..., Any]) -> None:
         """Listen to a room event until ``close``."""
         self.room.on(event, handler)
         self._handlers.append((event, handler))

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Set up a fresh machine for pyegress: a venv with the package and its test tools, and the
+# servers the tests and the demo run (livekit-server, storage emulators, RTMP server).
+# Idempotent: re-running skips what is already there.
+set -euo pipefail
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$REPO"
+
+PY="${PYTHON:-python3}"
+if [[ ! -x .venv/bin/python ]]; then
+  "$PY" -m venv .venv
+fi
+.venv/bin/python -m pip install -q --upgrade pip
+.venv/bin/python -m pip install -q -e '.[dev,all]'
+
+bash scripts/install-livekit-server.sh
+for extra in scripts/install-storage-emulators.sh scripts/install-rtmp-server.sh scripts/install-chromium.sh; do
+  if [[ -f "$extra" ]]; then bash "$extra"; fi
+done
+echo "setup done: activate with 'source .venv/bin/activate'"

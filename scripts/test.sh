@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Set up (idempotent) and run the whole test suite: lint, types, then pytest against real
+# servers started by the tests. Integration tests fail, never skip, when a server is missing.
+set -euo pipefail
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$REPO"
+bash scripts/setup.sh
+.venv/bin/ruff check src tests bench examples
+.venv/bin/mypy
+set +e
+.venv/bin/pytest -q -ra -p no:cacheprovider "$@"
+rc=$?
+set -e
+if [[ $rc -eq 5 ]]; then
+  echo "error: pytest collected no tests" >&2
+  exit 1
+fi
+exit $rc
