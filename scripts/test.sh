@@ -5,7 +5,7 @@ set -euo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$REPO"
 bash scripts/setup.sh
-.venv/bin/ruff check src tests bench examples
+.venv/bin/ruff check .
 .venv/bin/mypy
 set +e
 .venv/bin/pytest -q -ra -p no:cacheprovider "$@"
