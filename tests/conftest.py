@@ -14,6 +14,8 @@ import pytest
 
 from pyegress.testing import LiveKitServer, LiveKitServerError
 
+pytest_plugins = ["tests.conftest_storage"]
+
 
 @pytest.fixture(scope="session")
 def livekit_server() -> Iterator[LiveKitServer]:

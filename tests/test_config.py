@@ -95,10 +95,12 @@ def test_bad_requests_name_the_field(req: object, field: str) -> None:
 
 
 def test_not_yet_supported_is_clear() -> None:
-    with pytest.raises(NotSupportedError, match="room composite"):
-        build_config(pe.RoomCompositeEgressRequest(room_name="r"))
-    with pytest.raises(NotSupportedError, match="stream_outputs"):
-        build_config(tc(stream_outputs=[pe.StreamOutput(urls=["rtmp://127.0.0.1/live/x"])]))
+    with pytest.raises(NotSupportedError, match="web egress"):
+        build_config(pe.WebEgressRequest(url="http://127.0.0.1/"))
+    with pytest.raises(NotSupportedError, match="custom_base_url"):
+        build_config(pe.RoomCompositeEgressRequest(room_name="r", custom_base_url="http://127.0.0.1/"))
+    with pytest.raises(NotSupportedError, match="SRT"):
+        build_config(tc(stream_outputs=[pe.StreamOutput(protocol=pe.SRT, urls=["srt://127.0.0.1:9000"])]))
 
 
 def test_audio_only_track_composite_ogg_uses_opus() -> None:
@@ -156,3 +158,15 @@ def test_cli_infers_type_like_lk() -> None:
         '{"roomName": "r", "identity": "a", "fileOutputs": [{"fileType": "MP4"}]}', None
     )
     assert kind == "participant" and req.file_outputs[0].file_type == pe.MP4
+
+
+def test_room_composite_config() -> None:
+    req = pe.RoomCompositeEgressRequest(room_name="r", layout="grid-light", audio_only=True, file_outputs=OUT)
+    cfg = build_config(req)
+    assert cfg.kind is Kind.ROOM_COMPOSITE and cfg.video is None and cfg.audio is not None
+    with pytest.raises(InvalidRequestError, match="layout"):
+        build_config(pe.RoomCompositeEgressRequest(room_name="r", layout="mosaic", file_outputs=OUT))
+    with pytest.raises(InvalidRequestError, match="video_only"):
+        build_config(
+            pe.RoomCompositeEgressRequest(room_name="r", audio_only=True, video_only=True, file_outputs=OUT)
+        )

@@ -10,9 +10,11 @@ from livekit.protocol.egress import (
     ListEgressRequest,
     ListEgressResponse,
     ParticipantEgressRequest,
+    RoomCompositeEgressRequest,
     StopEgressRequest,
     TrackCompositeEgressRequest,
     TrackEgressRequest,
+    UpdateLayoutRequest,
 )
 
 from .errors import (
@@ -23,7 +25,13 @@ from .errors import (
     OutputError,
     SourceError,
 )
-from .recorders import ParticipantRecorder, Recorder, TrackCompositeRecorder, TrackRecorder
+from .recorders import (
+    ParticipantRecorder,
+    Recorder,
+    RoomCompositeRecorder,
+    TrackCompositeRecorder,
+    TrackRecorder,
+)
 from .service import EgressService
 
 __version__ = "0.1.0"
@@ -46,10 +54,13 @@ __all__ = [
     "ParticipantEgressRequest",
     "ParticipantRecorder",
     "Recorder",
+    "RoomCompositeEgressRequest",
+    "RoomCompositeRecorder",
     "SourceError",
     "StopEgressRequest",
     "TrackCompositeEgressRequest",
     "TrackCompositeRecorder",
     "TrackEgressRequest",
     "TrackRecorder",
+    "UpdateLayoutRequest",
 ]

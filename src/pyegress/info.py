@@ -9,11 +9,12 @@ import time
 from google.protobuf.message import Message
 from livekit.protocol import egress as pe
 
-from .config import Request
+from .config import Request, redact_stream_url
 
 _ALPHABET = string.ascii_letters + string.digits
 _SECRET_FIELDS = {"secret", "session_token", "credentials", "account_key", "password", "access_key"}
 REDACTED = "{redacted}"
+_STREAM_URL_FIELDS = {"urls", "url", "add_output_urls", "remove_output_urls"}
 
 _TERMINAL = {pe.EGRESS_COMPLETE, pe.EGRESS_FAILED, pe.EGRESS_ABORTED, pe.EGRESS_LIMIT_REACHED}
 _ACTIVE = {pe.EGRESS_STARTING, pe.EGRESS_ACTIVE, pe.EGRESS_ENDING}
@@ -42,6 +43,11 @@ def redact(msg: Message) -> None:
                         redact(item)
         elif fd.name in _SECRET_FIELDS and value:
             setattr(msg, fd.name, REDACTED)
+        elif fd.name in _STREAM_URL_FIELDS and value:  # RTMP stream keys
+            if isinstance(value, str):
+                setattr(msg, fd.name, redact_stream_url(value))
+            else:
+                value[:] = [redact_stream_url(u) for u in value]
 
 
 def new_info(req: Request, egress_id: str | None = None) -> pe.EgressInfo:

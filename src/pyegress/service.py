@@ -5,14 +5,22 @@ from __future__ import annotations
 import asyncio
 import os
 from pathlib import Path
+from typing import Any
 
 from livekit import rtc
 from livekit.protocol import egress as pe
 
-from .config import Request
-from .errors import EgressError, EgressNotFoundError, NotSupportedError
+from .config import Request, StreamURL, check_stream_url
+from .errors import EgressError, EgressNotFoundError, InvalidRequestError, NotSupportedError
 from .info import is_active, new_info, set_status, snapshot
-from .recorders import ParticipantRecorder, Recorder, TrackCompositeRecorder, TrackRecorder
+from .recorders import (
+    ParticipantRecorder,
+    Recorder,
+    RoomCompositeRecorder,
+    TrackCompositeRecorder,
+    TrackRecorder,
+)
+from .storage.config import default_storage
 
 
 class EgressService:
@@ -20,6 +28,10 @@ class EgressService:
 
     ``url``, ``api_key`` and ``api_secret`` default to ``LIVEKIT_URL``, ``LIVEKIT_API_KEY`` and
     ``LIVEKIT_API_SECRET``. Local files go under ``output_dir`` (default: the working folder).
+    ``wait_timeout`` bounds the wait for a room, participant or track to show up;
+    ``room_empty_timeout`` ends a room composite whose room stayed empty that long.
+    ``storage`` is where file outputs with no ``s3`` / ``gcp`` / ``azure`` of their own are
+    uploaded (None: they stay local); see :mod:`pyegress.storage`.
     Starts return at once; the recording runs on the caller's event loop.
     """
 
@@ -31,12 +43,17 @@ class EgressService:
         *,
         output_dir: str | os.PathLike[str] | None = None,
         wait_timeout: float = 10.0,
+        room_empty_timeout: float = 30.0,
+        storage: pe.StorageConfig | None = None,
     ) -> None:
         self.url = url or os.environ.get("LIVEKIT_URL", "")
         self.api_key = api_key or os.environ.get("LIVEKIT_API_KEY", "")
         self._secret = api_secret or os.environ.get("LIVEKIT_API_SECRET", "")
         self.output_dir = Path(output_dir) if output_dir else Path.cwd()
         self.wait_timeout = wait_timeout
+        self.room_empty_timeout = room_empty_timeout
+        default_storage(storage)  # validate now: InvalidRequestError naming storage.<provider>.<field>
+        self._storage = storage
         self._egresses: dict[str, Recorder | pe.EgressInfo] = {}
 
     async def __aenter__(self) -> EgressService:
@@ -65,9 +82,11 @@ class EgressService:
         """Record a single track to a file."""
         return await self._start(TrackRecorder, start, room)
 
-    async def start_room_composite_egress(self, start: pe.RoomCompositeEgressRequest) -> pe.EgressInfo:
-        """Not supported yet (room composite comes in a later release)."""
-        raise NotSupportedError("start_room_composite_egress is not supported yet")
+    async def start_room_composite_egress(
+        self, start: pe.RoomCompositeEgressRequest, *, room: rtc.Room | None = None
+    ) -> pe.EgressInfo:
+        """Record the whole room in one picture (native grid / speaker layouts) and one mix."""
+        return await self._start(RoomCompositeRecorder, start, room, empty_timeout=self.room_empty_timeout)
 
     async def start_web_egress(self, start: pe.WebEgressRequest) -> pe.EgressInfo:
         """Not supported yet (web egress comes in a later release)."""
@@ -78,14 +97,33 @@ class EgressService:
         raise NotSupportedError("start_egress is not supported yet")
 
     async def update_layout(self, update: pe.UpdateLayoutRequest) -> pe.EgressInfo:
-        """Not supported yet (comes with room composite)."""
-        raise NotSupportedError("update_layout is not supported yet")
+        """Switch a live room composite to another layout (from the next frame on)."""
+        recorder = self.recorder(update.egress_id)
+        if not isinstance(recorder, RoomCompositeRecorder):
+            raise InvalidRequestError("egress_id", f"{update.egress_id} is not a room composite egress")
+        if not is_active(recorder.info.status):
+            raise InvalidRequestError("egress_id", f"{update.egress_id} has already ended")
+        return snapshot(recorder.set_layout(update.layout))
 
     async def update_stream(self, update: pe.UpdateStreamRequest) -> pe.EgressInfo:
-        """Not supported yet (comes with stream outputs)."""
-        raise NotSupportedError("update_stream is not supported yet")
+        """Add and remove RTMP(S) URLs of an active egress; the other URLs are not disturbed.
 
-    async def _start(self, cls: type[Recorder], req: Request, room: rtc.Room | None) -> pe.EgressInfo:
+        ``remove_output_urls`` may name a URL in clear or as ``EgressInfo`` shows it (redacted),
+        or the id of a destination added with ``add_destinations``.
+        """
+        add = [
+            StreamURL(check_stream_url(u, f"add_output_urls[{i}]"))
+            for i, u in enumerate(update.add_output_urls)
+        ]
+        add += [
+            StreamURL(check_stream_url(d.url, f"add_destinations[{i}].url"), d.id)
+            for i, d in enumerate(update.add_destinations)
+        ]
+        return await self.recorder(update.egress_id).update_stream(add, list(update.remove_output_urls))
+
+    async def _start(
+        self, cls: type[Recorder], req: Request, room: rtc.Room | None, **extra: Any
+    ) -> pe.EgressInfo:
         try:
             recorder = cls(
                 req,
@@ -95,6 +133,8 @@ class EgressService:
                 api_secret=self._secret,
                 output_dir=self.output_dir,
                 wait_timeout=self.wait_timeout,
+                default_storage=self._storage,
+                **extra,
             )
         except NotSupportedError:
             raise

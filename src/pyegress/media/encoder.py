@@ -35,7 +35,8 @@ class VideoEncoder:
             stream = self._box.add_stream(
                 "libx264",
                 rate=enc.fps,
-                options={"preset": "veryfast", "tune": "zerolatency", "threads": "2"},
+                # no scene-cut key frames: a fixed GOP keeps HLS segments and RTMP ingest aligned
+                options={"preset": "veryfast", "tune": "zerolatency", "threads": "2", "sc_threshold": "0"},
             )
             stream.profile = _H264_PROFILES[enc.profile]
         elif enc.codec == "vp8":

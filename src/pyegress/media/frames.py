@@ -19,19 +19,20 @@ def fit(src_w: int, src_h: int, dst_w: int, dst_h: int) -> tuple[int, int]:
 
 
 def solid_canvas(width: int, height: int, yuv: tuple[int, int, int] = BLACK_YUV) -> np.ndarray:
-    """An I420 picture in PyAV's ``yuv420p`` ndarray layout (``height*3/2`` rows)."""
+    """An I420 picture in PyAV's ``yuv420p`` ndarray layout (``height*3/2`` rows of ``width``)."""
     arr = np.empty((height * 3 // 2, width), np.uint8)
-    arr[:height] = yuv[0]
-    arr[height : height + height // 4] = yuv[1]
-    arr[height + height // 4 :] = yuv[2]
+    for plane, value in zip(planes(arr, width, height), yuv, strict=True):
+        plane[...] = value
     return arr
 
 
 def planes(arr: np.ndarray, width: int, height: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Writable Y, U, V views of a ``yuv420p`` ndarray."""
-    y = arr[:height]
-    u = arr[height : height + height // 4].reshape(height // 2, width // 2)
-    v = arr[height + height // 4 :].reshape(height // 2, width // 2)
+    """Writable Y, U, V views of a ``yuv420p`` ndarray (planes packed one after the other)."""
+    flat = arr.reshape(-1)
+    ys, cs = width * height, (width // 2) * (height // 2)
+    y = flat[:ys].reshape(height, width)
+    u = flat[ys : ys + cs].reshape(height // 2, width // 2)
+    v = flat[ys + cs : ys + 2 * cs].reshape(height // 2, width // 2)
     return y, u, v
 
 

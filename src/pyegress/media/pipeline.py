@@ -9,6 +9,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
 
 import av
 import numpy as np
@@ -20,6 +21,13 @@ from .frames import fit_on_canvas, solid_canvas, to_av
 from .timeline import AudioInput, VideoInput
 
 log = logging.getLogger("pyegress.pipeline")
+
+
+@runtime_checkable
+class Renderable(Protocol):
+    """A video source drawn on demand (the room composite's scene)."""
+
+    def render(self, width: int, height: int) -> av.VideoFrame: ...
 
 #: Sample rate and channel count of everything the timeline holds; encoders resample.
 MIX_RATE = 48000
@@ -117,6 +125,7 @@ class Pipeline:
             start = round(tau * MIX_RATE)
             count = round((k + 1) / self.fps * MIX_RATE) - start
             pcm = self._mix([a.read(start, count) for a in self.audio_inputs])
+            self._feed_pcm(pcm, tau)
         self._queue.put((k, frame, pcm))
         self.stats.ticks = k + 1
         self.stats.backlog = self._queue.qsize()
@@ -153,7 +162,9 @@ class Pipeline:
         if src is not self._last_src:
             self._last_src = src
             self._fitted.clear()
-            if src is not None:
+            if isinstance(src, Renderable):  # a composite scene: drawn here, on the encode thread
+                self._last_av = src.render(enc.width, enc.height)
+            elif src is not None:
                 self._last_av = src if isinstance(src, av.VideoFrame) else to_av(src)  # type: ignore[arg-type]
         key = (enc.width, enc.height)
         if key not in self._fitted:
@@ -165,11 +176,31 @@ class Pipeline:
                 self._fitted[key] = fit_on_canvas(self._last_av, enc.width, enc.height)
         return self._fitted[key]
 
+    def _feed_pcm(self, pcm: np.ndarray, t: float) -> None:
+        """Raw PCM outputs (WebSocket) take the tick on the loop: no encode, nothing to offload."""
+        for out in self.outputs:
+            if out.wants_pcm and not out.failed:
+                try:
+                    out.write_pcm(pcm, t)
+                except Exception as e:
+                    out.fail(e)
+
+    def _feed_frames(self, k: int, frame: object) -> None:
+        """Raw frame outputs (images) take the canvas of the ticks they ask for."""
+        t = k / self.fps
+        for out in self.outputs:
+            if out.canvas is not None and not out.failed and out.wants_frame(t):
+                try:
+                    out.write_frame(self._canvas(frame, out.canvas), t)
+                except Exception as e:
+                    out.fail(e)
+
     def _encode(self, k: int, frame: object, pcm: np.ndarray | None) -> None:
         for enc, encoder in self._video_enc.items():
             packets = encoder.encode(self._canvas(frame, enc), k)
             self._deliver(packets, "video", enc, None)
         self.stats.video_frames = k + 1 if self._video_enc else 0
+        self._feed_frames(k, frame)
         if pcm is not None:
             for aenc, aencoder in self._audio_enc.items():
                 self._deliver(aencoder.encode(pcm), "audio", None, aenc)

@@ -2,5 +2,17 @@
 
 from .base import Output
 from .file import FileOutput
+from .images import ImageOutput
+from .segments import SegmentOutput
+from .stream import StreamOutput, StreamSink
+from .websocket import WebSocketOutput
 
-__all__ = ["FileOutput", "Output"]
+__all__ = [
+    "FileOutput",
+    "ImageOutput",
+    "Output",
+    "SegmentOutput",
+    "StreamOutput",
+    "StreamSink",
+    "WebSocketOutput",
+]

@@ -2,7 +2,15 @@
 
 from .base import Progress, Recorder
 from .participant import ParticipantRecorder
+from .room_composite import RoomCompositeRecorder
 from .track import TrackRecorder
 from .track_composite import TrackCompositeRecorder
 
-__all__ = ["ParticipantRecorder", "Progress", "Recorder", "TrackCompositeRecorder", "TrackRecorder"]
+__all__ = [
+    "ParticipantRecorder",
+    "Progress",
+    "Recorder",
+    "RoomCompositeRecorder",
+    "TrackCompositeRecorder",
+    "TrackRecorder",
+]

@@ -7,22 +7,30 @@ import contextlib
 import logging
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from google.protobuf.json_format import MessageToDict
 from livekit import rtc
 from livekit.protocol import egress as pe
 
-from ..config import EgressConfig, FileType, Request, build_config
-from ..errors import EgressError, OutputError, SourceError
+from ..config import EgressConfig, FileType, Request, StreamURL, build_config
+from ..errors import EgressError, InvalidRequestError, OutputError, SourceError
 from ..filenames import resolve_path, time_values
 from ..info import is_terminal, new_info, now_ns, set_status, snapshot
 from ..media.encoding import AudioEncoding, VideoEncoding
 from ..media.pipeline import MIX_CHANNELS, MIX_RATE, Pipeline
 from ..media.timeline import AudioInput, VideoInput
+from ..outputs.base import Output
 from ..outputs.file import FileOutput
+from ..outputs.images import ImageOutput, image_prefix
+from ..outputs.segments import SegmentOutput, segment_paths
+from ..outputs.stream import StreamOutput
+from ..outputs.websocket import WebSocketOutput
 from ..sources.room import RoomSource
+from ..storage import upload as storage_upload
 
 log = logging.getLogger("pyegress.recorder")
 
@@ -65,8 +73,11 @@ class Recorder:
         output_dir: str | os.PathLike[str] | None = None,
         wait_timeout: float = 10.0,
         egress_id: str | None = None,
+        default_storage: pe.StorageConfig | None = None,
     ) -> None:
         self.config: EgressConfig = build_config(request, output_dir=Path(output_dir) if output_dir else None)
+        # files with no s3/gcp/azure of their own go to this store (None: they stay local)
+        self.uploads = storage_upload.FileUploads(self.config, default_storage)
         self.info = new_info(request, egress_id)
         self.wait_timeout = wait_timeout
         self.source = RoomSource(
@@ -77,7 +88,7 @@ class Recorder:
             api_secret=api_secret or os.environ.get("LIVEKIT_API_SECRET", ""),
             identity=f"EG_{self.info.egress_id[3:]}",
         )
-        self.outputs: list[FileOutput] = []
+        self.outputs: list[Output] = []
         self.pipeline: Pipeline | None = None
         self.video_input: VideoInput[object] | None = None
         self.audio_input: AudioInput | None = None
@@ -167,6 +178,7 @@ class Recorder:
             with contextlib.suppress(Exception):
                 await self.source.close()
             self._write_manifests()
+            await self.uploads.upload_manifests(self.info, self.outputs)
 
     def _check_output_dir(self) -> None:
         root = self.config.output_dir
@@ -203,29 +215,52 @@ class Recorder:
             audio = media.audio
             if audio is not None and path.suffix in (".ogg", ".webm"):
                 audio = audio.for_codec("opus")
+            elif audio is not None and path.suffix == ".mp3":
+                audio = audio.for_codec("mp3")
             video = media.video if path.suffix in (".mp4", ".webm") else None
             manifest = None if target.disable_manifest else self._manifest
             self.outputs.append(FileOutput(target.field, path, video=video, audio=audio, manifest=manifest))
+        self.outputs += build_outputs(self.config, media.values, media.video, media.audio, self._manifest)
+
+    def _make_inputs(self, t0: float, video: bool, audio: bool) -> tuple[Any, list[Any]]:
+        """The pipeline's video source and audio sources (default: one of each)."""
+        self.video_input = VideoInput() if video else None
+        self.audio_input = AudioInput(MIX_RATE, MIX_CHANNELS, t0) if audio else None
+        return self.video_input, [self.audio_input] if self.audio_input else []
+
+    def _attach(
+        self, kind: str, track: rtc.Track, pub: rtc.RemoteTrackPublication, participant: rtc.RemoteParticipant
+    ) -> None:
+        """Start feeding a subscribed track into its input (default: the single inputs)."""
+        if kind == "video" and self.video_input is not None:
+            self.source.pump_video(track, self.video_input)
+        elif kind == "audio" and self.audio_input is not None:
+            self.source.pump_audio(track, self.audio_input)
 
     async def _record(self) -> None:
-        media_video = any(o.video for o in self.outputs)
-        media_audio = any(o.audio for o in self.outputs)
+        media_video = any(o.video or o.canvas for o in self.outputs)
+        media_audio = any(o.audio or o.wants_pcm for o in self.outputs)
         fps = next((o.video.fps for o in self.outputs if o.video), 30)
         self._t0 = t0 = time.monotonic()
-        self.video_input = VideoInput() if media_video else None
-        self.audio_input = AudioInput(MIX_RATE, MIX_CHANNELS, t0) if media_audio else None
+        video_source, audio_sources = self._make_inputs(t0, media_video, media_audio)
         self.pipeline = Pipeline(
             outputs=self.outputs,
-            video_input=self.video_input,
-            audio_inputs=[self.audio_input] if self.audio_input else [],
+            video_input=video_source,
+            audio_inputs=audio_sources,
             fps=fps,
         )
         await asyncio.to_thread(self.pipeline.open)
         if all(o.failed for o in self.outputs):
             raise OutputError("; ".join(f"{o.name}: {o.error}" for o in self.outputs))
         started = now_ns()
+        loop = asyncio.get_running_loop()
         for o in self.outputs:
-            self.info.file_results.add(filename=str(o.path), location=str(o.path), started_at=started)
+            if isinstance(o, FileOutput):
+                self.info.file_results.add(filename=str(o.path), location=str(o.path), started_at=started)
+            else:
+                o.add_result(self.info, started)
+                o.notify = lambda: _call_soon(loop, self._sync_results)
+        self._sync_results()
         self.info.room_id = self.info.room_id or await self._room_sid()
         set_status(self.info, pe.EGRESS_ACTIVE)
         self.info.started_at = started
@@ -234,10 +269,19 @@ class Recorder:
         self.source.on("track_subscribed", self._subscribed)
         self.source.on("track_unpublished", self._unpublished)
         self.source.on("participant_disconnected", self._on_participant_left)
+        if any(isinstance(o, WebSocketOutput) for o in self.outputs):
+            self.source.on("track_muted", lambda p, pub: self._muted(p, pub, True))
+            self.source.on("track_unmuted", lambda p, pub: self._muted(p, pub, False))
+            for participant, pub in self.source.publications():
+                if pub.muted:
+                    self._muted(participant, pub, True)
         try:
             await self.pipeline.run(t0, self._end)
         finally:
             set_status(self.info, pe.EGRESS_ENDING)
+            for o in self.outputs:
+                await o.finish()
+            await self.uploads.upload_files(self.info, self.outputs)  # worker thread, not the loop
             self._finish_results()
 
     async def _room_sid(self) -> str:
@@ -261,24 +305,68 @@ class Recorder:
         self, track: rtc.Track, pub: rtc.RemoteTrackPublication, participant: rtc.RemoteParticipant
     ) -> None:
         kind = self._route(participant, pub)
-        if kind == "video" and self.video_input is not None:
-            self.source.pump_video(track, self.video_input)
-        elif kind == "audio" and self.audio_input is not None:
-            self.source.pump_audio(track, self.audio_input)
+        if kind is not None:
+            self._attach(kind, track, pub, participant)
 
     def _unpublished(self, pub: rtc.RemoteTrackPublication, participant: rtc.RemoteParticipant) -> None:
         if self._route(participant, pub) is not None:
             self.source.stop_pump(pub.sid)
             self._on_unpublished(participant, pub)
 
+    def _sync_results(self, ended: int | None = None) -> None:
+        """Copy the live state of segment, stream and image outputs into ``info`` (event loop)."""
+        for o in self.outputs:
+            if not isinstance(o, FileOutput):
+                o.update_result(ended)
+        # the deprecated single-result oneof (file, stream or segments): files take it first
+        if not self.info.file_results and self.info.stream_results:
+            self.info.stream.ClearField("info")
+            self.info.stream.info.extend(self.info.stream_results)
+        elif not self.info.file_results and self.info.segment_results:
+            self.info.segments.CopyFrom(self.info.segment_results[0])
+        self.info.updated_at = now_ns()
+
+    async def update_stream(self, add: list[StreamURL], remove: list[str]) -> pe.EgressInfo:
+        """Add and remove RTMP URLs of a live egress; the other URLs keep streaming untouched."""
+        streams = [o for o in self.outputs if isinstance(o, StreamOutput)]
+        if self.info.status != pe.EGRESS_ACTIVE:
+            raise InvalidRequestError("egress_id", f"egress {self.egress_id} is not active")
+        if not streams:
+            raise InvalidRequestError("egress_id", f"egress {self.egress_id} has no stream output")
+        gone = []
+        for i, u in enumerate(remove):
+            sink = next((s for s in (o.find(u) for o in streams) if s is not None), None)
+            if sink is None:
+                raise InvalidRequestError(f"remove_output_urls[{i}]", "not a URL this egress streams to")
+            gone.append(sink)
+        for i, url in enumerate(add):
+            if any(o.find(url.url) for o in streams):
+                raise InvalidRequestError(f"add_output_urls[{i}]", f"{url.redacted} is already streaming")
+        for url in add:
+            streams[0].add(url)
+        await asyncio.gather(*(sink.owner.remove(sink) for sink in gone))
+        self._sync_results()
+        return snapshot(self.info)
+
+    def _muted(self, participant: rtc.Participant, pub: rtc.TrackPublication, muted: bool) -> None:
+        """Tell WebSocket receivers when the recorded audio is muted or unmuted."""
+        remote = isinstance(participant, rtc.RemoteParticipant)
+        remote = remote and isinstance(pub, rtc.RemoteTrackPublication)
+        if remote and self._route(participant, pub) == "audio":  # type: ignore[arg-type]
+            for o in self.outputs:
+                if isinstance(o, WebSocketOutput):
+                    o.set_muted(muted)
+
     def _finish_results(self) -> None:
         ended = now_ns()
-        for result, out in zip(self.info.file_results, self.outputs, strict=False):
+        files = [o for o in self.outputs if isinstance(o, FileOutput)]
+        for result, out in zip(self.info.file_results, files, strict=False):
             result.ended_at = ended
             result.duration = int(out.duration * 1e9)
             result.size = out.size
         if self.info.file_results:
             self.info.file.CopyFrom(self.info.file_results[0])
+        self._sync_results(ended)
         failed = [o for o in self.outputs if o.failed]
         if failed and len(failed) == len(self.outputs):
             set_status(self.info, pe.EGRESS_FAILED, "; ".join(f"{o.name}: {o.error}" for o in failed))
@@ -296,6 +384,66 @@ class Recorder:
                 out.write_manifest()
             except OSError as e:
                 log.warning("cannot write manifest of %s: %s", out.name, e)
+
+
+def _call_soon(loop: asyncio.AbstractEventLoop, fn: Callable[[], object]) -> None:
+    with contextlib.suppress(RuntimeError):  # the loop is gone: nothing left to report to
+        loop.call_soon_threadsafe(fn)
+
+
+def build_outputs(
+    config: EgressConfig,
+    values: dict[str, str],
+    video: VideoEncoding | None,
+    audio: AudioEncoding | None,
+    manifest: Callable[[], dict[str, object]],
+) -> list[Output]:
+    """The segment, stream, image and WebSocket outputs of ``config`` (files are built above).
+
+    HLS and RTMP carry AAC (an Opus-only egress gets a second, AAC encode for them); every
+    output with the same encoding shares one encoder.
+    """
+    kind = "track" if config.kind.value == "track" else config.kind.value
+    stem = f"{values.get('room_name', 'room')}-{kind}-{values.get('time', '')}"
+    aac = audio if audio is None or audio.codec == "aac" else audio.for_codec("aac")
+    outs: list[Output] = []
+    for seg in config.segments:
+        paths = segment_paths(seg, values, config.output_dir, stem)
+        outs.append(
+            SegmentOutput(
+                seg.field,
+                paths,
+                segment_duration=seg.segment_duration,
+                suffix=seg.suffix,
+                video=video,
+                audio=aac,
+                manifest=None if seg.disable_manifest else manifest,
+            )
+        )
+    for st in config.streams:
+        outs.append(StreamOutput(st.field, st.urls, video=video, audio=aac))
+    for img in config.images:
+        if video is None:
+            raise OutputError(f"{img.field}: image outputs need video")
+        outs.append(
+            ImageOutput(
+                img.field,
+                image_prefix(img, values, config.output_dir, stem),
+                canvas=video,
+                interval=img.capture_interval,
+                width=img.width,
+                height=img.height,
+                suffix=img.suffix,
+                manifest=None if img.disable_manifest else manifest,
+            )
+        )
+    if config.websocket_url:
+        if video is not None:
+            raise InvalidRequestError(
+                "websocket_url", "WebSocket egress carries audio only; this track is video"
+            )
+        outs.append(WebSocketOutput("websocket_url", config.websocket_url, loop=asyncio.get_running_loop()))
+    return outs
 
 
 def require_found(found: object, what: str) -> None:

@@ -153,11 +153,13 @@ class SyntheticPublisher:
         for t in tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await t
-        for kind in list(self._pubs):
+        connected = self._room.isconnected()  # a deleted room has already dropped us
+        for kind in list(self._pubs) if connected else []:
             with contextlib.suppress(Exception):
-                await self.unpublish(kind)
+                await asyncio.wait_for(self.unpublish(kind), 5)
+        self._pubs.clear()
         with contextlib.suppress(Exception):
-            await self._room.disconnect()
+            await asyncio.wait_for(self._room.disconnect(), 5)
         for src in (self._video_source, self._audio_source):
             if src is not None:
                 with contextlib.suppress(Exception):

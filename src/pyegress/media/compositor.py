@@ -1,0 +1,263 @@
+"""The native room composite: participants' frames drawn into one canvas by a layout.
+
+The event loop only takes snapshots (:meth:`Compositor.at` returns a :class:`Scene`: which
+frame goes where); the encode thread draws them (:meth:`Scene.render`), with PyAV's swscale for
+scaling and numpy slicing for placement — never per-pixel Python. Labels and placeholders are
+drawn once with Pillow and cached.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+import av
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+from .frames import paste, planes, solid_canvas, to_av
+from .layout import Layout, Rect, grid, speaker
+from .timeline import VideoInput
+
+# limited-range BT.601 YUV of the colours we draw
+_DARK_BG = (16, 128, 128)  # black
+_LIGHT_BG = (235, 128, 128)  # white
+_DARK_TILE = (50, 128, 128)  # placeholder tile, dark theme (~RGB 40)
+_LIGHT_TILE = (205, 128, 128)  # placeholder tile, light theme (~RGB 220)
+
+
+@dataclass
+class Participant:
+    """What the compositor knows of one participant."""
+
+    identity: str
+    name: str
+    order: int
+    camera: VideoInput[object] | None = None
+    screen: VideoInput[object] | None = None
+    camera_muted: bool = False
+    screen_muted: bool = False
+
+
+@dataclass(frozen=True)
+class Tile:
+    """One drawn tile: a frame (or a placeholder) in a rectangle."""
+
+    rect: Rect
+    label: str
+    frame: object | None  # an SDK VideoFrame or av.VideoFrame; None draws a placeholder
+    cover: bool  # crop to fill (cameras) or letterbox (screen shares)
+
+
+@dataclass
+class Scene:
+    """A snapshot of the composite at one instant; rendered on the encode thread."""
+
+    width: int
+    height: int
+    light: bool
+    tiles: list[Tile] = field(default_factory=list)
+    _cache: dict[tuple[int, Rect], np.ndarray] = field(default_factory=dict, repr=False)
+
+    def render(self, width: int, height: int) -> av.VideoFrame:
+        """Draw the scene at ``width`` x ``height`` (the layout was computed for that size)."""
+        canvas = solid_canvas(width, height, _LIGHT_BG if self.light else _DARK_BG)
+        for t in self.tiles:
+            r = t.rect
+            tile = _placeholder(t.label, r.w, r.h, self.light) if t.frame is None else self._tile(t)
+            paste(canvas, width, height, tile, r.w, r.h, r.x, r.y)
+            if t.frame is not None and t.label:
+                lab, lw, lh = _label(t.label, max(14, min(28, r.h // 12)))
+                if lw <= r.w and lh <= r.h:
+                    paste(canvas, width, height, lab, lw, lh, r.x + 4, r.y + r.h - lh - 4)
+        return av.VideoFrame.from_ndarray(canvas, format="yuv420p")
+
+    def _tile(self, t: Tile) -> np.ndarray:
+        key = (id(t.frame), t.rect)
+        hit = self._cache.get(key)
+        if hit is None:
+            hit = fit_tile(t.frame, t.rect.w, t.rect.h, cover=t.cover, light=self.light)
+            self._cache[key] = hit
+        return hit
+
+
+def fit_tile(frame: object, w: int, h: int, *, cover: bool, light: bool = False) -> np.ndarray:
+    """A ``yuv420p`` ndarray of ``w`` x ``h``: the frame cropped to fill (cover) or letterboxed."""
+    src = frame if isinstance(frame, av.VideoFrame) else to_av(frame)  # type: ignore[arg-type]
+    sw, sh = src.width, src.height
+    if cover:
+        scale = max(w / sw, h / sh)
+        cw, ch = min(sw, int(w / scale) // 2 * 2), min(sh, int(h / scale) // 2 * 2)
+        if (cw, ch) != (sw, sh):
+            x0, y0 = (sw - cw) // 4 * 2, (sh - ch) // 4 * 2
+            arr = src.to_ndarray(format="yuv420p")
+            y, u, v = planes(arr, sw, sh)
+            cropped = np.concatenate(
+                [
+                    y[y0 : y0 + ch, x0 : x0 + cw].reshape(-1),
+                    u[y0 // 2 : (y0 + ch) // 2, x0 // 2 : (x0 + cw) // 2].reshape(-1),
+                    v[y0 // 2 : (y0 + ch) // 2, x0 // 2 : (x0 + cw) // 2].reshape(-1),
+                ]
+            ).reshape(ch * 3 // 2, cw)
+            src = av.VideoFrame.from_ndarray(cropped, format="yuv420p")
+        out: np.ndarray = src.reformat(width=w, height=h, format="yuv420p").to_ndarray()
+        return out
+    scale = min(w / sw, h / sh)
+    fw, fh = max(2, int(sw * scale) // 2 * 2), max(2, int(sh * scale) // 2 * 2)
+    scaled = src.reformat(width=fw, height=fh, format="yuv420p").to_ndarray()
+    canvas = solid_canvas(w, h, _LIGHT_BG if light else _DARK_BG)
+    paste(canvas, w, h, scaled, fw, fh, (w - fw) // 2, (h - fh) // 2)
+    return canvas
+
+
+def _rgb_to_yuv420(img: Image.Image) -> np.ndarray:
+    frame = av.VideoFrame.from_ndarray(np.asarray(img.convert("RGB")), format="rgb24")
+    out: np.ndarray = frame.reformat(format="yuv420p").to_ndarray()
+    return out
+
+
+@lru_cache(maxsize=256)
+def _label(text: str, size: int) -> tuple[np.ndarray, int, int]:
+    """A name label (white on a dark box), as a ``yuv420p`` ndarray with its even size."""
+    font = ImageFont.load_default(size=size)
+    left, top, right, bottom = (int(v) for v in font.getbbox(text))
+    w, h = (right - left + 12 + 1) // 2 * 2, (bottom - top + 8 + 1) // 2 * 2
+    img = Image.new("RGB", (w, h), (20, 20, 20))
+    ImageDraw.Draw(img).text((6 - left, 4 - top), text, font=font, fill=(255, 255, 255))
+    return _rgb_to_yuv420(img), w, h
+
+
+def initials(name: str) -> str:
+    """``"Ada Lovelace"`` → ``"AL"``; ``"bob"`` → ``"B"``."""
+    parts = [p for p in name.replace("_", " ").replace("-", " ").split() if p]
+    return "".join(p[0] for p in parts[:2]).upper() or "?"
+
+
+@lru_cache(maxsize=64)
+def _placeholder(name: str, w: int, h: int, light: bool) -> np.ndarray:
+    """A tile for a participant without video: their initials large, their name below."""
+    bg, fg = ((220, 220, 220), (60, 60, 60)) if light else ((40, 40, 40), (230, 230, 230))
+    img = Image.new("RGB", (w, h), bg)
+    draw = ImageDraw.Draw(img)
+    big = ImageFont.load_default(size=max(12, h // 4))
+    small = ImageFont.load_default(size=max(10, h // 14))
+    for text, font, cy in ((initials(name), big, h * 0.45), (name, small, h * 0.8)):
+        left, top, right, bottom = font.getbbox(text)
+        draw.text(((w - (right - left)) / 2 - left, cy - (bottom - top) / 2 - top), text, font=font, fill=fg)
+    return _rgb_to_yuv420(img)
+
+
+class Compositor:
+    """Holds the room's participants and their video inputs; snapshots scenes by layout.
+
+    Mutated from the event loop (joins, tracks, mutes, speaker); read by ``at`` on the loop too.
+    """
+
+    def __init__(self, width: int, height: int, layout: Layout) -> None:
+        self.width, self.height = width, height
+        self.layout = layout
+        self.participants: dict[str, Participant] = {}
+        self.speaker: str | None = None
+        self._joined = 0
+        self._lock = threading.Lock()
+        self._last: Scene | None = None
+        self._last_key: tuple[object, ...] = ()
+
+    def join(self, identity: str, name: str) -> Participant:
+        """Add a participant (idempotent); tiles follow join order."""
+        p = self.participants.get(identity)
+        if p is None:
+            p = Participant(identity, name or identity, self._joined)
+            self._joined += 1
+            self.participants[identity] = p
+        elif name:
+            p.name = name
+        return p
+
+    def leave(self, identity: str) -> None:
+        """Remove a participant and their tiles."""
+        self.participants.pop(identity, None)
+        if self.speaker == identity:
+            self.speaker = None
+
+    def video(self, identity: str, *, screen: bool) -> VideoInput[object]:
+        """A fresh video input for the participant's camera or screen share."""
+        p = self.join(identity, "")
+        vi: VideoInput[object] = VideoInput()
+        if screen:
+            p.screen, p.screen_muted = vi, False
+        else:
+            p.camera, p.camera_muted = vi, False
+        return vi
+
+    def drop_video(self, identity: str, *, screen: bool) -> None:
+        """The camera or screen share was unpublished: back to a placeholder (or no tile)."""
+        p = self.participants.get(identity)
+        if p is not None:
+            if screen:
+                p.screen = None
+            else:
+                p.camera = None
+
+    def set_muted(self, identity: str, *, screen: bool, muted: bool) -> None:
+        """A video track was muted or unmuted."""
+        p = self.participants.get(identity)
+        if p is not None:
+            if screen:
+                p.screen_muted = muted
+            else:
+                p.camera_muted = muted
+
+    def at(self, when: float) -> Scene:
+        """The scene at monotonic time ``when``; the same object while nothing changed."""
+        people = sorted(self.participants.values(), key=lambda p: p.order)
+        shares = [(p, p.screen.at(when)) for p in people if p.screen is not None and not p.screen_muted]
+        shares = [(p, f) for p, f in shares if f is not None]
+        cams = [
+            (p, p.camera.at(when) if p.camera is not None and not p.camera_muted else None) for p in people
+        ]
+        tiles = self._place(shares, cams)
+        key = (self.layout, tuple((t.rect, id(t.frame), t.label) for t in tiles))
+        if self._last is None or key != self._last_key:
+            cache = self._last._cache if self._last is not None else {}
+            live = {(id(t.frame), t.rect) for t in tiles}
+            self._last = Scene(
+                self.width,
+                self.height,
+                self.layout.light,
+                tiles,
+                {k: v for k, v in cache.items() if k in live},
+            )
+            self._last_key = key
+        return self._last
+
+    def _place(
+        self,
+        shares: list[tuple[Participant, object]],
+        cams: list[tuple[Participant, object | None]],
+    ) -> list[Tile]:
+        W, H = self.width, self.height
+        share_tiles = [(f"{p.name} (screen)", f, False) for p, f in shares]
+        cam_tiles = [(p.name, f, True) for p, f in cams]
+        if self.layout.kind == "grid":
+            items = share_tiles + cam_tiles
+            return [
+                Tile(r, lab, f, cover)
+                for r, (lab, f, cover) in zip(grid(len(items), W, H), items, strict=True)
+            ]
+        # speaker / single-speaker: a screen share takes precedence, else the active speaker
+        if share_tiles:
+            main, rest = share_tiles[-1], cam_tiles + share_tiles[:-1]
+        elif cam_tiles:
+            ids = [p.identity for p, _ in cams]
+            idx = ids.index(self.speaker) if self.speaker in ids else 0
+            main, rest = cam_tiles[idx], cam_tiles[:idx] + cam_tiles[idx + 1 :]
+        else:
+            return []
+        if self.layout.kind == "single-speaker":
+            rest = []
+        main_rect, strip = speaker(len(rest), W, H)
+        tiles = [Tile(main_rect, main[0], main[1], main[2])]
+        tiles += [Tile(r, lab, f, cover) for r, (lab, f, cover) in zip(strip, rest, strict=True)]
+        return tiles

@@ -1,0 +1,503 @@
+"""RTMP(S) output: one encode multicast to many URLs, each on its own thread and connection.
+
+Every URL is a :class:`StreamSink`: a bounded packet queue and a thread that muxes FLV and
+sends it. The encode thread only copies each packet once and offers it to every sink without
+ever blocking; a sink that falls behind drops packets and resumes at the next key frame. A
+dropped connection is retried with exponential backoff (sending resumes at a key frame),
+up to ``max_retries`` failures in a row; then that URL is FAILED and the others go on.
+
+Connections are opened through FFmpeg's own ``rtmp``/``rtmps`` protocols. PyAV opens output
+URLs without any timeout, so when the wheel's libavformat is reachable with ``ctypes`` the
+sink opens the connection itself with ``avio_open2`` (``rw_timeout`` plus an interrupt
+callback, so a stalled server or a removal never hangs a thread) and PyAV writes FLV into it.
+
+Stream keys never appear in clear outside this module: URLs are shown as
+``rtmp://host/app/{ab...yz}`` (:func:`pyegress.config.redact_stream_url`) and error text is
+scrubbed of the key.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import glob
+import io
+import logging
+import os
+import queue
+import threading
+import time
+from collections.abc import Sequence
+from fractions import Fraction
+from typing import Any
+
+import av
+from livekit.protocol import egress as pe
+
+from ..config import StreamURL
+from ..media.encoder import Packet
+from ..media.encoding import AudioEncoding, VideoEncoding
+from .base import Output
+
+log = logging.getLogger("pyegress.outputs.stream")
+
+# kind, data, pts, dts, duration, time_base, key frame
+_Item = tuple[str, bytes, int | None, int | None, int, Fraction, bool]
+
+ACTIVE, FINISHED, FAILED = pe.StreamInfo.ACTIVE, pe.StreamInfo.FINISHED, pe.StreamInfo.FAILED
+
+
+# --- FFmpeg AVIO through ctypes (timeouts and abort for network outputs) --------------------
+
+_CB = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p)
+
+
+class _IntCB(ctypes.Structure):
+    _fields_ = [("callback", _CB), ("opaque", ctypes.c_void_p)]
+
+
+class _AVIOContext(ctypes.Structure):
+    """The public head of FFmpeg's AVIOContext, up to ``write_flag`` (stable since FFmpeg 4)."""
+
+    _fields_ = [
+        ("av_class", ctypes.c_void_p),
+        ("buffer", ctypes.c_void_p),
+        ("buffer_size", ctypes.c_int),
+        ("buf_ptr", ctypes.c_void_p),
+        ("buf_end", ctypes.c_void_p),
+        ("opaque", ctypes.c_void_p),
+        ("read_packet", ctypes.c_void_p),
+        ("write_packet", ctypes.c_void_p),
+        ("seek", ctypes.c_void_p),
+        ("pos", ctypes.c_int64),
+        ("eof_reached", ctypes.c_int),
+        ("error", ctypes.c_int),
+        ("write_flag", ctypes.c_int),
+    ]
+
+
+_AVIO_FLAG_WRITE = 2
+
+
+class _Avio:
+    """libavformat / libavutil of the PyAV wheel, or ``None`` when they cannot be used safely."""
+
+    def __init__(self, fmt: ctypes.CDLL, util: ctypes.CDLL) -> None:
+        self.fmt, self.util = fmt, util
+        pp = ctypes.POINTER(ctypes.POINTER(_AVIOContext))
+        fmt.avio_open2.argtypes = [pp, ctypes.c_char_p, ctypes.c_int, ctypes.POINTER(_IntCB), ctypes.c_void_p]
+        fmt.avio_write.argtypes = [ctypes.POINTER(_AVIOContext), ctypes.c_char_p, ctypes.c_int]
+        fmt.avio_flush.argtypes = [ctypes.POINTER(_AVIOContext)]
+        fmt.avio_closep.argtypes = [pp]
+        util.av_dict_set.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_int]
+        util.av_dict_free.argtypes = [ctypes.c_void_p]
+        util.av_strerror.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_size_t]
+
+    def strerror(self, code: int) -> str:
+        buf = ctypes.create_string_buffer(128)
+        self.util.av_strerror(code, buf, len(buf))
+        return buf.value.decode(errors="replace")
+
+    @classmethod
+    def load(cls) -> _Avio | None:
+        base = os.path.dirname(av.__file__)
+        dirs = [os.path.join(base, os.pardir, "av.libs"), os.path.join(base, ".dylibs")]
+        for d in dirs:
+            fmt_paths = glob.glob(os.path.join(d, "libavformat*"))
+            util_paths = glob.glob(os.path.join(d, "libavutil*"))
+            if not fmt_paths or not util_paths:
+                continue
+            try:
+                fmt, util = ctypes.CDLL(fmt_paths[0]), ctypes.CDLL(util_paths[0])
+                fmt.avformat_version.restype = ctypes.c_uint
+                version = fmt.avformat_version()
+                expected = av.library_versions.get("libavformat")
+                if expected and (version >> 16, (version >> 8) & 0xFF) != tuple(expected[:2]):
+                    continue
+                return cls(fmt, util)
+            except (OSError, AttributeError):
+                continue
+        return None
+
+
+_avio: _Avio | None = None
+_avio_loaded = False
+_avio_lock = threading.Lock()
+
+
+def _get_avio() -> _Avio | None:
+    global _avio, _avio_loaded
+    with _avio_lock:
+        if not _avio_loaded:
+            _avio, _avio_loaded = _Avio.load(), True
+            if _avio is None:
+                log.warning("libavformat not reachable with ctypes: RTMP connections have no timeout")
+        return _avio
+
+
+class _AvioWriter(io.RawIOBase):
+    """A write-only file object over an FFmpeg URL (``rtmp://``...), with timeout and abort."""
+
+    def __init__(self, api: _Avio, url: str, *, rw_timeout: float, abort: threading.Event) -> None:
+        super().__init__()
+        self._api = api
+        self._abort = abort
+        self._cb = _CB(lambda _opaque: 1 if abort.is_set() else 0)  # kept alive with self
+        self._icb = _IntCB(self._cb, None)
+        self._pb = ctypes.POINTER(_AVIOContext)()
+        opts = ctypes.c_void_p()
+        api.util.av_dict_set(ctypes.byref(opts), b"rw_timeout", str(int(rw_timeout * 1e6)).encode(), 0)
+        try:
+            ret = api.fmt.avio_open2(
+                ctypes.byref(self._pb),
+                url.encode(),
+                _AVIO_FLAG_WRITE,
+                ctypes.byref(self._icb),
+                ctypes.byref(opts),
+            )
+        finally:
+            api.util.av_dict_free(ctypes.byref(opts))
+        if ret < 0:
+            self._pb = ctypes.POINTER(_AVIOContext)()
+            raise ConnectionError(f"cannot connect: {self._why(ret)}")
+        if self._pb.contents.write_flag != 1:  # the struct layout is not what we think: stop here
+            raise RuntimeError("unexpected AVIOContext layout")
+
+    def _why(self, code: int) -> str:
+        return "aborted" if self._abort.is_set() else self._api.strerror(code)
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        if not self._pb:
+            raise ConnectionError("connection closed")
+        raw = bytes(data)
+        self._api.fmt.avio_write(self._pb, raw, len(raw))
+        self._api.fmt.avio_flush(self._pb)
+        err = self._pb.contents.error
+        if err < 0:
+            raise ConnectionError(f"send failed: {self._why(err)}")
+        return len(raw)
+
+    def close(self) -> None:
+        if self._pb:
+            self._api.fmt.avio_closep(ctypes.byref(self._pb))
+        super().close()
+
+
+# --- one destination -------------------------------------------------------------------------
+
+
+class StreamSink:
+    """One URL of a stream output: queue, thread, connection, and its StreamInfo state."""
+
+    def __init__(self, owner: StreamOutput, url: StreamURL) -> None:
+        self.owner = owner
+        self.url = url
+        self.redacted = url.redacted
+        self.status = ACTIVE
+        self.error = ""
+        self.retries = 0
+        self.started_at = time.time_ns()
+        self.ended_at = 0
+        self.last_retry_at = 0
+        self.sent_from: float | None = None  # media time of the first and last packet sent
+        self.sent_to = 0.0
+        self.dropped = 0
+        self.result: pe.StreamInfo | None = None  # its entry in EgressInfo (event loop only)
+        self._queue: queue.Queue[_Item | None] = queue.Queue(maxsize=owner.queue_packets)
+        self._stop = threading.Event()
+        self._abort = threading.Event()
+        self._skip_to_key = False
+        self._thread = threading.Thread(target=self._run, name=f"pyegress-rtmp {self.redacted}", daemon=True)
+        self._container: av.container.OutputContainer | None = None
+        self._writer: io.RawIOBase | None = None
+        self._streams: dict[str, av.stream.Stream] = {}
+
+    def start(self) -> None:
+        self._thread.start()
+
+    # producer side (encode thread): never blocks
+    def offer(self, item: _Item) -> None:
+        if self.status == FAILED or self._stop.is_set():
+            return
+        if self._skip_to_key:
+            if self.owner.has_video and not (item[0] == "video" and item[6]):
+                return
+            self._skip_to_key = False
+        try:
+            self._queue.put_nowait(item)
+        except queue.Full:
+            self.dropped += 1
+            self._skip_to_key = True
+
+    def finish(self) -> None:
+        """Send what is queued, then end (non-blocking; see :meth:`join`)."""
+        self._stop.set()
+        with contextlib.suppress(queue.Full):
+            self._queue.put_nowait(None)
+        if self._queue.full():  # no room for the end marker: abort rather than wait
+            self._abort.set()
+
+    def join(self, timeout: float) -> None:
+        """Wait for the thread; past ``timeout`` abort the connection and wait a little more."""
+        self._thread.join(timeout)
+        if self._thread.is_alive():
+            self._abort.set()
+            self._thread.join(2.0)
+        if self._thread.is_alive():
+            self.status, self.error = FAILED, "the connection did not close in time"
+            self.ended_at = self.ended_at or time.time_ns()
+
+    # the sink's thread
+    def _scrub(self, text: str) -> str:
+        key = self.url.url.rstrip("/").rsplit("/", 1)[-1]
+        return text.replace(self.url.url, self.redacted).replace(key, "{redacted}") if key else text
+
+    def _connect(self) -> None:
+        api = _get_avio()
+        if api is not None:
+            self._writer = _AvioWriter(api, self.url.url, rw_timeout=self.owner.rw_timeout, abort=self._abort)
+            target: Any = self._writer
+        else:
+            target = self.url.url
+        container = av.open(target, "w", format="flv", options={"flvflags": "no_duration_filesize"})
+        self._container = container
+        self._streams = {}
+        with self.owner.template_lock:
+            for kind, tmpl in self.owner.templates.items():
+                self._streams[kind] = container.add_stream_from_template(tmpl)
+        container.start_encoding()
+
+    def _disconnect(self, *, graceful: bool) -> None:
+        container, self._container = self._container, None
+        writer, self._writer = self._writer, None
+        if container is not None:
+            if not graceful:
+                self._abort.set()  # make FFmpeg give up at once instead of writing a trailer
+            with contextlib.suppress(Exception):
+                container.close()
+        if writer is not None:
+            with contextlib.suppress(Exception):
+                writer.close()
+        if not self._stop.is_set():
+            self._abort.clear()
+
+    def _pump(self) -> None:
+        container = self._container
+        assert container is not None
+        need_key = self.owner.has_video
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            kind, data, pts, dts, duration, tb, key = item
+            if need_key:
+                if kind != "video" or not key:
+                    continue
+                need_key = False
+            stream = self._streams.get(kind)
+            if stream is None:
+                continue
+            pkt = av.Packet(data)
+            pkt.pts, pkt.dts, pkt.duration, pkt.time_base = pts, dts, duration, tb
+            pkt.is_keyframe = key
+            pkt.stream = stream
+            container.mux(pkt)
+            if pts is not None:
+                t = float(pts * tb)
+                self.sent_from = t if self.sent_from is None else self.sent_from
+                self.sent_to = max(self.sent_to, t + float(duration * tb))
+
+    def _drain(self) -> None:
+        """Drop what queued up while disconnected (stale for a live stream), keep an end marker."""
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                return
+            if item is None:
+                self._queue.put_nowait(None)
+                return
+
+    def _run(self) -> None:
+        failures = 0
+        while True:
+            try:
+                self._connect()
+                if failures:
+                    log.info("stream %s reconnected", self.redacted)
+                failures = 0
+                self._pump()
+                self._disconnect(graceful=True)
+                break
+            except Exception as e:  # any failure of this URL stays on this URL
+                self._disconnect(graceful=False)
+                if self._stop.is_set() and (self._abort.is_set() or self._queue.empty()):
+                    break
+                failures += 1
+                self.error = self._scrub(str(e)) or type(e).__name__
+                if failures > self.owner.max_retries:
+                    self.status = FAILED
+                    log.error("stream %s failed: %s", self.redacted, self.error)
+                    break
+                self.retries += 1
+                self.last_retry_at = time.time_ns()
+                delay = min(self.owner.backoff * 2 ** (failures - 1), self.owner.max_backoff)
+                log.warning(
+                    "stream %s: %s; retry %d in %.1f s", self.redacted, self.error, self.retries, delay
+                )
+                self.owner._changed()
+                self._stop.wait(delay)
+                self._drain()
+        self.ended_at = time.time_ns()
+        if self.status != FAILED:
+            self.status = FINISHED
+        self.owner._sink_ended()
+
+    @property
+    def duration(self) -> float:
+        return self.sent_to - self.sent_from if self.sent_from is not None else 0.0
+
+    def fill(self, info: pe.StreamInfo) -> None:
+        """Copy this sink's state into its StreamInfo (event loop)."""
+        info.url = self.redacted
+        info.status = self.status  # type: ignore[assignment]
+        info.error = self.error if self.status == FAILED or self.retries else ""
+        info.retries = self.retries
+        info.last_retry_at = self.last_retry_at
+        info.started_at = self.started_at
+        info.ended_at = self.ended_at if self.status != ACTIVE else 0
+        info.duration = int(self.duration * 1e9)
+
+
+class StreamOutput(Output):
+    """Streams one encode to every URL at once; URLs can be added and removed while live."""
+
+    #: Failures in a row before a URL is FAILED; backoff doubles from ``backoff`` to ``max_backoff``.
+    max_retries = 5
+    backoff = 1.0
+    max_backoff = 10.0
+    #: Seconds a connect, send or close may stall before the connection counts as dropped.
+    rw_timeout = 5.0
+    #: Packets a sink may queue (about 5 s of 30 fps video with 50 audio packets/s).
+    queue_packets = 400
+
+    def __init__(
+        self,
+        name: str,
+        urls: Sequence[StreamURL],
+        *,
+        video: VideoEncoding | None,
+        audio: AudioEncoding | None,
+    ) -> None:
+        super().__init__(name, video, audio)
+        self._initial = list(urls)
+        self.sinks: list[StreamSink] = []  # every sink ever started, removed ones included
+        self.templates: dict[str, av.stream.Stream] = {}
+        self.template_lock = threading.Lock()
+        self._holder: av.container.OutputContainer | None = None
+        self._info: pe.EgressInfo | None = None
+        self._started_at = 0
+        self._closed = False
+
+    @property
+    def has_video(self) -> bool:
+        return "video" in self.templates
+
+    @property
+    def live(self) -> list[StreamSink]:
+        """Sinks still sending (or retrying)."""
+        return [s for s in list(self.sinks) if s.status == ACTIVE and not s._stop.is_set()]
+
+    def open(self, video: av.VideoStream | None, audio: av.AudioStream | None) -> None:
+        # private copies of the codec parameters, read by the sink threads when they connect
+        self._holder = av.open(io.BytesIO(), "w", format="flv")
+        if video is not None and self.video is not None:
+            self.templates["video"] = self._holder.add_stream_from_template(video)
+        if audio is not None and self.audio is not None:
+            self.templates["audio"] = self._holder.add_stream_from_template(audio)
+        if not self.templates:
+            raise ValueError("nothing to stream")
+        for url in self._initial:
+            self._start_sink(url)
+
+    def _start_sink(self, url: StreamURL) -> StreamSink:
+        sink = StreamSink(self, url)
+        self.sinks = [*self.sinks, sink]  # copy-on-write: the encode thread iterates without a lock
+        sink.start()
+        return sink
+
+    def write(self, packet: Packet, kind: str) -> None:
+        if kind not in self.templates or packet.time_base is None:
+            return
+        self._track_end(packet, kind)
+        item: _Item = (
+            kind,
+            bytes(packet),
+            packet.pts,
+            packet.dts,
+            packet.duration or 0,
+            packet.time_base,
+            kind == "video" and packet.is_keyframe,
+        )
+        for sink in self.sinks:
+            sink.offer(item)
+
+    def close(self) -> None:
+        """Send what is queued everywhere, then close every connection (bounded wait)."""
+        self._closed = True
+        sinks = list(self.sinks)
+        for s in sinks:
+            s.finish()
+        deadline = time.monotonic() + self.rw_timeout
+        for s in sinks:
+            s.join(max(0.1, deadline - time.monotonic()))
+        if self._holder is not None:
+            with contextlib.suppress(Exception):
+                self._holder.close()
+
+    def _sink_ended(self) -> None:
+        sinks = list(self.sinks)
+        if not self._closed and sinks and all(s.status == FAILED for s in sinks):
+            self.fail("; ".join(f"{s.redacted}: {s.error}" for s in sinks))
+        self._changed()
+
+    # --- live changes (event loop) ---------------------------------------------------------
+
+    def find(self, url_or_id: str) -> StreamSink | None:
+        """The live sink of a URL (in clear or as shown redacted) or of a destination id."""
+        for s in self.live:
+            if url_or_id in (s.url.url, s.redacted) or (s.url.id and url_or_id == s.url.id):
+                return s
+        return None
+
+    def add(self, url: StreamURL) -> StreamSink:
+        """Start streaming to one more URL (from the next key frame)."""
+        sink = self._start_sink(url)
+        if self._info is not None:
+            sink.result = self._info.stream_results.add()
+            sink.fill(sink.result)
+        return sink
+
+    async def remove(self, sink: StreamSink) -> None:
+        """Stop streaming to ``sink``'s URL; the other URLs are not touched."""
+        sink.finish()
+        await asyncio.to_thread(sink.join, self.rw_timeout)
+        if sink.result is not None:
+            sink.fill(sink.result)
+
+    # --- results (event loop) --------------------------------------------------------------
+
+    def add_result(self, info: pe.EgressInfo, started_at: int) -> None:
+        self._info = info
+        for s in self.sinks:
+            s.result = info.stream_results.add()
+            s.fill(s.result)
+
+    def update_result(self, ended_at: int | None = None) -> None:
+        for s in list(self.sinks):
+            if s.result is not None:
+                s.fill(s.result)

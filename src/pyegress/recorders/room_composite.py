@@ -1,0 +1,157 @@
+"""RoomCompositeRecorder: the whole room in one picture and one mix, composited natively."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from typing import Any
+
+from livekit import rtc
+from livekit.protocol import egress as pe
+
+from ..media.compositor import Compositor
+from ..media.layout import Layout, parse_layout
+from ..media.mixer import Mixer, Mixing, SpeakerTracker
+from ..media.pipeline import MIX_CHANNELS, MIX_RATE
+from .base import Media, Recorder
+
+_VIDEO_SOURCES = {rtc.TrackSource.SOURCE_CAMERA: False, rtc.TrackSource.SOURCE_SCREENSHARE: True}
+
+
+class RoomCompositeRecorder(Recorder):
+    """Records every (non-hidden) participant: grid, speaker or single-speaker, mixed audio.
+
+    Starts at once, even in an empty room (the background is recorded); ends when the room
+    closes or has stayed empty for ``empty_timeout`` seconds, or on ``stop``.
+    """
+
+    def __init__(
+        self, request: pe.RoomCompositeEgressRequest, *, empty_timeout: float = 30.0, **kw: Any
+    ) -> None:
+        super().__init__(request, **kw)
+        self.layout: Layout = parse_layout(request.layout)
+        self.empty_timeout = empty_timeout
+        self.compositor: Compositor | None = None
+        self.mixer: Mixer | None = None
+        self.speakers = SpeakerTracker()
+        self._watch: asyncio.Task[None] | None = None
+
+    # --- public -------------------------------------------------------------------------
+
+    def set_layout(self, layout: str) -> pe.EgressInfo:
+        """Switch layout live (takes effect on the next frame); raises on an unknown name."""
+        parsed = parse_layout(layout)
+        self.layout = parsed
+        if self.compositor is not None:
+            self.compositor.layout = parsed
+        self.info.room_composite.layout = layout
+        return self.info
+
+    # --- hooks --------------------------------------------------------------------------
+
+    async def _resolve(self) -> Media:
+        return Media(self._template_values({}), self.config.video, self.config.audio)
+
+    def _route(self, participant: rtc.RemoteParticipant, pub: rtc.RemoteTrackPublication) -> str | None:
+        if pub.kind == rtc.TrackKind.KIND_AUDIO:
+            return "audio" if self.mixer is not None or self.config.audio is not None else None
+        if pub.source in _VIDEO_SOURCES:
+            return "video"
+        return None
+
+    def _make_inputs(self, t0: float, video: bool, audio: bool) -> tuple[Any, list[Any]]:
+        enc = self.config.video
+        if video and enc is not None:
+            self.compositor = Compositor(enc.width, enc.height, self.layout)
+        if audio:
+            self.mixer = Mixer(MIX_RATE, MIX_CHANNELS, t0, Mixing(self.config.audio_mixing))
+        for p in sorted(self.source.room.remote_participants.values(), key=_join_time):
+            self._joined(p)
+        self.source.on("participant_connected", self._joined)
+        self.source.on("track_muted", lambda p, pub: self._muted(p, pub, True))
+        self.source.on("track_unmuted", lambda p, pub: self._muted(p, pub, False))
+        self.source.on("active_speakers_changed", self._room_speakers)
+        self._watch = asyncio.get_running_loop().create_task(self._watch_room())
+        audio_sources = [_SpeakerProbe(self.mixer, self.speakers, self.compositor, t0)] if self.mixer else []
+        return self.compositor, audio_sources
+
+    def _attach(
+        self, kind: str, track: rtc.Track, pub: rtc.RemoteTrackPublication, participant: rtc.RemoteParticipant
+    ) -> None:
+        if kind == "video" and self.compositor is not None:
+            self._joined(participant)
+            vi = self.compositor.video(participant.identity, screen=_VIDEO_SOURCES[pub.source])
+            self.compositor.set_muted(
+                participant.identity, screen=_VIDEO_SOURCES[pub.source], muted=pub.muted
+            )
+            self.source.pump_video(track, vi)
+        elif kind == "audio" and self.mixer is not None:
+            agent = participant.kind == rtc.ParticipantKind.PARTICIPANT_KIND_AGENT
+            self.source.pump_audio(track, self.mixer.voice(participant.identity, agent=agent))
+
+    def _on_unpublished(self, participant: rtc.RemoteParticipant, pub: rtc.RemoteTrackPublication) -> None:
+        if self.compositor is not None and pub.source in _VIDEO_SOURCES:
+            self.compositor.drop_video(participant.identity, screen=_VIDEO_SOURCES[pub.source])
+
+    def _on_participant_left(self, participant: rtc.RemoteParticipant) -> None:
+        if self.compositor is not None:
+            self.compositor.leave(participant.identity)
+        if self.mixer is not None:
+            self.mixer.remove(participant.identity)
+
+    # --- room events --------------------------------------------------------------------
+
+    def _joined(self, participant: rtc.RemoteParticipant) -> None:
+        if self.compositor is not None:
+            self.compositor.join(participant.identity, participant.name or participant.identity)
+
+    def _muted(self, participant: rtc.Participant, pub: rtc.TrackPublication, muted: bool) -> None:
+        if self.compositor is not None and pub.source in _VIDEO_SOURCES:
+            self.compositor.set_muted(participant.identity, screen=_VIDEO_SOURCES[pub.source], muted=muted)
+
+    def _room_speakers(self, speakers: list[rtc.Participant]) -> None:
+        if self.mixer is None and self.compositor is not None and speakers:
+            self.compositor.speaker = speakers[0].identity  # video only: the server's choice
+
+    async def _watch_room(self) -> None:
+        """End when the room has had no participant for ``empty_timeout`` seconds."""
+        empty_since: float | None = None
+        with contextlib.suppress(asyncio.CancelledError):
+            while not self._end.is_set():
+                if self.source.room.remote_participants:
+                    empty_since = None
+                elif empty_since is None:
+                    empty_since = time.monotonic()
+                elif time.monotonic() - empty_since >= self.empty_timeout:
+                    self.end(f"room empty for {self.empty_timeout:g} s")
+                    return
+                await asyncio.sleep(0.25)
+
+    async def _run(self) -> None:
+        try:
+            await super()._run()
+        finally:
+            if self._watch is not None:
+                self._watch.cancel()
+
+
+def _join_time(p: rtc.RemoteParticipant) -> float:
+    joined = p.joined_at
+    return joined.timestamp() if joined is not None else float("inf")
+
+
+class _SpeakerProbe:
+    """The mixer as the pipeline's audio source, updating the active speaker as it reads."""
+
+    def __init__(
+        self, mixer: Mixer, tracker: SpeakerTracker, compositor: Compositor | None, t0: float
+    ) -> None:
+        self.mixer, self.tracker, self.compositor = mixer, tracker, compositor
+
+    def read(self, start: int, count: int) -> Any:
+        pcm = self.mixer.read(start, count)
+        speaker = self.tracker.update(self.mixer.levels, start / self.mixer.sample_rate)
+        if self.compositor is not None:
+            self.compositor.speaker = speaker
+        return pcm
