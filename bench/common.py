@@ -19,9 +19,11 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -197,3 +199,231 @@ def update_section(name: str, body: str, doc: Path = PERFORMANCE_DOC) -> None:
         text = text.rstrip("\n") + "\n\n" + block + "\n"
     doc.parent.mkdir(parents=True, exist_ok=True)
     doc.write_text(text if text.endswith("\n") else text + "\n")
+
+
+# --- per-thread CPU (Linux /proc) -------------------------------------------------------------
+
+
+def thread_cpu() -> dict[int, tuple[str, float]]:
+    """CPU seconds (user + sys) of every live thread of this process, by tid, with a readable label.
+
+    Python threads are labelled by their Python name (the kernel only knows them as "python"),
+    native threads by their kernel name; unnamed native threads ("python") are those a library
+    started from Python code, here libx264's slice workers.
+    """
+    tick = os.sysconf("SC_CLK_TCK")
+    py_names = {
+        t.native_id: t.name
+        for t in threading.enumerate()
+        if t.native_id is not None and not isinstance(t, threading._DummyThread)  # type: ignore[attr-defined]
+    }
+    out: dict[int, tuple[str, float]] = {}
+    for tid_text in os.listdir("/proc/self/task"):
+        tid = int(tid_text)
+        try:
+            stat = Path(f"/proc/self/task/{tid}/stat").read_text()
+        except OSError:
+            continue
+        name = stat[stat.index("(") + 1 : stat.rindex(")")].strip()
+        fields = stat[stat.rindex(")") + 2 :].split()
+        if tid == os.getpid():
+            label = "python: main thread (asyncio loop)"
+        elif tid in py_names:
+            label = "python: " + py_names[tid].split("_")[0]
+        elif name.startswith("python"):
+            label = "native, unnamed (libx264 slice workers)"
+        else:
+            label = f"native: {name}"
+        out[tid] = (label, (int(fields[11]) + int(fields[12])) / tick)
+    return out
+
+
+def thread_groups(
+    before: dict[int, tuple[str, float]], after: dict[int, tuple[str, float]]
+) -> dict[str, float]:
+    """CPU spent between two :func:`thread_cpu` snapshots, summed by label."""
+    groups: dict[str, float] = {}
+    for tid, (label, cpu) in after.items():
+        groups[label] = groups.get(label, 0.0) + cpu - before.get(tid, (label, 0.0))[1]
+    return groups
+
+
+# --- the bare PyAV baseline -------------------------------------------------------------------
+
+#: The x264 options of pyegress's ``VideoEncoder`` (media/encoder.py); :func:`pyegress_x264_options`
+#: lets a bench check that the baseline really ends up with the same settings string.
+X264_OPTIONS = {"preset": "veryfast", "tune": "zerolatency", "threads": "2", "sc_threshold": "0"}
+#: The timeline's PCM rate (48 kHz stereo int16); the AAC encoder resamples it.
+MIX_RATE = 48000
+
+
+@dataclass(frozen=True)
+class EncodeSettings:
+    """What pyegress encodes for one preset, replayed by the bare PyAV baseline."""
+
+    width: int
+    height: int
+    fps: int
+    video_kbps: int
+    gop_seconds: float
+    profile: str = "Main"
+    audio_rate: int = 44100
+    audio_kbps: int = 128
+
+
+def preset_settings(preset: int) -> EncodeSettings:
+    """The settings pyegress derives from an ``EncodingOptionsPreset`` (AAC audio)."""
+    from pyegress.media.encoding import from_request
+
+    video, audio = from_request(preset, None, has_preset=True, has_advanced=False)
+    profile = {"baseline": "Constrained Baseline", "main": "Main", "high": "High"}[video.profile]
+    return EncodeSettings(
+        video.width,
+        video.height,
+        video.fps,
+        video.bitrate_kbps,
+        video.keyframe_interval,
+        profile,
+        audio.sample_rate,
+        audio.bitrate_kbps,
+    )
+
+
+def pyegress_x264_options(preset: int) -> str:
+    """x264's settings string (first SEI) of pyegress's own encoder for ``preset``."""
+    import av
+
+    from pyegress.media.encoder import VideoEncoder
+    from pyegress.media.encoding import from_request
+    from pyegress.testing.signals import PatternGenerator
+
+    video, _ = from_request(preset, None, has_preset=True, has_advanced=False)
+    encoder = VideoEncoder(video)
+    pattern = PatternGenerator(video.width, video.height, video.fps)
+    data = bytes(encoder.stream.codec_context.extradata or b"")
+    for k in range(2):
+        frame = av.VideoFrame.from_ndarray(pattern.frame(k), format="yuv420p")
+        data += b"".join(bytes(p) for p in encoder.encode(frame, k))
+    data += b"".join(bytes(p) for p in encoder.encode(None))
+    options = x264_options(data)
+    if options is None:
+        raise SystemExit("pyegress's H.264 encoder wrote no x264 settings SEI; cannot check the baseline")
+    return options
+
+
+def bare_encode(s: EncodeSettings, seconds: float, path: Path, *, paced: bool) -> dict[str, Any]:
+    """PyAV alone: encode ``seconds`` of a moving pattern + tone with pyegress's settings to an MP4.
+
+    ``paced`` feeds frames at ``fps`` wall clock, as a live recording does. Returns CPU and wall
+    time of the container's open..close (``window_*``), the pattern's own CPU, per-thread CPU
+    and the x264 settings string, in the shape the benches' children report.
+    """
+    import av
+    import numpy as np
+
+    from pyegress.testing.signals import PatternGenerator, ToneGenerator
+
+    fps = s.fps
+    frames = round(seconds * fps)
+    pattern = PatternGenerator(s.width, s.height, fps)
+    mono = ToneGenerator(MIX_RATE).samples(0, round((frames + 1) / fps * MIX_RATE))
+    pcm = np.repeat(mono[:, None], 2, axis=1)  # the timeline's 48 kHz stereo int16
+    gen_cpu = 0.0
+
+    threads0 = thread_cpu()
+    cpu0, t0 = self_cpu(), time.monotonic()
+    container = av.open(str(path), "w", format="mp4")
+    video = container.add_stream("libx264", rate=fps, options=dict(X264_OPTIONS))
+    video.profile = s.profile
+    video.width, video.height, video.pix_fmt = s.width, s.height, "yuv420p"
+    video.bit_rate = s.video_kbps * 1000
+    vctx = video.codec_context
+    vctx.time_base = Fraction(1, fps)
+    vctx.framerate = Fraction(fps, 1)
+    vctx.gop_size = round(s.gop_seconds * fps)
+    vctx.flags |= av.codec.context.Flags.global_header
+    audio = container.add_stream("aac", rate=s.audio_rate)
+    audio.layout = "stereo"
+    audio.bit_rate = s.audio_kbps * 1000
+    actx = audio.codec_context
+    actx.time_base = Fraction(1, s.audio_rate)
+    actx.flags |= av.codec.context.Flags.global_header
+    vctx.open()
+    actx.open()
+    container.start_encoding()
+    resampler = av.AudioResampler(
+        format=actx.format.name, layout="stereo", rate=s.audio_rate, frame_size=actx.frame_size or None
+    )
+    audio_pts = 0
+    start = time.monotonic()
+    for k in range(frames):
+        if paced:
+            delay = start + k / fps - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+        g0 = time.thread_time()
+        picture = pattern.frame(k)
+        gen_cpu += time.thread_time() - g0
+        frame = av.VideoFrame.from_ndarray(picture, format="yuv420p")
+        frame.pts, frame.time_base = k, vctx.time_base
+        container.mux(video.encode(frame))
+        a, b = round(k / fps * MIX_RATE), round((k + 1) / fps * MIX_RATE)
+        chunk = av.AudioFrame.from_ndarray(pcm[a:b].reshape(1, -1), format="s16", layout="stereo")
+        chunk.sample_rate, chunk.pts = MIX_RATE, a
+        for f in resampler.resample(chunk):
+            f.pts, f.time_base = audio_pts, actx.time_base
+            audio_pts += f.samples
+            container.mux(audio.encode(f))
+    for f in resampler.resample(None):
+        f.pts, f.time_base = audio_pts, actx.time_base
+        audio_pts += f.samples
+        container.mux(audio.encode(f))
+    container.mux(video.encode(None))
+    container.mux(audio.encode(None))
+    container.close()
+    threads1 = thread_cpu()
+    cpu1, t1 = self_cpu(), time.monotonic()
+    head = path.read_bytes()[:1_000_000]
+    return {
+        "window_cpu_s": cpu1 - cpu0,
+        "window_wall_s": t1 - t0,
+        "recorded_s": frames / fps,
+        "frames": frames,
+        "file_bytes": path.stat().st_size,
+        "pattern_cpu_s": gen_cpu,
+        "threads": thread_groups(threads0, threads1),
+        "x264": x264_build(head),
+        "x264_options": x264_options(head),
+    }
+
+
+# --- children and the loopback server ----------------------------------------------------------
+
+
+def child_env(server: Any) -> dict[str, str]:
+    """This environment plus ``LIVEKIT_URL`` / ``_API_KEY`` / ``_API_SECRET`` of ``server``."""
+    env = dict(os.environ)
+    env.update(LIVEKIT_URL=server.url, LIVEKIT_API_KEY=server.api_key, LIVEKIT_API_SECRET=server.api_secret)
+    return env
+
+
+def check_child(run: ChildRun) -> ChildRun:
+    """``run``, or exit with its stderr when it failed or reported nothing."""
+    if run.returncode != 0 or not run.result:
+        raise SystemExit(f"{run.label} child failed (exit {run.returncode}):\n{run.stderr_tail}")
+    return run
+
+
+def versions() -> dict[str, str]:
+    """PyAV, libavcodec, livekit and libx264 versions, for the report."""
+    import importlib.metadata as md
+
+    import av
+
+    libav = av.library_versions.get("libavcodec", (0, 0, 0))
+    return {
+        "PyAV": av.__version__,
+        "libavcodec": ".".join(str(v) for v in libav),
+        "livekit": md.version("livekit"),
+        "libx264": av.codec.Codec("libx264", "w").long_name,
+    }

@@ -27,82 +27,39 @@ import os
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Sequence
-from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
 from bench.common import (
     ChildRun,
+    EncodeSettings,
+    bare_encode,
     command_line,
     machine_line,
     markdown_table,
     now_utc,
+    pyegress_x264_options,
     run_child,
     self_cpu,
+    thread_cpu,
+    thread_groups,
     update_section,
     write_result,
     x264_build,
-    x264_options,
 )
+from bench.common import check_child as _check
+from bench.common import child_env as _child_env
+from bench.common import versions as _versions
 
 SECTION = "track_composite"
 WIDTH, HEIGHT, FPS = 1280, 720, 30
 # What pyegress's VideoEncoder / AudioEncoder use for preset H264_720P_30 (media/encoder.py).
 # The bench checks that both runs end up with the same x264 settings string (see _check_settings).
-X264_OPTIONS = {"preset": "veryfast", "tune": "zerolatency", "threads": "2", "sc_threshold": "0"}
 VIDEO_KBPS, GOP_SECONDS, PROFILE = 3000, 4.0, "Main"
 AUDIO_RATE, AUDIO_KBPS, MIX_RATE = 44100, 128, 48000
 TARGET = 1.5
-
-
-# --- per-thread CPU (Linux /proc) -------------------------------------------------------------
-
-
-def thread_cpu() -> dict[int, tuple[str, float]]:
-    """CPU seconds (user + sys) of every live thread of this process, by tid, with a readable label.
-
-    Python threads are labelled by their Python name (the kernel only knows them as "python"),
-    native threads by their kernel name; unnamed native threads ("python") are those a library
-    started from Python code, here libx264's slice workers.
-    """
-    tick = os.sysconf("SC_CLK_TCK")
-    py_names = {
-        t.native_id: t.name
-        for t in threading.enumerate()
-        if t.native_id is not None and not isinstance(t, threading._DummyThread)  # type: ignore[attr-defined]
-    }
-    out: dict[int, tuple[str, float]] = {}
-    for tid_text in os.listdir("/proc/self/task"):
-        tid = int(tid_text)
-        try:
-            stat = Path(f"/proc/self/task/{tid}/stat").read_text()
-        except OSError:
-            continue
-        name = stat[stat.index("(") + 1 : stat.rindex(")")].strip()
-        fields = stat[stat.rindex(")") + 2 :].split()
-        if tid == os.getpid():
-            label = "python: main thread (asyncio loop)"
-        elif tid in py_names:
-            label = "python: " + py_names[tid].split("_")[0]
-        elif name.startswith("python"):
-            label = "native, unnamed (libx264 slice workers)"
-        else:
-            label = f"native: {name}"
-        out[tid] = (label, (int(fields[11]) + int(fields[12])) / tick)
-    return out
-
-
-def thread_groups(
-    before: dict[int, tuple[str, float]], after: dict[int, tuple[str, float]]
-) -> dict[str, float]:
-    """CPU spent between two :func:`thread_cpu` snapshots, summed by label."""
-    groups: dict[str, float] = {}
-    for tid, (label, cpu) in after.items():
-        groups[label] = groups.get(label, 0.0) + cpu - before.get(tid, (label, 0.0))[1]
-    return groups
 
 
 # --- child: the pyegress egress -------------------------------------------------------------------
@@ -237,82 +194,9 @@ async def _sdk_child(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _bare_child(args: argparse.Namespace) -> dict[str, Any]:
-    import av
-    import numpy as np
-
-    from pyegress.testing.signals import PatternGenerator, ToneGenerator
-
-    frames = round(args.seconds * FPS)
-    pattern = PatternGenerator(WIDTH, HEIGHT, FPS)
-    mono = ToneGenerator(MIX_RATE).samples(0, round((frames + 1) / FPS * MIX_RATE))
-    pcm = np.repeat(mono[:, None], 2, axis=1)  # the timeline's 48 kHz stereo int16
+    settings = EncodeSettings(WIDTH, HEIGHT, FPS, VIDEO_KBPS, GOP_SECONDS, PROFILE, AUDIO_RATE, AUDIO_KBPS)
     path = Path(args.out_dir) / ("bare-paced.mp4" if args.paced else "bare-unpaced.mp4")
-    gen_cpu = 0.0
-
-    threads0 = thread_cpu()
-    cpu0, t0 = self_cpu(), time.monotonic()
-    container = av.open(str(path), "w", format="mp4")
-    video = container.add_stream("libx264", rate=FPS, options=dict(X264_OPTIONS))
-    video.profile = PROFILE
-    video.width, video.height, video.pix_fmt = WIDTH, HEIGHT, "yuv420p"
-    video.bit_rate = VIDEO_KBPS * 1000
-    vctx = video.codec_context
-    vctx.time_base = Fraction(1, FPS)
-    vctx.framerate = Fraction(FPS, 1)
-    vctx.gop_size = round(GOP_SECONDS * FPS)
-    vctx.flags |= av.codec.context.Flags.global_header
-    audio = container.add_stream("aac", rate=AUDIO_RATE)
-    audio.layout = "stereo"
-    audio.bit_rate = AUDIO_KBPS * 1000
-    actx = audio.codec_context
-    actx.time_base = Fraction(1, AUDIO_RATE)
-    actx.flags |= av.codec.context.Flags.global_header
-    vctx.open()
-    actx.open()
-    container.start_encoding()
-    resampler = av.AudioResampler(
-        format=actx.format.name, layout="stereo", rate=AUDIO_RATE, frame_size=actx.frame_size or None
-    )
-    audio_pts = 0
-    start = time.monotonic()
-    for k in range(frames):
-        if args.paced:
-            delay = start + k / FPS - time.monotonic()
-            if delay > 0:
-                time.sleep(delay)
-        g0 = time.thread_time()
-        picture = pattern.frame(k)
-        gen_cpu += time.thread_time() - g0
-        frame = av.VideoFrame.from_ndarray(picture, format="yuv420p")
-        frame.pts, frame.time_base = k, vctx.time_base
-        container.mux(video.encode(frame))
-        a, b = round(k / FPS * MIX_RATE), round((k + 1) / FPS * MIX_RATE)
-        chunk = av.AudioFrame.from_ndarray(pcm[a:b].reshape(1, -1), format="s16", layout="stereo")
-        chunk.sample_rate, chunk.pts = MIX_RATE, a
-        for f in resampler.resample(chunk):
-            f.pts, f.time_base = audio_pts, actx.time_base
-            audio_pts += f.samples
-            container.mux(audio.encode(f))
-    for f in resampler.resample(None):
-        f.pts, f.time_base = audio_pts, actx.time_base
-        audio_pts += f.samples
-        container.mux(audio.encode(f))
-    container.mux(video.encode(None))
-    container.mux(audio.encode(None))
-    container.close()
-    threads1 = thread_cpu()
-    cpu1, t1 = self_cpu(), time.monotonic()
-    return {
-        "window_cpu_s": cpu1 - cpu0,
-        "window_wall_s": t1 - t0,
-        "recorded_s": frames / FPS,
-        "frames": frames,
-        "file_bytes": path.stat().st_size,
-        "pattern_cpu_s": gen_cpu,
-        "threads": thread_groups(threads0, threads1),
-        "x264": x264_build(path.read_bytes()[:1_000_000]),
-        "x264_options": x264_options(path.read_bytes()[:1_000_000]),
-    }
+    return bare_encode(settings, args.seconds, path, paced=args.paced)
 
 
 # --- parent ---------------------------------------------------------------------------------------
@@ -349,12 +233,9 @@ def _check_settings() -> str:
     string libx264 writes into its first SEI, and the audio settings field by field, so a change
     of encoder settings in ``media/encoder.py`` cannot silently skew the baseline.
     """
-    import av
     from livekit.protocol import egress as pe
 
-    from pyegress.media.encoder import VideoEncoder
     from pyegress.media.encoding import from_request
-    from pyegress.testing.signals import PatternGenerator
 
     video, audio = from_request(pe.H264_720P_30, None, has_preset=True, has_advanced=False)
     expected = (WIDTH, HEIGHT, FPS, VIDEO_KBPS, round(GOP_SECONDS * FPS), PROFILE.lower())
@@ -365,31 +246,7 @@ def _check_settings() -> str:
         AUDIO_KBPS,
     ):
         raise SystemExit(f"preset H264_720P_30 is now {video} / {audio}: update bench/track_composite.py")
-    encoder = VideoEncoder(video)
-    pattern = PatternGenerator(WIDTH, HEIGHT, FPS)
-    data = bytes(encoder.stream.codec_context.extradata or b"")
-    for k in range(2):
-        frame = av.VideoFrame.from_ndarray(pattern.frame(k), format="yuv420p")
-        data += b"".join(bytes(p) for p in encoder.encode(frame, k))
-    data += b"".join(bytes(p) for p in encoder.encode(None))
-    options = x264_options(data)
-    if options is None:
-        raise SystemExit("pyegress's H.264 encoder wrote no x264 settings SEI; cannot check the baseline")
-    return options
-
-
-def _versions() -> dict[str, str]:
-    import importlib.metadata as md
-
-    import av
-
-    libav = av.library_versions.get("libavcodec", (0, 0, 0))
-    return {
-        "PyAV": av.__version__,
-        "libavcodec": ".".join(str(v) for v in libav),
-        "livekit": md.version("livekit"),
-        "libx264": av.codec.Codec("libx264", "w").long_name,
-    }
+    return pyegress_x264_options(pe.H264_720P_30)
 
 
 def _per_s(run: ChildRun, key: str = "window_cpu_s") -> float:
@@ -398,12 +255,6 @@ def _per_s(run: ChildRun, key: str = "window_cpu_s") -> float:
 
 def _whole_per_s(run: ChildRun) -> float:
     return run.cpu_s / float(run.result["recorded_s"])
-
-
-def _check(run: ChildRun) -> ChildRun:
-    if run.returncode != 0 or not run.result:
-        raise SystemExit(f"{run.label} child failed (exit {run.returncode}):\n{run.stderr_tail}")
-    return run
 
 
 def _report(runs: dict[str, ChildRun], seconds: float, argv: Sequence[str], versions: dict[str, str]) -> str:
@@ -494,12 +345,6 @@ def _report(runs: dict[str, ChildRun], seconds: float, argv: Sequence[str], vers
     return "\n".join(lines)
 
 
-def _child_env(server: Any) -> dict[str, str]:
-    env = dict(os.environ)
-    env.update(LIVEKIT_URL=server.url, LIVEKIT_API_KEY=server.api_key, LIVEKIT_API_SECRET=server.api_secret)
-    return env
-
-
 def _parent(args: argparse.Namespace, argv: Sequence[str]) -> int:
     from pyegress.testing import LiveKitServer
 
@@ -548,7 +393,7 @@ def _parent(args: argparse.Namespace, argv: Sequence[str]) -> int:
                 publisher.wait()
     if runs["bare"].result.get("x264_options") != settings:
         raise SystemExit(
-            "the bare encode's x264 settings differ from pyegress's; update X264_OPTIONS:\n"
+            "the bare encode's x264 settings differ from pyegress's; update bench/common.py X264_OPTIONS:\n"
             f"  pyegress: {settings}\n  bare:     {runs['bare'].result.get('x264_options')}"
         )
     report = _report(runs, seconds, argv, _versions())

@@ -225,7 +225,7 @@ async def test_track_egress_video_ends_when_unpublished(
         )
         started = await service.start_track_egress(req)
         assert status(await wait_active(service, started.egress_id)) == "EGRESS_ACTIVE"
-        await asyncio.sleep(3.0)
+        await asyncio.sleep(4.0)
         await pub.unpublish("video")
         info = await service.wait_egress(started.egress_id, timeout=10)
     media = check_file_result(info)
@@ -233,7 +233,7 @@ async def test_track_egress_video_ends_when_unpublished(
     assert path.suffix == ext and path.stem == f"{sid}-camera"
     assert media.video is not None and media.audio is None and media.video.codec == vcodec
     assert (media.video.width, media.video.height) == (640, 360)
-    assert picture_moves(path)
+    assert picture_moves(path, min_moving_pairs=0.3)  # the first key frame may take a moment
     assert "unpublished" in info.details
 
 

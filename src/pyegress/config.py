@@ -102,6 +102,8 @@ class SegmentTarget:
     segment_duration: int
     suffix: SegmentSuffix
     disable_manifest: bool
+    # its own s3/gcp/azure (None: the service default, or local); holds credentials, so no repr
+    storage: StorageMessage | None = dataclasses.field(default=None, repr=False)
 
 
 @dataclass(frozen=True)
@@ -135,6 +137,8 @@ class ImageTarget:
     filename_prefix: str
     suffix: ImageSuffix
     disable_manifest: bool
+    # its own s3/gcp/azure (None: the service default, or local); holds credentials, so no repr
+    storage: StorageMessage | None = dataclasses.field(default=None, repr=False)
 
 
 _STREAM_PATH = re.compile(r"^(?P<base>rtmps?://[^/\s]+(?:/[^/\s]+)*/)(?P<key>[^/\s]+)$")
@@ -209,12 +213,6 @@ class EgressConfig:
     audio_mixing: int = 0  # room composite: pe.AudioMixing
 
 
-def _storage_unsupported(out: pe.EncodedFileOutput | pe.DirectFileOutput, where: str) -> None:
-    which = out.WhichOneof("output")
-    if which:
-        raise NotSupportedError(f"{where}.{which}: cloud storage uploads are not supported yet")
-
-
 def _file_target(out: pe.EncodedFileOutput, where: str) -> FileTarget:
     if out.file_type not in _FILE_TYPES:
         raise InvalidRequestError(f"{where}.file_type", f"unsupported file type {out.file_type}")
@@ -249,7 +247,7 @@ def _legacy_output(req: Request) -> str | None:
 def _segment_target(out: pe.SegmentedFileOutput, where: str) -> SegmentTarget:
     if out.protocol not in (pe.DEFAULT_SEGMENTED_FILE_PROTOCOL, pe.HLS_PROTOCOL):
         raise InvalidRequestError(f"{where}.protocol", f"unsupported segment protocol {out.protocol}")
-    _storage_unsupported(out, where)  # type: ignore[arg-type]
+    storage = output_storage(out, where)
     for name in ("filename_prefix", "playlist_name", "live_playlist_name"):
         check_template(getattr(out, name), f"{where}.{name}")
     if out.segment_duration > 3600:
@@ -266,6 +264,7 @@ def _segment_target(out: pe.SegmentedFileOutput, where: str) -> SegmentTarget:
         out.segment_duration or DEFAULT_SEGMENT_DURATION,
         suffix,
         out.disable_manifest,
+        storage,
     )
 
 
@@ -298,7 +297,7 @@ def _image_target(out: pe.ImageOutput, where: str) -> ImageTarget:
         raise InvalidRequestError(f"{where}.image_codec", "only JPEG images are supported")
     if out.filename_suffix not in _IMAGE_SUFFIXES:
         raise InvalidRequestError(f"{where}.filename_suffix", f"unknown suffix {out.filename_suffix}")
-    _storage_unsupported(out, where)  # type: ignore[arg-type]
+    storage = output_storage(out, where)
     check_template(out.filename_prefix, f"{where}.filename_prefix")
     for name in ("width", "height"):
         value = getattr(out, name)
@@ -312,6 +311,7 @@ def _image_target(out: pe.ImageOutput, where: str) -> ImageTarget:
         out.filename_prefix.strip(),
         _IMAGE_SUFFIXES[out.filename_suffix],
         out.disable_manifest,
+        storage,
     )
 
 

@@ -147,14 +147,14 @@ class Pipeline:
             item = self._queue.get()
             if item is None:
                 break
-            started = time.process_time()
+            started = time.thread_time()
             try:
                 self._encode(*item)
             except Exception as e:
                 log.exception("encoding failed")
                 for out in self.outputs:
                     out.fail(e)
-            self.stats.encode_seconds += time.process_time() - started
+            self.stats.encode_seconds += time.thread_time() - started
         self._flush()
 
     def _canvas(self, src: object, enc: VideoEncoding) -> av.VideoFrame:

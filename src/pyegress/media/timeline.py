@@ -62,7 +62,7 @@ class AudioInput:
         self.sample_rate, self.channels, self.t0 = sample_rate, channels, t0
         self._size = int(capacity * sample_rate)
         self._ring = np.zeros((self._size, channels), np.int16)
-        self._written = np.zeros(self._size, bool)
+        self._read_pos = -(2**62)  # nothing played out yet
         self._write_pos: int | None = None
         self._offset = 0.0  # smoothed (arrival position - continuous position), samples
         self._tolerance = drift_tolerance * sample_rate
@@ -92,19 +92,29 @@ class AudioInput:
             start = self._write_pos
             self._write_pos += n
             self.samples_in += n
-            if start + n <= 0:
+            late = self._read_pos - start  # already played out: those samples are dropped
+            if late >= n:
                 return
-            if start < 0:
-                samples, start = samples[-start:], 0
-                n = len(samples)
-            idx = np.arange(start, start + n) % self._size
-            self._ring[idx] = samples
-            self._written[idx] = True
+            if late > 0:
+                samples, start, n = samples[late:], self._read_pos, n - late
+            for lo, hi, a, b in self._spans(start, n):
+                self._ring[lo:hi] = samples[a:b]
+
+    def _spans(self, start: int, count: int) -> list[tuple[int, int, int, int]]:
+        """Ring slices ``[lo:hi]`` holding timeline positions ``start+a .. start+b`` (1 or 2)."""
+        lo = start % self._size
+        first = min(count, self._size - lo)
+        spans = [(lo, lo + first, 0, first)]
+        if first < count:
+            spans.append((0, count - first, first, count))
+        return spans
 
     def read(self, start: int, count: int) -> np.ndarray:
-        """Samples for output positions ``[start, start+count)``; consumed positions are cleared."""
-        idx = np.arange(start, start + count) % self._size
+        """Samples for output positions ``[start, start+count)``; silence where nothing arrived."""
+        out = np.empty((count, self.channels), np.int16)
         with self._lock:
-            out = np.where(self._written[idx, None], self._ring[idx], 0).astype(np.int16)
-            self._written[idx] = False
+            for lo, hi, a, b in self._spans(start, count):
+                out[a:b] = self._ring[lo:hi]
+                self._ring[lo:hi] = 0  # consumed: the ring slot is silence until written again
+            self._read_pos = max(self._read_pos, start + count)
         return out

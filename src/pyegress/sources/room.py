@@ -25,6 +25,10 @@ MIN_FRAME_SIDE = 16
 #: buffer), measured through a loopback livekit-server: ~27-45 ms. Audio arrival times are
 #: moved earlier by this much so both land where they were captured.
 AUDIO_PATH_DELAY = 0.035
+
+#: Audio arrives in chunks this long: fewer, larger chunks cost the SDK and the event loop less
+#: (measured: about 0.07 of the track composite's CPU ratio against 10 ms chunks).
+AUDIO_FRAME_MS = 40
 T = TypeVar("T")
 
 
@@ -148,7 +152,12 @@ class RoomSource:
         self, track: rtc.Track, sink: AudioInput, on_frame: Callable[[], None] | None = None
     ) -> None:
         """Feed ``sink`` with PCM of ``track`` (resampled by the SDK to the sink's format)."""
-        stream = rtc.AudioStream(track, sample_rate=sink.sample_rate, num_channels=sink.channels)
+        stream = rtc.AudioStream(
+            track,
+            sample_rate=sink.sample_rate,
+            num_channels=sink.channels,
+            frame_size_ms=AUDIO_FRAME_MS,
+        )
         sink.reset()
 
         async def run() -> None:

@@ -1,0 +1,520 @@
+"""CPU and memory of a room composite (grid of N participants + mixed audio) against the bare PyAV encode.
+
+Run ``python -m bench.room_composite [--seconds 20] [--write]``. It starts a loopback
+livekit-server and, per case, N synthetic publishers (each its own process, not counted), then
+measures, each in a child process of its own, one after the other:
+
+* ``egress``: ``EgressService.start_room_composite_egress`` (layout ``grid``, preset
+  H264_720P_30 or H264_1080P_30, MP4) for ``--seconds``; the whole process is counted: the
+  LiveKit SDK's receive and decode of every participant, the compositor, the mixer, encode, mux;
+* ``sdk``: a process that only joins, subscribes to every track and pulls the same I420 and PCM
+  frames (the SDK's share of the above);
+* ``bare``: PyAV alone encoding the same canvas size (a moving pattern + tone) with pyegress's
+  encoder settings, paced at 30 fps (one run per canvas size, beside its 4-participant case).
+
+The headline is pyegress / bare for 4 participants at 720p (target <= 1.5), and the peak RSS of
+that egress (target <= 300 MB). ``--write`` puts the tables into docs/performance.md (section
+``room_composite``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bench.common import (
+    ChildRun,
+    bare_encode,
+    check_child,
+    child_env,
+    command_line,
+    machine_line,
+    markdown_table,
+    now_utc,
+    preset_settings,
+    pyegress_x264_options,
+    run_child,
+    self_cpu,
+    thread_cpu,
+    thread_groups,
+    update_section,
+    versions,
+    write_result,
+    x264_build,
+)
+
+SECTION = "room_composite"
+TARGET = 1.5
+RSS_TARGET_MB = 300.0
+
+
+@dataclass(frozen=True)
+class Case:
+    """One measured room: N publishers of one size into one canvas preset."""
+
+    name: str
+    participants: int
+    preset: str  # "720p" | "1080p"
+    pub_width: int
+    pub_height: int
+    pub_fps: int
+
+
+CASES = [
+    Case("4 @ 720p", 4, "720p", 640, 360, 30),
+    Case("9 @ 720p", 9, "720p", 320, 180, 15),
+    Case("16 @ 720p", 16, "720p", 320, 180, 15),
+    Case("4 @ 1080p", 4, "1080p", 640, 360, 30),
+]
+
+
+def _preset(name: str) -> int:
+    from livekit.protocol import egress as pe
+
+    return {"720p": pe.H264_720P_30, "1080p": pe.H264_1080P_30}[name]
+
+
+# --- child: the pyegress egress ---------------------------------------------------------------
+
+
+def _time_render() -> dict[str, float]:
+    """Wrap ``Scene.render`` so the child can report the compositor's own CPU (encode thread)."""
+    from pyegress.media import compositor
+
+    spent = {"render_cpu_s": 0.0, "renders": 0.0}
+    original = compositor.Scene.render
+
+    def render(self: compositor.Scene, width: int, height: int) -> Any:
+        t0 = time.thread_time()
+        try:
+            return original(self, width, height)
+        finally:
+            spent["render_cpu_s"] += time.thread_time() - t0
+            spent["renders"] += 1
+
+    compositor.Scene.render = render  # type: ignore[method-assign]
+    return spent
+
+
+async def _egress_child(args: argparse.Namespace) -> dict[str, Any]:
+    from livekit.protocol import egress as pe
+
+    import pyegress
+    from pyegress.recorders.room_composite import RoomCompositeRecorder
+
+    render = _time_render()
+    svc = pyegress.EgressService(output_dir=args.out_dir, wait_timeout=15.0)
+    req = pe.RoomCompositeEgressRequest(
+        room_name=args.room,
+        layout="grid",
+        preset=_preset(args.preset),  # type: ignore[arg-type]
+        file_outputs=[pe.EncodedFileOutput(filepath="egress.mp4")],
+    )
+    threads0 = thread_cpu()
+    cpu0, t0 = self_cpu(), time.monotonic()
+    info = await svc.start_room_composite_egress(req)
+    while info.status == pe.EGRESS_STARTING:
+        await asyncio.sleep(0.05)
+        info = (await svc.list_egress(pe.ListEgressRequest(egress_id=info.egress_id))).items[0]
+    if info.status != pe.EGRESS_ACTIVE:
+        raise SystemExit(f"egress did not start: {pe.EgressStatus.Name(info.status)} {info.error}")
+    recorder = svc.recorder(info.egress_id)
+    assert isinstance(recorder, RoomCompositeRecorder)
+    active_cpu, active_t = self_cpu(), time.monotonic()
+    steady0 = thread_cpu()
+    render0 = dict(render)
+    backlog = 0
+    deadline = active_t + args.seconds
+    while time.monotonic() < deadline:
+        await asyncio.sleep(min(0.25, max(0.0, deadline - time.monotonic())))
+        if recorder.pipeline is not None:
+            backlog = max(backlog, recorder.pipeline.stats.backlog)
+    steady_cpu, steady_t = self_cpu() - active_cpu, time.monotonic() - active_t
+    steady1 = thread_cpu()
+    comp = recorder.compositor
+    people = list(comp.participants.values()) if comp is not None else []
+    frames_in = {p.identity: p.camera.frames_in if p.camera else 0 for p in people}
+    sizes: dict[str, int] = {}
+    for p in people:
+        frame = p.camera.at(time.monotonic()) if p.camera else None
+        if frame is not None:
+            key = f"{frame.width}x{frame.height}"  # type: ignore[attr-defined]
+            sizes[key] = sizes.get(key, 0) + 1
+    stats = recorder.pipeline.stats if recorder.pipeline else None
+    final = await svc.stop_egress(pe.StopEgressRequest(egress_id=info.egress_id))
+    cpu1, t1 = self_cpu(), time.monotonic()
+    threads1 = thread_cpu()
+    if final.status != pe.EGRESS_COMPLETE:
+        raise SystemExit(f"egress ended {pe.EgressStatus.Name(final.status)}: {final.error}")
+    path = Path(final.file_results[0].filename)
+    return {
+        "window_cpu_s": cpu1 - cpu0,
+        "window_wall_s": t1 - t0,
+        "steady_cpu_s": steady_cpu,
+        "steady_wall_s": steady_t,
+        "recorded_s": final.file_results[0].duration / 1e9,
+        "file_bytes": final.file_results[0].size,
+        "participants": len(people),
+        "frames_in": frames_in,
+        "received_sizes": sizes,
+        "ticks": stats.ticks if stats else 0,
+        "max_backlog": backlog,
+        "render_cpu_s": render["render_cpu_s"] - render0["render_cpu_s"],
+        "renders": render["renders"] - render0["renders"],
+        "threads": thread_groups(threads0, threads1),
+        "steady_threads": thread_groups(steady0, steady1),
+        "x264": x264_build(path.read_bytes()[:1_000_000]),
+    }
+
+
+# --- child: the SDK alone ---------------------------------------------------------------------
+
+
+async def _sdk_child(args: argparse.Namespace) -> dict[str, Any]:
+    """Join hidden, subscribe to every track, pull I420 video and 48 kHz stereo PCM like pyegress."""
+    import os
+
+    import numpy as np
+    from livekit import api, rtc
+
+    from pyegress.sources import room as source
+
+    audio_ms = int(getattr(source, "AUDIO_FRAME_MS", 10))
+    counts = {"video": 0, "audio": 0}
+    seen: set[str] = set()
+    all_video = asyncio.Event()
+    room = rtc.Room()
+    tasks: list[asyncio.Task[None]] = []
+
+    async def pull_video(track: rtc.Track, who: str) -> None:
+        async for ev in rtc.VideoStream(track, format=rtc.VideoBufferType.I420, capacity=2):
+            np.frombuffer(ev.frame.data, np.uint8)
+            counts["video"] += 1
+            seen.add(who)
+            if len(seen) >= args.participants:
+                all_video.set()
+
+    async def pull_audio(track: rtc.Track) -> None:
+        stream = rtc.AudioStream(track, sample_rate=48000, num_channels=2, frame_size_ms=audio_ms)
+        async for ev in stream:
+            np.frombuffer(ev.frame.data, np.int16)
+            counts["audio"] += 1
+
+    def subscribed(track: rtc.Track, pub: rtc.RemoteTrackPublication, p: rtc.RemoteParticipant) -> None:
+        if track.kind == rtc.TrackKind.KIND_VIDEO:
+            tasks.append(asyncio.get_running_loop().create_task(pull_video(track, p.identity)))
+        elif track.kind == rtc.TrackKind.KIND_AUDIO:
+            tasks.append(asyncio.get_running_loop().create_task(pull_audio(track)))
+
+    def published(pub: rtc.RemoteTrackPublication, _: rtc.RemoteParticipant) -> None:
+        pub.set_subscribed(True)
+
+    room.on("track_subscribed", subscribed)
+    room.on("track_published", published)
+    token = (
+        api.AccessToken(os.environ["LIVEKIT_API_KEY"], os.environ["LIVEKIT_API_SECRET"])
+        .with_identity("bench-sdk-only")
+        .with_kind("egress")
+        .with_grants(
+            api.VideoGrants(room_join=True, room=args.room, hidden=True, recorder=True, can_publish=False)
+        )
+        .to_jwt()
+    )
+    threads0 = thread_cpu()
+    cpu0, t0 = self_cpu(), time.monotonic()
+    await room.connect(os.environ["LIVEKIT_URL"], token, rtc.RoomOptions(auto_subscribe=False))
+    for p in room.remote_participants.values():
+        for pub in p.track_publications.values():
+            pub.set_subscribed(True)
+    await asyncio.wait_for(all_video.wait(), 20.0)
+    active_cpu, active_t = self_cpu(), time.monotonic()
+    steady0 = thread_cpu()
+    await asyncio.sleep(args.seconds)
+    steady_cpu, steady_t = self_cpu() - active_cpu, time.monotonic() - active_t
+    steady1 = thread_cpu()
+    for task in tasks:
+        task.cancel()
+    await room.disconnect()
+    cpu1, t1 = self_cpu(), time.monotonic()
+    threads1 = thread_cpu()
+    return {
+        "window_cpu_s": cpu1 - cpu0,
+        "window_wall_s": t1 - t0,
+        "steady_cpu_s": steady_cpu,
+        "steady_wall_s": steady_t,
+        "recorded_s": steady_t,
+        "video_frames_in": counts["video"],
+        "audio_frames_in": counts["audio"],
+        "threads": thread_groups(threads0, threads1),
+        "steady_threads": thread_groups(steady0, steady1),
+    }
+
+
+# --- child: PyAV alone ------------------------------------------------------------------------
+
+
+def _bare_child(args: argparse.Namespace) -> dict[str, Any]:
+    settings = preset_settings(_preset(args.preset))
+    return bare_encode(settings, args.seconds, Path(args.out_dir) / f"bare-{args.preset}.mp4", paced=True)
+
+
+# --- parent -----------------------------------------------------------------------------------
+
+
+def _wait_published(server: Any, room: str, count: int, timeout: float = 60.0) -> None:
+    """Wait until ``count`` participants of ``room`` publish both a video and an audio track."""
+    from livekit import api
+    from livekit.protocol import models as pm
+
+    async def poll() -> None:
+        deadline = time.monotonic() + timeout
+        ready = 0
+        async with server.api_client() as lk:
+            while time.monotonic() < deadline:
+                with contextlib.suppress(Exception):
+                    res = await lk.room.list_participants(api.ListParticipantsRequest(room=room))
+                    ready = sum(
+                        1
+                        for p in res.participants
+                        if {pm.TrackType.VIDEO, pm.TrackType.AUDIO} <= {t.type for t in p.tracks}
+                    )
+                    if ready >= count:
+                        return
+                await asyncio.sleep(0.25)
+        raise SystemExit(f"only {ready} of {count} publishers published within {timeout:g} s")
+
+    asyncio.run(poll())
+
+
+def _start_publishers(
+    case: Case, room: str, env: dict[str, str], seconds: float
+) -> list[subprocess.Popen[bytes]]:
+    procs = []
+    for i in range(case.participants):
+        argv = [sys.executable, "-m", "pyegress.testing.publish", "--room", room]
+        argv += ["--identity", f"p{i:02d}", "--name", f"Participant {i + 1}"]
+        argv += ["--width", str(case.pub_width), "--height", str(case.pub_height), "--fps", str(case.pub_fps)]
+        argv += ["--duration", str(seconds)]
+        procs.append(subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+    return procs
+
+
+def _stop(procs: list[subprocess.Popen[bytes]]) -> None:
+    for p in procs:
+        p.terminate()
+    for p in procs:
+        try:
+            p.wait(10)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+
+
+def _per_s(run: ChildRun) -> float:
+    return float(run.result["window_cpu_s"]) / float(run.result["recorded_s"])
+
+
+def _report(
+    runs: dict[str, ChildRun], bares: dict[str, ChildRun], argv: Sequence[str], vers: dict[str, str]
+) -> str:
+    rows = []
+    for case in CASES:
+        egress, sdk, bare = runs[f"{case.name} egress"], runs[f"{case.name} sdk"], bares[case.preset]
+        base = _per_s(bare)
+        fps_in = sum(egress.result["frames_in"].values()) / egress.result["window_wall_s"]
+        rows.append(
+            (
+                f"{case.name} ({case.pub_width}x{case.pub_height} @ {case.pub_fps} fps senders)",
+                f"{_per_s(egress):.3f}",
+                f"{base:.3f}",
+                f"{_per_s(egress) / base:.2f}",
+                f"{_per_s(sdk):.3f}",
+                f"{(_per_s(egress) - _per_s(sdk)) / base:.2f}",
+                f"{egress.result['render_cpu_s'] / egress.result['steady_wall_s']:.3f}",
+                f"{fps_in:.0f}",
+                f"{egress.max_rss_mib:.0f}",
+            )
+        )
+    table = markdown_table(
+        [
+            "case",
+            "pyegress CPU s / s",
+            "bare encode CPU s / s",
+            "ratio",
+            "SDK only CPU s / s",
+            "(pyegress - SDK) / bare",
+            "compositor render CPU s / s",
+            "frames in / s",
+            "peak RSS MiB",
+        ],
+        rows,
+    )
+    head = CASES[0]
+    egress4, bare4 = runs[f"{head.name} egress"], bares[head.preset]
+    ratio = _per_s(egress4) / _per_s(bare4)
+    rss = egress4.max_rss_kib * 1024 / 1e6
+    steady = egress4.result["steady_wall_s"]
+    threads = sorted(egress4.result["steady_threads"].items(), key=lambda kv: -kv[1])
+    breakdown = markdown_table(
+        [f"thread group (pyegress child, {head.name}, steady recording)", "CPU s / s", "share"],
+        [
+            (name, f"{cpu / steady:.3f}", f"{100 * cpu / max(egress4.result['steady_cpu_s'], 1e-9):.0f} %")
+            for name, cpu in threads
+            if cpu / steady >= 0.001
+        ],
+    )
+    sdk4 = runs[f"{head.name} sdk"]
+    sdk_threads = sorted(sdk4.result["steady_threads"].items(), key=lambda kv: -kv[1])
+    sdk_steady = sdk4.result["steady_wall_s"]
+    sdk_breakdown = markdown_table(
+        [f"thread group (SDK-only child, {head.name}, steady)", "CPU s / s"],
+        [(name, f"{cpu / sdk_steady:.3f}") for name, cpu in sdk_threads if cpu / sdk_steady >= 0.001],
+    )
+    x264 = egress4.result.get("x264") or bare4.result.get("x264") or "unknown build"
+    verdict = "meets" if ratio <= TARGET else "misses"
+    rss_verdict = "meets" if rss <= RSS_TARGET_MB else "misses"
+    lines = [
+        "## Room composite, grid + mixed audio (`bench/room_composite.py`)",
+        "",
+        f"**4 participants at 720p30: pyegress / bare encode = {ratio:.2f}** ({verdict} the target of "
+        f"<= {TARGET}); **peak RSS {rss:.0f} MB** ({rss_verdict} the target of <= {RSS_TARGET_MB:.0f} MB).",
+        "",
+        "Command: `" + command_line(argv) + "`",
+        "",
+        f"- Date: {now_utc()}",
+        f"- Machine: {machine_line()}",
+        f"- Versions: PyAV {vers['PyAV']} (libavcodec {vers['libavcodec']}), "
+        f"livekit {vers['livekit']}, {x264}",
+        "- Input: N synthetic publishers (moving pattern + tone, H.264 + Opus, one process each, not "
+        "counted) through a loopback livekit-server; sender sizes per row (small senders for 9 and 16 "
+        "so the 2-core machine keeps up with encoding them).",
+        "- Output: layout `grid`, preset H264_720P_30 (1280x720, 3000 kbps) or H264_1080P_30 "
+        "(1920x1080, 4500 kbps): libx264 veryfast/zerolatency, Main, GOP 4 s, 2 threads; AAC 128 kbps "
+        "44.1 kHz; MP4. The bare runs' x264 settings strings are checked to equal pyegress's.",
+        "",
+        table,
+        "",
+        '"CPU s / s" is user + system CPU of every thread of the child from the start call to the '
+        "finished file (pyegress: `start_room_composite_egress` to `stop_egress`; SDK only: connect to "
+        "disconnect; bare: container open to close), over the seconds recorded. The SDK-only child "
+        "joins hidden, subscribes to every track and pulls the same I420 frames and 48 kHz stereo PCM, "
+        'nothing more. "(pyegress - SDK) / bare" is what pyegress adds on top of receiving, against '
+        'the bare encode. "compositor render" is `Scene.render` on the encode thread (scale, crop, '
+        "paste, labels), part of pyegress's figure. \"frames in / s\" sums every participant's decoded "
+        "frames reaching the compositor. Peak RSS is the whole egress child's (kernel `wait4`).",
+        "",
+        breakdown,
+        "",
+        sdk_breakdown,
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _parent(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    from pyegress.testing import LiveKitServer
+
+    settings = {p: pyegress_x264_options(_preset(p)) for p in ("720p", "1080p")}
+    seconds = args.seconds
+    timeout = seconds * 3 + 90
+    runs: dict[str, ChildRun] = {}
+    bares: dict[str, ChildRun] = {}
+    cases = [c for c in CASES if not args.only or c.name.replace(" ", "") in args.only.split(",")]
+    with (
+        tempfile.TemporaryDirectory(prefix="pyegress-bench-") as out,
+        LiveKitServer(log_level="warn") as server,
+    ):
+        env = child_env(server)
+        me = ["-m", "bench.room_composite", "--seconds", str(seconds), "--out-dir", out]
+        for n, case in enumerate(cases):
+            room = f"bench-room-composite-{n}"
+            need_bare = case.preset not in bares
+            pubs = _start_publishers(case, room, env, (3 + need_bare) * (seconds + 30) + 60)
+            try:
+                _wait_published(server, room, case.participants)
+                time.sleep(3.0)  # let the publishers' encoders ramp up to full size and rate
+                plan = [
+                    ("egress", ["--child-egress"]),
+                    ("sdk", ["--child-sdk"]),
+                ]
+                if need_bare:
+                    plan.append(("bare", ["--child-bare"]))
+                for kind, flag in plan:
+                    label = f"{case.name} {kind}"
+                    print(f"running {label} ({seconds:g} s) ...", file=sys.stderr)
+                    child = [*me, *flag, "--room", room, "--preset", case.preset]
+                    child += ["--participants", str(case.participants)]
+                    run = check_child(run_child(label, child, timeout=timeout, env=env))
+                    if kind == "bare":
+                        bares[case.preset] = run
+                    else:
+                        runs[label] = run
+                    brief = {k: v for k, v in run.result.items() if k not in ("threads", "x264_options")}
+                    print(
+                        f"  cpu/s {_per_s(run):.3f} rss {run.max_rss_mib:.0f} MiB {json.dumps(brief)}",
+                        file=sys.stderr,
+                    )
+            finally:
+                _stop(pubs)
+    for preset, run in bares.items():
+        if run.result.get("x264_options") != settings[preset]:
+            raise SystemExit(
+                f"the bare {preset} encode's x264 settings differ from pyegress's:\n"
+                f"  pyegress: {settings[preset]}\n  bare:     {run.result.get('x264_options')}"
+            )
+    if len(cases) != len(CASES):
+        return 0  # a partial run (--only) prints its figures above but writes no report
+    report = _report(runs, bares, argv, versions())
+    print(report)
+    if args.write:
+        update_section(SECTION, report)
+        print(f"updated docs/performance.md section {SECTION!r}", file=sys.stderr)
+    ratio = _per_s(runs[f"{CASES[0].name} egress"]) / _per_s(bares[CASES[0].preset])
+    return 0 if ratio <= TARGET or not args.strict else 1
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m bench.room_composite", description=__doc__.split("\n")[0])
+    p.add_argument("--seconds", type=float, default=20.0, help="seconds recorded per run (default 20)")
+    p.add_argument("--write", action="store_true", help="update docs/performance.md")
+    p.add_argument(
+        "--strict", action="store_true", help=f"exit 1 when the 4-participant ratio is above {TARGET}"
+    )
+    p.add_argument("--only", default="", help="comma-separated cases to run (no report), e.g. 4@720p,16@720p")
+    child = p.add_mutually_exclusive_group()
+    child.add_argument("--child-egress", action="store_true", help=argparse.SUPPRESS)
+    child.add_argument("--child-sdk", action="store_true", help=argparse.SUPPRESS)
+    child.add_argument("--child-bare", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--participants", type=int, default=0, help=argparse.SUPPRESS)
+    for name in ("--room", "--preset", "--out-dir", "--result"):
+        p.add_argument(name, default="", help=argparse.SUPPRESS)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point: the parent benchmark, or one of its measured children."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = _parser().parse_args(argv)
+    if args.child_egress:
+        write_result(args.result, asyncio.run(_egress_child(args)))
+    elif args.child_sdk:
+        write_result(args.result, asyncio.run(_sdk_child(args)))
+    elif args.child_bare:
+        write_result(args.result, _bare_child(args))
+    else:
+        return _parent(args, ["-m", "bench.room_composite", *argv])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
