@@ -21,7 +21,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -311,9 +311,18 @@ def pyegress_x264_options(preset: int) -> str:
     return options
 
 
-def bare_encode(s: EncodeSettings, seconds: float, path: Path, *, paced: bool) -> dict[str, Any]:
+def bare_encode(
+    s: EncodeSettings,
+    seconds: float,
+    path: Path,
+    *,
+    paced: bool,
+    picture: Callable[[int], Any] | None = None,
+) -> dict[str, Any]:
     """PyAV alone: encode ``seconds`` of a moving pattern + tone with pyegress's settings to an MP4.
 
+    ``picture(k)`` makes frame ``k`` as a ``yuv420p`` ndarray (default: one canvas-sized
+    ``PatternGenerator``); its CPU is reported as ``pattern_cpu_s`` (and is part of the window).
     ``paced`` feeds frames at ``fps`` wall clock, as a live recording does. Returns CPU and wall
     time of the container's open..close (``window_*``), the pattern's own CPU, per-thread CPU
     and the x264 settings string, in the shape the benches' children report.
@@ -325,7 +334,7 @@ def bare_encode(s: EncodeSettings, seconds: float, path: Path, *, paced: bool) -
 
     fps = s.fps
     frames = round(seconds * fps)
-    pattern = PatternGenerator(s.width, s.height, fps)
+    make = picture or PatternGenerator(s.width, s.height, fps).frame
     mono = ToneGenerator(MIX_RATE).samples(0, round((frames + 1) / fps * MIX_RATE))
     pcm = np.repeat(mono[:, None], 2, axis=1)  # the timeline's 48 kHz stereo int16
     gen_cpu = 0.0
@@ -362,9 +371,9 @@ def bare_encode(s: EncodeSettings, seconds: float, path: Path, *, paced: bool) -
             if delay > 0:
                 time.sleep(delay)
         g0 = time.thread_time()
-        picture = pattern.frame(k)
+        image = make(k)
         gen_cpu += time.thread_time() - g0
-        frame = av.VideoFrame.from_ndarray(picture, format="yuv420p")
+        frame = av.VideoFrame.from_ndarray(image, format="yuv420p")
         frame.pts, frame.time_base = k, vctx.time_base
         container.mux(video.encode(frame))
         a, b = round(k / fps * MIX_RATE), round((k + 1) / fps * MIX_RATE)

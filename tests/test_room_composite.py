@@ -270,7 +270,9 @@ async def test_dual_channel_agent_puts_agents_left_others_right(
     check_file_result(final)
     pcm = _channels(final.file_results[0].filename)[48000 : 48000 * 3]
     left, right = pcm[:, 0], pcm[:, 1]
-    energies = {f"{side}{hz}": _energy_at(x, hz) for side, x in (("L", left), ("R", right)) for hz in (440, 880)}
+    energies = {
+        f"{side}{hz}": _energy_at(x, hz) for side, x in (("L", left), ("R", right)) for hz in (440, 880)
+    }
     assert energies["L880"] > 20 * energies["L440"], ("the agent is on the left", energies)
     assert energies["R440"] > 20 * energies["R880"], ("the others are on the right", energies)
 

@@ -136,3 +136,170 @@ def test_invalid_default_storage_names_the_field() -> None:
             "ws://127.0.0.1:1", "k", "s", storage=pe.StorageConfig(s3=pe.S3Upload(bucket="b"))
         )
     assert str(e.value) == "storage.s3.region: required when no endpoint is set"
+
+
+def _bucket_keys(minio: MinioServer, bucket: str) -> set[str]:
+    pages = minio.client().get_paginator("list_objects_v2").paginate(Bucket=bucket)
+    return {o["Key"] for page in pages for o in page.get("Contents", [])}
+
+
+def _named_segments(playlist: str) -> list[str]:
+    return [line for line in playlist.splitlines() if line and not line.startswith("#")]
+
+
+async def test_hls_is_uploaded_while_recording(
+    livekit_server: LiveKitServer,
+    service: pyegress.EgressService,
+    minio: MinioServer,
+    bucket_name: str,
+    room_name: str,
+    tmp_path: Path,
+) -> None:
+    minio.make_bucket(bucket_name)
+    s3 = minio.upload_message(bucket_name)
+    base = f"{minio.endpoint}/{bucket_name}/{room_name}"
+    async with publisher(livekit_server, room_name) as pub:
+        req = pe.TrackCompositeEgressRequest(
+            room_name=room_name,
+            audio_track_id=pub.audio_track_sid,
+            video_track_id=pub.video_track_sid,
+            advanced=SMALL,
+            segment_outputs=[
+                pe.SegmentedFileOutput(
+                    filename_prefix="{room_name}/seg",
+                    playlist_name="{room_name}/index.m3u8",
+                    live_playlist_name="live.m3u8",
+                    segment_duration=2,
+                    s3=s3,
+                )
+            ],
+        )
+        started = await service.start_track_composite_egress(req)
+        active = await wait_active(service, started.egress_id)
+        assert status(active) == "EGRESS_ACTIVE", active.error
+        await asyncio.sleep(5.0)
+        # while recording: the bucket's playlist names only segments already in the bucket
+        mid = (await service.list_egress(pe.ListEgressRequest(egress_id=started.egress_id))).items[0]
+        assert mid.segment_results[0].playlist_location == f"{base}/index.m3u8"
+        assert mid.segment_results[0].live_playlist_location == f"{base}/live.m3u8"
+        live_text = minio.read(bucket_name, f"{room_name}/index.m3u8").decode()
+        keys = _bucket_keys(minio, bucket_name)
+        named = _named_segments(live_text)
+        assert "#EXT-X-ENDLIST" not in live_text and len(named) >= 1, live_text
+        assert {f"{room_name}/{n}" for n in named} <= keys, (named, keys)
+        window = _named_segments(minio.read(bucket_name, f"{room_name}/live.m3u8").decode())
+        assert {f"{room_name}/{n}" for n in window} <= keys
+        await asyncio.sleep(3.0)
+        info = await service.stop_egress(pe.StopEgressRequest(egress_id=started.egress_id))
+
+    assert status(info) == "EGRESS_COMPLETE", info.error
+    assert not info.backup_storage_used and not info.error
+    seg = info.segment_results[0]
+    assert seg.playlist_location == f"{base}/index.m3u8"
+    assert seg.live_playlist_location == f"{base}/live.m3u8"
+    local_dir = tmp_path / room_name
+    assert seg.playlist_name == str(local_dir / "index.m3u8")
+    # the bucket holds the final playlists and every segment they name, byte for byte
+    playlist = minio.read(bucket_name, f"{room_name}/index.m3u8")
+    assert playlist == (local_dir / "index.m3u8").read_bytes()
+    assert playlist.decode().rstrip().endswith("#EXT-X-ENDLIST")
+    assert minio.read(bucket_name, f"{room_name}/live.m3u8") == (local_dir / "live.m3u8").read_bytes()
+    names = _named_segments(playlist.decode())
+    assert len(names) == seg.segment_count >= 3
+    assert _bucket_keys(minio, bucket_name) == {
+        f"{room_name}/{n}" for n in [*names, "index.m3u8", "live.m3u8", "index.m3u8.json"]
+    }
+    downloaded = tmp_path / "downloaded"
+    downloaded.mkdir()
+    for name in [*names, "index.m3u8"]:
+        data = minio.read(bucket_name, f"{room_name}/{name}")
+        if name != "index.m3u8":
+            assert data == (local_dir / name).read_bytes(), name
+        (downloaded / name).write_bytes(data)
+    head = minio.client().head_object(Bucket=bucket_name, Key=f"{room_name}/{names[0]}")
+    assert head["ContentType"] == "video/MP2T"
+    # the playlist from the bucket plays as one stream of the recorded length
+    media = probe(downloaded / "index.m3u8")
+    assert media.video is not None and media.audio is not None
+    assert (media.video.codec, media.audio.codec) == ("h264", "aac")
+    assert abs(media.duration - seg.duration / 1e9) < 0.3, (media.duration, seg.duration)
+    assert 6.5 < media.duration < 10.0
+    manifest = json.loads(minio.read(bucket_name, f"{room_name}/index.m3u8.json"))
+    assert [s["location"] for s in manifest["segments"]] == [f"{base}/{n}" for n in names]
+    assert not list(local_dir.glob(".*")), "no upload snapshot left behind"
+    assert minio.secret_key not in str(info)
+
+
+async def test_images_are_uploaded_as_they_are_taken(
+    livekit_server: LiveKitServer,
+    service: pyegress.EgressService,
+    minio: MinioServer,
+    bucket_name: str,
+    room_name: str,
+    tmp_path: Path,
+) -> None:
+    minio.make_bucket(bucket_name)
+    s3 = minio.upload_message(bucket_name)
+    async with publisher(livekit_server, room_name) as pub:
+        req = pe.TrackCompositeEgressRequest(
+            room_name=room_name,
+            audio_track_id=pub.audio_track_sid,
+            video_track_id=pub.video_track_sid,
+            advanced=SMALL,
+            image_outputs=[
+                pe.ImageOutput(capture_interval=1, width=320, height=180, filename_prefix="shots/img", s3=s3)
+            ],
+        )
+        started = await service.start_track_composite_egress(req)
+        active = await wait_active(service, started.egress_id)
+        assert status(active) == "EGRESS_ACTIVE", active.error
+        await asyncio.sleep(2.6)
+        mid = (await service.list_egress(pe.ListEgressRequest(egress_id=started.egress_id))).items[0]
+        taken = mid.image_results[0].image_count
+        assert taken >= 2
+        await asyncio.sleep(1.0)  # uploads are queued as each image is written: they are there by now
+        keys = _bucket_keys(minio, bucket_name)
+        assert {f"shots/img_{i:05d}.jpeg" for i in range(taken)} <= keys, keys
+        await asyncio.sleep(1.5)
+        info = await service.stop_egress(pe.StopEgressRequest(egress_id=started.egress_id))
+
+    assert status(info) == "EGRESS_COMPLETE", info.error
+    assert not info.backup_storage_used
+    img = info.image_results[0]
+    seconds = (img.ended_at - img.started_at) / 1e9
+    assert abs(img.image_count - (seconds + 1)) <= 1.5, (img.image_count, seconds)
+    names = [f"shots/img_{i:05d}.jpeg" for i in range(img.image_count)]
+    assert _bucket_keys(minio, bucket_name) == {*names, "shots/img.json"}
+    for key in names:
+        assert minio.read(bucket_name, key) == (tmp_path / key).read_bytes()
+    manifest = json.loads(minio.read(bucket_name, "shots/img.json"))
+    base = f"{minio.endpoint}/{bucket_name}"
+    assert [i["location"] for i in manifest["images"]] == [f"{base}/{k}" for k in names]
+    assert info.manifest_location == f"{base}/shots/img.json"
+
+
+async def test_hls_to_a_missing_bucket_keeps_the_segments_local(
+    livekit_server: LiveKitServer,
+    service: pyegress.EgressService,
+    minio: MinioServer,
+    room_name: str,
+    tmp_path: Path,
+) -> None:
+    async with publisher(livekit_server, room_name) as pub:
+        req = pe.TrackCompositeEgressRequest(
+            room_name=room_name,
+            audio_track_id=pub.audio_track_sid,
+            video_track_id=pub.video_track_sid,
+            advanced=SMALL,
+            # no store of its own: the service default, whose bucket does not exist
+            segment_outputs=[pe.SegmentedFileOutput(filename_prefix="kept/seg", segment_duration=1)],
+        )
+        info = await record(service, req, 2.5)
+    assert status(info) == "EGRESS_FAILED"
+    assert info.backup_storage_used
+    assert "segment_outputs[0]" in info.error and "NoSuchBucket" in info.error
+    seg = info.segment_results[0]
+    assert seg.playlist_location == seg.playlist_name == str(tmp_path / "kept" / "seg.m3u8")
+    media = probe(seg.playlist_location)  # the recording is complete locally
+    assert media.video is not None and abs(media.duration - seg.duration / 1e9) < 0.3
+    assert minio.secret_key not in str(info)

@@ -2,18 +2,21 @@
 
 The event loop only takes snapshots (:meth:`Compositor.at` returns a :class:`Scene`: which
 frame goes where); the encode thread draws them (:meth:`Scene.render`), with PyAV's swscale for
-scaling and numpy slicing for placement — never per-pixel Python. Labels and placeholders are
-drawn once with Pillow and cached.
+scaling and numpy slicing for placement — never per-pixel Python. The canvas is kept between
+renders and only tiles whose frame changed are redrawn. Labels and placeholders are drawn once
+with Pillow and cached.
 """
 
 from __future__ import annotations
 
+import math
 import threading
 from dataclasses import dataclass, field
 from functools import lru_cache
 
 import av
 import numpy as np
+from livekit import rtc
 from PIL import Image, ImageDraw, ImageFont
 
 from .frames import paste, planes, solid_canvas, to_av
@@ -50,6 +53,33 @@ class Tile:
     cover: bool  # crop to fill (cameras) or letterbox (screen shares)
 
 
+class Painter:
+    """The canvases kept between renders, one per size (encode thread only).
+
+    A render repaints only the tiles whose frame changed since the previous render (and the
+    whole canvas when the tiles moved, changed labels or theme), then hands the encoder a copy.
+    """
+
+    def __init__(self) -> None:
+        self._canvases: dict[tuple[int, int], _Canvas] = {}
+
+    def canvas(self, width: int, height: int) -> _Canvas:
+        c = self._canvases.get((width, height))
+        if c is None:
+            c = self._canvases[(width, height)] = _Canvas(np.empty((height * 3 // 2, width), np.uint8))
+        return c
+
+
+_UNDRAWN = object()
+
+
+@dataclass
+class _Canvas:
+    array: np.ndarray
+    key: tuple[object, ...] = ()
+    drawn: list[object] = field(default_factory=list)  # the frame drawn in each tile
+
+
 @dataclass
 class Scene:
     """A snapshot of the composite at one instant; rendered on the encode thread."""
@@ -58,57 +88,91 @@ class Scene:
     height: int
     light: bool
     tiles: list[Tile] = field(default_factory=list)
-    _cache: dict[tuple[int, Rect], np.ndarray] = field(default_factory=dict, repr=False)
+    painter: Painter = field(default_factory=Painter, repr=False)
 
     def render(self, width: int, height: int) -> av.VideoFrame:
         """Draw the scene at ``width`` x ``height`` (the layout was computed for that size)."""
-        canvas = solid_canvas(width, height, _LIGHT_BG if self.light else _DARK_BG)
-        for t in self.tiles:
+        state = self.painter.canvas(width, height)
+        canvas = state.array
+        key = (self.light, tuple((t.rect, t.label, t.cover) for t in self.tiles))
+        if key != state.key:
+            bg = _LIGHT_BG if self.light else _DARK_BG
+            for plane, value in zip(planes(canvas, width, height), bg, strict=True):
+                plane[...] = value
+            state.key, state.drawn = key, [_UNDRAWN] * len(self.tiles)
+        for i, t in enumerate(self.tiles):
+            if state.drawn[i] is t.frame:
+                continue  # unchanged since the last render: already on the canvas
             r = t.rect
-            tile = _placeholder(t.label, r.w, r.h, self.light) if t.frame is None else self._tile(t)
-            paste(canvas, width, height, tile, r.w, r.h, r.x, r.y)
-            if t.frame is not None and t.label:
-                lab, lw, lh = _label(t.label, max(14, min(28, r.h // 12)))
-                if lw <= r.w and lh <= r.h:
-                    paste(canvas, width, height, lab, lw, lh, r.x + 4, r.y + r.h - lh - 4)
-        return av.VideoFrame.from_ndarray(canvas, format="yuv420p")
+            if t.frame is None:
+                paste(canvas, width, height, _placeholder(t.label, r.w, r.h, self.light), r.w, r.h, r.x, r.y)
+            else:
+                draw_frame(canvas, width, height, t.frame, r, cover=t.cover, light=self.light)
+                if t.label:
+                    lab, lw, lh = _label(t.label, max(14, min(28, r.h // 12)))
+                    if lw <= r.w and lh <= r.h:
+                        paste(canvas, width, height, lab, lw, lh, r.x + 4, r.y + r.h - lh - 4)
+            state.drawn[i] = t.frame
+        return av.VideoFrame.from_ndarray(canvas, format="yuv420p")  # a copy: the canvas lives on
 
-    def _tile(self, t: Tile) -> np.ndarray:
-        key = (id(t.frame), t.rect)
-        hit = self._cache.get(key)
-        if hit is None:
-            hit = fit_tile(t.frame, t.rect.w, t.rect.h, cover=t.cover, light=self.light)
-            self._cache[key] = hit
-        return hit
+
+def _frame_planes(frame: av.VideoFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Read-only Y, U, V views of a ``yuv420p`` frame's planes (no copy; line padding cut off)."""
+    views = []
+    for p in frame.planes:
+        views.append(np.frombuffer(memoryview(p), np.uint8).reshape(p.height, p.line_size)[:, : p.width])
+    return views[0], views[1], views[2]
+
+
+def _source(frame: object) -> av.VideoFrame:
+    """A ``yuv420p`` PyAV frame of an SDK or PyAV frame; SDK I420 buffers are wrapped, not copied."""
+    if isinstance(frame, av.VideoFrame):
+        return frame if frame.format.name == "yuv420p" else frame.reformat(format="yuv420p")
+    f: rtc.VideoFrame = frame  # type: ignore[assignment]
+    w, h = f.width, f.height
+    if f.type == rtc.VideoBufferType.I420 and w % 2 == 0 and h % 2 == 0:
+        buf = np.frombuffer(f.data, np.uint8).reshape(h * 3 // 2, w)
+        return av.VideoFrame.from_numpy_buffer(buf, format="yuv420p")
+    return to_av(f)
+
+
+def draw_frame(
+    canvas: np.ndarray, cw: int, ch: int, frame: object, rect: Rect, *, cover: bool, light: bool = False
+) -> None:
+    """Draw ``frame`` into ``rect`` of a ``yuv420p`` canvas: cropped to fill (cover) or letterboxed.
+
+    One swscale pass to the needed size (none when it already has it), then numpy copies of the
+    cropped plane views straight into the canvas.
+    """
+    src = _source(frame)
+    sw, sh = src.width, src.height
+    x, y = rect.x - rect.x % 2, rect.y - rect.y % 2
+    w, h = rect.w - rect.w % 2, rect.h - rect.h % 2
+    if cover:
+        scale = max(w / sw, h / sh)
+        fw, fh = max(w, math.ceil(sw * scale / 2) * 2), max(h, math.ceil(sh * scale / 2) * 2)
+    else:
+        scale = min(w / sw, h / sh)
+        fw, fh = min(w, max(2, int(sw * scale) // 2 * 2)), min(h, max(2, int(sh * scale) // 2 * 2))
+    scaled = src if (fw, fh) == (sw, sh) else src.reformat(width=fw, height=fh, format="yuv420p")
+    if cover:  # the centre of the scaled frame fills the rect
+        ox, oy, dx, dy, tw, th = (fw - w) // 4 * 2, (fh - h) // 4 * 2, x, y, w, h
+    else:  # the whole scaled frame, centred on the background
+        bg = _LIGHT_BG if light else _DARK_BG
+        for plane, value, div in zip(planes(canvas, cw, ch), bg, (1, 2, 2), strict=True):
+            plane[y // div : (y + h) // div, x // div : (x + w) // div] = value
+        ox, oy, dx, dy, tw, th = 0, 0, x + (w - fw) // 4 * 2, y + (h - fh) // 4 * 2, fw, fh
+    for dst, srcp, div in zip(planes(canvas, cw, ch), _frame_planes(scaled), (1, 2, 2), strict=True):
+        dst[dy // div : (dy + th) // div, dx // div : (dx + tw) // div] = srcp[
+            oy // div : (oy + th) // div, ox // div : (ox + tw) // div
+        ]
 
 
 def fit_tile(frame: object, w: int, h: int, *, cover: bool, light: bool = False) -> np.ndarray:
     """A ``yuv420p`` ndarray of ``w`` x ``h``: the frame cropped to fill (cover) or letterboxed."""
-    src = frame if isinstance(frame, av.VideoFrame) else to_av(frame)  # type: ignore[arg-type]
-    sw, sh = src.width, src.height
-    if cover:
-        scale = max(w / sw, h / sh)
-        cw, ch = min(sw, int(w / scale) // 2 * 2), min(sh, int(h / scale) // 2 * 2)
-        if (cw, ch) != (sw, sh):
-            x0, y0 = (sw - cw) // 4 * 2, (sh - ch) // 4 * 2
-            arr = src.to_ndarray(format="yuv420p")
-            y, u, v = planes(arr, sw, sh)
-            cropped = np.concatenate(
-                [
-                    y[y0 : y0 + ch, x0 : x0 + cw].reshape(-1),
-                    u[y0 // 2 : (y0 + ch) // 2, x0 // 2 : (x0 + cw) // 2].reshape(-1),
-                    v[y0 // 2 : (y0 + ch) // 2, x0 // 2 : (x0 + cw) // 2].reshape(-1),
-                ]
-            ).reshape(ch * 3 // 2, cw)
-            src = av.VideoFrame.from_ndarray(cropped, format="yuv420p")
-        out: np.ndarray = src.reformat(width=w, height=h, format="yuv420p").to_ndarray()
-        return out
-    scale = min(w / sw, h / sh)
-    fw, fh = max(2, int(sw * scale) // 2 * 2), max(2, int(sh * scale) // 2 * 2)
-    scaled = src.reformat(width=fw, height=fh, format="yuv420p").to_ndarray()
-    canvas = solid_canvas(w, h, _LIGHT_BG if light else _DARK_BG)
-    paste(canvas, w, h, scaled, fw, fh, (w - fw) // 2, (h - fh) // 2)
-    return canvas
+    tile = solid_canvas(w, h, _LIGHT_BG if light else _DARK_BG)
+    draw_frame(tile, w, h, frame, Rect(0, 0, w, h), cover=cover, light=light)
+    return tile
 
 
 def _rgb_to_yuv420(img: Image.Image) -> np.ndarray:
@@ -162,6 +226,7 @@ class Compositor:
         self._joined = 0
         self._lock = threading.Lock()
         self._last: Scene | None = None
+        self._painter = Painter()  # the canvas kept between renders (encode thread)
         self._last_key: tuple[object, ...] = ()
 
     def join(self, identity: str, name: str) -> Participant:
@@ -220,15 +285,7 @@ class Compositor:
         tiles = self._place(shares, cams)
         key = (self.layout, tuple((t.rect, id(t.frame), t.label) for t in tiles))
         if self._last is None or key != self._last_key:
-            cache = self._last._cache if self._last is not None else {}
-            live = {(id(t.frame), t.rect) for t in tiles}
-            self._last = Scene(
-                self.width,
-                self.height,
-                self.layout.light,
-                tiles,
-                {k: v for k, v in cache.items() if k in live},
-            )
+            self._last = Scene(self.width, self.height, self.layout.light, tiles, self._painter)
             self._last_key = key
         return self._last
 

@@ -1,11 +1,13 @@
 """Image output: a JPEG of the canvas every ``capture_interval`` seconds, plus a manifest.
 
 The pipeline hands over the canvas frame only on the ticks this output asks for, so the cost
-is one scale and one JPEG encode per capture, on the encode thread.
+is one scale and one JPEG encode per capture, on the encode thread. With a store
+(``uploads``), each image is uploaded as it is written (by a worker, never on this thread).
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import datetime as dt
 import json
 import os
@@ -24,6 +26,8 @@ from ..filenames import expand
 from ..media.encoder import Packet
 from ..media.encoding import VideoEncoding
 from ..media.frames import fit_on_canvas
+from ..storage.base import UploadResult
+from ..storage.upload import LiveUploads
 from .base import Output
 
 _FF_QP2LAMBDA = 118
@@ -65,6 +69,7 @@ class Image:
     t: float  # output time, seconds
     timestamp: int  # unix ns
     size: int
+    upload: concurrent.futures.Future[UploadResult] | None = None
 
 
 class ImageOutput(Output):
@@ -81,8 +86,10 @@ class ImageOutput(Output):
         height: int = 0,
         suffix: ImageSuffix = ImageSuffix.INDEX,
         manifest: Callable[[], dict[str, object]] | None = None,
+        uploads: LiveUploads | None = None,
     ) -> None:
         super().__init__(name, None, None)
+        self.uploads = uploads
         self.canvas = canvas
         self.prefix = prefix
         self.interval = interval
@@ -129,12 +136,29 @@ class ImageOutput(Output):
         tmp = path.with_name(f".{path.name}.tmp")
         tmp.write_bytes(data)
         os.replace(tmp, path)  # readers never see half an image (NONE_OVERWRITE rewrites in place)
-        self.images.append(Image(path, t, int(wall * 1e9), len(data)))
+        upload = None
+        if self.uploads is not None:  # an overwritten image goes up as a snapshot
+            upload = self.uploads.put(path, snapshot=self.suffix is ImageSuffix.NONE_OVERWRITE)
+        self.images.append(Image(path, t, int(wall * 1e9), len(data), upload))
         self._end["video"] = t
         self._changed()
 
     def close(self) -> None:
         self._ctx = None
+
+    async def finish(self) -> None:
+        """Wait for the last uploads; a failed one fails this output (its images stay local)."""
+        if self.uploads is not None:
+            await self.uploads.close()
+            if self.uploads.backup_used:
+                self.fail(f"upload failed, images kept in {self.prefix.parent}: {self.uploads.error}")
+
+    def _location(self, image: Image) -> str:
+        """The image's object URL, or its local path when it was not uploaded."""
+        up = image.upload
+        if self.uploads is None or up is None or (up.done() and not up.result().ok):
+            return str(image.path)
+        return self.uploads.location(image.path)
 
     @property
     def size(self) -> int:
@@ -158,7 +182,7 @@ class ImageOutput(Output):
         data["images"] = [
             {
                 "filename": i.path.name,
-                "location": str(i.path),
+                "location": self._location(i),
                 "offset": round(i.t, 3),
                 "timestamp": i.timestamp,
             }

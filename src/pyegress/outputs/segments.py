@@ -4,10 +4,14 @@ Segments are written one container at a time (``<prefix>_00000.ts`` ...); timest
 across segments, so the playlist plays as one stream. The playlist is an ``EVENT`` playlist
 while recording (playable at once) and gets ``#EXT-X-ENDLIST`` at the end; the optional live
 playlist keeps only the last few segments (a sliding window).
+
+With a store (``uploads``), each closed segment and then the playlists naming it are uploaded
+while recording, in that order, so the bucket always holds a playable stream.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import datetime as dt
 import json
 import math
@@ -25,6 +29,8 @@ from ..errors import InvalidRequestError
 from ..filenames import expand
 from ..media.encoder import Packet
 from ..media.encoding import AudioEncoding, VideoEncoding
+from ..storage.base import UploadResult
+from ..storage.upload import LiveUploads
 from .base import Output
 
 #: Segments listed by the live (sliding window) playlist.
@@ -151,9 +157,12 @@ class SegmentOutput(Output):
         audio: AudioEncoding | None,
         manifest: Callable[[], dict[str, object]] | None = None,
         live_window: int = LIVE_WINDOW,
+        uploads: LiveUploads | None = None,
     ) -> None:
         super().__init__(name, video, audio)
         self.paths = paths
+        self.uploads = uploads
+        self._uploaded: dict[Path, concurrent.futures.Future[UploadResult]] = {}
         self.segment_duration = segment_duration
         self.suffix = suffix
         self.live_window = live_window
@@ -229,6 +238,7 @@ class SegmentOutput(Output):
         seg.size = seg.path.stat().st_size
         self.segments.append(seg)
         self._current = None
+        self._upload(seg.path)  # before the playlist that names it
         self._write_playlists()
         self._changed()
 
@@ -237,12 +247,35 @@ class SegmentOutput(Output):
         _write_atomic(
             self.paths.playlist, render_playlist(done, target=self.segment_duration, ended=self._ended)
         )
+        self._upload(self.paths.playlist, snapshot=True)
         if self.paths.live_playlist is not None:
             first = max(0, len(done) - self.live_window)
             text = render_playlist(
                 done[first:], target=self.segment_duration, ended=self._ended, live=True, first_index=first
             )
             _write_atomic(self.paths.live_playlist, text)
+            self._upload(self.paths.live_playlist, snapshot=True)
+
+    def _upload(self, path: Path, *, snapshot: bool = False) -> None:
+        """Queue ``path`` for the store (never waits for it); playlists go as a snapshot."""
+        if self.uploads is not None:
+            self._uploaded[path] = self.uploads.put(path, snapshot=snapshot)
+
+    def _location(self, path: Path) -> str:
+        """The object URL of ``path`` unless its (latest) upload failed: then the local path."""
+        future = self._uploaded.get(path)
+        if self.uploads is None or future is None:
+            return str(path)
+        if future.done() and not future.result().ok:
+            return str(path)
+        return self.uploads.location(path)
+
+    async def finish(self) -> None:
+        """Wait for the last uploads; a failed one fails this output (its files stay local)."""
+        if self.uploads is not None:
+            await self.uploads.close()
+            if self.uploads.backup_used:
+                self.fail(f"upload failed, files kept in {self.paths.playlist.parent}: {self.uploads.error}")
 
     # --- results (event loop) ------------------------------------------------------------
 
@@ -251,11 +284,12 @@ class SegmentOutput(Output):
         return sum(s.size for s in list(self.segments))
 
     def add_result(self, info: pe.EgressInfo, started_at: int) -> None:
+        live = self.paths.live_playlist
         self._result = info.segment_results.add(
             playlist_name=str(self.paths.playlist),
-            playlist_location=str(self.paths.playlist),
-            live_playlist_name=str(self.paths.live_playlist or ""),
-            live_playlist_location=str(self.paths.live_playlist or ""),
+            playlist_location=self._location(self.paths.playlist),
+            live_playlist_name=str(live or ""),
+            live_playlist_location=self._location(live) if live is not None else "",
             started_at=started_at,
         )
 
@@ -268,6 +302,9 @@ class SegmentOutput(Output):
         self._result.size = sum(s.size for s in done)
         if ended_at is not None:
             self._result.ended_at = ended_at
+            self._result.playlist_location = self._location(self.paths.playlist)
+            if self.paths.live_playlist is not None:
+                self._result.live_playlist_location = self._location(self.paths.live_playlist)
 
     def write_manifest(self) -> None:
         """``<playlist>.m3u8.json``: the egress info plus every segment with its times."""
@@ -277,7 +314,7 @@ class SegmentOutput(Output):
         data["segments"] = [
             {
                 "filename": s.name,
-                "location": str(s.path),
+                "location": self._location(s.path),
                 "start": round(s.start, 6),
                 "duration": round(s.duration, 6),
                 "size": s.size,

@@ -220,7 +220,9 @@ class Recorder:
             video = media.video if path.suffix in (".mp4", ".webm") else None
             manifest = None if target.disable_manifest else self._manifest
             self.outputs.append(FileOutput(target.field, path, video=video, audio=audio, manifest=manifest))
-        self.outputs += build_outputs(self.config, media.values, media.video, media.audio, self._manifest)
+        self.outputs += build_outputs(
+            self.config, media.values, media.video, media.audio, self._manifest, uploads=self.uploads
+        )
 
     def _make_inputs(self, t0: float, video: bool, audio: bool) -> tuple[Any, list[Any]]:
         """The pipeline's video source and audio sources (default: one of each)."""
@@ -397,11 +399,14 @@ def build_outputs(
     video: VideoEncoding | None,
     audio: AudioEncoding | None,
     manifest: Callable[[], dict[str, object]],
+    *,
+    uploads: storage_upload.FileUploads | None = None,
 ) -> list[Output]:
     """The segment, stream, image and WebSocket outputs of ``config`` (files are built above).
 
     HLS and RTMP carry AAC (an Opus-only egress gets a second, AAC encode for them); every
-    output with the same encoding shares one encoder.
+    output with the same encoding shares one encoder. HLS and image outputs with a store
+    (``uploads``) upload while recording.
     """
     kind = "track" if config.kind.value == "track" else config.kind.value
     stem = f"{values.get('room_name', 'room')}-{kind}-{values.get('time', '')}"
@@ -418,6 +423,7 @@ def build_outputs(
                 video=video,
                 audio=aac,
                 manifest=None if seg.disable_manifest else manifest,
+                uploads=uploads.live(seg.field) if uploads is not None else None,
             )
         )
     for st in config.streams:
@@ -435,6 +441,7 @@ def build_outputs(
                 height=img.height,
                 suffix=img.suffix,
                 manifest=None if img.disable_manifest else manifest,
+                uploads=uploads.live(img.field) if uploads is not None else None,
             )
         )
     if config.websocket_url:
