@@ -147,6 +147,7 @@ def test_secrets_are_redacted_in_info() -> None:
     assert "very-secret" not in text and "AK" not in text.replace("TRACK", "")
     assert info.track_composite.file_outputs[0].s3.secret == REDACTED
     assert req.file_outputs[0].s3.secret == "very-secret"  # the caller's request is untouched
+    assert "very-secret" not in repr(build_config(req))
 
 
 def test_cli_infers_type_like_lk() -> None:

@@ -195,7 +195,7 @@ class EgressConfig:
 
     kind: Kind
     room_name: str
-    request: Request
+    request: Request = dataclasses.field(repr=False)  # holds credentials and stream keys
     identity: str = ""
     screen_share: bool = False
     audio_track_id: str = ""
