@@ -203,3 +203,44 @@ async def test_cli_records_request_json(
     assert media.video is not None and (media.video.width, media.video.height) == (640, 360)
     assert 3.0 < media.duration < 5.0
     assert livekit_server.api_secret not in out.decode() + err.decode()
+
+
+async def test_killed_process_leaves_a_playable_mp4(
+    livekit_server: LiveKitServer, tmp_path: Path, room_name: str
+) -> None:
+    """The anchor complaint "files lost when a process dies": MP4 is written in fragments."""
+    async with SyntheticPublisher(
+        livekit_server.url,
+        api_key=livekit_server.api_key,
+        api_secret=livekit_server.api_secret,
+        room=room_name,
+        identity="alice",
+    ):
+        request = tmp_path / "req.json"
+        request.write_text(
+            json.dumps(
+                {
+                    "room_name": room_name,
+                    "identity": "alice",
+                    "advanced": {"width": 640, "height": 360, "key_frame_interval": 2},
+                    "file_outputs": [{"filepath": "crash.mp4"}],
+                }
+            )
+        )
+        env = {
+            **os.environ,
+            "LIVEKIT_URL": livekit_server.url,
+            "LIVEKIT_API_KEY": livekit_server.api_key,
+            "LIVEKIT_API_SECRET": livekit_server.api_secret,
+        }
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "pyegress.cli", "record", str(request), "--duration", "60", "--quiet",
+            "--output-dir", str(tmp_path), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        await asyncio.sleep(9)
+        proc.kill()  # SIGKILL: no cleanup, no trailer
+        await proc.wait()
+    media = probe(tmp_path / "crash.mp4")
+    assert media.video is not None and media.audio is not None
+    assert media.video.frame_count >= 4 * 30, media  # everything up to the last key frame survives
+    assert 4.0 <= media.duration <= 9.0

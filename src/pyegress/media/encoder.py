@@ -22,6 +22,7 @@ else:  # PyAV's Packet is generic only in its stubs
     Packet = av.Packet
 
 _H264_PROFILES = {"baseline": "Constrained Baseline", "main": "Main", "high": "High"}
+_AAC_PRIMING = 1024
 _AUDIO_CODECS = {"aac": "aac", "opus": "libopus", "mp3": "libmp3lame"}
 
 
@@ -93,7 +94,11 @@ class AudioEncoder:
             frame_size=ctx.frame_size or None,
         )
         self.samples = 0  # samples fed so far
-        self._out_pts = 0
+        # FFmpeg's AAC encoder puts 1024 priming samples first, so its packets would start at
+        # pts -1024, which fragmented MP4 cannot hold without shifting the video. Starting the
+        # input at pts +1024 makes the packets start at 0; the stream's initial padding (1024)
+        # still tells the MP4 muxer to skip the priming, so decoded time == timeline time.
+        self._out_pts = _AAC_PRIMING if enc.codec == "aac" else 0
 
     def encode(self, pcm: np.ndarray | None) -> list[Packet]:
         """Encode ``pcm`` of shape (n, channels), int16; ``None`` flushes."""

@@ -37,8 +37,10 @@ class FileOutput(Output):
     def open(self, video: av.VideoStream | None, audio: av.AudioStream | None) -> None:
         fmt = CONTAINER_FORMATS[self.path.suffix]
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        # plain (not fragmented) MP4: its edit list keeps the AAC priming delay exact
-        self._container = av.open(str(self.path), "w", format=fmt)
+        # fragmented MP4: what was written before a crash stays playable (up to the last key
+        # frame); the AAC encoder's packets start at 0, so no edit list is needed
+        options = {"movflags": "+frag_keyframe+empty_moov+default_base_moof"} if fmt == "mp4" else {}
+        self._container = av.open(str(self.path), "w", format=fmt, options=options)
         if video is not None and self.video is not None:
             self._streams["video"] = self._container.add_stream_from_template(video)
         if audio is not None and self.audio is not None:

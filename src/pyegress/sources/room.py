@@ -22,9 +22,9 @@ log = logging.getLogger("pyegress.source")
 MIN_FRAME_SIDE = 16
 
 #: How much later than video the SDK delivers audio of the same instant (its audio jitter
-#: buffer), measured through a loopback livekit-server: ~27-45 ms. Audio arrival times are
+#: buffer), measured through a loopback livekit-server: ~20-45 ms. Audio arrival times are
 #: moved earlier by this much so both land where they were captured.
-AUDIO_PATH_DELAY = 0.035
+AUDIO_PATH_DELAY = 0.025
 
 #: Audio arrives in chunks this long: fewer, larger chunks cost the SDK and the event loop less
 #: (measured: about 0.07 of the track composite's CPU ratio against 10 ms chunks).
