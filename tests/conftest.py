@@ -8,10 +8,12 @@ FFI client is process-global and binds to the loop that first uses it.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import pytest
 
+import pyegress
 from pyegress.testing import LiveKitServer, LiveKitServerError
 
 pytest_plugins = ["tests.conftest_storage"]
@@ -40,3 +42,19 @@ def room_name(request: pytest.FixtureRequest) -> str:
     """A room name unique to this test invocation."""
     base = "".join(ch if ch.isalnum() else "-" for ch in request.node.name)[:40]
     return f"{base}-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture
+async def service(
+    livekit_server: LiveKitServer, tmp_path: Path, request: pytest.FixtureRequest
+) -> AsyncIterator[pyegress.EgressService]:
+    """An EgressService on the test server writing into ``tmp_path``.
+
+    A test module may set ``SERVICE_OPTIONS = {...}`` to pass other keyword arguments (for
+    example a shorter ``wait_timeout``).
+    """
+    options = {"wait_timeout": 4.0, **getattr(request.module, "SERVICE_OPTIONS", {})}
+    async with pyegress.EgressService(
+        livekit_server.url, livekit_server.api_key, livekit_server.api_secret, output_dir=tmp_path, **options
+    ) as svc:
+        yield svc

@@ -8,7 +8,8 @@ from pathlib import Path
 
 from livekit.protocol import egress as pe
 
-from pyegress.testing import MediaInfo, probe
+import pyegress
+from pyegress.testing import LiveKitServer, MediaInfo, SyntheticPublisher, probe
 
 
 def status(info: pe.EgressInfo) -> str:
@@ -44,3 +45,35 @@ def check_file_result(info: pe.EgressInfo, index: int = 0) -> MediaInfo:
 def manifest(path: str) -> dict[str, object]:
     data: dict[str, object] = json.loads(Path(path + ".json").read_text())
     return data
+
+
+def publisher(server: LiveKitServer, room: str, identity: str = "alice", **kw: object) -> SyntheticPublisher:
+    """A synthetic participant of ``room`` on the test server (not started yet)."""
+    return SyntheticPublisher(
+        server.url,
+        api_key=server.api_key,
+        api_secret=server.api_secret,
+        room=room,
+        identity=identity,
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+async def record_for(svc: pyegress.EgressService, info: pe.EgressInfo, seconds: float) -> pe.EgressInfo:
+    """Wait until ``info``'s egress is ACTIVE, record ``seconds``, stop it, return the final info."""
+    active = await wait_active(svc, info.egress_id)
+    assert status(active) == "EGRESS_ACTIVE", active.error
+    await asyncio.sleep(seconds)
+    return await svc.stop_egress(pe.StopEgressRequest(egress_id=info.egress_id))
+
+
+def cli_env(server: LiveKitServer) -> dict[str, str]:
+    """The environment a ``pyegress`` CLI subprocess needs to reach the test server."""
+    import os
+
+    return {
+        **os.environ,
+        "LIVEKIT_URL": server.url,
+        "LIVEKIT_API_KEY": server.api_key,
+        "LIVEKIT_API_SECRET": server.api_secret,
+    }

@@ -9,7 +9,6 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -18,21 +17,12 @@ from livekit.protocol import egress as pe
 import pyegress
 from pyegress.testing import LiveKitServer, SyntheticPublisher, probe
 
-from .helpers import status
+from .helpers import cli_env, status
 
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture
-async def service(livekit_server: LiveKitServer, tmp_path: Path) -> AsyncIterator[pyegress.EgressService]:
-    async with pyegress.EgressService(
-        livekit_server.url,
-        livekit_server.api_key,
-        livekit_server.api_secret,
-        output_dir=tmp_path,
-        wait_timeout=2.0,
-    ) as svc:
-        yield svc
+SERVICE_OPTIONS = {"wait_timeout": 2.0}
 
 
 async def _final(svc: pyegress.EgressService, info: pe.EgressInfo) -> pe.EgressInfo:
@@ -181,12 +171,7 @@ async def test_cli_records_request_json(
                 }
             )
         )
-        env = {
-            **os.environ,
-            "LIVEKIT_URL": livekit_server.url,
-            "LIVEKIT_API_KEY": livekit_server.api_key,
-            "LIVEKIT_API_SECRET": livekit_server.api_secret,
-        }
+        env = cli_env(livekit_server)
         proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "pyegress.cli", "record", str(request), "--duration", "4",
             "--output-dir", str(tmp_path),
@@ -227,12 +212,7 @@ async def test_killed_process_leaves_a_playable_mp4(
                 }
             )
         )
-        env = {
-            **os.environ,
-            "LIVEKIT_URL": livekit_server.url,
-            "LIVEKIT_API_KEY": livekit_server.api_key,
-            "LIVEKIT_API_SECRET": livekit_server.api_secret,
-        }
+        env = cli_env(livekit_server)
         proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "pyegress.cli", "record", str(request), "--duration", "60", "--quiet",
             "--output-dir", str(tmp_path), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import aiohttp
@@ -22,11 +22,11 @@ from livekit.protocol import egress as pe
 
 import pyegress
 from pyegress.outputs.stream import StreamOutput
-from pyegress.testing import LiveKitServer, SyntheticPublisher, picture_moves, probe, tone_present
+from pyegress.testing import LiveKitServer, picture_moves, probe, tone_present
 from pyegress.testing.checks import AudioData
 from pyegress.testing.rtmp_server import RtmpServer, RtmpServerError
 
-from .helpers import check_file_result, status, wait_active
+from .helpers import check_file_result, publisher, status, wait_active
 
 pytestmark = pytest.mark.integration
 
@@ -48,30 +48,6 @@ def rtmp() -> Iterator[RtmpServer]:
     server = start_rtmp()
     yield server
     server.stop()
-
-
-@pytest.fixture
-async def service(livekit_server: LiveKitServer, tmp_path: Path) -> AsyncIterator[pyegress.EgressService]:
-    svc = pyegress.EgressService(
-        livekit_server.url,
-        livekit_server.api_key,
-        livekit_server.api_secret,
-        output_dir=tmp_path,
-        wait_timeout=4.0,
-    )
-    async with svc:
-        yield svc
-
-
-def publisher(server: LiveKitServer, room: str, **kw: object) -> SyntheticPublisher:
-    return SyntheticPublisher(
-        server.url,
-        api_key=server.api_key,
-        api_secret=server.api_secret,
-        room=room,
-        identity="alice",
-        **kw,  # type: ignore[arg-type]
-    )
 
 
 def playlist_entries(path: Path) -> list[tuple[float, str]]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -16,7 +15,6 @@ from livekit.protocol import models as pm
 import pyegress
 from pyegress.testing import (
     LiveKitServer,
-    SyntheticPublisher,
     av_offset,
     frame_timestamps,
     picture_moves,
@@ -24,42 +22,11 @@ from pyegress.testing import (
     tone_present,
 )
 
-from .helpers import check_file_result, manifest, status, wait_active
+from .helpers import check_file_result, manifest, publisher, record_for, status, wait_active
 
 pytestmark = pytest.mark.integration
 
 SMALL = pe.EncodingOptions(width=640, height=360, framerate=30, video_bitrate=1200)
-
-
-@pytest.fixture
-async def service(livekit_server: LiveKitServer, tmp_path: Path) -> AsyncIterator[pyegress.EgressService]:
-    svc = pyegress.EgressService(
-        livekit_server.url,
-        livekit_server.api_key,
-        livekit_server.api_secret,
-        output_dir=tmp_path,
-        wait_timeout=4.0,
-    )
-    async with svc:
-        yield svc
-
-
-def publisher(server: LiveKitServer, room: str, identity: str = "alice", **kw: object) -> SyntheticPublisher:
-    return SyntheticPublisher(
-        server.url,
-        api_key=server.api_key,
-        api_secret=server.api_secret,
-        room=room,
-        identity=identity,
-        **kw,  # type: ignore[arg-type]
-    )
-
-
-async def record_for(svc: pyegress.EgressService, info: pe.EgressInfo, seconds: float) -> pe.EgressInfo:
-    active = await wait_active(svc, info.egress_id)
-    assert status(active) == "EGRESS_ACTIVE", active.error
-    await asyncio.sleep(seconds)
-    return await svc.stop_egress(pe.StopEgressRequest(egress_id=info.egress_id))
 
 
 async def test_track_composite_mp4_decodes_and_is_in_sync(

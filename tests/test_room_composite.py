@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +20,7 @@ from pyegress.testing import (
     tone_present,
 )
 
-from .helpers import check_file_result, status, wait_active
+from .helpers import check_file_result, publisher, status, wait_active
 
 pytestmark = pytest.mark.integration
 
@@ -30,28 +29,11 @@ CANVAS = pe.EncodingOptions(width=1280, height=720, framerate=30, video_bitrate=
 NO_MARKERS = 3600.0  # no white flashes in colour tests
 
 
-@pytest.fixture
-async def service(livekit_server: LiveKitServer, tmp_path: Path) -> AsyncIterator[pyegress.EgressService]:
-    async with pyegress.EgressService(
-        livekit_server.url,
-        livekit_server.api_key,
-        livekit_server.api_secret,
-        output_dir=tmp_path,
-        wait_timeout=4.0,
-        room_empty_timeout=2.0,
-    ) as svc:
-        yield svc
+SERVICE_OPTIONS = {"room_empty_timeout": 2.0}
 
 
 async def join(server: LiveKitServer, room: str, identity: str, **kw: object) -> SyntheticPublisher:
-    pub = SyntheticPublisher(
-        server.url,
-        api_key=server.api_key,
-        api_secret=server.api_secret,
-        room=room,
-        identity=identity,
-        **kw,  # type: ignore[arg-type]
-    )
+    pub = publisher(server, room, identity, **kw)
     await pub.start()
     await asyncio.sleep(0.3)  # a distinct join order
     return pub

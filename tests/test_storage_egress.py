@@ -12,30 +12,20 @@ from livekit.protocol import egress as pe
 
 import pyegress
 from pyegress.errors import InvalidRequestError
-from pyegress.testing import LiveKitServer, SyntheticPublisher, probe
+from pyegress.testing import LiveKitServer, probe
 from pyegress.testing.storage_emulators import MinioServer
 
-from .helpers import status, wait_active
+from .helpers import publisher, record_for, status, wait_active
 
 pytestmark = pytest.mark.integration
 
 SMALL = pe.EncodingOptions(width=640, height=360, framerate=30, video_bitrate=1200)
 
 
-def publisher(server: LiveKitServer, room: str) -> SyntheticPublisher:
-    return SyntheticPublisher(
-        server.url, api_key=server.api_key, api_secret=server.api_secret, room=room, identity="alice"
-    )
-
-
 async def record(
     svc: pyegress.EgressService, req: pe.TrackCompositeEgressRequest, seconds: float
 ) -> pe.EgressInfo:
-    started = await svc.start_track_composite_egress(req)
-    active = await wait_active(svc, started.egress_id)
-    assert status(active) == "EGRESS_ACTIVE", active.error
-    await asyncio.sleep(seconds)
-    return await svc.stop_egress(pe.StopEgressRequest(egress_id=started.egress_id))
+    return await record_for(svc, await svc.start_track_composite_egress(req), seconds)
 
 
 @pytest.fixture
