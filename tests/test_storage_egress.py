@@ -293,3 +293,57 @@ async def test_hls_to_a_missing_bucket_keeps_the_segments_local(
     media = probe(seg.playlist_location)  # the recording is complete locally
     assert media.video is not None and abs(media.duration - seg.duration / 1e9) < 0.3
     assert minio.secret_key not in str(info)
+
+
+async def test_store_outage_mid_hls_loses_no_segment(
+    livekit_server: LiveKitServer,
+    service: pyegress.EgressService,
+    fresh_minio: MinioServer,
+    bucket_name: str,
+    room_name: str,
+    tmp_path: Path,
+) -> None:
+    minio = fresh_minio
+    minio.make_bucket(bucket_name)
+    async with publisher(livekit_server, room_name) as pub:
+        req = pe.TrackCompositeEgressRequest(
+            room_name=room_name,
+            audio_track_id=pub.audio_track_sid,
+            video_track_id=pub.video_track_sid,
+            advanced=SMALL,
+            segment_outputs=[
+                pe.SegmentedFileOutput(
+                    filename_prefix="{room_name}/seg",
+                    playlist_name="{room_name}/index.m3u8",
+                    segment_duration=1,
+                    s3=minio.upload_message(bucket_name),
+                )
+            ],
+        )
+        started = await service.start_track_composite_egress(req)
+        assert status(await wait_active(service, started.egress_id)) == "EGRESS_ACTIVE"
+        await asyncio.sleep(2.5)
+        await asyncio.to_thread(minio.stop)  # the store goes away mid-HLS ...
+        await asyncio.sleep(3.0)  # ... while about three segments close
+        await asyncio.to_thread(minio.start)  # and comes back
+        await asyncio.sleep(2.5)
+        info = await service.stop_egress(pe.StopEgressRequest(egress_id=started.egress_id))
+    local_dir = tmp_path / room_name
+    playlist = (local_dir / "index.m3u8").read_text()
+    names = _named_segments(playlist)
+    seg = info.segment_results[0]
+    assert len(names) == seg.segment_count >= 6
+    # every segment is complete locally, and the local playlist plays as one stream
+    assert all((local_dir / n).is_file() for n in names)
+    media = probe(local_dir / "index.m3u8")
+    assert media.video is not None and abs(media.duration - seg.duration / 1e9) < 0.3
+    if info.backup_storage_used:  # the store stayed down too long: kept locally, and said so
+        assert "s3 bucket" in info.error and bucket_name in info.error
+    else:  # retried through the outage: the bucket holds every segment, byte for byte
+        assert status(info) == "EGRESS_COMPLETE", info.error
+        keys = _bucket_keys(minio, bucket_name)
+        for n in names:
+            assert f"{room_name}/{n}" in keys, n
+            assert minio.read(bucket_name, f"{room_name}/{n}") == (local_dir / n).read_bytes()
+        assert minio.read(bucket_name, f"{room_name}/index.m3u8").decode() == playlist
+    assert minio.secret_key not in str(info)
