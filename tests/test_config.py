@@ -95,8 +95,6 @@ def test_bad_requests_name_the_field(req: object, field: str) -> None:
 
 
 def test_not_yet_supported_is_clear() -> None:
-    with pytest.raises(NotSupportedError, match="web egress"):
-        build_config(pe.WebEgressRequest(url="http://127.0.0.1/"))
     with pytest.raises(NotSupportedError, match="custom_base_url"):
         build_config(pe.RoomCompositeEgressRequest(room_name="r", custom_base_url="http://127.0.0.1/"))
     with pytest.raises(NotSupportedError, match="SRT"):

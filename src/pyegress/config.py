@@ -35,6 +35,7 @@ class Kind(enum.Enum):
     TRACK_COMPOSITE = "track_composite"
     TRACK = "track"
     ROOM_COMPOSITE = "room_composite"
+    WEB = "web"
 
 
 class FileType(enum.Enum):
@@ -156,7 +157,7 @@ def redact_stream_url(url: str) -> str:
         return url
     key = m.group("key")
     n = min(3, len(key) // 8)
-    return f"{m.group('base')}{{{key[:n]}...{key[len(key) - n:] if n else ''}}}"
+    return f"{m.group('base')}{{{key[:n]}...{key[len(key) - n :] if n else ''}}}"
 
 
 def check_stream_url(url: str, where: str) -> str:
@@ -222,7 +223,10 @@ def _file_target(out: pe.EncodedFileOutput, where: str) -> FileTarget:
 
 
 def _encoded_outputs(
-    req: pe.ParticipantEgressRequest | pe.TrackCompositeEgressRequest | pe.RoomCompositeEgressRequest,
+    req: pe.ParticipantEgressRequest
+    | pe.TrackCompositeEgressRequest
+    | pe.RoomCompositeEgressRequest
+    | pe.WebEgressRequest,
 ) -> list[FileTarget]:
     """The file outputs of a request (``file_outputs`` and the legacy ``file``); other outputs
     are read by :func:`_with_outputs`. Refuses a request that has no output at all."""
@@ -355,7 +359,10 @@ def _require(value: str, name: str) -> str:
 
 
 def _encodings(
-    req: pe.ParticipantEgressRequest | pe.TrackCompositeEgressRequest | pe.RoomCompositeEgressRequest,
+    req: pe.ParticipantEgressRequest
+    | pe.TrackCompositeEgressRequest
+    | pe.RoomCompositeEgressRequest
+    | pe.WebEgressRequest,
 ) -> tuple[VideoEncoding, AudioEncoding]:
     which = req.WhichOneof("options")
     return from_request(
@@ -453,7 +460,7 @@ def _build(req: Request, out_dir: Path) -> EgressConfig:
     if isinstance(req, pe.RoomCompositeEgressRequest):
         return _room_composite(req, out_dir)
     if isinstance(req, pe.WebEgressRequest):
-        raise NotSupportedError("web egress is not supported yet")
+        return _web(req, out_dir)
     raise InvalidRequestError("request", f"unsupported request type {type(req).__name__}")
 
 
@@ -479,6 +486,29 @@ def _room_composite(req: pe.RoomCompositeEgressRequest, out_dir: Path) -> Egress
         output_dir=out_dir,
         layout=req.layout,
         audio_mixing=req.audio_mixing,
+    )
+    _check_containers(cfg.files, cfg.video is not None, cfg.audio)
+    return cfg
+
+
+def _web(req: pe.WebEgressRequest, out_dir: Path) -> EgressConfig:
+    url = req.url.strip()
+    if urllib.parse.urlsplit(url).scheme not in ("http", "https", "file"):
+        raise InvalidRequestError("url", "must be an http://, https:// or file:// URL")
+    if req.audio_only and req.video_only:
+        raise InvalidRequestError("video_only", "audio_only and video_only cannot both be set")
+    video, audio = _encodings(req)
+    files = _encoded_outputs(req)
+    if req.audio_only and files and all(f.file_type is FileType.OGG for f in files):
+        audio = audio.for_codec("opus")
+    cfg = EgressConfig(
+        Kind.WEB,
+        "",
+        req,
+        video=None if req.audio_only else video,
+        audio=None if req.video_only else audio,
+        files=files,
+        output_dir=out_dir,
     )
     _check_containers(cfg.files, cfg.video is not None, cfg.audio)
     return cfg

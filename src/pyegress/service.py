@@ -19,6 +19,7 @@ from .recorders import (
     RoomCompositeRecorder,
     TrackCompositeRecorder,
     TrackRecorder,
+    WebRecorder,
 )
 from .storage.config import default_storage
 
@@ -89,8 +90,8 @@ class EgressService:
         return await self._start(RoomCompositeRecorder, start, room, empty_timeout=self.room_empty_timeout)
 
     async def start_web_egress(self, start: pe.WebEgressRequest) -> pe.EgressInfo:
-        """Not supported yet (web egress comes in a later release)."""
-        raise NotSupportedError("start_web_egress is not supported yet")
+        """Record a web page (picture and sound) rendered by Chromium."""
+        return await self._start(WebRecorder, start, None)
 
     async def start_egress(self, start: pe.StartEgressRequest) -> pe.EgressInfo:
         """Not supported yet (the generic StartEgress request comes in a later release)."""

@@ -29,6 +29,7 @@ class Renderable(Protocol):
 
     def render(self, width: int, height: int) -> av.VideoFrame: ...
 
+
 #: Sample rate and channel count of everything the timeline holds; encoders resample.
 MIX_RATE = 48000
 MIX_CHANNELS = 2

@@ -5,6 +5,7 @@ from .participant import ParticipantRecorder
 from .room_composite import RoomCompositeRecorder
 from .track import TrackRecorder
 from .track_composite import TrackCompositeRecorder
+from .web import WebRecorder
 
 __all__ = [
     "ParticipantRecorder",
@@ -13,4 +14,5 @@ __all__ = [
     "RoomCompositeRecorder",
     "TrackCompositeRecorder",
     "TrackRecorder",
+    "WebRecorder",
 ]

@@ -161,8 +161,7 @@ class Recorder:
     async def _run(self) -> None:
         try:
             self._check_output_dir()
-            await self.source.connect(self.wait_timeout)
-            self.source.on("disconnected", lambda *_: self.end("room closed"))
+            await self._connect()
             media = await self._resolve()
             self._build(media)
             await self._record()
@@ -176,9 +175,18 @@ class Recorder:
             set_status(self.info, pe.EGRESS_FAILED, f"{type(e).__name__}: {e}")
         finally:
             with contextlib.suppress(Exception):
-                await self.source.close()
+                await self._disconnect()
             self._write_manifests()
             await self.uploads.upload_manifests(self.info, self.outputs)
+
+    async def _connect(self) -> None:
+        """Reach the media: join the room (hidden) or check the given one (subclasses: a page)."""
+        await self.source.connect(self.wait_timeout)
+        self.source.on("disconnected", lambda *_: self.end("room closed"))
+
+    async def _disconnect(self) -> None:
+        """Let go of the media source (always called, also after a failure)."""
+        await self.source.close()
 
     def _check_output_dir(self) -> None:
         root = self.config.output_dir
@@ -199,7 +207,7 @@ class Recorder:
             ftype = target.file_type
             ext = ftype.extension or media.values.get("extension", ".mp4")
             kind = "track" if self.config.kind.value == "track" else self.config.kind.value
-            stem = f"{media.values.get('room_name', 'room')}-{kind}-{media.values['time']}"
+            stem = f"{media.values.get('room_name') or 'egress'}-{kind}-{media.values['time']}"
             path = resolve_path(
                 target.filepath,
                 values=media.values,

@@ -116,7 +116,9 @@ stream {{
         proxy_pass 127.0.0.1:{self.port};
     }}
 }}"""
-        return "\n".join(load) + f"""
+        return (
+            "\n".join(load)
+            + f"""
 daemon off;
 master_process off;
 worker_processes 1;
@@ -137,6 +139,7 @@ rtmp {{
     }}
 }}{stream}
 """
+        )
 
     def _certificate(self) -> None:
         openssl = shutil.which("openssl")
@@ -144,9 +147,20 @@ rtmp {{
             raise RtmpServerError("openssl is needed to make the RTMPS test certificate")
         subprocess.run(
             [
-                openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
-                "-subj", "/CN=localhost", "-keyout", str(self.root / "key.pem"),
-                "-out", str(self.root / "cert.pem"),
+                openssl,
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-days",
+                "2",
+                "-subj",
+                "/CN=localhost",
+                "-keyout",
+                str(self.root / "key.pem"),
+                "-out",
+                str(self.root / "cert.pem"),
             ],
             check=True,
             capture_output=True,
