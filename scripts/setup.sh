@@ -17,4 +17,5 @@ bash scripts/install-livekit-server.sh
 for extra in scripts/install-storage-emulators.sh scripts/install-rtmp-server.sh scripts/install-chromium.sh; do
   if [[ -f "$extra" ]]; then bash "$extra"; fi
 done
+bash scripts/build-templates.sh
 echo "setup done: activate with 'source .venv/bin/activate'"

@@ -94,9 +94,21 @@ def test_bad_requests_name_the_field(req: object, field: str) -> None:
     assert field in str(err.value)
 
 
+def test_custom_base_url_is_a_template() -> None:
+    cfg = build_config(
+        pe.RoomCompositeEgressRequest(
+            room_name="r",
+            layout="my-own-layout",  # a template's layouts are its own: not checked
+            custom_base_url="http://127.0.0.1/grid/",
+            file_outputs=[pe.EncodedFileOutput()],
+        )
+    )
+    assert cfg.web_url == "http://127.0.0.1/grid/" and cfg.layout == "my-own-layout"
+    with pytest.raises(InvalidRequestError, match="custom_base_url"):
+        build_config(pe.RoomCompositeEgressRequest(room_name="r", custom_base_url="javascript:alert(1)"))
+
+
 def test_not_yet_supported_is_clear() -> None:
-    with pytest.raises(NotSupportedError, match="custom_base_url"):
-        build_config(pe.RoomCompositeEgressRequest(room_name="r", custom_base_url="http://127.0.0.1/"))
     with pytest.raises(NotSupportedError, match="SRT"):
         build_config(tc(stream_outputs=[pe.StreamOutput(protocol=pe.SRT, urls=["srt://127.0.0.1:9000"])]))
 

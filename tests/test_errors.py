@@ -131,12 +131,12 @@ async def test_unwritable_output_folder_fails(livekit_server: LiveKitServer, tmp
 async def test_later_methods_raise_not_supported(service: pyegress.EgressService) -> None:
     with pytest.raises(pyegress.NotSupportedError, match="start_egress"):
         await service.start_egress(pe.StartEgressRequest(room_name="r"))
-    with pytest.raises(pyegress.NotSupportedError, match="custom_base_url"):
-        await service.start_room_composite_egress(
-            pe.RoomCompositeEgressRequest(
-                room_name="r", custom_base_url="http://127.0.0.1/", file_outputs=[pe.EncodedFileOutput()]
-            )
+    bad = await service.start_room_composite_egress(
+        pe.RoomCompositeEgressRequest(
+            room_name="r", custom_base_url="ftp://127.0.0.1/", file_outputs=[pe.EncodedFileOutput()]
         )
+    )
+    assert status(bad) == "EGRESS_FAILED" and bad.error.startswith("custom_base_url"), bad.error
 
 
 async def test_bad_credentials_fail_and_secret_never_logged(

@@ -1,7 +1,11 @@
-"""Web egress in real headless Chromium (Debian's), pages served from loopback."""
+"""Web egress and room composite templates in real Chromium (Debian's), pages served from loopback."""
 
 from __future__ import annotations
 
+import asyncio
+import os
+import subprocess
+import tempfile
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -11,20 +15,41 @@ from aiohttp import web
 from livekit.protocol import egress as pe
 
 import pyegress
-from pyegress.testing import av_offset, picture_moves, tone_present
+from pyegress.errors import SourceError
+from pyegress.sources.web import PROFILE_PREFIX, browser_pids, find_chromium
+from pyegress.testing import LiveKitServer, av_offset, picture_moves, probe, region_color, tone_present
 
-from .helpers import check_file_result, record_for, status
+from .helpers import check_file_result, publisher, record_for, status, wait_active
 
 pytestmark = pytest.mark.integration
 
+REPO = Path(__file__).resolve().parents[1]
 PAGES = Path(__file__).parent / "pages"
-SERVICE_OPTIONS = {"wait_timeout": 3.0}
+TEMPLATES = REPO / "examples" / "templates" / "dist"
+SERVICE_OPTIONS = {"wait_timeout": 5.0, "room_empty_timeout": 5.0}
+RED, BLUE = (220, 40, 40), (40, 60, 220)
+NO_MARKERS = 3600.0
+
+
+@pytest.fixture(scope="module", autouse=True)
+def chromium() -> str:
+    """Debian's Chromium and the built sample template; missing ones fail the tests, never skip."""
+    try:
+        path = find_chromium()
+    except SourceError as e:
+        pytest.fail(f"{e} (run scripts/install-chromium.sh)", pytrace=False)
+    if not (TEMPLATES / "grid" / "index.html").is_file():
+        built = subprocess.run(["bash", str(REPO / "scripts" / "build-templates.sh")], capture_output=True)
+        if built.returncode != 0:
+            pytest.fail(f"cannot build the templates: {built.stderr.decode()[-2000:]}", pytrace=False)
+    return path
 
 
 @pytest.fixture
 async def site() -> AsyncIterator[str]:
-    """The test pages, served on 127.0.0.1."""
+    """The test pages and the built templates, served on 127.0.0.1."""
     app = web.Application()
+    app.router.add_static("/templates/", TEMPLATES)
     app.router.add_static("/", PAGES)
     runner = web.AppRunner(app)
     await runner.setup()
@@ -37,21 +62,23 @@ async def site() -> AsyncIterator[str]:
         await runner.cleanup()
 
 
-def chromium_processes() -> list[int]:
-    pids = []
-    for proc in Path("/proc").iterdir():
-        if proc.name.isdigit():
-            try:
-                cmd = (proc / "cmdline").read_bytes()
-            except OSError:
-                continue
-            if b"chromium" in cmd and b"--headless" in cmd:
-                pids.append(int(proc.name))
-    return pids
+def our_browsers() -> set[int]:
+    """Chromium processes started by this test process that are still alive."""
+    return browser_pids(os.path.join(tempfile.gettempdir(), f"{PROFILE_PREFIX}{os.getpid()}-"))
+
+
+def near(color: tuple[int, int, int], expected: tuple[int, int, int], tol: int = 45) -> bool:
+    return all(abs(a - b) <= tol for a, b in zip(color, expected, strict=True))
+
+
+def box(cx: int, cy: int, r: int = 20) -> tuple[int, int, int, int]:
+    return (cx - r, cy - r, cx + r, cy + r)
+
+
+# --- web egress ---------------------------------------------------------------------------------
 
 
 async def test_web_page_picture_and_sound_are_recorded(service: pyegress.EgressService, site: str) -> None:
-    before = set(chromium_processes())
     req = pe.WebEgressRequest(
         url=f"{site}/animated.html",
         await_start_signal=True,
@@ -64,10 +91,10 @@ async def test_web_page_picture_and_sound_are_recorded(service: pyegress.EgressS
     assert (media.video.codec, media.video.width, media.video.height) == ("h264", 640, 360)
     assert media.video.measured_fps is not None and abs(media.video.measured_fps - 30) < 0.5
     path = info.file_results[0].filename
-    assert picture_moves(path, min_moving_pairs=0.5)
+    assert picture_moves(path, min_moving_pairs=0.8), "every frame is a new picture (capture at 30 fps)"
     assert tone_present(path, 440.0, start=1.0, end=4.0)
     assert info.source_type == pe.EGRESS_SOURCE_TYPE_WEB
-    assert set(chromium_processes()) <= before, "the browser was reaped"
+    assert not our_browsers(), "the browser was reaped"
 
 
 async def test_web_audio_only_to_ogg(service: pyegress.EgressService, site: str) -> None:
@@ -82,6 +109,24 @@ async def test_web_audio_only_to_ogg(service: pyegress.EgressService, site: str)
     assert tone_present(info.file_results[0].filename, 440.0, start=0.5, end=2.5)
 
 
+async def test_web_video_only_with_preset_and_hls(service: pyegress.EgressService, site: str) -> None:
+    req = pe.WebEgressRequest(
+        url=f"{site}/animated.html",
+        video_only=True,
+        preset=pe.H264_720P_30,
+        segment_outputs=[pe.SegmentedFileOutput(filename_prefix="page", playlist_name="page.m3u8")],
+    )
+    info = await record_for(service, await service.start_web_egress(req), 3.0)
+    assert status(info) == "EGRESS_COMPLETE", info.error
+    seg = info.segment_results[0]
+    assert seg.segment_count >= 1
+    playlist = Path(seg.playlist_location)
+    first = next(line for line in playlist.read_text().splitlines() if line.endswith(".ts"))
+    media = probe(playlist.parent / first)
+    assert media.video is not None and (media.video.width, media.video.height) == (1280, 720)
+    assert media.audio is None
+
+
 async def test_missing_start_signal_fails_in_bounded_time(service: pyegress.EgressService, site: str) -> None:
     t0 = time.monotonic()
     info = await service.start_web_egress(
@@ -93,7 +138,7 @@ async def test_missing_start_signal_fails_in_bounded_time(service: pyegress.Egre
     assert status(final) == "EGRESS_FAILED"
     assert final.error.startswith("await_start_signal") and "START_RECORDING" in final.error
     assert time.monotonic() - t0 < 20
-    assert not chromium_processes(), "no Chromium left behind"
+    assert not our_browsers(), "no Chromium left behind"
 
 
 async def test_bad_url_is_refused(service: pyegress.EgressService) -> None:
@@ -115,3 +160,154 @@ async def test_web_page_audio_and_video_stay_in_sync(service: pyegress.EgressSer
     off = av_offset(info.file_results[0].filename)
     print("web A/V offset", off)
     assert off.count >= 4 and abs(off.median) <= 0.060, off
+
+
+async def test_a_crashing_page_fails_with_the_reason(service: pyegress.EgressService, site: str) -> None:
+    req = pe.WebEgressRequest(
+        url=f"{site}/animated.html",
+        advanced=pe.EncodingOptions(width=640, height=360, framerate=30),
+        file_outputs=[pe.EncodedFileOutput(filepath="crash.mp4")],
+    )
+    info = await service.start_web_egress(req)
+    assert status(await wait_active(service, info.egress_id)) == "EGRESS_ACTIVE"
+    await asyncio.sleep(1.0)
+    recorder = service.recorder(info.egress_id)
+    page = recorder.page.page  # type: ignore[attr-defined]
+    cdp = await page.context.new_cdp_session(page)
+    with pytest.raises(Exception):  # noqa: B017 - the renderer dies under the call
+        await asyncio.wait_for(cdp.send("Page.crash"), 5)
+    final = await service.wait_egress(info.egress_id, timeout=20)
+    assert status(final) == "EGRESS_FAILED" and "crashed" in final.error, final.error
+    assert Path(final.file_results[0].filename).stat().st_size > 0, "what was recorded is kept"
+    assert not our_browsers()
+
+
+# --- room composite through a template ---------------------------------------------------------------
+
+
+async def test_template_shows_each_participant_with_sound_and_follows_layout(
+    livekit_server: LiveKitServer, service: pyegress.EgressService, site: str, room_name: str
+) -> None:
+    pubs = []
+    for identity, colour, audio in (("red", RED, True), ("blue", BLUE, False), ("moving", None, False)):
+        p = publisher(
+            livekit_server, room_name, identity, color=colour, audio=audio, marker_interval=NO_MARKERS
+        )
+        await p.start()
+        pubs.append(p)
+        await asyncio.sleep(0.3)  # a distinct join order
+    req = pe.RoomCompositeEgressRequest(
+        room_name=room_name,
+        layout="grid",
+        custom_base_url=f"{site}/templates/grid/index.html",
+        advanced=pe.EncodingOptions(width=1280, height=720, framerate=30),
+        file_outputs=[pe.EncodedFileOutput(filepath="template.mp4")],
+    )
+    info = await service.start_room_composite_egress(req)
+    active = await wait_active(service, info.egress_id)
+    assert status(active) == "EGRESS_ACTIVE", active.error
+    await asyncio.sleep(3.5)
+    started = (await service.list_egress(pe.ListEgressRequest(egress_id=info.egress_id))).items[0].started_at
+    t_switch = (time.time_ns() - started) / 1e9
+    await service.update_layout(pe.UpdateLayoutRequest(egress_id=info.egress_id, layout="grid-light"))
+    await asyncio.sleep(2.5)
+    final = await service.stop_egress(pe.StopEgressRequest(egress_id=info.egress_id))
+    for p in pubs:
+        await p.stop()
+    media = check_file_result(final)
+    assert media.video is not None and (media.video.width, media.video.height) == (1280, 720)
+    assert final.room_composite.layout == "grid-light"
+    path = final.file_results[0].filename
+    # 2x2 grid in join order (8 px gaps): red, blue / moving pattern, empty cell
+    t = t_switch - 0.7
+    assert near(region_color(path, t, box(318, 178)), RED), region_color(path, t, box(318, 178))
+    assert near(region_color(path, t, box(962, 178)), BLUE), region_color(path, t, box(962, 178))
+    assert near(region_color(path, t, box(962, 542)), (0, 0, 0), 30), "the dark background"
+    assert near(region_color(path, media.duration - 0.5, box(962, 542)), (255, 255, 255), 30), "grid-light"
+    assert picture_moves(path, min_changed_fraction=0.01, min_moving_pairs=0.5)
+    assert tone_present(path, 440.0, start=1.0, end=media.duration - 0.5), "the participant's audio"
+    assert not our_browsers()
+
+
+async def test_template_without_start_signal_fails(
+    livekit_server: LiveKitServer, service: pyegress.EgressService, site: str, room_name: str
+) -> None:
+    p = publisher(livekit_server, room_name, "alice", audio=False)
+    await p.start()
+    try:
+        t0 = time.monotonic()
+        info = await service.start_room_composite_egress(
+            pe.RoomCompositeEgressRequest(
+                room_name=room_name,
+                custom_base_url=f"{site}/silent.html",
+                file_outputs=[pe.EncodedFileOutput(filepath="never.mp4")],
+            )
+        )
+        final = await service.wait_egress(info.egress_id, timeout=30)
+    finally:
+        await p.stop()
+    assert status(final) == "EGRESS_FAILED"
+    assert "START_RECORDING" in final.error and "5 s" in final.error, final.error
+    assert time.monotonic() - t0 < 20
+    assert "token=" not in final.error
+    assert not our_browsers()
+
+
+async def test_template_reaches_only_its_origin_and_livekit(
+    livekit_server: LiveKitServer, service: pyegress.EgressService, site: str, room_name: str
+) -> None:
+    hits: list[str] = []
+
+    async def handler(request: web.Request) -> web.Response:
+        hits.append(request.path)
+        return web.Response(text="reached")
+
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", handler)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    other = web.TCPSite(runner, "127.0.0.2", 0)  # another loopback address: another host
+    await other.start()
+    port = runner.addresses[0][1]
+    p = publisher(livekit_server, room_name, "alice", audio=False)
+    await p.start()
+    try:
+        req = pe.RoomCompositeEgressRequest(
+            room_name=room_name,
+            custom_base_url=f"{site}/probe-network.html?other=http://127.0.0.2:{port}/leak",
+            advanced=pe.EncodingOptions(width=640, height=360, framerate=30),
+            file_outputs=[pe.EncodedFileOutput(filepath="probe.mp4")],
+        )
+        info = await record_for(service, await service.start_room_composite_egress(req), 1.0)
+    finally:
+        await p.stop()
+        await runner.cleanup()
+    assert status(info) == "EGRESS_COMPLETE", info.error
+    assert hits == [], "the browser reached a host other than the template's and LiveKit's"
+
+
+async def test_template_url_carries_url_token_and_layout() -> None:
+    from urllib.parse import parse_qs, urlsplit
+
+    from livekit import api
+
+    rec = pyegress.TemplateRecorder(
+        pe.RoomCompositeEgressRequest(
+            room_name="r1",
+            layout="speaker",
+            custom_base_url="https://templates.example/grid/?theme=dark",
+            file_outputs=[pe.EncodedFileOutput()],
+        ),
+        url="http://127.0.0.1:7880",
+        api_key="key",
+        api_secret="secret" * 6,
+    )
+    parts = urlsplit(rec.template_url())
+    q = parse_qs(parts.query)
+    assert (parts.netloc, parts.path) == ("templates.example", "/grid/")
+    assert q["theme"] == ["dark"] and q["url"] == ["ws://127.0.0.1:7880"] and q["layout"] == ["speaker"]
+    claims = api.TokenVerifier("key", "secret" * 6).verify(q["token"][0])
+    grants = claims.video
+    assert grants is not None and grants.room == "r1" and grants.room_join and grants.hidden
+    assert grants.can_subscribe and not grants.can_publish and not grants.can_publish_data
+    assert '"layout": "speaker"' in (claims.metadata or "")

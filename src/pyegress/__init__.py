@@ -15,6 +15,7 @@ from livekit.protocol.egress import (
     TrackCompositeEgressRequest,
     TrackEgressRequest,
     UpdateLayoutRequest,
+    WebEgressRequest,
 )
 
 from .errors import (
@@ -29,8 +30,10 @@ from .recorders import (
     ParticipantRecorder,
     Recorder,
     RoomCompositeRecorder,
+    TemplateRecorder,
     TrackCompositeRecorder,
     TrackRecorder,
+    WebRecorder,
 )
 from .service import EgressService
 
@@ -58,9 +61,12 @@ __all__ = [
     "RoomCompositeRecorder",
     "SourceError",
     "StopEgressRequest",
+    "TemplateRecorder",
     "TrackCompositeEgressRequest",
     "TrackCompositeRecorder",
     "TrackEgressRequest",
     "TrackRecorder",
     "UpdateLayoutRequest",
+    "WebEgressRequest",
+    "WebRecorder",
 ]

@@ -212,6 +212,7 @@ class EgressConfig:
     websocket_url: str = ""
     layout: str = ""  # room composite: the layout name as requested
     audio_mixing: int = 0  # room composite: pe.AudioMixing
+    web_url: str = ""  # room composite: the template (custom_base_url)
 
 
 def _file_target(out: pe.EncodedFileOutput, where: str) -> FileTarget:
@@ -465,13 +466,15 @@ def _build(req: Request, out_dir: Path) -> EgressConfig:
 
 
 def _room_composite(req: pe.RoomCompositeEgressRequest, out_dir: Path) -> EgressConfig:
-    if req.custom_base_url:
-        raise NotSupportedError("custom_base_url: web templates are not supported yet; use a native layout")
+    web_url = req.custom_base_url.strip()
+    if web_url and urllib.parse.urlsplit(web_url).scheme not in ("http", "https", "file"):
+        raise InvalidRequestError("custom_base_url", "must be an http://, https:// or file:// URL")
     if req.audio_only and req.video_only:
         raise InvalidRequestError("video_only", "audio_only and video_only cannot both be set")
     if req.audio_mixing not in pe.AudioMixing.values():
         raise InvalidRequestError("audio_mixing", f"unknown audio mixing {req.audio_mixing}")
-    parse_layout(req.layout)
+    if not web_url:
+        parse_layout(req.layout)  # a template has layouts of its own
     video, audio = _encodings(req)
     files = _encoded_outputs(req)
     if req.audio_only and files and all(f.file_type is FileType.OGG for f in files):
@@ -486,6 +489,7 @@ def _room_composite(req: pe.RoomCompositeEgressRequest, out_dir: Path) -> Egress
         output_dir=out_dir,
         layout=req.layout,
         audio_mixing=req.audio_mixing,
+        web_url=web_url,
     )
     _check_containers(cfg.files, cfg.video is not None, cfg.audio)
     return cfg

@@ -17,6 +17,7 @@ from .recorders import (
     ParticipantRecorder,
     Recorder,
     RoomCompositeRecorder,
+    TemplateRecorder,
     TrackCompositeRecorder,
     TrackRecorder,
     WebRecorder,
@@ -86,8 +87,10 @@ class EgressService:
     async def start_room_composite_egress(
         self, start: pe.RoomCompositeEgressRequest, *, room: rtc.Room | None = None
     ) -> pe.EgressInfo:
-        """Record the whole room in one picture (native grid / speaker layouts) and one mix."""
-        return await self._start(RoomCompositeRecorder, start, room, empty_timeout=self.room_empty_timeout)
+        """Record the whole room in one picture (native grid / speaker layouts) and one mix, or
+        through a web template in Chromium when ``custom_base_url`` is set."""
+        cls: type[Recorder] = TemplateRecorder if start.custom_base_url.strip() else RoomCompositeRecorder
+        return await self._start(cls, start, room, empty_timeout=self.room_empty_timeout)
 
     async def start_web_egress(self, start: pe.WebEgressRequest) -> pe.EgressInfo:
         """Record a web page (picture and sound) rendered by Chromium."""
@@ -100,7 +103,7 @@ class EgressService:
     async def update_layout(self, update: pe.UpdateLayoutRequest) -> pe.EgressInfo:
         """Switch a live room composite to another layout (from the next frame on)."""
         recorder = self.recorder(update.egress_id)
-        if not isinstance(recorder, RoomCompositeRecorder):
+        if not isinstance(recorder, (RoomCompositeRecorder, TemplateRecorder)):
             raise InvalidRequestError("egress_id", f"{update.egress_id} is not a room composite egress")
         if not is_active(recorder.info.status):
             raise InvalidRequestError("egress_id", f"{update.egress_id} has already ended")

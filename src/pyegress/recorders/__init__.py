@@ -5,13 +5,14 @@ from .participant import ParticipantRecorder
 from .room_composite import RoomCompositeRecorder
 from .track import TrackRecorder
 from .track_composite import TrackCompositeRecorder
-from .web import WebRecorder
+from .web import TemplateRecorder, WebRecorder
 
 __all__ = [
     "ParticipantRecorder",
     "Progress",
     "Recorder",
     "RoomCompositeRecorder",
+    "TemplateRecorder",
     "TrackCompositeRecorder",
     "TrackRecorder",
     "WebRecorder",

@@ -1,40 +1,73 @@
-"""WebRecorder: any web page (its picture and its sound), rendered by Chromium."""
+"""Web recorders: any web page (WebEgressRequest) or a room composite template (custom_base_url),
+rendered by Chromium and recorded with its sound."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
+import os
+import time
+import urllib.parse
 from typing import Any
 
+from livekit import api, rtc
 from livekit.protocol import egress as pe
 
 from ..errors import SourceError
 from ..info import set_status
-from ..sources.web import PageSource
+from ..media.pipeline import MIX_CHANNELS, MIX_RATE
+from ..media.timeline import VideoInput
+from ..sources.web import LAYOUT_EVENT, PageAudio, PageSource
 from .base import Media, Recorder
 
+#: Canvas of an audio-only page (the page still needs a window to lay itself out in).
+_AUDIO_ONLY_SIZE = (1280, 720)
 
-class WebRecorder(Recorder):
-    """Records ``WebEgressRequest.url``; with ``await_start_signal`` it waits (``wait_timeout``)
-    for the page's ``START_RECORDING`` console message, and ends on ``END_RECORDING``."""
 
-    page: PageSource | None = None
+class _PageRecorder(Recorder):
+    """A recorder whose media is one page in its own Chromium (see :class:`PageSource`).
 
-    async def _connect(self) -> None:
-        req: pe.WebEgressRequest = self.config.request  # type: ignore[assignment]
+    ``wait_timeout`` bounds the wait for the page's ``START_RECORDING`` (counted from the
+    page's load); ``capture`` picks ``x11`` or ``screencast`` (default: see
+    :func:`pyegress.sources.web.default_capture`).
+    """
+
+    def __init__(self, request: Any, *, capture: str | None = None, **kw: Any) -> None:
+        super().__init__(request, **kw)
+        self.capture = capture
+        self.page: PageSource | None = None
+        self.page_audio: PageAudio | None = None
+
+    async def _open_page(self, url: str, *, await_start: bool, allow_hosts: list[str] | None) -> None:
         enc = self.config.video
-        width, height = (enc.width, enc.height) if enc is not None else (1280, 720)
+        width, height = (enc.width, enc.height) if enc is not None else _AUDIO_ONLY_SIZE
         self.page = PageSource(
-            req.url, width, height, video=enc is not None, audio=self.config.audio is not None
+            url,
+            width,
+            height,
+            video=enc is not None,
+            audio=self.config.audio is not None,
+            fps=enc.fps if enc is not None else 30,
+            capture=self.capture,
+            allow_hosts=allow_hosts,
         )
         self.page.on_end = self._page_ended
         await self.page.open()
-        if req.await_start_signal:
+        if await_start:
+            started = asyncio.ensure_future(self.page.started.wait())
+            ended = asyncio.ensure_future(self._end.wait())
             try:
-                await asyncio.wait_for(self.page.started.wait(), self.wait_timeout)
-            except asyncio.TimeoutError:
+                await asyncio.wait({started, ended}, timeout=self.wait_timeout, return_when="FIRST_COMPLETED")
+            finally:
+                started.cancel()
+                ended.cancel()
+            if self.page.crashed:
+                raise SourceError(f"url: {self.page.crashed} before START_RECORDING")
+            if not self.page.started.is_set() and not self._end.is_set():
                 raise SourceError(
                     f"await_start_signal: the page sent no START_RECORDING within {self.wait_timeout:g} s"
-                ) from None
+                )
 
     def _page_ended(self, reason: str) -> None:
         if self.page is not None and self.page.crashed:
@@ -42,18 +75,157 @@ class WebRecorder(Recorder):
         self.end(reason)
 
     async def _disconnect(self) -> None:
-        if self.page is not None:
-            await self.page.close()
-        await self.source.close()
+        try:
+            if self.page is not None:
+                await self.page.close()
+        finally:
+            await self.source.close()
 
     async def _resolve(self) -> Media:
         return Media(self._template_values({}), self.config.video, self.config.audio)
 
     def _make_inputs(self, t0: float, video: bool, audio: bool) -> tuple[Any, list[Any]]:
-        source, audio_sources = super()._make_inputs(t0, video, audio)
+        self.video_input = VideoInput() if video else None
+        self.page_audio = PageAudio(MIX_RATE, MIX_CHANNELS, t0) if audio else None
         if self.page is not None:
-            self.page.video_sink, self.page.audio_sink = self.video_input, self.audio_input
-        return source, audio_sources
+            self.page.start_capture(self.video_input, self.page_audio)
+        return self.video_input, [self.page_audio] if self.page_audio is not None else []
 
-    def _route(self, participant: Any, pub: Any) -> str | None:
-        return None  # no room tracks: the page is the source
+    def _route(self, participant: rtc.RemoteParticipant, pub: rtc.RemoteTrackPublication) -> str | None:
+        return None  # nothing from the room: the page is the source
+
+
+class WebRecorder(_PageRecorder):
+    """Records ``WebEgressRequest.url``: starts once the page has loaded or, with
+    ``await_start_signal``, on its ``START_RECORDING``; ends on ``END_RECORDING`` or ``stop``."""
+
+    async def _connect(self) -> None:
+        req: pe.WebEgressRequest = self.config.request  # type: ignore[assignment]
+        await self._open_page(req.url.strip(), await_start=req.await_start_signal, allow_hosts=None)
+
+    async def _room_sid(self) -> str:
+        return ""  # in no room (the default would wait for one)
+
+
+class TemplateRecorder(_PageRecorder):
+    """Room composite through a web template (``custom_base_url``), as LiveKit Egress does it.
+
+    The page is opened with ``?url=<LiveKit ws URL>&token=<token>&layout=<layout>``; the token
+    is for a hidden recorder participant that may subscribe but not publish, whose metadata is
+    ``{"layout": ...}``. Recording starts on the page's ``START_RECORDING`` (bounded by
+    ``wait_timeout``) and ends on ``END_RECORDING``, when the room closes or stays empty for
+    ``empty_timeout`` seconds, or on ``stop``. The browser reaches only the template's host and
+    the LiveKit server.
+    """
+
+    def __init__(
+        self, request: pe.RoomCompositeEgressRequest, *, empty_timeout: float = 30.0, **kw: Any
+    ) -> None:
+        self._lk_url = kw.get("url") or os.environ.get("LIVEKIT_URL", "")
+        self._lk_key = kw.get("api_key") or os.environ.get("LIVEKIT_API_KEY", "")
+        self._lk_secret = kw.get("api_secret") or os.environ.get("LIVEKIT_API_SECRET", "")
+        super().__init__(request, **kw)
+        self.layout = request.layout
+        self.empty_timeout = empty_timeout
+        self.page_identity = f"{self.egress_id}_template"
+        self._watch: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    # --- public -------------------------------------------------------------------------
+
+    def set_layout(self, layout: str) -> pe.EgressInfo:
+        """Send ``layout`` to the live page: as the recorder participant's metadata (what
+        ``@livekit/egress-sdk`` listens to) and as ``?layout=`` plus a ``pyegress:layout`` event."""
+        self.layout = layout
+        self.info.room_composite.layout = layout
+        task = asyncio.get_running_loop().create_task(self._push_layout(layout))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return self.info
+
+    # --- hooks --------------------------------------------------------------------------
+
+    async def _connect(self) -> None:
+        if not (self._lk_url and self._lk_key and self._lk_secret):
+            raise SourceError("url/api_key/api_secret: a template needs them to mint its token")
+        await super()._connect()  # join hidden: the room must exist; its end ends the recording
+        page_url = self.template_url()
+        hosts = [urllib.parse.urlsplit(u).hostname or "" for u in (self.config.web_url, self._lk_url)]
+        await self._open_page(page_url, await_start=True, allow_hosts=[h for h in hosts if h])
+        self._watch = asyncio.get_running_loop().create_task(self._watch_room())
+
+    async def _disconnect(self) -> None:
+        if self._watch is not None:
+            self._watch.cancel()
+        for task in list(self._tasks):
+            task.cancel()
+        await super()._disconnect()
+
+    # --- the template -------------------------------------------------------------------
+
+    def template_url(self) -> str:
+        """``custom_base_url`` with ``url``, ``token`` and ``layout`` added to its query."""
+        ws_url = self._lk_url.replace("http://", "ws://", 1).replace("https://", "wss://", 1)
+        base = urllib.parse.urlsplit(self.config.web_url)
+        query = urllib.parse.parse_qsl(base.query, keep_blank_values=True)
+        query = [(k, v) for k, v in query if k not in ("url", "token", "layout")]
+        query += [("url", ws_url), ("token", self._token()), ("layout", self.layout)]
+        return urllib.parse.urlunsplit(base._replace(query=urllib.parse.urlencode(query)))
+
+    def _token(self) -> str:
+        return (
+            api.AccessToken(self._lk_key, self._lk_secret)
+            .with_identity(self.page_identity)
+            .with_name("recorder")
+            .with_kind("egress")
+            .with_metadata(json.dumps({"layout": self.layout}))
+            .with_grants(
+                api.VideoGrants(
+                    room_join=True,
+                    room=self.config.room_name,
+                    hidden=True,
+                    recorder=True,
+                    can_subscribe=True,
+                    can_publish=False,
+                    can_publish_data=False,
+                )
+            )
+            .to_jwt()
+        )
+
+    async def _push_layout(self, layout: str) -> None:
+        page = self.page.page if self.page is not None else None
+        if page is not None:
+            with contextlib.suppress(Exception):
+                await page.evaluate(_LAYOUT_JS, [LAYOUT_EVENT, layout])
+        with contextlib.suppress(Exception):
+            async with api.LiveKitAPI(self._lk_url, self._lk_key, self._lk_secret) as lk:
+                await lk.room.update_participant(
+                    api.UpdateParticipantRequest(
+                        room=self.config.room_name,
+                        identity=self.page_identity,
+                        metadata=json.dumps({"layout": layout}),
+                    )
+                )
+
+    async def _watch_room(self) -> None:
+        """End when the room has had no (visible) participant for ``empty_timeout`` seconds."""
+        empty_since: float | None = None
+        with contextlib.suppress(asyncio.CancelledError):
+            while not self._end.is_set():
+                if self.source.room.remote_participants:
+                    empty_since = None
+                elif empty_since is None:
+                    empty_since = time.monotonic()
+                elif time.monotonic() - empty_since >= self.empty_timeout:
+                    self.end(f"room empty for {self.empty_timeout:g} s")
+                    return
+                await asyncio.sleep(0.25)
+
+
+_LAYOUT_JS = """([event, layout]) => {
+  const url = new URL(window.location.href);
+  url.searchParams.set('layout', layout);
+  window.history.replaceState(window.history.state, '', url.toString());
+  window.dispatchEvent(new CustomEvent(event, {detail: layout}));
+}"""
