@@ -251,6 +251,8 @@ class Recorder:
         media_video = any(o.video or o.canvas for o in self.outputs)
         media_audio = any(o.audio or o.wants_pcm for o in self.outputs)
         fps = next((o.video.fps for o in self.outputs if o.video), 30)
+        # the room id first: waiting for it after t0 would leave the first ticks behind
+        self.info.room_id = self.info.room_id or await self._room_sid()
         self._t0 = t0 = time.monotonic()
         video_source, audio_sources = self._make_inputs(t0, media_video, media_audio)
         self.pipeline = Pipeline(
@@ -271,7 +273,6 @@ class Recorder:
                 o.add_result(self.info, started)
                 o.notify = lambda: _call_soon(loop, self._sync_results)
         self._sync_results()
-        self.info.room_id = self.info.room_id or await self._room_sid()
         set_status(self.info, pe.EGRESS_ACTIVE)
         self.info.started_at = started
         self._subscribe_all()
