@@ -188,6 +188,20 @@ class Recorder:
         """Let go of the media source (always called, also after a failure)."""
         await self.source.close()
 
+    async def _end_when_empty(self, timeout: float) -> None:
+        """End the recording once the room has had no (visible) participant for ``timeout`` s."""
+        empty_since: float | None = None
+        with contextlib.suppress(asyncio.CancelledError):
+            while not self._end.is_set():
+                if self.source.room.remote_participants:
+                    empty_since = None
+                elif empty_since is None:
+                    empty_since = time.monotonic()
+                elif time.monotonic() - empty_since >= timeout:
+                    self.end(f"room empty for {timeout:g} s")
+                    return
+                await asyncio.sleep(0.25)
+
     def _check_output_dir(self) -> None:
         root = self.config.output_dir
         try:

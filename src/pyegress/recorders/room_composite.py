@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import time
 from typing import Any
 
 from livekit import rtc
@@ -72,7 +70,7 @@ class RoomCompositeRecorder(Recorder):
         self.source.on("track_muted", lambda p, pub: self._muted(p, pub, True))
         self.source.on("track_unmuted", lambda p, pub: self._muted(p, pub, False))
         self.source.on("active_speakers_changed", self._room_speakers)
-        self._watch = asyncio.get_running_loop().create_task(self._watch_room())
+        self._watch = asyncio.get_running_loop().create_task(self._end_when_empty(self.empty_timeout))
         audio_sources = [_SpeakerProbe(self.mixer, self.speakers, self.compositor, t0)] if self.mixer else []
         return self.compositor, audio_sources
 
@@ -113,20 +111,6 @@ class RoomCompositeRecorder(Recorder):
     def _room_speakers(self, speakers: list[rtc.Participant]) -> None:
         if self.mixer is None and self.compositor is not None and speakers:
             self.compositor.speaker = speakers[0].identity  # video only: the server's choice
-
-    async def _watch_room(self) -> None:
-        """End when the room has had no participant for ``empty_timeout`` seconds."""
-        empty_since: float | None = None
-        with contextlib.suppress(asyncio.CancelledError):
-            while not self._end.is_set():
-                if self.source.room.remote_participants:
-                    empty_since = None
-                elif empty_since is None:
-                    empty_since = time.monotonic()
-                elif time.monotonic() - empty_since >= self.empty_timeout:
-                    self.end(f"room empty for {self.empty_timeout:g} s")
-                    return
-                await asyncio.sleep(0.25)
 
     async def _run(self) -> None:
         try:

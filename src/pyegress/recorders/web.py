@@ -7,7 +7,6 @@ import asyncio
 import contextlib
 import json
 import os
-import time
 import urllib.parse
 from typing import Any
 
@@ -152,7 +151,7 @@ class TemplateRecorder(_PageRecorder):
         page_url = self.template_url()
         hosts = [urllib.parse.urlsplit(u).hostname or "" for u in (self.config.web_url, self._lk_url)]
         await self._open_page(page_url, await_start=True, allow_hosts=[h for h in hosts if h])
-        self._watch = asyncio.get_running_loop().create_task(self._watch_room())
+        self._watch = asyncio.get_running_loop().create_task(self._end_when_empty(self.empty_timeout))
 
     async def _disconnect(self) -> None:
         if self._watch is not None:
@@ -207,20 +206,6 @@ class TemplateRecorder(_PageRecorder):
                         metadata=json.dumps({"layout": layout}),
                     )
                 )
-
-    async def _watch_room(self) -> None:
-        """End when the room has had no (visible) participant for ``empty_timeout`` seconds."""
-        empty_since: float | None = None
-        with contextlib.suppress(asyncio.CancelledError):
-            while not self._end.is_set():
-                if self.source.room.remote_participants:
-                    empty_since = None
-                elif empty_since is None:
-                    empty_since = time.monotonic()
-                elif time.monotonic() - empty_since >= self.empty_timeout:
-                    self.end(f"room empty for {self.empty_timeout:g} s")
-                    return
-                await asyncio.sleep(0.25)
 
 
 _LAYOUT_JS = """([event, layout]) => {
