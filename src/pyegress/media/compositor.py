@@ -16,10 +16,9 @@ from functools import lru_cache
 
 import av
 import numpy as np
-from livekit import rtc
 from PIL import Image, ImageDraw, ImageFont
 
-from .frames import paste, planes, solid_canvas, to_av
+from .frames import paste, planes, reformat, solid_canvas, to_av
 from .layout import Layout, Rect, grid, speaker
 from .timeline import VideoInput
 
@@ -125,15 +124,10 @@ def _frame_planes(frame: av.VideoFrame) -> tuple[np.ndarray, np.ndarray, np.ndar
 
 
 def _source(frame: object) -> av.VideoFrame:
-    """A ``yuv420p`` PyAV frame of an SDK or PyAV frame; SDK I420 buffers are wrapped, not copied."""
+    """A ``yuv420p`` PyAV frame of an SDK or PyAV frame (SDK I420 buffers are wrapped, not copied)."""
     if isinstance(frame, av.VideoFrame):
-        return frame if frame.format.name == "yuv420p" else frame.reformat(format="yuv420p")
-    f: rtc.VideoFrame = frame  # type: ignore[assignment]
-    w, h = f.width, f.height
-    if f.type == rtc.VideoBufferType.I420 and w % 2 == 0 and h % 2 == 0:
-        buf = np.frombuffer(f.data, np.uint8).reshape(h * 3 // 2, w)
-        return av.VideoFrame.from_numpy_buffer(buf, format="yuv420p")
-    return to_av(f)
+        return frame if frame.format.name == "yuv420p" else reformat(frame)
+    return to_av(frame)  # type: ignore[arg-type]
 
 
 def draw_frame(
@@ -154,7 +148,7 @@ def draw_frame(
     else:
         scale = min(w / sw, h / sh)
         fw, fh = min(w, max(2, int(sw * scale) // 2 * 2)), min(h, max(2, int(sh * scale) // 2 * 2))
-    scaled = src if (fw, fh) == (sw, sh) else src.reformat(width=fw, height=fh, format="yuv420p")
+    scaled = src if (fw, fh) == (sw, sh) else reformat(src, fw, fh)
     if cover:  # the centre of the scaled frame fills the rect
         ox, oy, dx, dy, tw, th = (fw - w) // 4 * 2, (fh - h) // 4 * 2, x, y, w, h
     else:  # the whole scaled frame, centred on the background

@@ -2,12 +2,38 @@
 
 from __future__ import annotations
 
+import threading
+
 import av
 import numpy as np
+from av.video.reformatter import VideoReformatter
 from livekit import rtc
 
 # Y, U, V of black in limited-range BT.601.
 BLACK_YUV = (16, 128, 128)
+
+
+_local = threading.local()
+
+
+def reformat(
+    frame: av.VideoFrame, width: int | None = None, height: int | None = None, format: str = "yuv420p"
+) -> av.VideoFrame:
+    """``frame.reformat(...)`` with the swscale context kept, per thread and conversion.
+
+    PyAV's ``VideoFrame.reformat`` sets up a new swscale context for every new frame (~0.4 ms
+    for a 640x360 scale, more than the scaling itself); a kept ``VideoReformatter`` reuses it.
+    """
+    cache: dict[tuple[object, ...], VideoReformatter] | None = getattr(_local, "reformatters", None)
+    if cache is None:
+        cache = _local.reformatters = {}
+    key = (frame.width, frame.height, frame.format.name, width, height, format)
+    r = cache.get(key)
+    if r is None:
+        if len(cache) >= 32:  # sizes come and go (layout changes, simulcast): forget old ones
+            cache.clear()
+        r = cache[key] = VideoReformatter()
+    return r.reformat(frame, width=width, height=height, format=format)
 
 
 def fit(src_w: int, src_h: int, dst_w: int, dst_h: int) -> tuple[int, int]:
@@ -37,13 +63,14 @@ def planes(arr: np.ndarray, width: int, height: int) -> tuple[np.ndarray, np.nda
 
 
 def to_av(frame: rtc.VideoFrame) -> av.VideoFrame:
-    """Wrap an SDK frame as a PyAV frame (one copy); odd sizes are cropped to even."""
+    """A PyAV view of an SDK frame: I420 of even size is wrapped without a copy (the PyAV frame
+    keeps the SDK buffer alive); other buffer types are converted, odd sizes cropped to even."""
     w, h = frame.width, frame.height
     if frame.type != rtc.VideoBufferType.I420:
         frame = frame.convert(rtc.VideoBufferType.I420)
     buf = np.frombuffer(frame.data, np.uint8)
     if w % 2 == 0 and h % 2 == 0:
-        return av.VideoFrame.from_ndarray(buf.reshape(h * 3 // 2, w), format="yuv420p")
+        return av.VideoFrame.from_numpy_buffer(buf.reshape(h * 3 // 2, w), format="yuv420p")
     cw, ch = (w + 1) // 2, (h + 1) // 2
     ew, eh = w - w % 2, h - h % 2
     y = buf[: w * h].reshape(h, w)[:eh, :ew]
@@ -58,7 +85,7 @@ def fit_on_canvas(src: av.VideoFrame, width: int, height: int) -> av.VideoFrame:
     if (src.width, src.height) == (width, height) and src.format.name == "yuv420p":
         return src
     fw, fh = fit(src.width, src.height, width, height)
-    scaled = src.reformat(width=fw, height=fh, format="yuv420p")
+    scaled = reformat(src, fw, fh)
     if (fw, fh) == (width, height):
         return scaled
     canvas = solid_canvas(width, height)

@@ -25,7 +25,7 @@ from ..errors import InvalidRequestError
 from ..filenames import expand
 from ..media.encoder import Packet
 from ..media.encoding import VideoEncoding
-from ..media.frames import fit_on_canvas
+from ..media.frames import fit_on_canvas, reformat
 from ..storage.base import UploadResult
 from ..storage.upload import LiveUploads
 from .base import Output
@@ -128,7 +128,7 @@ class ImageOutput(Output):
             return
         while self._next <= t + 1e-6:
             self._next += self.interval
-        pic = fit_on_canvas(frame, self.width, self.height).reformat(format="yuvj420p")
+        pic = reformat(fit_on_canvas(frame, self.width, self.height), format="yuvj420p")
         pic.pts = round(t * 1000)
         data = b"".join(bytes(p) for p in self._ctx.encode(pic))
         wall = self._wall0 + t

@@ -42,7 +42,7 @@ import av
 import numpy as np
 
 from ..errors import SourceError
-from ..media.frames import fit_on_canvas
+from ..media.frames import fit_on_canvas, reformat
 from ..media.timeline import AudioInput, VideoInput
 
 log = logging.getLogger("pyegress.web")
@@ -191,7 +191,7 @@ class JpegFrame:
         frames = codec.decode(av.Packet(self.data))
         if not frames:
             raise ValueError("undecodable screencast frame")
-        frame = frames[0].reformat(format="yuv420p")
+        frame = reformat(frames[0])
         return fit_on_canvas(frame, width, height)
 
 
@@ -454,7 +454,7 @@ class PageSource:
                     break
                 sink = self.video_sink
                 if sink is not None:
-                    sink.push(frame.reformat(format="yuv420p"), time.monotonic())
+                    sink.push(reformat(frame), time.monotonic())
                     self.frames_grabbed += 1
         except Exception as e:
             if not self._stop_grab.is_set():
