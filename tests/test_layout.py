@@ -1,4 +1,4 @@
-"""Layout geometry and the audio mixer, without a server."""
+"""Layout geometry, tile drawing and the audio mixer, without a server."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ import numpy as np
 import pytest
 
 from pyegress.errors import InvalidRequestError
+from pyegress.media.compositor import fit_tile
+from pyegress.media.frames import planes
 from pyegress.media.layout import Rect, grid, grid_shape, parse_layout, speaker
 from pyegress.media.mixer import Mixer, Mixing, SpeakerTracker
 
@@ -77,3 +79,49 @@ def test_speaker_tracker_has_hysteresis() -> None:
     for i in range(15):
         t.update({"a": 50.0, "b": 5000.0}, 0.6 + 0.1 * i)
     assert t.current == "b"
+
+
+def _ramp_frame(w: int, h: int) -> np.ndarray:
+    """A yuv420p picture whose luma encodes the column (x % 200 + 20), chroma flat."""
+    arr = np.full((h * 3 // 2, w), 128, np.uint8)
+    arr[:h] = (np.arange(w) % 200 + 20).astype(np.uint8)[None, :]
+    return arr
+
+
+def _frame(arr: np.ndarray) -> object:
+    import av
+
+    return av.VideoFrame.from_ndarray(arr, format="yuv420p")
+
+
+def test_slightly_larger_camera_is_cropped_not_scaled() -> None:
+    """A 640x360 camera in a 628x348 cell: the exact centre, pixel for pixel (no resampling)."""
+    src = _ramp_frame(640, 360)
+    tile = fit_tile(_frame(src), 628, 348, cover=True)
+    y, _, _ = planes(tile, 628, 348)
+    assert np.array_equal(y, src[6 : 6 + 348, 6 : 6 + 628])
+
+
+def test_smaller_or_much_larger_camera_is_scaled_to_fill() -> None:
+    """Outside the crop slack the frame is scaled to fill the cell, its aspect kept."""
+    for w, h in ((320, 180), (1280, 720)):
+        src = np.full((h * 3 // 2, w), 128, np.uint8)
+        src[:h] = 16
+        side = h // 2
+        src[h // 4 : h // 4 + side, (w - side) // 2 : (w + side) // 2] = 235  # a centred square
+        tile = fit_tile(_frame(src), 628, 348, cover=True)
+        y, _, _ = planes(tile, 628, 348)
+        rows, cols = np.nonzero(y > 128)
+        sq_h, sq_w = rows.max() - rows.min() + 1, cols.max() - cols.min() + 1
+        expected = side * max(628 / w, 348 / h)  # cover: the larger of the two scales
+        assert abs(sq_h - expected) <= 3 and abs(sq_w - expected) <= 3, (w, sq_w, sq_h, expected)
+        assert abs((cols.min() + cols.max()) / 2 - 314) <= 2 and abs((rows.min() + rows.max()) / 2 - 174) <= 2
+
+
+def test_slightly_larger_screen_share_is_scaled_not_cropped() -> None:
+    """Screen shares are letterboxed: every column stays visible, so no cropping even when close."""
+    src = _ramp_frame(640, 360)
+    src[:360, 0:4] = 235  # a white edge on the left that cropping would cut off
+    tile = fit_tile(_frame(src), 628, 348, cover=False)
+    y, _, _ = planes(tile, 628, 348)
+    assert y[:, :12].max() > 200

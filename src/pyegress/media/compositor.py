@@ -130,19 +130,28 @@ def _source(frame: object) -> av.VideoFrame:
     return to_av(frame)  # type: ignore[arg-type]
 
 
+#: A camera frame at most this much larger than its tile (per side) is cropped to it rather than
+#: scaled: a 640x360 camera in a 628x348 grid cell loses 6 pixels at each edge, and the
+#: encode thread saves a swscale pass per frame.
+CROP_SLACK = 0.07
+
+
 def draw_frame(
     canvas: np.ndarray, cw: int, ch: int, frame: object, rect: Rect, *, cover: bool, light: bool = False
 ) -> None:
     """Draw ``frame`` into ``rect`` of a ``yuv420p`` canvas: cropped to fill (cover) or letterboxed.
 
-    One swscale pass to the needed size (none when it already has it), then numpy copies of the
-    cropped plane views straight into the canvas.
+    One swscale pass to the needed size (none when it already has it, or when a camera frame is
+    only slightly larger than the tile: see ``CROP_SLACK``), then numpy copies of the cropped
+    plane views straight into the canvas.
     """
     src = _source(frame)
     sw, sh = src.width, src.height
     x, y = rect.x - rect.x % 2, rect.y - rect.y % 2
     w, h = rect.w - rect.w % 2, rect.h - rect.h % 2
-    if cover:
+    if cover and w <= sw <= w * (1 + CROP_SLACK) and h <= sh <= h * (1 + CROP_SLACK):
+        fw, fh = sw, sh  # a few % larger than the tile: its centre is cut out, no scaling
+    elif cover:
         scale = max(w / sw, h / sh)
         fw, fh = max(w, math.ceil(sw * scale / 2) * 2), max(h, math.ceil(sh * scale / 2) * 2)
     else:

@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 from livekit import api, rtc
+from livekit.rtc._ffi_client import FfiClient
 
 from ..errors import SourceError
 from ..media.timeline import AudioInput, VideoInput
@@ -30,6 +31,33 @@ AUDIO_PATH_DELAY = 0.025
 #: (measured: about 0.07 of the track composite's CPU ratio against 10 ms chunks).
 AUDIO_FRAME_MS = 40
 T = TypeVar("T")
+
+
+def _own_events_only(stream: rtc.VideoStream | rtc.AudioStream, kind: str) -> None:
+    """Deliver to ``stream`` only its own frame events.
+
+    The SDK hands every video (audio) frame event to every video (audio) stream's queue on the
+    event loop, and each stream's task wakes up to drop the ones of other tracks: with N
+    participants each frame costs N loop callbacks and wake-ups. Narrowing the stream's
+    subscription filter to its own handle keeps that at one. This reaches into the SDK's
+    ``FfiQueue``; when its shape differs, the stream is left as the SDK made it.
+    """
+    try:
+        queue = FfiClient.instance.queue
+        handle = stream._ffi_handle.handle
+        mine = stream._ffi_queue
+        with queue._lock:
+            for i, (q, loop, _) in enumerate(queue._subscribers):
+                if q is mine:
+                    queue._subscribers[i] = (
+                        q,
+                        loop,
+                        lambda e: (
+                            e.WhichOneof("message") == kind and getattr(e, kind).stream_handle == handle
+                        ),
+                    )
+    except (AttributeError, TypeError, ValueError) as e:  # another SDK version: keep its filter
+        log.debug("frame events not narrowed (%s): %s", kind, e)
 
 
 class RoomSource:
@@ -140,6 +168,7 @@ class RoomSource:
     def pump_video(self, track: rtc.Track, sink: VideoInput[object]) -> None:
         """Feed ``sink`` with decoded I420 frames of ``track`` until it ends."""
         stream = rtc.VideoStream(track, format=rtc.VideoBufferType.I420, capacity=2)
+        _own_events_only(stream, "video_stream_event")
 
         async def run() -> None:
             async for ev in stream:
@@ -158,6 +187,7 @@ class RoomSource:
             num_channels=sink.channels,
             frame_size_ms=AUDIO_FRAME_MS,
         )
+        _own_events_only(stream, "audio_stream_event")
         sink.reset()
 
         async def run() -> None:
