@@ -319,10 +319,11 @@ def bare_encode(
     paced: bool,
     picture: Callable[[int], Any] | None = None,
 ) -> dict[str, Any]:
-    """PyAV alone: encode ``seconds`` of a moving pattern + tone with pyegress's settings to an MP4.
+    """PyAV alone: encode ``seconds`` of pictures + tone with pyegress's settings to an MP4.
 
     ``picture(k)`` makes frame ``k`` as a ``yuv420p`` ndarray (default: one canvas-sized
-    ``PatternGenerator``); its CPU is reported as ``pattern_cpu_s`` (and is part of the window).
+    ``PatternGenerator``; :func:`load_capture` replays the pictures pyegress encoded); its CPU is
+    reported as ``pattern_cpu_s`` (and is part of the window).
     ``paced`` feeds frames at ``fps`` wall clock, as a live recording does. Returns CPU and wall
     time of the container's open..close (``window_*``), the pattern's own CPU, per-thread CPU
     and the x264 settings string, in the shape the benches' children report.
@@ -404,6 +405,142 @@ def bare_encode(
         "x264": x264_build(head),
         "x264_options": x264_options(head),
     }
+
+
+# --- replaying the pictures pyegress encoded -------------------------------------------------------
+
+
+def scratch_dir() -> tempfile.TemporaryDirectory[str]:
+    """A temporary directory for captured pictures: in ``/dev/shm`` (RAM) when there is one."""
+    shm = Path("/dev/shm")
+    where = str(shm) if shm.is_dir() and os.access(shm, os.W_OK) else None
+    return tempfile.TemporaryDirectory(prefix="pyegress-bench-frames-", dir=where)
+
+
+class EncodeCapture:
+    """Records, inside the measured egress child, which picture pyegress's ``VideoEncoder`` encodes.
+
+    :meth:`install` patches ``pyegress.media.encoder.VideoEncoder.encode``; between :meth:`start`
+    and :meth:`stop`, every call with a frame appends a tick to the sequence, and every frame
+    object that differs from the previous call's (the pipeline hands the same object again for a
+    tick without a new picture) appends its ``yuv420p`` bytes to ``path``. :meth:`stop` writes
+    ``path.json`` (width, height, count, per-tick picture indices) for :func:`load_capture`. Only
+    the first encoder seen is recorded (one encoding per egress here). The hook's own CPU (copying
+    and writing pictures, on the encode thread) is counted in ``cpu_s`` so the child can take it
+    out of its figures (:func:`discount_capture`).
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._lock = threading.Lock()
+        self._file: Any = None
+        self._encoder: object = None
+        self._last: object = None
+        self._ticks: list[int] = []
+        self._count = 0
+        self._size: tuple[int, int] | None = None
+        self.cpu_s = 0.0
+
+    def install(self) -> None:
+        from pyegress.media.encoder import VideoEncoder
+
+        original = VideoEncoder.encode
+        capture = self
+
+        def encode(self: VideoEncoder, frame: Any = None, pts: int = 0) -> Any:
+            if frame is not None:
+                capture._record(self, frame)
+            return original(self, frame, pts)
+
+        VideoEncoder.encode = encode  # type: ignore[method-assign]
+
+    def start(self) -> None:
+        with self._lock:
+            self._file = self.path.open("wb")
+
+    def _record(self, encoder: object, frame: Any) -> None:
+        started = time.thread_time()
+        try:
+            self._record_frame(encoder, frame)
+        finally:
+            self.cpu_s += time.thread_time() - started
+
+    def _record_frame(self, encoder: object, frame: Any) -> None:
+        with self._lock:
+            if self._file is None:
+                return
+            if self._encoder is None:
+                self._encoder = encoder
+            elif encoder is not self._encoder:
+                return
+            if frame is not self._last:
+                self._last = frame
+                image = frame.to_ndarray()  # yuv420p: (h * 3 / 2, w) uint8, planes one after the other
+                self._size = (frame.width, frame.height)
+                image.tofile(self._file)
+                self._count += 1
+            self._ticks.append(self._count - 1)
+
+    def stop(self) -> dict[str, Any]:
+        """Stop recording and write ``path.json``; returns the capture's summary."""
+        with self._lock:
+            if self._file is not None:
+                self._file.close()
+                self._file = None
+            width, height = self._size or (0, 0)
+            ticks, count = list(self._ticks), self._count
+        meta = {"width": width, "height": height, "count": count, "ticks": ticks}
+        Path(f"{self.path}.json").write_text(json.dumps(meta))
+        return {"captured_ticks": len(ticks), "captured_pictures": count, "capture_cpu_s": self.cpu_s}
+
+
+#: The thread group of pyegress's encode thread in :func:`thread_groups`.
+ENCODE_THREAD = "python: pyegress-encode"
+
+
+def discount_capture(result: dict[str, Any]) -> dict[str, Any]:
+    """``result`` of an egress child with the :class:`EncodeCapture` hook's CPU taken out.
+
+    The hook runs on the encode thread between ``start`` and ``stop``, inside both the whole and
+    the steady window: its CPU comes off both, and off the encode thread's group.
+    """
+    hook = float(result.get("capture_cpu_s", 0.0))
+    out = dict(result)
+    for key in ("window_cpu_s", "steady_cpu_s"):
+        if key in out:
+            out[key] = out[key] - hook
+    for key in ("threads", "steady_threads"):
+        if ENCODE_THREAD in out.get(key, {}):
+            out[key] = {**out[key], ENCODE_THREAD: out[key][ENCODE_THREAD] - hook}
+    return out
+
+
+def load_capture(path: Path | str, width: int, height: int) -> tuple[Callable[[int], Any], dict[str, Any]]:
+    """``picture(k)`` replaying what :class:`EncodeCapture` recorded at ``path``, and its summary.
+
+    Every picture is read into memory here, before any timed window; tick ``k`` past the end of
+    the captured sequence wraps around to its start.
+    """
+    import numpy as np
+
+    meta = json.loads(Path(f"{path}.json").read_text())
+    if (meta["width"], meta["height"]) != (width, height) or not meta["ticks"]:
+        raise SystemExit(
+            f"{path}: captured {meta['count']} pictures at {meta['width']}x{meta['height']}, "
+            f"{len(meta['ticks'])} ticks; wanted {width}x{height}"
+        )
+    frames = np.fromfile(str(path), dtype=np.uint8).reshape(meta["count"], height * 3 // 2, width)
+    ticks = meta["ticks"]
+
+    def picture(k: int) -> Any:
+        return frames[ticks[k % len(ticks)]]
+
+    summary = {
+        "captured_ticks": len(ticks),
+        "captured_pictures": int(meta["count"]),
+        "captured_bytes": int(frames.nbytes),
+    }
+    return picture, summary
 
 
 # --- children and the loopback server ----------------------------------------------------------

@@ -140,8 +140,14 @@ def main(argv: list[str] | None = None) -> int:
     with RtmpServer(tls=False) as rtmp:
         for kind in ("file", "all", *args.extra):
             argv_child = [
-                "-m", "bench.outputs", "--child", kind,
-                "--seconds", str(args.seconds), "--rtmp-port", str(rtmp.port),
+                "-m",
+                "bench.outputs",
+                "--child",
+                kind,
+                "--seconds",
+                str(args.seconds),
+                "--rtmp-port",
+                str(rtmp.port),
             ]
             run = run_child(kind, argv_child, timeout=args.seconds + 60)
             if run.returncode != 0 or not run.result:
