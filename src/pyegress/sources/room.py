@@ -33,7 +33,7 @@ AUDIO_FRAME_MS = 40
 T = TypeVar("T")
 
 
-def _own_events_only(stream: rtc.VideoStream | rtc.AudioStream, kind: str) -> None:
+def own_events_only(stream: rtc.VideoStream | rtc.AudioStream, kind: str) -> None:
     """Deliver to ``stream`` only its own frame events.
 
     The SDK hands every video (audio) frame event to every video (audio) stream's queue on the
@@ -168,7 +168,7 @@ class RoomSource:
     def pump_video(self, track: rtc.Track, sink: VideoInput[object]) -> None:
         """Feed ``sink`` with decoded I420 frames of ``track`` until it ends."""
         stream = rtc.VideoStream(track, format=rtc.VideoBufferType.I420, capacity=2)
-        _own_events_only(stream, "video_stream_event")
+        own_events_only(stream, "video_stream_event")
 
         async def run() -> None:
             async for ev in stream:
@@ -187,7 +187,7 @@ class RoomSource:
             num_channels=sink.channels,
             frame_size_ms=AUDIO_FRAME_MS,
         )
-        _own_events_only(stream, "audio_stream_event")
+        own_events_only(stream, "audio_stream_event")
         sink.reset()
 
         async def run() -> None:
