@@ -561,13 +561,14 @@ def _report(
         "each tick encoded; its own CPU (thread time, "
         f"{_hook_per_s(egress4):.3f} CPU s / s) is subtracted from pyegress's figures. The bare run "
         "reads the canvases into memory before its timed window and replays that sequence tick by "
-        "tick. That is what the issue asks for (encoding the same canvas with PyAV alone), and it "
-        "matters: real decoded content, which went through the publishers' H.264 encoders, the SDK's "
-        "decoders and the compositor, costs libx264 more than clean synthetic pictures, as the "
-        '"synthetic grid" column shows (the same grid of moving patterns drawn directly, no LiveKit '
-        'and no decoder). That column and "one full-canvas pattern" (a single moving pattern filling '
-        "the canvas) are kept for transparency; they are cheaper to encode and would overstate "
-        "pyegress's overhead.",
+        "tick. That is what the issue asks for (encoding the same canvas with PyAV alone): how much "
+        "x264 spends depends on the pictures, and the composite of received frames (through the "
+        "publishers' H.264 encoders, the SDK's decoders and the compositor) is not a synthetic "
+        'picture. The "synthetic grid" column (the same grid of moving patterns drawn directly, no '
+        'LiveKit, no decoder) and "one full-canvas pattern" (a single moving pattern filling the '
+        f"canvas) are kept for comparison: at 4 @ 720p {_per_s(synth4):.3f} and "
+        f"{_per_s(plains[head.preset]):.3f} CPU s / s against {_per_s(bare4):.3f} for the captured "
+        "canvases.",
         "",
         '"CPU s / s" is user + system CPU of every thread of the child from the start call to the '
         "finished file (pyegress: `start_room_composite_egress` to `stop_egress`; SDK only: connect to "

@@ -379,18 +379,19 @@ def _report(
         "encoded; its own CPU (thread time, "
         f"{egress.result.get('capture_cpu_s', 0.0) / recorded:.3f} CPU s / s) is subtracted from "
         "pyegress's figures. The bare run reads the frames into memory before its timed window and "
-        "replays that sequence tick by tick. That is what the "
-        "issue asks for (the bare cost of encoding the same frames with PyAV alone), and it matters: "
-        "real decoded content, which went through the publisher's H.264 encoder and the SDK's "
-        "decoder, costs libx264 more than clean synthetic pictures, as the synthetic rows show (the "
-        "publisher's moving pattern drawn directly, no LiveKit and no decoder). Those rows are kept "
-        "for transparency; they are cheaper to encode and would overstate pyegress's overhead.",
+        "replays that sequence tick by tick. That is what the issue asks for (the bare cost of "
+        "encoding the same frames with PyAV alone): how much x264 spends depends on the pictures, "
+        "and received frames (through the publisher's H.264 encoder and the SDK's decoder) are not "
+        "the synthetic pattern. The synthetic rows (the publisher's moving pattern drawn directly, no "
+        f"LiveKit, no decoder) are kept for comparison: in this run {_per_s(synth):.3f} CPU s / s "
+        f"against {base:.3f} for the captured frames.",
         "",
         '"CPU s / recorded s" is user + system CPU of every thread of the child between the start '
         "call and the finished file (pyegress: `start_track_composite_egress` to `stop_egress`; bare: "
         "container open to close), over the seconds recorded. It includes the LiveKit SDK's "
         "receive, jitter-buffer and H.264 decode threads, which the SDK-only row shows alone; "
-        'nothing is subtracted. "Whole process" also counts interpreter start-up and imports '
+        'nothing is subtracted but the capture hook\'s own CPU. "Whole process" also counts '
+        "interpreter start-up and imports "
         "(kernel `wait4` accounting; for the captured run also reading its pictures in); peak RSS is "
         f"the whole child's (the captured run's holds its {preloaded:.0f} MiB of preloaded pictures). "
         "The synthetic runs build each frame with `PatternGenerator` "
