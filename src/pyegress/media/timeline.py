@@ -3,8 +3,10 @@
 Output time ``t`` corresponds to monotonic wall time ``t0 + t``. Video keeps a short history of
 (arrival, frame) and each tick takes the newest frame that had arrived by then, so the output
 is constant frame rate whatever the sender does (pauses, variable fps, mute). Audio is written
-at the sample position its arrival implies, continuously while the sender's clock agrees with
-ours, re-anchored when it drifts; what is missing reads as silence.
+at the sample position its arrival implies: continuously, chunk after chunk; small, slow
+differences between that position and the arrival (the receiver's jitter buffer settling, clock
+drift) are absorbed by stretching or squeezing chunks by at most ``SLEW``; a large jump (a pause,
+a new path) re-anchors at once. What is missing reads as silence.
 """
 
 from __future__ import annotations
@@ -16,6 +18,26 @@ from typing import Generic, TypeVar
 import numpy as np
 
 T = TypeVar("T")
+
+#: Most a chunk of audio is stretched or squeezed to follow its arrival times (1 %: 0.4 ms per
+#: 40 ms chunk, a 17-cent pitch change while it lasts).
+SLEW = 0.01
+#: Differences smaller than this (seconds) are arrival jitter, left alone.
+SLEW_DEADBAND = 0.004
+#: A chunk arriving more than this many drift tolerances away from where it continues is out
+#: of line (an outlier, or the first chunk after a jump).
+JUMP_FACTOR = 3
+
+
+def stretch(samples: np.ndarray, count: int) -> np.ndarray:
+    """``samples`` (n, channels) resampled to ``count`` frames by linear interpolation, int16."""
+    n = len(samples)
+    if count == n or n < 2:
+        return samples
+    at = np.linspace(0.0, n - 1, count)
+    cols = [np.interp(at, np.arange(n), samples[:, c]) for c in range(samples.shape[1])]
+    out: np.ndarray = np.rint(np.stack(cols, axis=1)).astype(np.int16)
+    return out
 
 
 class VideoInput(Generic[T]):
@@ -66,15 +88,19 @@ class AudioInput:
         self._write_pos: int | None = None
         self._offset = 0.0  # smoothed (arrival position - continuous position), samples
         self._tolerance = drift_tolerance * sample_rate
+        self._deadband = SLEW_DEADBAND * sample_rate
+        self._jumps = 0  # consecutive chunks far out of line
         self._lock = threading.Lock()
         self.samples_in = 0
         self.reanchors = 0
+        self.slewed = 0  # samples added (+) or removed (-) by stretching, in total
 
     def reset(self) -> None:
         """Forget continuity (a new track); the next chunk anchors by its arrival."""
         with self._lock:
             self._write_pos = None
             self._offset = 0.0
+            self._jumps = 0
 
     def push(self, samples: np.ndarray, arrival: float) -> None:
         """Write ``samples`` (n, channels) that finished arriving at monotonic ``arrival``."""
@@ -83,12 +109,27 @@ class AudioInput:
         with self._lock:
             if self._write_pos is None:
                 self._write_pos = expected
+            elif abs(expected - self._write_pos) > JUMP_FACTOR * self._tolerance:
+                # far out of line: one such chunk is an outlier (written in sequence, not averaged
+                # in); two in a row are a jump (a pause, a new path): re-anchor where they arrive
+                self._jumps += 1
+                if self._jumps >= 2:
+                    self._write_pos, self._offset, self._jumps = expected, 0.0, 0
+                    self.reanchors += 1
             else:
+                self._jumps = 0
                 self._offset = 0.9 * self._offset + 0.1 * (expected - self._write_pos)
                 if abs(self._offset) > self._tolerance:
                     self._write_pos += int(self._offset)
                     self._offset = 0.0
                     self.reanchors += 1
+                elif abs(self._offset) > self._deadband:  # follow slowly: stretch or squeeze
+                    limit = max(1, int(n * SLEW))
+                    k = int(max(-limit, min(limit, round(self._offset))))
+                    samples = stretch(samples, n + k)
+                    n += k
+                    self._offset -= k  # the write position moves by k: so does the difference
+                    self.slewed += k
             start = self._write_pos
             self._write_pos += n
             self.samples_in += n

@@ -22,10 +22,13 @@ log = logging.getLogger("pyegress.source")
 #: frame when a track ends), never real pictures.
 MIN_FRAME_SIDE = 16
 
-#: How much later than video the SDK delivers audio of the same instant (its audio jitter
-#: buffer), measured through a loopback livekit-server: ~20-45 ms. Audio arrival times are
-#: moved earlier by this much so both land where they were captured.
-AUDIO_PATH_DELAY = 0.025
+#: How much later than video the SDK delivers audio of the same instant, measured through a
+#: loopback livekit-server: the SDK's track stats show an audio jitter buffer of ~30 ms (46 ms
+#: in the first second) against ~13 ms for video, and a video frame waits 0-33 ms for its
+#: output tick. Audio arrival times are moved earlier by this much so both land where they
+#: were captured; it centres the A/V offsets the tests measure (medians -28..+25 ms over 12
+#: runs, most within +-10 ms; 25 ms left them at -1..+30).
+AUDIO_PATH_DELAY = 0.035
 
 #: Audio arrives in chunks this long: fewer, larger chunks cost the SDK and the event loop less
 #: (measured: about 0.07 of the track composite's CPU ratio against 10 ms chunks).

@@ -1,0 +1,75 @@
+"""The audio timeline without a server: continuity under jitter, slow following, re-anchoring."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from pyegress.media.timeline import SLEW, AudioInput, stretch
+
+RATE = 48000
+CHUNK = 1920  # 40 ms, as the SDK hands them over
+
+
+def _tone(start: int, count: int) -> np.ndarray:
+    t = np.arange(start, start + count) / RATE
+    mono = (8000 * np.sin(2 * np.pi * 440.0 * t)).astype(np.int16)
+    return np.stack([mono, mono], axis=1)
+
+
+def _feed(inp: AudioInput, chunks: int, arrival_shift: list[float], jitter: float = 0.0) -> None:
+    """Push ``chunks`` consecutive chunks; chunk ``i`` arrives ``arrival_shift[i]`` s late (+ jitter)."""
+    rng = np.random.default_rng(7)
+    for i in range(chunks):
+        end = (i + 1) * CHUNK / RATE
+        inp.push(_tone(i * CHUNK, CHUNK), inp.t0 + end + arrival_shift[i] + rng.uniform(-jitter, jitter))
+
+
+def test_jittery_arrivals_stay_continuous() -> None:
+    """±8 ms of arrival jitter: no re-anchor, nothing stretched, the tone reads back unbroken."""
+    inp = AudioInput(RATE, 2, t0=100.0)
+    _feed(inp, 100, [0.0] * 100, jitter=0.008)
+    assert inp.reanchors == 0
+    assert abs(inp.slewed) <= 0.004 * RATE  # at most the dead band's worth, if anything
+    out = inp.read(0, 100 * CHUNK)[:, 0].astype(np.int32)
+    assert np.abs(np.diff(out)).max() < 800  # a 440 Hz tone at 8000 never steps this much: no gap
+
+
+def test_slowly_moving_arrivals_are_followed_without_a_jump() -> None:
+    """Arrivals that settle 16 ms earlier over 2 s (a jitter buffer draining): followed by squeezing."""
+    inp = AudioInput(RATE, 2, t0=100.0)
+    shift = [0.016 * max(0.0, 1 - i / 50) for i in range(150)]  # 16 ms late at first, 0 after 2 s
+    _feed(inp, 150, shift)
+    assert inp.reanchors == 0
+    moved = -inp.slewed / RATE
+    assert 0.011 <= moved <= 0.017, moved  # followed to within the dead band
+    assert inp.slewed >= -int(150 * CHUNK * SLEW)  # never faster than the slew limit
+    out = inp.read(0, 150 * CHUNK)[:, 0].astype(np.int32)
+    assert np.abs(np.diff(out[: 148 * CHUNK])).max() < 800  # no gap, no click
+
+
+def test_a_pause_reanchors_at_once() -> None:
+    """A 300 ms jump in arrival (the sender paused): from the second chunk on, audio lands where it
+    arrived (the first is taken for an outlier and continues the sound); one outlier alone moves
+    nothing."""
+    inp = AudioInput(RATE, 2, t0=100.0)
+    _feed(inp, 60, [0.0] * 30 + [0.3] * 30)
+    assert inp.reanchors == 1
+    out = inp.read(0, 60 * CHUNK + int(0.3 * RATE))[:, 0]
+    assert out[30 * CHUNK : 31 * CHUNK].any()
+    gap = out[31 * CHUNK + 100 : 31 * CHUNK + int(0.28 * RATE)]
+    assert not gap.any()  # silence where nothing arrived
+    assert out[31 * CHUNK + int(0.3 * RATE) + 100 :].any()
+
+    lone = AudioInput(RATE, 2, t0=100.0)
+    _feed(lone, 60, [0.0] * 30 + [0.3] + [0.0] * 29)
+    assert lone.reanchors == 0
+    assert np.abs(np.diff(lone.read(0, 60 * CHUNK)[:, 0].astype(np.int32))).max() < 800
+
+
+def test_stretch_keeps_the_waveform() -> None:
+    """Stretching by 1 % changes the length and nothing else audible (same level, same shape)."""
+    x = _tone(0, CHUNK)
+    y = stretch(x, CHUNK + 19)
+    assert y.shape == (CHUNK + 19, 2) and y.dtype == np.int16
+    assert abs(int(np.abs(y).max()) - int(np.abs(x).max())) <= 80
+    assert y[0, 0] == x[0, 0] and y[-1, 0] == x[-1, 0]
