@@ -125,3 +125,18 @@ def test_slightly_larger_screen_share_is_scaled_not_cropped() -> None:
     tile = fit_tile(_frame(src), 628, 348, cover=False)
     y, _, _ = planes(tile, 628, 348)
     assert y[:, :12].max() > 200
+
+
+def test_simulcast_layer_fits_the_tile() -> None:
+    """The smallest of LiveKit's layers (full, half, quarter) that fills the tile; off screen: smallest."""
+    from livekit import rtc
+
+    from pyegress.recorders.room_composite import simulcast_layer
+
+    q = rtc.VideoQuality
+    assert simulcast_layer(1280, 720, (240, 136)) == q.VIDEO_QUALITY_LOW
+    assert simulcast_layer(1280, 720, (628, 348)) == q.VIDEO_QUALITY_MEDIUM
+    assert simulcast_layer(1280, 720, (628, 704)) == q.VIDEO_QUALITY_HIGH  # tall cell: height decides
+    assert simulcast_layer(1280, 720, (1016, 720)) == q.VIDEO_QUALITY_HIGH
+    assert simulcast_layer(1280, 720, None) == q.VIDEO_QUALITY_LOW
+    assert simulcast_layer(0, 0, (100, 100)) == q.VIDEO_QUALITY_HIGH  # size unknown: do not guess

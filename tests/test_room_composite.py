@@ -303,3 +303,49 @@ async def test_ends_when_room_is_deleted_and_shows_placeholders(
     # the audio-only participant gets a placeholder tile (grey, with initials), not black
     tile = region_color(path, t, (700, 100, 1250, 620))
     assert 25 < tile[0] < 90 and near(tile, (tile[0], tile[0], tile[0]), 12), tile
+
+
+async def test_simulcast_layers_follow_tile_sizes(
+    livekit_server: LiveKitServer, service: pyegress.EgressService, room_name: str
+) -> None:
+    """Each simulcast camera arrives at the layer its tile needs: the speaker's full size, the strip's
+    quarter size; a layout change that makes the strip tile big asks for the big layer again."""
+    kw: dict[str, object] = {"width": 1280, "height": 720, "fps": 15, "simulcast": True}
+    a = await join(livekit_server, room_name, "a", color=RED, marker_interval=NO_MARKERS, **kw)
+    b = await join(livekit_server, room_name, "b", color=BLUE, audio=False, marker_interval=NO_MARKERS, **kw)
+    info = await start(service, room_name, "speaker")
+    recorder = service.recorder(info.egress_id)
+    assert isinstance(recorder, pyegress.RoomCompositeRecorder) and recorder.compositor is not None
+    comp = recorder.compositor
+
+    def received(identity: str) -> int:
+        cam = comp.participants[identity].camera
+        frame = cam.at(time.monotonic()) if cam is not None else None
+        return int(getattr(frame, "width", 0))
+
+    async def until(check: object, timeout: float = 10.0) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if check():  # type: ignore[operator]
+                return True
+            await asyncio.sleep(0.25)
+        return False
+
+    # a speaks (main area, 1016x720): full size; b sits in the strip (~240x136): the 320x180 layer
+    assert await until(lambda: received("a") >= 1280 and received("b") <= 320), (received("a"), received("b"))
+    await asyncio.sleep(1.5)
+    assert received("b") <= 320
+    t_small = (time.time_ns() - (await _started(service, info)).started_at) / 1e9 - 0.5
+    await service.update_layout(pe.UpdateLayoutRequest(egress_id=info.egress_id, layout="grid"))
+    # side by side, each tile 628x704: b needs its full-size layer again
+    assert await until(lambda: received("b") >= 1280), received("b")
+    await asyncio.sleep(1.0)
+    final = await service.stop_egress(pe.StopEgressRequest(egress_id=info.egress_id))
+    for p in (a, b):
+        await p.stop()
+    path = final.file_results[0].filename
+    check_file_result(final)
+    # the picture is right with the small layer too: b's colour in the strip, a's in the main area
+    assert near(region_color(path, t_small, box(500, 360, 40)), RED)
+    strip = [region_color(path, t_small, box(1152, y, 10)) for y in range(60, 700, 20)]
+    assert any(near(s, BLUE) for s in strip)

@@ -50,6 +50,7 @@ class Tile:
     label: str
     frame: object | None  # an SDK VideoFrame or av.VideoFrame; None draws a placeholder
     cover: bool  # crop to fill (cameras) or letterbox (screen shares)
+    who: tuple[str, bool] = ("", False)  # (identity, screen share?) whose video this is
 
 
 class Painter:
@@ -232,6 +233,11 @@ class Compositor:
         self._painter = Painter()  # the canvas kept between renders (encode thread)
         self._last_key: tuple[object, ...] = ()
 
+    def tile_sizes(self) -> dict[tuple[str, bool], tuple[int, int]]:
+        """(width, height) of each video's tile in the latest scene, by (identity, screen share?)."""
+        scene = self._last
+        return {t.who: (t.rect.w, t.rect.h) for t in scene.tiles} if scene is not None else {}
+
     def join(self, identity: str, name: str) -> Participant:
         """Add a participant (idempotent); tiles follow join order."""
         p = self.participants.get(identity)
@@ -298,13 +304,13 @@ class Compositor:
         cams: list[tuple[Participant, object | None]],
     ) -> list[Tile]:
         W, H = self.width, self.height
-        share_tiles = [(f"{p.name} (screen)", f, False) for p, f in shares]
-        cam_tiles = [(p.name, f, True) for p, f in cams]
+        share_tiles = [(f"{p.name} (screen)", f, False, (p.identity, True)) for p, f in shares]
+        cam_tiles = [(p.name, f, True, (p.identity, False)) for p, f in cams]
         if self.layout.kind == "grid":
             items = share_tiles + cam_tiles
             return [
-                Tile(r, lab, f, cover)
-                for r, (lab, f, cover) in zip(grid(len(items), W, H), items, strict=True)
+                Tile(r, lab, f, cover, who)
+                for r, (lab, f, cover, who) in zip(grid(len(items), W, H), items, strict=True)
             ]
         # speaker / single-speaker: a screen share takes precedence, else the active speaker
         if share_tiles:
@@ -318,6 +324,6 @@ class Compositor:
         if self.layout.kind == "single-speaker":
             rest = []
         main_rect, strip = speaker(len(rest), W, H)
-        tiles = [Tile(main_rect, main[0], main[1], main[2])]
-        tiles += [Tile(r, lab, f, cover) for r, (lab, f, cover) in zip(strip, rest, strict=True)]
+        tiles = [Tile(main_rect, *main)]
+        tiles += [Tile(r, lab, f, cover, who) for r, (lab, f, cover, who) in zip(strip, rest, strict=True)]
         return tiles

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
 from livekit import rtc
@@ -14,7 +15,30 @@ from ..media.mixer import Mixer, Mixing, SpeakerTracker
 from ..media.pipeline import MIX_CHANNELS, MIX_RATE
 from .base import Media, Recorder
 
+log = logging.getLogger("pyegress.room_composite")
+
 _VIDEO_SOURCES = {rtc.TrackSource.SOURCE_CAMERA: False, rtc.TrackSource.SOURCE_SCREENSHARE: True}
+
+#: How often the simulcast layers are matched to the tiles (seconds).
+LAYER_INTERVAL = 1.0
+#: A layer may be this much smaller than its tile before a larger one is asked for.
+LAYER_SLACK = 0.9
+_LAYERS = ((4, rtc.VideoQuality.VIDEO_QUALITY_LOW), (2, rtc.VideoQuality.VIDEO_QUALITY_MEDIUM))
+
+
+def simulcast_layer(width: int, height: int, tile: tuple[int, int] | None) -> int:
+    """The simulcast layer of a ``width`` x ``height`` video that fills ``tile`` without upscaling
+    much: LiveKit's layers are the full size, half and a quarter; a video not on screen gets the
+    smallest (it is still decoded, to be ready when it shows)."""
+    if tile is None:
+        return rtc.VideoQuality.VIDEO_QUALITY_LOW
+    if width <= 0 or height <= 0:
+        return rtc.VideoQuality.VIDEO_QUALITY_HIGH
+    tw, th = tile
+    for div, quality in _LAYERS:
+        if width / div >= LAYER_SLACK * tw and height / div >= LAYER_SLACK * th:
+            return quality
+    return rtc.VideoQuality.VIDEO_QUALITY_HIGH
 
 
 class RoomCompositeRecorder(Recorder):
@@ -34,6 +58,8 @@ class RoomCompositeRecorder(Recorder):
         self.mixer: Mixer | None = None
         self.speakers = SpeakerTracker()
         self._watch: asyncio.Task[None] | None = None
+        self._layer_task: asyncio.Task[None] | None = None
+        self.layers: dict[str, int] = {}  # the simulcast layer asked for, by track sid
 
     # --- public -------------------------------------------------------------------------
 
@@ -71,6 +97,8 @@ class RoomCompositeRecorder(Recorder):
         self.source.on("track_unmuted", lambda p, pub: self._muted(p, pub, False))
         self.source.on("active_speakers_changed", self._room_speakers)
         self._watch = asyncio.get_running_loop().create_task(self._end_when_empty(self.empty_timeout))
+        if self.compositor is not None:
+            self._layer_task = asyncio.get_running_loop().create_task(self._match_layers())
         audio_sources = [_SpeakerProbe(self.mixer, self.speakers, self.compositor, t0)] if self.mixer else []
         return self.compositor, audio_sources
 
@@ -112,12 +140,31 @@ class RoomCompositeRecorder(Recorder):
         if self.mixer is None and self.compositor is not None and speakers:
             self.compositor.speaker = speakers[0].identity  # video only: the server's choice
 
+    async def _match_layers(self) -> None:
+        """Ask for the simulcast layer that fits each video's tile, as a browser's adaptive stream
+        does: a 720p camera in a quarter of a 720p grid arrives at 360p (a quarter of the decode)."""
+        while self.compositor is not None:
+            await asyncio.sleep(LAYER_INTERVAL)
+            sizes = self.compositor.tile_sizes()
+            for participant, pub in self.source.publications():
+                if pub.source not in _VIDEO_SOURCES or not pub.simulcasted or not pub.subscribed:
+                    continue
+                tile = sizes.get((participant.identity, _VIDEO_SOURCES[pub.source]))
+                layer = simulcast_layer(pub.width, pub.height, tile)
+                if self.layers.get(pub.sid) != layer:
+                    try:
+                        pub.set_video_quality(layer)  # type: ignore[arg-type]
+                        self.layers[pub.sid] = layer
+                    except Exception as e:  # a publication that went away meanwhile
+                        log.debug("simulcast layer for %s not set: %s", pub.sid, e)
+
     async def _run(self) -> None:
         try:
             await super()._run()
         finally:
-            if self._watch is not None:
-                self._watch.cancel()
+            for task in (self._watch, self._layer_task):
+                if task is not None:
+                    task.cancel()
 
 
 def _join_time(p: rtc.RemoteParticipant) -> float:

@@ -54,6 +54,10 @@ def find_server_binary() -> Path:
     )
 
 
+#: Starts tried when a port picked as free is taken before the server binds it.
+_START_ATTEMPTS = 3
+
+
 def _free_tcp_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
@@ -185,6 +189,26 @@ class LiveKitServer:
         binary = self._binary or find_server_binary()
         if not (binary.is_file() and os.access(binary, os.X_OK)):
             raise LiveKitServerError(f"livekit-server binary {binary} is not executable")
+        for attempt in range(_START_ATTEMPTS):
+            self._launch(binary)
+            deadline = time.monotonic() + self.start_timeout
+            while time.monotonic() < deadline:
+                assert self._proc is not None
+                if self._proc.poll() is not None:
+                    # a port found free was taken before the server bound it: new ports, again
+                    if "address already in use" in self.log_tail() and attempt + 1 < _START_ATTEMPTS:
+                        self.stop()
+                        break
+                    raise self._fail(f"process exited with code {self._proc.returncode}")
+                if self._http_ok():
+                    return self
+                time.sleep(0.1)
+            else:
+                raise self._fail(f"HTTP port {self.port} did not answer within {self.start_timeout}s")
+        raise self._fail("no free ports")  # not reached: the last attempt raises above
+
+    def _launch(self, binary: Path) -> None:
+        """Pick free ports, write the config and spawn the server (not waited for)."""
         self._tmpdir = tempfile.TemporaryDirectory(prefix="pyegress-lk-")
         tmp = Path(self._tmpdir.name)
         self.port = _free_tcp_port()
@@ -211,14 +235,6 @@ class LiveKitServer:
                 )
             except OSError as e:
                 raise self._fail(f"cannot execute {binary}: {e}") from e
-        deadline = time.monotonic() + self.start_timeout
-        while time.monotonic() < deadline:
-            if self._proc.poll() is not None:
-                raise self._fail(f"process exited with code {self._proc.returncode}")
-            if self._http_ok():
-                return self
-            time.sleep(0.1)
-        raise self._fail(f"HTTP port {self.port} did not answer within {self.start_timeout}s")
 
     def stop(self, timeout: float = 5.0) -> None:
         """Terminate the server (kill after ``timeout``); the process is always reaped."""
