@@ -59,6 +59,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--color", type=_color, default=None, help="solid colour R,G,B")
     p.add_argument("--marker-interval", type=float, default=1.0)
     p.add_argument("--vfr", action="store_true", help="irregular 10-120 ms frame gaps")
+    p.add_argument("--simulcast", action="store_true", help="publish full, half and quarter size layers")
     p.add_argument("--duration", type=float, default=None, help="seconds (default: forever)")
     return p
 
@@ -80,6 +81,7 @@ async def _run(args: argparse.Namespace) -> None:
         color=args.color,
         marker_interval=args.marker_interval,
         vfr=args.vfr,
+        simulcast=args.simulcast,
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
