@@ -97,7 +97,7 @@ class RoomCompositeRecorder(Recorder):
         self.source.on("track_unmuted", lambda p, pub: self._muted(p, pub, False))
         self.source.on("active_speakers_changed", self._room_speakers)
         self._watch = asyncio.get_running_loop().create_task(self._end_when_empty(self.empty_timeout))
-        if self.compositor is not None:
+        if self.compositor is not None and self.source.owns_room:  # never re-tune an app's own room
             self._layer_task = asyncio.get_running_loop().create_task(self._match_layers())
         audio_sources = [_SpeakerProbe(self.mixer, self.speakers, self.compositor, t0)] if self.mixer else []
         return self.compositor, audio_sources

@@ -89,6 +89,11 @@ class RoomSource:
         self.on("track_published", lambda *_: self._changed.set())
         self.on("track_subscribed", lambda *_: self._changed.set())
 
+    @property
+    def owns_room(self) -> bool:
+        """True when the recorder joined by itself (not an application's ``rtc.Room``)."""
+        return self._own
+
     def on(self, event: rtc.room.EventTypes, handler: Callable[..., Any]) -> None:
         """Listen to a room event until ``close``."""
         self.room.on(event, handler)
