@@ -201,11 +201,10 @@ async def _sdk_child(args: argparse.Namespace) -> dict[str, Any]:
     import os
 
     import numpy as np
-    from livekit import api, rtc
+    from livekit import rtc
 
     from pyegress.sources import room as source
 
-    audio_ms = source.AUDIO_FRAME_MS
     counts = {"video": 0, "audio": 0}
     seen: set[str] = set()
     all_video = asyncio.Event()
@@ -215,8 +214,7 @@ async def _sdk_child(args: argparse.Namespace) -> dict[str, Any]:
     streams: list[Any] = []
 
     async def pull_video(track: rtc.Track, who: str) -> None:
-        stream = rtc.VideoStream(track, format=rtc.VideoBufferType.I420, capacity=2)
-        source.own_events_only(stream, "video_stream_event")  # delivered as pyegress has them delivered
+        stream = source.video_stream(track)  # opened as pyegress opens it
         streams.append(stream)
         async for ev in stream:
             np.frombuffer(ev.frame.data, np.uint8)
@@ -226,8 +224,7 @@ async def _sdk_child(args: argparse.Namespace) -> dict[str, Any]:
                 all_video.set()
 
     async def pull_audio(track: rtc.Track) -> None:
-        stream = rtc.AudioStream(track, sample_rate=48000, num_channels=2, frame_size_ms=audio_ms)
-        source.own_events_only(stream, "audio_stream_event")
+        stream = source.audio_stream(track, 48000, 2)
         streams.append(stream)
         async for ev in stream:
             np.frombuffer(ev.frame.data, np.int16)
@@ -244,14 +241,8 @@ async def _sdk_child(args: argparse.Namespace) -> dict[str, Any]:
 
     room.on("track_subscribed", subscribed)
     room.on("track_published", published)
-    token = (
-        api.AccessToken(os.environ["LIVEKIT_API_KEY"], os.environ["LIVEKIT_API_SECRET"])
-        .with_identity("bench-sdk-only")
-        .with_kind("egress")
-        .with_grants(
-            api.VideoGrants(room_join=True, room=args.room, hidden=True, recorder=True, can_publish=False)
-        )
-        .to_jwt()
+    token = source.recorder_token(
+        os.environ["LIVEKIT_API_KEY"], os.environ["LIVEKIT_API_SECRET"], "bench-sdk-only", args.room
     )
     threads0 = thread_cpu()
     cpu0, t0 = self_cpu(), time.monotonic()

@@ -140,7 +140,7 @@ async def _egress_child(args: argparse.Namespace) -> dict[str, Any]:
 
 async def _sdk_child(args: argparse.Namespace) -> dict[str, Any]:
     import numpy as np
-    from livekit import api, rtc
+    from livekit import rtc
 
     counts = {"video": 0, "audio": 0}
     sizes: dict[str, int] = {}
@@ -148,12 +148,10 @@ async def _sdk_child(args: argparse.Namespace) -> dict[str, Any]:
     room = rtc.Room()
     tasks: list[asyncio.Task[None]] = []
 
-    from pyegress.sources.room import AUDIO_FRAME_MS, own_events_only
+    from pyegress.sources.room import audio_stream, recorder_token, video_stream
 
     async def pull_video(track: rtc.Track) -> None:
-        stream = rtc.VideoStream(track, format=rtc.VideoBufferType.I420, capacity=2)
-        own_events_only(stream, "video_stream_event")  # delivered as pyegress has them delivered
-        async for ev in stream:
+        async for ev in video_stream(track):  # opened as pyegress opens it
             np.frombuffer(ev.frame.data, np.uint8)
             key = f"{ev.frame.width}x{ev.frame.height}"
             sizes[key] = sizes.get(key, 0) + 1
@@ -161,9 +159,7 @@ async def _sdk_child(args: argparse.Namespace) -> dict[str, Any]:
             first_video.set()
 
     async def pull_audio(track: rtc.Track) -> None:
-        stream = rtc.AudioStream(track, sample_rate=MIX_RATE, num_channels=2, frame_size_ms=AUDIO_FRAME_MS)
-        own_events_only(stream, "audio_stream_event")
-        async for ev in stream:
+        async for ev in audio_stream(track, MIX_RATE, 2):
             np.frombuffer(ev.frame.data, np.int16)
             counts["audio"] += 1
 
@@ -172,14 +168,8 @@ async def _sdk_child(args: argparse.Namespace) -> dict[str, Any]:
         tasks.append(asyncio.get_running_loop().create_task(pull(track)))
 
     room.on("track_subscribed", subscribed)
-    token = (
-        api.AccessToken(os.environ["LIVEKIT_API_KEY"], os.environ["LIVEKIT_API_SECRET"])
-        .with_identity("bench-sdk-only")
-        .with_kind("egress")
-        .with_grants(
-            api.VideoGrants(room_join=True, room=args.room, hidden=True, recorder=True, can_publish=False)
-        )
-        .to_jwt()
+    token = recorder_token(
+        os.environ["LIVEKIT_API_KEY"], os.environ["LIVEKIT_API_SECRET"], "bench-sdk-only", args.room
     )
     threads0 = thread_cpu()
     cpu0, t0 = self_cpu(), time.monotonic()

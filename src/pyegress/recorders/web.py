@@ -17,6 +17,7 @@ from ..errors import SourceError
 from ..info import set_status
 from ..media.pipeline import MIX_CHANNELS, MIX_RATE
 from ..media.timeline import VideoInput
+from ..sources.room import recorder_token
 from ..sources.web import LAYOUT_EVENT, PageAudio, PageSource
 from .base import Media, Recorder
 
@@ -172,24 +173,13 @@ class TemplateRecorder(_PageRecorder):
         return urllib.parse.urlunsplit(base._replace(query=urllib.parse.urlencode(query)))
 
     def _token(self) -> str:
-        return (
-            api.AccessToken(self._lk_key, self._lk_secret)
-            .with_identity(self.page_identity)
-            .with_name("recorder")
-            .with_kind("egress")
-            .with_metadata(json.dumps({"layout": self.layout}))
-            .with_grants(
-                api.VideoGrants(
-                    room_join=True,
-                    room=self.config.room_name,
-                    hidden=True,
-                    recorder=True,
-                    can_subscribe=True,
-                    can_publish=False,
-                    can_publish_data=False,
-                )
-            )
-            .to_jwt()
+        return recorder_token(
+            self._lk_key,
+            self._lk_secret,
+            self.page_identity,
+            self.config.room_name,
+            name="recorder",
+            metadata=json.dumps({"layout": self.layout}),
         )
 
     async def _push_layout(self, layout: str) -> None:

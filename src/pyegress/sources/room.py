@@ -63,6 +63,43 @@ def own_events_only(stream: rtc.VideoStream | rtc.AudioStream, kind: str) -> Non
         log.debug("frame events not narrowed (%s): %s", kind, e)
 
 
+def video_stream(track: rtc.Track) -> rtc.VideoStream:
+    """The decoded I420 frames of ``track`` as pyegress pulls them (two frames of slack)."""
+    stream = rtc.VideoStream(track, format=rtc.VideoBufferType.I420, capacity=2)
+    own_events_only(stream, "video_stream_event")
+    return stream
+
+
+def audio_stream(track: rtc.Track, sample_rate: int, channels: int) -> rtc.AudioStream:
+    """The PCM of ``track`` as pyegress pulls it: resampled by the SDK, ``AUDIO_FRAME_MS`` chunks."""
+    stream = rtc.AudioStream(
+        track, sample_rate=sample_rate, num_channels=channels, frame_size_ms=AUDIO_FRAME_MS
+    )
+    own_events_only(stream, "audio_stream_event")
+    return stream
+
+
+def recorder_token(
+    api_key: str, api_secret: str, identity: str, room: str, *, name: str = "", metadata: str = ""
+) -> str:
+    """A join token for a recorder: kind egress, hidden, subscribe only."""
+    grants = api.VideoGrants(
+        room_join=True,
+        room=room,
+        hidden=True,
+        recorder=True,
+        can_publish=False,
+        can_publish_data=False,
+        can_subscribe=True,
+    )
+    token = api.AccessToken(api_key, api_secret).with_identity(identity).with_kind("egress")
+    if name:
+        token = token.with_name(name)
+    if metadata:
+        token = token.with_metadata(metadata)
+    return token.with_grants(grants).to_jwt()
+
+
 class RoomSource:
     """Frames and events of one room, for one recorder. Knows nothing about encoding."""
 
@@ -112,23 +149,7 @@ class RoomSource:
         if not (self._url and self._key and self._secret):
             raise SourceError("url/api_key/api_secret: needed to join the room (or pass an rtc.Room)")
         await self._wait_for_room(wait)
-        token = (
-            api.AccessToken(self._key, self._secret)
-            .with_identity(self._identity)
-            .with_kind("egress")
-            .with_grants(
-                api.VideoGrants(
-                    room_join=True,
-                    room=self.room_name,
-                    hidden=True,
-                    recorder=True,
-                    can_publish=False,
-                    can_publish_data=False,
-                    can_subscribe=True,
-                )
-            )
-            .to_jwt()
-        )
+        token = recorder_token(self._key, self._secret, self._identity, self.room_name)
         try:
             await self.room.connect(self._url, token, rtc.RoomOptions(auto_subscribe=False))
         except Exception as e:
@@ -175,8 +196,7 @@ class RoomSource:
 
     def pump_video(self, track: rtc.Track, sink: VideoInput[object]) -> None:
         """Feed ``sink`` with decoded I420 frames of ``track`` until it ends."""
-        stream = rtc.VideoStream(track, format=rtc.VideoBufferType.I420, capacity=2)
-        own_events_only(stream, "video_stream_event")
+        stream = video_stream(track)
 
         async def run() -> None:
             async for ev in stream:
@@ -189,13 +209,7 @@ class RoomSource:
         self, track: rtc.Track, sink: AudioInput, on_frame: Callable[[], None] | None = None
     ) -> None:
         """Feed ``sink`` with PCM of ``track`` (resampled by the SDK to the sink's format)."""
-        stream = rtc.AudioStream(
-            track,
-            sample_rate=sink.sample_rate,
-            num_channels=sink.channels,
-            frame_size_ms=AUDIO_FRAME_MS,
-        )
-        own_events_only(stream, "audio_stream_event")
+        stream = audio_stream(track, sink.sample_rate, sink.channels)
         sink.reset()
 
         async def run() -> None:
