@@ -291,17 +291,18 @@ def grid_pictures(n: int, width: int, height: int, fps: int, sender_fps: int) ->
     """
     import numpy as np
 
-    from pyegress.media.frames import paste, solid_canvas
+    from pyegress.media.frames import paste, planes, solid_canvas
     from pyegress.media.layout import grid
     from pyegress.testing.signals import PatternGenerator
 
     rects = [(r, PatternGenerator(r.w - r.w % 2, r.h - r.h % 2, sender_fps)) for r in grid(n, width, height)]
     canvas = solid_canvas(width, height)
+    dst = planes(canvas, width, height)
 
     def make(k: int) -> np.ndarray:
         j = k * sender_fps // fps
         for r, gen in rects:
-            paste(canvas, width, height, gen.frame(j), gen.width, gen.height, r.x, r.y)
+            paste(dst, planes(gen.frame(j), gen.width, gen.height), r.x, r.y)
         return canvas
 
     return make

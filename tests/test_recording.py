@@ -89,6 +89,25 @@ async def test_variable_frame_rate_sender_is_not_sped_up(
     assert abs(off.median) <= 0.060, off  # vfr frames land up to 120 ms apart by design
 
 
+async def test_audio_on_a_jittery_network_stays_in_sync_with_the_camera(
+    livekit_server: LiveKitServer, service: pyegress.EgressService, room_name: str
+) -> None:
+    # The publisher sends its audio in bursts 200 ms apart (video evenly): the recorder's audio
+    # jitter buffer grows to absorb it and, uncorrected, audio lands ~170 ms after the picture.
+    async with publisher(livekit_server, room_name, audio_burst=0.2):
+        req = pe.ParticipantEgressRequest(
+            room_name=room_name,
+            identity="alice",
+            advanced=SMALL,
+            file_outputs=[pe.EncodedFileOutput(filepath="jitter.mp4")],
+        )
+        info = await record_for(service, await service.start_participant_egress(req), 8.0)
+    check_file_result(info)
+    off = av_offset(Path(info.file_results[0].filename))
+    assert off.count >= 6, off  # every marker's beep is there: no audio lost to the correction
+    assert abs(off.median) <= 0.040, off
+
+
 async def test_participant_survives_mute_and_republish_and_ends_when_they_leave(
     livekit_server: LiveKitServer, service: pyegress.EgressService, room_name: str
 ) -> None:

@@ -1,10 +1,11 @@
-"""The audio timeline without a server: continuity under jitter, slow following, re-anchoring."""
+"""The timeline without a server: audio continuity under jitter, slow following, re-anchoring;
+video frames never going back in time."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from pyegress.media.timeline import SLEW, AudioInput, stretch
+from pyegress.media.timeline import SLEW, AudioInput, VideoInput, stretch
 
 RATE = 48000
 CHUNK = 1920  # 40 ms, as the SDK hands them over
@@ -73,3 +74,15 @@ def test_stretch_keeps_the_waveform() -> None:
     assert y.shape == (CHUNK + 19, 2) and y.dtype == np.int16
     assert abs(int(np.abs(y).max()) - int(np.abs(x).max())) <= 80
     assert y[0, 0] == x[0, 0] and y[-1, 0] == x[-1, 0]
+
+
+def test_video_frames_hold_or_skip_but_never_go_back() -> None:
+    """Arrival times corrected later then earlier (a lag that grows, then shrinks): a frame
+    pushed with an earlier time than the one before it is not shown before it."""
+    vi: VideoInput[str] = VideoInput()
+    vi.push("a", 10.00)
+    vi.push("b", 10.20)  # placed 170 ms later than it arrived (lag grew)
+    vi.push("c", 10.07)  # lag gone again: it arrived before b's corrected time
+    assert vi.at(10.05) == "a"
+    assert vi.at(10.10) == "a"  # c is not shown ahead of b
+    assert vi.at(10.20) == "c"  # b and c are due together: the newest wins

@@ -2,8 +2,9 @@
 
 The event loop only takes snapshots (:meth:`Compositor.at` returns a :class:`Scene`: which
 frame goes where); the encode thread draws them (:meth:`Scene.render`), with PyAV's swscale for
-scaling and numpy slicing for placement — never per-pixel Python. The canvas is kept between
-renders and only tiles whose frame changed are redrawn. Labels and placeholders are drawn once
+scaling and numpy slicing for placement — never per-pixel Python. Canvases are kept between
+renders (a small ring of frames, handed to the encoder as they are) and only tiles whose frame
+changed are redrawn. Labels and placeholders are drawn once
 with Pillow and cached.
 """
 
@@ -18,7 +19,7 @@ import av
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from .frames import paste, planes, reformat, solid_canvas, to_av
+from .frames import Planes, fill, frame_planes, paste, planes, reformat, solid_canvas, to_av
 from .layout import Layout, Rect, grid, speaker
 from .timeline import VideoInput
 
@@ -54,20 +55,31 @@ class Tile:
 
 
 class Painter:
-    """The canvases kept between renders, one per size (encode thread only).
+    """The canvases kept between renders: per size, a ring of ``RING`` frames (encode thread only).
 
-    A render repaints only the tiles whose frame changed since the previous render (and the
-    whole canvas when the tiles moved, changed labels or theme), then hands the encoder a copy.
+    A render draws into the next frame of the ring and repaints only the tiles whose frame
+    changed since that canvas was last drawn (all of it when the tiles moved, changed labels or
+    theme), then hands the encoder that frame itself: no canvas is allocated or copied per
+    render. A returned frame stays as it is until ``RING - 1`` more renders of its size: the
+    pipeline holds only the latest, and the encoder copies what it encodes.
     """
 
+    RING = 3
+
     def __init__(self) -> None:
-        self._canvases: dict[tuple[int, int], _Canvas] = {}
+        self._rings: dict[tuple[int, int], list[_Canvas]] = {}
+        self._next: dict[tuple[int, int], int] = {}
 
     def canvas(self, width: int, height: int) -> _Canvas:
-        c = self._canvases.get((width, height))
-        if c is None:
-            c = self._canvases[(width, height)] = _Canvas(np.empty((height * 3 // 2, width), np.uint8))
-        return c
+        """The next canvas of ``width`` x ``height`` to draw on."""
+        size = (width, height)
+        ring = self._rings.setdefault(size, [])
+        k = self._next.get(size, 0)
+        self._next[size] = (k + 1) % self.RING
+        if k == len(ring):
+            frame = av.VideoFrame(width, height, "yuv420p")
+            ring.append(_Canvas(frame, frame_planes(frame)))
+        return ring[k]
 
 
 _UNDRAWN = object()
@@ -75,7 +87,8 @@ _UNDRAWN = object()
 
 @dataclass
 class _Canvas:
-    array: np.ndarray
+    frame: av.VideoFrame
+    planes: Planes
     key: tuple[object, ...] = ()
     drawn: list[object] = field(default_factory=list)  # the frame drawn in each tile
 
@@ -93,35 +106,25 @@ class Scene:
     def render(self, width: int, height: int) -> av.VideoFrame:
         """Draw the scene at ``width`` x ``height`` (the layout was computed for that size)."""
         state = self.painter.canvas(width, height)
-        canvas = state.array
+        dst = state.planes
         key = (self.light, tuple((t.rect, t.label, t.cover) for t in self.tiles))
         if key != state.key:
-            bg = _LIGHT_BG if self.light else _DARK_BG
-            for plane, value in zip(planes(canvas, width, height), bg, strict=True):
-                plane[...] = value
+            fill(dst, _LIGHT_BG if self.light else _DARK_BG)
             state.key, state.drawn = key, [_UNDRAWN] * len(self.tiles)
         for i, t in enumerate(self.tiles):
             if state.drawn[i] is t.frame:
-                continue  # unchanged since the last render: already on the canvas
+                continue  # unchanged since this canvas was last drawn: already on it
             r = t.rect
             if t.frame is None:
-                paste(canvas, width, height, _placeholder(t.label, r.w, r.h, self.light), r.w, r.h, r.x, r.y)
+                paste(dst, planes(_placeholder(t.label, r.w, r.h, self.light), r.w, r.h), r.x, r.y)
             else:
-                draw_frame(canvas, width, height, t.frame, r, cover=t.cover, light=self.light)
+                draw_frame(dst, t.frame, r, cover=t.cover, light=self.light)
                 if t.label:
                     lab, lw, lh = _label(t.label, max(14, min(28, r.h // 12)))
                     if lw <= r.w and lh <= r.h:
-                        paste(canvas, width, height, lab, lw, lh, r.x + 4, r.y + r.h - lh - 4)
+                        paste(dst, planes(lab, lw, lh), r.x + 4, r.y + r.h - lh - 4)
             state.drawn[i] = t.frame
-        return av.VideoFrame.from_ndarray(canvas, format="yuv420p")  # a copy: the canvas lives on
-
-
-def _frame_planes(frame: av.VideoFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Read-only Y, U, V views of a ``yuv420p`` frame's planes (no copy; line padding cut off)."""
-    views = []
-    for p in frame.planes:
-        views.append(np.frombuffer(memoryview(p), np.uint8).reshape(p.height, p.line_size)[:, : p.width])
-    return views[0], views[1], views[2]
+        return state.frame
 
 
 def _source(frame: object) -> av.VideoFrame:
@@ -137,10 +140,8 @@ def _source(frame: object) -> av.VideoFrame:
 CROP_SLACK = 0.07
 
 
-def draw_frame(
-    canvas: np.ndarray, cw: int, ch: int, frame: object, rect: Rect, *, cover: bool, light: bool = False
-) -> None:
-    """Draw ``frame`` into ``rect`` of a ``yuv420p`` canvas: cropped to fill (cover) or letterboxed.
+def draw_frame(dst: Planes, frame: object, rect: Rect, *, cover: bool, light: bool = False) -> None:
+    """Draw ``frame`` into ``rect`` of the canvas ``dst``: cropped to fill (cover) or letterboxed.
 
     One swscale pass to the needed size (none when it already has it, or when a camera frame is
     only slightly larger than the tile: see ``CROP_SLACK``), then numpy copies of the cropped
@@ -158,24 +159,28 @@ def draw_frame(
     else:
         scale = min(w / sw, h / sh)
         fw, fh = min(w, max(2, int(sw * scale) // 2 * 2)), min(h, max(2, int(sh * scale) // 2 * 2))
-    scaled = src if (fw, fh) == (sw, sh) else reformat(src, fw, fh)
+    scaled = frame_planes(src if (fw, fh) == (sw, sh) else reformat(src, fw, fh))
     if cover:  # the centre of the scaled frame fills the rect
-        ox, oy, dx, dy, tw, th = (fw - w) // 4 * 2, (fh - h) // 4 * 2, x, y, w, h
+        ox, oy = (fw - w) // 4 * 2, (fh - h) // 4 * 2
+        paste(dst, _crop(scaled, ox, oy, w, h), x, y)
     else:  # the whole scaled frame, centred on the background
-        bg = _LIGHT_BG if light else _DARK_BG
-        for plane, value, div in zip(planes(canvas, cw, ch), bg, (1, 2, 2), strict=True):
-            plane[y // div : (y + h) // div, x // div : (x + w) // div] = value
-        ox, oy, dx, dy, tw, th = 0, 0, x + (w - fw) // 4 * 2, y + (h - fh) // 4 * 2, fw, fh
-    for dst, srcp, div in zip(planes(canvas, cw, ch), _frame_planes(scaled), (1, 2, 2), strict=True):
-        dst[dy // div : (dy + th) // div, dx // div : (dx + tw) // div] = srcp[
-            oy // div : (oy + th) // div, ox // div : (ox + tw) // div
-        ]
+        fill(dst, _LIGHT_BG if light else _DARK_BG, x, y, w, h)
+        paste(dst, scaled, x + (w - fw) // 4 * 2, y + (h - fh) // 4 * 2)
+
+
+def _crop(src: Planes, x: int, y: int, w: int, h: int) -> Planes:
+    """Views of the ``w`` x ``h`` rectangle at even (x, y) of a picture's planes."""
+    return (
+        src[0][y : y + h, x : x + w],
+        src[1][y // 2 : (y + h) // 2, x // 2 : (x + w) // 2],
+        src[2][y // 2 : (y + h) // 2, x // 2 : (x + w) // 2],
+    )
 
 
 def fit_tile(frame: object, w: int, h: int, *, cover: bool, light: bool = False) -> np.ndarray:
     """A ``yuv420p`` ndarray of ``w`` x ``h``: the frame cropped to fill (cover) or letterboxed."""
     tile = solid_canvas(w, h, _LIGHT_BG if light else _DARK_BG)
-    draw_frame(tile, w, h, frame, Rect(0, 0, w, h), cover=cover, light=light)
+    draw_frame(planes(tile, w, h), frame, Rect(0, 0, w, h), cover=cover, light=light)
     return tile
 
 

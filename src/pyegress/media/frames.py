@@ -12,6 +12,9 @@ from livekit import rtc
 # Y, U, V of black in limited-range BT.601.
 BLACK_YUV = (16, 128, 128)
 
+#: Y, U and V planes of an I420 picture as 2-D uint8 arrays (U and V half size each way).
+Planes = tuple[np.ndarray, np.ndarray, np.ndarray]
+
 
 _local = threading.local()
 
@@ -47,12 +50,28 @@ def fit(src_w: int, src_h: int, dst_w: int, dst_h: int) -> tuple[int, int]:
 def solid_canvas(width: int, height: int, yuv: tuple[int, int, int] = BLACK_YUV) -> np.ndarray:
     """An I420 picture in PyAV's ``yuv420p`` ndarray layout (``height*3/2`` rows of ``width``)."""
     arr = np.empty((height * 3 // 2, width), np.uint8)
-    for plane, value in zip(planes(arr, width, height), yuv, strict=True):
-        plane[...] = value
+    fill(planes(arr, width, height), yuv)
     return arr
 
 
-def planes(arr: np.ndarray, width: int, height: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def fill(dst: Planes, yuv: tuple[int, int, int], x: int = 0, y: int = 0, w: int = -1, h: int = -1) -> None:
+    """Paint a rectangle of ``dst`` (all of it by default; even x, y, w, h) one colour."""
+    w, h = dst[0].shape[1] if w < 0 else w, dst[0].shape[0] if h < 0 else h
+    for plane, value, div in zip(dst, yuv, (1, 2, 2), strict=True):
+        plane[y // div : (y + h) // div, x // div : (x + w) // div] = value
+
+
+def frame_planes(frame: av.VideoFrame) -> Planes:
+    """Y, U, V views of a ``yuv420p`` PyAV frame's own memory (no copy; line padding cut off);
+    writing into them draws on the frame."""
+    views = [
+        np.frombuffer(memoryview(p), np.uint8).reshape(p.height, p.line_size)[:, : p.width]
+        for p in frame.planes
+    ]
+    return views[0], views[1], views[2]
+
+
+def planes(arr: np.ndarray, width: int, height: int) -> Planes:
     """Writable Y, U, V views of a ``yuv420p`` ndarray (planes packed one after the other)."""
     flat = arr.reshape(-1)
     ys, cs = width * height, (width // 2) * (height // 2)
@@ -88,13 +107,15 @@ def fit_on_canvas(src: av.VideoFrame, width: int, height: int) -> av.VideoFrame:
     scaled = reformat(src, fw, fh)
     if (fw, fh) == (width, height):
         return scaled
-    canvas = solid_canvas(width, height)
-    paste(canvas, width, height, scaled.to_ndarray(), fw, fh, (width - fw) // 2, (height - fh) // 2)
-    return av.VideoFrame.from_ndarray(canvas, format="yuv420p")
+    canvas = av.VideoFrame(width, height, "yuv420p")
+    dst = frame_planes(canvas)
+    fill(dst, BLACK_YUV)
+    paste(dst, frame_planes(scaled), (width - fw) // 2, (height - fh) // 2)
+    return canvas
 
 
-def paste(canvas: np.ndarray, cw: int, ch: int, tile: np.ndarray, tw: int, th: int, x: int, y: int) -> None:
-    """Copy a ``yuv420p`` ndarray tile into a canvas at an even (x, y)."""
+def paste(dst: Planes, src: Planes, x: int, y: int) -> None:
+    """Copy the picture ``src`` into ``dst`` with its top left corner at (x, y) (made even)."""
     x, y = x - x % 2, y - y % 2
-    for dst, srcp, div in zip(planes(canvas, cw, ch), planes(tile, tw, th), (1, 2, 2), strict=False):
-        dst[y // div : y // div + th // div, x // div : x // div + tw // div] = srcp
+    for d, s, div in zip(dst, src, (1, 2, 2), strict=True):
+        d[y // div : y // div + s.shape[0], x // div : x // div + s.shape[1]] = s

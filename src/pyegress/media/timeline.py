@@ -50,8 +50,11 @@ class VideoInput(Generic[T]):
         self.frames_in = 0
 
     def push(self, frame: T, arrival: float) -> None:
-        """Add a frame received at monotonic time ``arrival``."""
+        """Add a frame received at monotonic time ``arrival`` (never before the previous one's:
+        when arrival times are corrected, frames skip ahead or hold, never go back)."""
         with self._lock:
+            if self._frames:
+                arrival = max(arrival, self._frames[-1][0])
             self._frames.append((arrival, frame))
             self.frames_in += 1
             # keep at least one frame older than the history window (the one on screen)

@@ -15,6 +15,7 @@ from livekit.rtc._ffi_client import FfiClient
 
 from ..errors import SourceError
 from ..media.timeline import AudioInput, VideoInput
+from .delays import MAX_LAG, JitterDelays
 
 log = logging.getLogger("pyegress.source")
 
@@ -23,7 +24,8 @@ log = logging.getLogger("pyegress.source")
 MIN_FRAME_SIDE = 16
 
 #: How much later than video the SDK delivers audio of the same instant, measured through a
-#: loopback livekit-server: the SDK's track stats show an audio jitter buffer of ~30 ms (46 ms
+#: loopback livekit-server (on a jittery network, ``delays.JitterDelays`` adds what the jitter
+#: buffers hold beyond that): the SDK's track stats show an audio jitter buffer of ~30 ms (46 ms
 #: in the first second) against ~13 ms for video, and a video frame waits 0-33 ms for its
 #: output tick. Audio arrival times are moved earlier by this much so both land where they
 #: were captured; it centres the A/V offsets the tests measure (medians -28..+25 ms over 12
@@ -120,6 +122,8 @@ class RoomSource:
         self._identity = identity or "EG_recorder"
         self._handlers: list[tuple[rtc.room.EventTypes, Callable[..., Any]]] = []
         self._pumps: dict[str, tuple[asyncio.Task[None], Any]] = {}
+        self.delays = JitterDelays()
+        self._partners: dict[str, str | None] = {}  # track sid -> the pumped track it syncs with
         self._changed = asyncio.Event()
         self.on("participant_connected", lambda *_: self._changed.set())
         self.on("participant_disconnected", lambda *_: self._changed.set())
@@ -194,6 +198,32 @@ class RoomSource:
         if not pub.subscribed:
             pub.set_subscribed(True)
 
+    def lag(self, sid: str) -> float:
+        """How much later than its arrival media of track ``sid`` is placed so that it lines up
+        with its partner (a participant's audio and camera): what the partner's jitter buffer
+        holds beyond this track's, when that is more (``delays.MAX_LAG`` at most)."""
+        if sid not in self._partners:
+            self._partners[sid] = self._partner(sid)
+        partner = self._partners[sid]
+        if partner is None:
+            return 0.0
+        return min(MAX_LAG, max(0.0, self.delays.excess(partner) - self.delays.excess(sid)))
+
+    def _partner(self, sid: str) -> str | None:
+        """The pumped track paired with ``sid`` for lip sync: a participant's audio with their
+        camera (or their other video when no camera is pumped)."""
+        for p in self.room.remote_participants.values():
+            pubs = p.track_publications
+            if sid in pubs:
+                pumped = [pub for pub in pubs.values() if pub.sid in self._pumps and pub.sid != sid]
+                if pubs[sid].kind == rtc.TrackKind.KIND_VIDEO:
+                    audio = [pub for pub in pumped if pub.kind == rtc.TrackKind.KIND_AUDIO]
+                    return audio[0].sid if audio else None
+                videos = [pub for pub in pumped if pub.kind == rtc.TrackKind.KIND_VIDEO]
+                videos.sort(key=lambda pub: pub.source != rtc.TrackSource.SOURCE_CAMERA)
+                return videos[0].sid if videos else None
+        return None
+
     def pump_video(self, track: rtc.Track, sink: VideoInput[object]) -> None:
         """Feed ``sink`` with decoded I420 frames of ``track`` until it ends."""
         stream = video_stream(track)
@@ -201,9 +231,9 @@ class RoomSource:
         async def run() -> None:
             async for ev in stream:
                 if min(ev.frame.width, ev.frame.height) >= MIN_FRAME_SIDE:
-                    sink.push(ev.frame, time.monotonic())
+                    sink.push(ev.frame, time.monotonic() + self.lag(track.sid))
 
-        self._start(track.sid, run(), stream)
+        self._start(track, run(), stream)
 
     def pump_audio(
         self, track: rtc.Track, sink: AudioInput, on_frame: Callable[[], None] | None = None
@@ -216,20 +246,25 @@ class RoomSource:
             async for ev in stream:
                 f = ev.frame
                 pcm = np.frombuffer(f.data, np.int16).reshape(-1, f.num_channels)
-                sink.push(pcm, time.monotonic() - AUDIO_PATH_DELAY)
+                sink.push(pcm, time.monotonic() - AUDIO_PATH_DELAY + self.lag(track.sid))
                 if on_frame is not None:
                     on_frame()
 
-        self._start(track.sid, run(), stream)
+        self._start(track, run(), stream)
 
-    def _start(self, sid: str, coro: Any, stream: Any) -> None:
+    def _start(self, track: rtc.Track, coro: Any, stream: Any) -> None:
+        sid = track.sid
         self.stop_pump(sid)
         task = asyncio.get_running_loop().create_task(coro, name=f"pyegress-pump-{sid}")
         self._pumps[sid] = (task, stream)
+        self._partners.clear()
+        self.delays.watch(track)
 
     def stop_pump(self, sid: str) -> None:
         """Stop feeding from track ``sid`` (unpublished, unsubscribed)."""
         entry = self._pumps.pop(sid, None)
+        self._partners.clear()
+        self.delays.forget(sid)
         if entry is not None:
             task, stream = entry
             task.cancel()
@@ -237,6 +272,7 @@ class RoomSource:
 
     async def close(self) -> None:
         """Stop pumps, detach handlers, leave the room if we joined it."""
+        await self.delays.close()
         for sid in list(self._pumps):
             task, stream = self._pumps.pop(sid)
             task.cancel()

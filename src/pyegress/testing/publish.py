@@ -60,6 +60,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--marker-interval", type=float, default=1.0)
     p.add_argument("--vfr", action="store_true", help="irregular 10-120 ms frame gaps")
     p.add_argument("--simulcast", action="store_true", help="publish full, half and quarter size layers")
+    p.add_argument(
+        "--audio-burst",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="send audio in bursts this far apart (network jitter on the audio only)",
+    )
     p.add_argument("--duration", type=float, default=None, help="seconds (default: forever)")
     return p
 
@@ -82,6 +89,7 @@ async def _run(args: argparse.Namespace) -> None:
         marker_interval=args.marker_interval,
         vfr=args.vfr,
         simulcast=args.simulcast,
+        audio_burst=args.audio_burst,
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import random
 import time
 from types import TracebackType
@@ -60,6 +61,7 @@ class SyntheticPublisher:
         vfr: bool = False,
         simulcast: bool = False,
         max_bitrate: int | None = None,
+        audio_burst: float = 0.0,
     ) -> None:
         if token is None:
             if not (api_key and api_secret and room and identity):
@@ -82,6 +84,7 @@ class SyntheticPublisher:
         self.marker_interval = marker_interval
         self.vfr = vfr
         self.simulcast = simulcast
+        self.audio_burst = audio_burst
         self.max_bitrate = max_bitrate if max_bitrate is not None else _default_bitrate(width, height)
         self.pattern = PatternGenerator(width, height, self.fps, color=color, marker_interval=marker_interval)
         self.tone = ToneGenerator(
@@ -273,9 +276,15 @@ class SyntheticPublisher:
         assert self._t0 is not None
         t0 = self._t0
         n = 0
+        burst = self.audio_burst
         while True:
-            # Push the 10 ms chunk that starts at sample n when its first sample is due.
-            await self._sleep_until(t0 + n / SAMPLE_RATE)
+            # Push the 10 ms chunk that starts at sample n when its first sample is due; with
+            # ``audio_burst`` the chunks are held and sent together every ``audio_burst`` seconds
+            # (a jittery network: the receiver's audio jitter buffer grows, the video's does not).
+            due = n / SAMPLE_RATE
+            if burst > 0:
+                due = math.ceil(due / burst - 1e-9) * burst
+            await self._sleep_until(t0 + due)
             samples = self.tone.samples(n, _AUDIO_FRAME_SAMPLES)
             frame = rtc.AudioFrame(samples.tobytes(), SAMPLE_RATE, 1, _AUDIO_FRAME_SAMPLES)
             await source.capture_frame(frame)

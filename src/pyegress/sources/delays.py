@@ -1,0 +1,103 @@
+"""How much longer than on a clean network each subscribed track is held by its jitter buffer.
+
+On a jittery network the receiver's audio jitter buffer (NetEq) grows to absorb the jitter, and
+the video's grows by its own, different amount: audio then reaches pyegress later than the
+video of the same instant (measured through a loopback server with the audio sent in bursts:
+86 ms late at 100 ms of jitter, 173 ms at 200 ms). The SDK's WebRTC stats say how long each
+jitter buffer is aiming to hold its media now (``jitter_buffer_target_delay`` per emitted
+sample or frame, over the last poll); the excess over a clean network's is taken off the
+arrival time of the track's media, so a participant's audio and camera stay in sync.
+
+Whichever of the two is held less is placed later by the difference (``RoomSource.lag``):
+placing the other earlier is not possible, the output reads audio only ``Pipeline.latency``
+behind its arrival.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+
+from livekit import rtc
+
+log = logging.getLogger("pyegress.source")
+
+#: Jitter buffer target delays through a clean (loopback) network, seconds: NetEq's floor for
+#: 20 ms Opus packets, and the video jitter buffer's. ``AUDIO_PATH_DELAY`` was measured there.
+CLEAN_TARGET = {rtc.TrackKind.KIND_AUDIO: 0.020, rtc.TrackKind.KIND_VIDEO: 0.014}
+#: Seconds between two readings of a track's stats; the first seconds after a track is
+#: watched are read more often (``FAST_POLL`` for ``FAST_SECONDS``): jitter buffers start high
+#: and settle within about a second.
+POLL_INTERVAL = 1.0
+FAST_POLL = 0.25
+FAST_SECONDS = 3.0
+#: The most a reading may say (seconds): beyond it, something other than jitter is going on.
+MAX_EXCESS = 1.0
+#: The most a track is placed later to line up with its partner (seconds): video inputs keep
+#: half a second of frames.
+MAX_LAG = 0.3
+
+
+class JitterDelays:
+    """Polls the stats of the tracks it watches; ``excess(sid)`` is the latest extra delay."""
+
+    def __init__(self, interval: float = POLL_INTERVAL) -> None:
+        self.interval = interval
+        self._tracks: dict[str, rtc.Track] = {}
+        self._last: dict[str, tuple[float, int]] = {}  # sid -> (target delay sum, emitted count)
+        self._excess: dict[str, float] = {}
+        self._task: asyncio.Task[None] | None = None
+        self._fast_until = 0.0
+
+    def watch(self, track: rtc.Track) -> None:
+        """Start following ``track`` (a remote audio or video track being pumped)."""
+        self._tracks[track.sid] = track
+        self._fast_until = time.monotonic() + FAST_SECONDS
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(self._run(), name="pyegress-jitter")
+
+    def forget(self, sid: str) -> None:
+        """Stop following a track (unsubscribed, ended)."""
+        self._tracks.pop(sid, None)
+        self._last.pop(sid, None)
+        self._excess.pop(sid, None)
+
+    def excess(self, sid: str) -> float:
+        """Seconds the track's jitter buffer holds media beyond a clean network's (0 if unknown)."""
+        return self._excess.get(sid, 0.0)
+
+    async def close(self) -> None:
+        """Stop polling."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+            self._task = None
+
+    async def _run(self) -> None:
+        while self._tracks:
+            for sid, track in list(self._tracks.items()):
+                try:
+                    stats = await track.get_stats()
+                except Exception as e:  # the track went away meanwhile; the next poll tells
+                    log.debug("no stats for track %s: %s", sid, e)
+                    continue
+                if sid in self._tracks:
+                    self._update(sid, track.kind, stats)
+            await asyncio.sleep(FAST_POLL if time.monotonic() < self._fast_until else self.interval)
+
+    def _update(self, sid: str, kind: rtc.TrackKind.ValueType, stats: list[rtc.stats.RtcStats]) -> None:
+        for s in stats:
+            if s.WhichOneof("stats") != "inbound_rtp":
+                continue
+            ib = s.inbound_rtp.inbound
+            total, count = ib.jitter_buffer_target_delay, ib.jitter_buffer_emitted_count
+            last_total, last_count = self._last.get(sid, (0.0, 0))
+            self._last[sid] = (total, count)
+            if count > last_count:
+                target = (total - last_total) / (count - last_count)
+                excess = min(MAX_EXCESS, max(0.0, target - CLEAN_TARGET.get(kind, 0.0)))
+                self._excess[sid] = excess
+            return
