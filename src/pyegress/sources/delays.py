@@ -30,7 +30,7 @@ CLEAN_TARGET = {rtc.TrackKind.KIND_AUDIO: 0.020, rtc.TrackKind.KIND_VIDEO: 0.014
 #: Seconds between two readings of a track's stats; the first seconds after a track is
 #: watched are read more often (``FAST_POLL`` for ``FAST_SECONDS``): jitter buffers start high
 #: and settle within about a second.
-POLL_INTERVAL = 1.0
+POLL_INTERVAL = 2.0
 FAST_POLL = 0.25
 FAST_SECONDS = 3.0
 #: The most a reading may say (seconds): beyond it, something other than jitter is going on.

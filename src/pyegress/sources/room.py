@@ -122,6 +122,7 @@ class RoomSource:
         self._identity = identity or "EG_recorder"
         self._handlers: list[tuple[rtc.room.EventTypes, Callable[..., Any]]] = []
         self._pumps: dict[str, tuple[asyncio.Task[None], Any]] = {}
+        self._pumped: dict[str, rtc.Track] = {}
         self.delays = JitterDelays()
         self._partners: dict[str, str | None] = {}  # track sid -> the pumped track it syncs with
         self._changed = asyncio.Event()
@@ -257,12 +258,17 @@ class RoomSource:
         self.stop_pump(sid)
         task = asyncio.get_running_loop().create_task(coro, name=f"pyegress-pump-{sid}")
         self._pumps[sid] = (task, stream)
+        self._pumped[sid] = track
         self._partners.clear()
-        self.delays.watch(track)
+        partner = self._partner(sid)
+        if partner is not None:  # only paired tracks need their jitter buffers read
+            self.delays.watch(track)
+            self.delays.watch(self._pumped[partner])
 
     def stop_pump(self, sid: str) -> None:
         """Stop feeding from track ``sid`` (unpublished, unsubscribed)."""
         entry = self._pumps.pop(sid, None)
+        self._pumped.pop(sid, None)
         self._partners.clear()
         self.delays.forget(sid)
         if entry is not None:
@@ -273,6 +279,7 @@ class RoomSource:
     async def close(self) -> None:
         """Stop pumps, detach handlers, leave the room if we joined it."""
         await self.delays.close()
+        self._pumped.clear()
         for sid in list(self._pumps):
             task, stream = self._pumps.pop(sid)
             task.cancel()
