@@ -99,5 +99,7 @@ class JitterDelays:
             if count > last_count:
                 target = (total - last_total) / (count - last_count)
                 excess = min(MAX_EXCESS, max(0.0, target - CLEAN_TARGET.get(kind, 0.0)))
+                if abs(excess - self._excess.get(sid, 0.0)) >= 0.02:
+                    log.debug("track %s: jitter buffer %.0f ms beyond a clean network's", sid, excess * 1e3)
                 self._excess[sid] = excess
             return
