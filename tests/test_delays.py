@@ -1,10 +1,11 @@
-"""Jitter-buffer readings from WebRTC stats, without a server: what each poll says."""
+"""Jitter-buffer readings from WebRTC stats and the tracks they pair, without a server."""
 
 from __future__ import annotations
 
 from livekit import rtc
 
-from pyegress.sources.delays import CLEAN_TARGET, MAX_EXCESS, JitterDelays
+from pyegress.sources.delays import CLEAN_TARGET, MAX_EXCESS, MAX_LAG, JitterDelays
+from pyegress.sources.room import RoomSource
 
 AUDIO = rtc.TrackKind.KIND_AUDIO
 
@@ -38,3 +39,41 @@ def test_a_reading_is_capped_and_forgotten_with_its_track() -> None:
     assert d.excess("TR_a") == MAX_EXCESS
     d.forget("TR_a")
     assert d.excess("TR_a") == 0.0
+
+
+class _Pub:
+    def __init__(self, sid: str, kind: int, source: int) -> None:
+        self.sid, self.kind, self.source = sid, kind, source
+
+
+class _Participant:
+    def __init__(self, *pubs: _Pub) -> None:
+        self.track_publications = {p.sid: p for p in pubs}
+
+
+class _Room:
+    """Just what ``RoomSource`` reads of an ``rtc.Room`` to pair tracks (no server needed)."""
+
+    def __init__(self, *participants: _Participant) -> None:
+        self.remote_participants = {str(i): p for i, p in enumerate(participants)}
+
+    def on(self, *_: object) -> None:
+        pass
+
+
+def test_a_participants_audio_and_camera_wait_for_each_other() -> None:
+    video, screen = rtc.TrackKind.KIND_VIDEO, rtc.TrackSource.SOURCE_SCREENSHARE
+    cam, mic = rtc.TrackSource.SOURCE_CAMERA, rtc.TrackSource.SOURCE_MICROPHONE
+    alice = _Participant(_Pub("TR_ss", video, screen), _Pub("TR_cam", video, cam), _Pub("TR_mic", AUDIO, mic))
+    bob = _Participant(_Pub("TR_bob", AUDIO, mic))  # audio only: nothing to line up with
+    src = RoomSource("r", room=_Room(alice, bob))  # type: ignore[arg-type]
+    src._pumps = {sid: None for sid in ("TR_ss", "TR_cam", "TR_mic", "TR_bob")}  # type: ignore[misc]
+    assert src._partner("TR_mic") == "TR_cam"  # the camera, not the screen share
+    assert src._partner("TR_cam") == "TR_mic" and src._partner("TR_bob") is None
+    src.delays._excess = {"TR_mic": 0.160, "TR_cam": 0.010, "TR_bob": 0.5}
+    assert abs(src.lag("TR_cam") - 0.150) < 1e-9 and src.lag("TR_mic") == 0.0  # the picture waits
+    assert src.lag("TR_bob") == 0.0
+    src.delays._excess = {"TR_mic": 0.0, "TR_cam": 0.080}
+    assert src.lag("TR_cam") == 0.0 and abs(src.lag("TR_mic") - 0.080) < 1e-9  # the sound waits
+    src.delays._excess = {"TR_mic": 0.9, "TR_cam": 0.0}
+    assert src.lag("TR_cam") == MAX_LAG  # no more than the video inputs keep
