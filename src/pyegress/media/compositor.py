@@ -4,8 +4,7 @@ The event loop only takes snapshots (:meth:`Compositor.at` returns a :class:`Sce
 frame goes where); the encode thread draws them (:meth:`Scene.render`), with PyAV's swscale for
 scaling and numpy slicing for placement — never per-pixel Python. Canvases are kept between
 renders (a small ring of frames, handed to the encoder as they are) and only tiles whose frame
-changed are redrawn. Labels and placeholders are drawn once
-with Pillow and cached.
+changed are redrawn. Labels and placeholders are drawn once with Pillow and cached.
 """
 
 from __future__ import annotations

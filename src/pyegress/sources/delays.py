@@ -81,11 +81,10 @@ class JitterDelays:
             for sid, track in list(self._tracks.items()):
                 try:
                     stats = await track.get_stats()
-                except Exception as e:  # the track went away meanwhile; the next poll tells
-                    log.debug("no stats for track %s: %s", sid, e)
-                    continue
-                if sid in self._tracks:
-                    self._update(sid, track.kind, stats)
+                    if sid in self._tracks:
+                        self._update(sid, track.kind, stats)
+                except Exception as e:  # the track went away meanwhile (or stats of another shape)
+                    log.debug("no jitter reading for track %s: %s", sid, e)
             await asyncio.sleep(FAST_POLL if time.monotonic() < self._fast_until else self.interval)
 
     def _update(self, sid: str, kind: rtc.TrackKind.ValueType, stats: list[rtc.stats.RtcStats]) -> None:
