@@ -76,6 +76,7 @@ class Case:
     pub_width: int
     pub_height: int
     pub_fps: int
+    codec: str = "h264"  # the senders' video codec
 
 
 CASES = [
@@ -83,6 +84,8 @@ CASES = [
     Case("9 @ 720p", 9, "720p", 320, 180, 15),
     Case("16 @ 720p", 16, "720p", 320, 180, 15),
     Case("4 @ 1080p", 4, "1080p", 640, 360, 30),
+    # VP8, LiveKit's default for browsers: the SDK decodes it at about 2.5x the cost of H.264
+    Case("4 @ 720p VP8", 4, "720p", 640, 360, 30, "vp8"),
 ]
 
 
@@ -363,6 +366,7 @@ def _start_publishers(
         argv = [sys.executable, "-m", "pyegress.testing.publish", "--room", room]
         argv += ["--identity", f"p{i:02d}", "--name", f"Participant {i + 1}"]
         argv += ["--width", str(case.pub_width), "--height", str(case.pub_height), "--fps", str(case.pub_fps)]
+        argv += ["--codec", case.codec]
         argv += ["--duration", str(seconds)]
         # niced: on a small machine N publishers must not starve the measured child of CPU
         procs.append(
@@ -458,7 +462,8 @@ def _report(
         fps_in = sum(egress.result["frames_in"].values()) / egress.result["window_wall_s"]
         rows.append(
             (
-                f"{case.name} ({case.pub_width}x{case.pub_height} @ {case.pub_fps} fps senders)",
+                f"{case.name} ({case.pub_width}x{case.pub_height} @ {case.pub_fps} fps "
+                f"{case.codec.upper()} senders)",
                 f"{mine:.3f}",
                 f"{base:.3f}",
                 f"{mine / base:.2f}",
@@ -534,9 +539,10 @@ def _report(
         f"- Machine: {machine_line()}",
         f"- Versions: PyAV {vers['PyAV']} (libavcodec {vers['libavcodec']}), "
         f"livekit {vers['livekit']}, {x264}",
-        "- Input: N synthetic publishers (moving pattern + tone, H.264 + Opus, one process each, not "
-        "counted) through a loopback livekit-server; sender sizes per row (small senders for 9 and 16 "
-        "so the 2-core machine keeps up with encoding them).",
+        "- Input: N synthetic publishers (moving pattern + tone, H.264 or VP8 + Opus, one process "
+        "each, not counted) through a loopback livekit-server; sender sizes and codec per row (small "
+        "senders for 9 and 16 so the 2-core machine keeps up with encoding them; VP8, the default of "
+        "LiveKit's browser SDK, costs the SDK more to decode than H.264).",
         "- Output: layout `grid`, preset H264_720P_30 (1280x720, 3000 kbps) or H264_1080P_30 "
         "(1920x1080, 4500 kbps): libx264 veryfast/zerolatency, Main, GOP 4 s, 2 threads; AAC 128 kbps "
         "44.1 kHz; MP4. The bare runs' x264 settings strings are checked to equal pyegress's.",
