@@ -5,12 +5,10 @@ the video's grows by its own, different amount: audio then reaches pyegress late
 video of the same instant (measured through a loopback server with the audio sent in bursts:
 86 ms late at 100 ms of jitter, 173 ms at 200 ms). The SDK's WebRTC stats say how long each
 jitter buffer is aiming to hold its media now (``jitter_buffer_target_delay`` per emitted
-sample or frame, over the last poll); the excess over a clean network's is taken off the
-arrival time of the track's media, so a participant's audio and camera stay in sync.
-
-Whichever of the two is held less is placed later by the difference (``RoomSource.lag``):
-placing the other earlier is not possible, the output reads audio only ``Pipeline.latency``
-behind its arrival.
+sample or frame, over the last poll); this module keeps each track's excess over a clean
+network's. A participant's audio and camera are lined up with them: whichever of the two is
+held less is placed later by the difference (``RoomSource.lag``). Placing the other earlier is
+not possible: the output reads audio only ``Pipeline.latency`` behind its arrival.
 """
 
 from __future__ import annotations
