@@ -18,7 +18,7 @@ import av
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from .frames import Planes, fill, frame_planes, paste, planes, reformat, solid_canvas, to_av
+from .frames import Planes, fill, frame_planes, paste, planes, reformat, region, solid_canvas, to_av
 from .layout import Layout, Rect, grid, speaker
 from .timeline import VideoInput
 
@@ -161,19 +161,10 @@ def draw_frame(dst: Planes, frame: object, rect: Rect, *, cover: bool, light: bo
     scaled = frame_planes(src if (fw, fh) == (sw, sh) else reformat(src, fw, fh))
     if cover:  # the centre of the scaled frame fills the rect
         ox, oy = (fw - w) // 4 * 2, (fh - h) // 4 * 2
-        paste(dst, _crop(scaled, ox, oy, w, h), x, y)
+        paste(dst, region(scaled, ox, oy, w, h), x, y)
     else:  # the whole scaled frame, centred on the background
         fill(dst, _LIGHT_BG if light else _DARK_BG, x, y, w, h)
         paste(dst, scaled, x + (w - fw) // 4 * 2, y + (h - fh) // 4 * 2)
-
-
-def _crop(src: Planes, x: int, y: int, w: int, h: int) -> Planes:
-    """Views of the ``w`` x ``h`` rectangle at even (x, y) of a picture's planes."""
-    return (
-        src[0][y : y + h, x : x + w],
-        src[1][y // 2 : (y + h) // 2, x // 2 : (x + w) // 2],
-        src[2][y // 2 : (y + h) // 2, x // 2 : (x + w) // 2],
-    )
 
 
 def fit_tile(frame: object, w: int, h: int, *, cover: bool, light: bool = False) -> np.ndarray:

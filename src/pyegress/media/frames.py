@@ -54,11 +54,20 @@ def solid_canvas(width: int, height: int, yuv: tuple[int, int, int] = BLACK_YUV)
     return arr
 
 
+def region(pic: Planes, x: int, y: int, w: int, h: int) -> Planes:
+    """Views of the ``w`` x ``h`` rectangle at even (x, y) of a picture's planes."""
+    return (
+        pic[0][y : y + h, x : x + w],
+        pic[1][y // 2 : (y + h) // 2, x // 2 : (x + w) // 2],
+        pic[2][y // 2 : (y + h) // 2, x // 2 : (x + w) // 2],
+    )
+
+
 def fill(dst: Planes, yuv: tuple[int, int, int], x: int = 0, y: int = 0, w: int = -1, h: int = -1) -> None:
     """Paint a rectangle of ``dst`` (all of it by default; even x, y, w, h) one colour."""
     w, h = dst[0].shape[1] if w < 0 else w, dst[0].shape[0] if h < 0 else h
-    for plane, value, div in zip(dst, yuv, (1, 2, 2), strict=True):
-        plane[y // div : (y + h) // div, x // div : (x + w) // div] = value
+    for plane, value in zip(region(dst, x, y, w, h), yuv, strict=True):
+        plane[...] = value
 
 
 def frame_planes(frame: av.VideoFrame) -> Planes:
@@ -117,5 +126,5 @@ def fit_on_canvas(src: av.VideoFrame, width: int, height: int) -> av.VideoFrame:
 def paste(dst: Planes, src: Planes, x: int, y: int) -> None:
     """Copy the picture ``src`` into ``dst`` with its top left corner at (x, y) (made even)."""
     x, y = x - x % 2, y - y % 2
-    for d, s, div in zip(dst, src, (1, 2, 2), strict=True):
-        d[y // div : y // div + s.shape[0], x // div : x // div + s.shape[1]] = s
+    for d, s in zip(region(dst, x, y, src[0].shape[1], src[0].shape[0]), src, strict=True):
+        d[...] = s
