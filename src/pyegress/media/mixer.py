@@ -13,6 +13,15 @@ from .timeline import AudioInput
 _CEILING = 30000.0
 
 
+def add_clipped(chunks: list[np.ndarray]) -> np.ndarray:
+    """The sum of equally shaped int16 PCM chunks, clipped to int16 (one chunk: itself)."""
+    if len(chunks) == 1:
+        return chunks[0]
+    total: np.ndarray = np.sum([c.astype(np.int32) for c in chunks], axis=0)
+    mixed: np.ndarray = np.clip(total, -32768, 32767).astype(np.int16)
+    return mixed
+
+
 class Mixing(enum.Enum):
     """``audio_mixing`` of the room composite request."""
 

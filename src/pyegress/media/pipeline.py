@@ -18,6 +18,7 @@ from ..outputs.base import Output
 from .encoder import AudioEncoder, Packet, VideoEncoder
 from .encoding import AudioEncoding, VideoEncoding
 from .frames import fit_on_canvas, solid_canvas, to_av
+from .mixer import add_clipped
 from .timeline import AudioInput, VideoInput
 
 log = logging.getLogger("pyegress.pipeline")
@@ -125,21 +126,13 @@ class Pipeline:
         if self.audio_inputs:
             start = round(tau * MIX_RATE)
             count = round((k + 1) / self.fps * MIX_RATE) - start
-            pcm = self._mix([a.read(start, count) for a in self.audio_inputs])
+            pcm = add_clipped([a.read(start, count) for a in self.audio_inputs])
             self._feed_pcm(pcm, tau)
         self._queue.put((k, frame, pcm))
         self.stats.ticks = k + 1
         self.stats.backlog = self._queue.qsize()
         if self.stats.backlog > 2 * self.fps and k % self.fps == 0:
             log.warning("encoding is %d ticks behind real time", self.stats.backlog)
-
-    @staticmethod
-    def _mix(chunks: list[np.ndarray]) -> np.ndarray:
-        if len(chunks) == 1:
-            return chunks[0]
-        total: np.ndarray = np.sum([c.astype(np.int32) for c in chunks], axis=0)
-        mixed: np.ndarray = np.clip(total, -32768, 32767).astype(np.int16)
-        return mixed
 
     # --- worker thread -------------------------------------------------------------------
 

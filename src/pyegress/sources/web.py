@@ -43,6 +43,7 @@ import numpy as np
 
 from ..errors import SourceError
 from ..media.frames import fit_on_canvas, reformat
+from ..media.mixer import add_clipped
 from ..media.timeline import AudioInput, VideoInput
 
 log = logging.getLogger("pyegress.web")
@@ -213,11 +214,7 @@ class PageAudio:
         chunks = [i.read(start, count) for i in list(self.inputs.values())]
         if not chunks:
             return np.zeros((count, self.channels), np.int16)
-        if len(chunks) == 1:
-            return chunks[0]
-        total: np.ndarray = np.sum([c.astype(np.int32) for c in chunks], axis=0)
-        mixed: np.ndarray = np.clip(total, -32768, 32767).astype(np.int16)
-        return mixed
+        return add_clipped(chunks)
 
 
 class PageSource:
