@@ -67,12 +67,16 @@ class JitterDelays:
         return self._excess.get(sid, 0.0)
 
     async def close(self) -> None:
-        """Stop polling."""
+        """Stop polling and let go of the tracks (before their room disconnects: an SDK track
+        released after that fails to drop its handle)."""
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._task
             self._task = None
+        self._tracks.clear()
+        self._last.clear()
+        self._excess.clear()
 
     async def _run(self) -> None:
         while self._tracks:
