@@ -49,10 +49,10 @@ _LABELS = {"file": "MP4", "all": "MP4 + HLS (2 s) + 2 x RTMP", "hls": "MP4 + HLS
 async def _drive(kind: str, seconds: float, rtmp_port: int, out_dir: Path) -> dict[str, object]:
     from pyegress.config import SegmentSuffix, StreamURL
     from pyegress.media.encoding import AudioEncoding, VideoEncoding
-    from pyegress.media.pipeline import MIX_CHANNELS, MIX_RATE, Pipeline
     from pyegress.media.timeline import AudioInput, VideoInput
     from pyegress.outputs import FileOutput, Output, SegmentOutput, StreamOutput
     from pyegress.outputs.segments import SegmentPaths
+    from pyegress.pipeline import MIX_CHANNELS, MIX_RATE, Pipeline
     from pyegress.testing.signals import PatternGenerator, ToneGenerator
 
     video = VideoEncoding(width=WIDTH, height=HEIGHT, fps=FPS, bitrate_kbps=3000, keyframe_interval=2.0)

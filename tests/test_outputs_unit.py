@@ -24,10 +24,10 @@ from pyegress.errors import InvalidRequestError, NotSupportedError
 from pyegress.info import new_info
 from pyegress.media.encoder import AudioEncoder, VideoEncoder
 from pyegress.media.encoding import AudioEncoding, VideoEncoding
-from pyegress.media.pipeline import Pipeline
 from pyegress.outputs import FileOutput, ImageOutput, SegmentOutput, StreamOutput
 from pyegress.outputs.images import image_name
 from pyegress.outputs.segments import Segment, SegmentPaths, render_playlist, segment_name, segment_paths
+from pyegress.pipeline import Pipeline
 
 URL = "rtmp://127.0.0.1:1935/live/sk_0123456789abcdefghijkl"
 

@@ -8,31 +8,18 @@ import contextlib
 import json
 import signal
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 from google.protobuf.json_format import MessageToJson, ParseDict, ParseError
 from livekit.protocol import egress as pe
 
+from .config import REQUEST_TYPES, RequestType
 from .errors import EgressError
 from .info import is_terminal
 from .service import EgressService
 
-_TYPES: dict[str, type[Any]] = {
-    "participant": pe.ParticipantEgressRequest,
-    "track-composite": pe.TrackCompositeEgressRequest,
-    "track": pe.TrackEgressRequest,
-    "room-composite": pe.RoomCompositeEgressRequest,
-    "web": pe.WebEgressRequest,
-}
-_START = {
-    "participant": "start_participant_egress",
-    "track-composite": "start_track_composite_egress",
-    "track": "start_track_egress",
-    "room-composite": "start_room_composite_egress",
-    "web": "start_web_egress",
-}
+_TYPES: dict[str, RequestType] = {t.cli: t for t in REQUEST_TYPES}
 
 
 def infer_type(data: dict[str, Any]) -> str:
@@ -59,7 +46,7 @@ def parse_request(text: str, kind: str | None) -> tuple[str, Any]:
         raise SystemExit("request: expected a JSON object")
     kind = kind or infer_type(data)
     try:
-        return kind, ParseDict(data, _TYPES[kind]())
+        return kind, ParseDict(data, _TYPES[kind].message())
     except ParseError as e:
         raise SystemExit(f"request: {e}") from e
 
@@ -77,7 +64,7 @@ async def record(args: argparse.Namespace) -> int:
     kind, req = parse_request(Path(args.request).read_text(), args.type)
     svc = EgressService(args.url, args.api_key, args.api_secret, output_dir=args.output_dir)
     try:
-        info = await getattr(svc, _START[kind])(req)
+        info = await getattr(svc, _TYPES[kind].method)(req)
     except EgressError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -86,27 +73,48 @@ async def record(args: argparse.Namespace) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
-    deadline = time.monotonic() + args.duration if args.duration else None
-    egress_id = info.egress_id
-    while not is_terminal(info.status):
-        if stop.is_set() or (deadline and time.monotonic() >= deadline):
-            info = await svc.stop_egress(pe.StopEgressRequest(egress_id=egress_id))
-            break
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(stop.wait(), 1.0)
-        info = (await svc.list_egress(pe.ListEgressRequest(egress_id=egress_id))).items[0]
-        if not args.quiet and not is_terminal(info.status):
-            p = svc.recorder(egress_id).progress()
-            print(
-                f"\r{p.status:<16} {p.elapsed:7.1f} s  {_fmt_size(p.size):>9}  {p.fps:5.1f} fps",
-                end="",
-                file=sys.stderr,
-                flush=True,
-            )
+    if args.duration:
+        loop.call_later(args.duration, stop.set)
+    stopper = loop.create_task(_stop_on(stop, svc, info.egress_id))
+    latest = [info]
+    over = asyncio.Event()
+
+    async def follow() -> None:  # the info as it changes, without polling
+        async for changed in svc.updates(info.egress_id):
+            latest[0] = changed
+        over.set()
+
+    follower = loop.create_task(follow())
+    try:
+        while not over.is_set():  # and the progress line once a second meanwhile
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(over.wait(), 1.0)
+            if not args.quiet and not is_terminal(latest[0].status):
+                _show_progress(svc, info.egress_id)
+    finally:
+        stopper.cancel()
+        follower.cancel()
+    info = latest[0]
     if not args.quiet:
         print(file=sys.stderr)
     print(MessageToJson(info, preserving_proto_field_name=True))
     return 0 if info.status == pe.EGRESS_COMPLETE else 1
+
+
+async def _stop_on(stop: asyncio.Event, svc: EgressService, egress_id: str) -> None:
+    await stop.wait()
+    await svc.stop_egress(pe.StopEgressRequest(egress_id=egress_id))
+
+
+def _show_progress(svc: EgressService, egress_id: str) -> None:
+    with contextlib.suppress(EgressError):  # over meanwhile: its recorder was let go
+        p = svc.recorder(egress_id).progress()
+        print(
+            f"\r{p.status:<16} {p.elapsed:7.1f} s  {_fmt_size(p.size):>9}  {p.fps:5.1f} fps",
+            end="",
+            file=sys.stderr,
+            flush=True,
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -120,7 +128,11 @@ def main(argv: list[str] | None = None) -> int:
     rec.add_argument("--url", help="LiveKit URL (default: LIVEKIT_URL)")
     rec.add_argument("--api-key", help="API key (default: LIVEKIT_API_KEY)")
     rec.add_argument("--api-secret", help="API secret (default: LIVEKIT_API_SECRET)")
-    rec.add_argument("--output-dir", default=".", help="folder for local files (default: .)")
+    rec.add_argument(
+        "--output-dir",
+        help="folder that holds every local file (default: relative paths under the working folder, "
+        "absolute ones where they say)",
+    )
     rec.add_argument("--quiet", action="store_true", help="no progress line")
     args = parser.parse_args(argv)
     return asyncio.run(record(args))

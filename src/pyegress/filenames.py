@@ -55,6 +55,24 @@ def expand(template: str, values: Mapping[str, str]) -> str:
     return _PLACEHOLDER.sub(repl, template)
 
 
+def timestamp_suffix(wall: float) -> str:
+    """``20240131235959123``: UTC to the millisecond, as segment and image names carry it."""
+    t = _dt.datetime.fromtimestamp(wall, _dt.timezone.utc)
+    return f"{t:%Y%m%d%H%M%S}{t.microsecond // 1000:03d}"
+
+
+def place(path: str | os.PathLike[str], *, output_dir: Path, jail: bool, field: str) -> Path:
+    """The absolute path of an output file: relative paths live under ``output_dir`` and may
+    not leave it; absolute ones are taken as they are, unless ``jail`` keeps them inside too
+    (an ``output_dir`` the user chose is a jail; the working folder by default is not)."""
+    p = Path(path)
+    root = output_dir.resolve()
+    full = (p if p.is_absolute() else root / p).resolve()
+    if (jail or not p.is_absolute()) and full != root and root not in full.parents:
+        raise InvalidRequestError(field, f"path {os.fspath(path)!r} escapes the output folder {root}")
+    return full
+
+
 def resolve_path(
     template: str,
     *,
@@ -63,21 +81,21 @@ def resolve_path(
     default_stem: str,
     extension: str,
     field: str,
+    jail: bool = True,
 ) -> Path:
-    """Turn a request ``filepath`` into an absolute path inside ``output_dir``.
+    """Turn a request ``filepath`` into an absolute path (see :func:`place`).
 
     Empty means a generated name; a trailing ``/`` means a folder (generated name inside it);
-    the extension is added when missing. A path that leaves ``output_dir`` is refused.
+    the extension is added when missing.
     """
     raw = template.strip()
     if not raw or raw.endswith(("/", os.sep)):
         raw = raw + default_stem
-    raw = expand(raw, values)
-    path = Path(raw)
+    path = Path(expand(raw, values))
     if path.suffix.lower() not in MEDIA_EXTENSIONS:
         path = path.with_name(path.name + extension)
-    root = output_dir.resolve()
-    full = (path if path.is_absolute() else root / path).resolve()
-    if full != root and root not in full.parents:
-        raise InvalidRequestError(field, f"path {template!r} escapes the output folder {root}")
-    return full
+    try:
+        return place(path, output_dir=output_dir, jail=jail, field=field)
+    except InvalidRequestError:
+        root = output_dir.resolve()
+        raise InvalidRequestError(field, f"path {template!r} escapes the output folder {root}") from None

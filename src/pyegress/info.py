@@ -1,15 +1,30 @@
-"""EgressInfo building, status transitions and secret redaction."""
+"""EgressInfo: building it, its status transitions, and its one owner per egress.
+
+Every change of an egress's status or results goes through its :class:`InfoOwner`, which
+stamps ``updated_at`` and tells listeners (callbacks, and ``async for`` iterators), so the
+CLI's progress, webhooks and a LiveKit worker follow an egress without polling.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 import secrets
 import string
 import time
+from collections.abc import AsyncIterator, Callable, Iterator
 
 from google.protobuf.message import Message
 from livekit.protocol import egress as pe
 
-from .config import Request, redact_stream_url
+from .config import Request, request_type
+from .redaction import redact_stream_url
+
+log = logging.getLogger("pyegress.info")
+
+#: A listener of an egress's changes; it gets a snapshot (its own copy).
+Listener = Callable[[pe.EgressInfo], None]
 
 _ALPHABET = string.ascii_letters + string.digits
 _SECRET_FIELDS = {"secret", "session_token", "credentials", "account_key", "password", "access_key"}
@@ -62,16 +77,9 @@ def new_info(req: Request, egress_id: str | None = None) -> pe.EgressInfo:
     copy: Message = type(req)()
     copy.CopyFrom(req)
     redact(copy)
-    slot = {
-        pe.ParticipantEgressRequest: "participant",
-        pe.TrackCompositeEgressRequest: "track_composite",
-        pe.TrackEgressRequest: "track",
-        pe.RoomCompositeEgressRequest: "room_composite",
-        pe.WebEgressRequest: "web",
-    }[type(req)]
-    getattr(info, slot).CopyFrom(copy)
-    if slot == "web":
-        info.source_type = pe.EGRESS_SOURCE_TYPE_WEB
+    entry = request_type(req)
+    getattr(info, entry.slot).CopyFrom(copy)
+    info.source_type = entry.source_type  # type: ignore[assignment]
     return info
 
 
@@ -105,3 +113,69 @@ def snapshot(info: pe.EgressInfo) -> pe.EgressInfo:
     out = pe.EgressInfo()
     out.CopyFrom(info)
     return out
+
+
+class InfoOwner:
+    """The one place an egress's ``EgressInfo`` changes (event loop only), and its listeners.
+
+    Change fields with :meth:`set_status` or inside ``with owner.edit() as info:``; either
+    publishes a snapshot to every listener. :meth:`close` ends the ``updates`` iterators.
+    """
+
+    def __init__(self, info: pe.EgressInfo) -> None:
+        self.info = info
+        self._listeners: list[Listener] = []
+        self._queues: list[asyncio.Queue[pe.EgressInfo | None]] = []
+        self.closed = False
+
+    def set_status(self, status: int, error: str = "") -> None:
+        """Move to ``status`` (terminal states are final) and publish."""
+        set_status(self.info, status, error)
+        self.publish()
+
+    @contextlib.contextmanager
+    def edit(self) -> Iterator[pe.EgressInfo]:
+        """Change fields of the info in place; published when the block ends."""
+        yield self.info
+        self.info.updated_at = now_ns()
+        self.publish()
+
+    def publish(self) -> None:
+        """Tell every listener the current state."""
+        for listener in list(self._listeners):
+            try:
+                listener(snapshot(self.info))
+            except Exception:  # a listener's failure is its own
+                log.exception("egress %s: an info listener failed", self.info.egress_id)
+        for q in self._queues:
+            q.put_nowait(snapshot(self.info))
+
+    def listen(self, listener: Listener) -> Callable[[], None]:
+        """Call ``listener`` with each change; returns a function that stops it."""
+        self._listeners.append(listener)
+        return lambda: self._listeners.remove(listener) if listener in self._listeners else None
+
+    async def updates(self) -> AsyncIterator[pe.EgressInfo]:
+        """The current info, then each change, until the egress is over (files and manifests
+        written)."""
+        q: asyncio.Queue[pe.EgressInfo | None] = asyncio.Queue()
+        self._queues.append(q)
+        if self.closed:
+            q.put_nowait(None)
+        try:
+            yield snapshot(self.info)
+            while True:
+                item = await q.get()
+                if item is None:
+                    return
+                yield item
+        finally:
+            self._queues.remove(q)
+
+    def close(self) -> None:
+        """The egress is over: publish the final state and end every ``updates`` iterator."""
+        if not self.closed:
+            self.publish()
+            self.closed = True
+            for q in self._queues:
+                q.put_nowait(None)

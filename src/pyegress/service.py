@@ -4,24 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import os
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Any
 
 from livekit import rtc
 from livekit.protocol import egress as pe
 
-from .config import Request, StreamURL, check_stream_url
+from .config import Request, StreamURL, build_config, check_stream_url
 from .errors import EgressError, EgressNotFoundError, InvalidRequestError, NotSupportedError
-from .info import is_active, new_info, set_status, snapshot
-from .recorders import (
-    ParticipantRecorder,
-    Recorder,
-    RoomCompositeRecorder,
-    TemplateRecorder,
-    TrackCompositeRecorder,
-    TrackRecorder,
-    WebRecorder,
-)
+from .info import Listener, is_active, new_info, set_status, snapshot
+from .recorders import Options, Recorder, RoomCompositeRecorder, TemplateRecorder, recorder_for
 from .storage.config import default_storage
 
 
@@ -29,12 +21,17 @@ class EgressService:
     """Start, list and stop egresses that record inside this process.
 
     ``url``, ``api_key`` and ``api_secret`` default to ``LIVEKIT_URL``, ``LIVEKIT_API_KEY`` and
-    ``LIVEKIT_API_SECRET``. Local files go under ``output_dir`` (default: the working folder).
+    ``LIVEKIT_API_SECRET``. Local files go under ``output_dir``, which then keeps every path
+    inside it; without one, relative paths go under the working folder and absolute ones where
+    they say.
     ``wait_timeout`` bounds the wait for a room, participant or track to show up;
     ``room_empty_timeout`` ends a room composite whose room stayed empty that long.
     ``storage`` is where file outputs with no ``s3`` / ``gcp`` / ``azure`` of their own are
     uploaded (None: they stay local); see :mod:`pyegress.storage`.
-    Starts return at once; the recording runs on the caller's event loop.
+    Starts return at once; the recording runs on the caller's event loop. ``egress_id`` lets
+    the caller choose the id (a LiveKit server does when it dispatches a request). Follow an
+    egress with ``async for info in service.updates(egress_id)`` or every egress with
+    :meth:`listen`; a finished egress's recorder is let go, its final info stays listable.
     """
 
     def __init__(
@@ -51,12 +48,14 @@ class EgressService:
         self.url = url or os.environ.get("LIVEKIT_URL", "")
         self.api_key = api_key or os.environ.get("LIVEKIT_API_KEY", "")
         self._secret = api_secret or os.environ.get("LIVEKIT_API_SECRET", "")
-        self.output_dir = Path(output_dir) if output_dir else Path.cwd()
+        self.output_dir = Path(output_dir) if output_dir is not None else None
         self.wait_timeout = wait_timeout
         self.room_empty_timeout = room_empty_timeout
         default_storage(storage)  # validate now: InvalidRequestError naming storage.<provider>.<field>
         self._storage = storage
         self._egresses: dict[str, Recorder | pe.EgressInfo] = {}
+        self._listeners: list[Listener] = []
+        self._watchers: set[asyncio.Task[None]] = set()
 
     async def __aenter__(self) -> EgressService:
         return self
@@ -67,34 +66,47 @@ class EgressService:
     # --- starts --------------------------------------------------------------------------
 
     async def start_participant_egress(
-        self, start: pe.ParticipantEgressRequest, *, room: rtc.Room | None = None
+        self,
+        start: pe.ParticipantEgressRequest,
+        *,
+        room: rtc.Room | None = None,
+        egress_id: str | None = None,
     ) -> pe.EgressInfo:
         """Record one participant's camera/microphone (or screen share)."""
-        return await self._start(ParticipantRecorder, start, room)
+        return await self._start(start, room, egress_id)
 
     async def start_track_composite_egress(
-        self, start: pe.TrackCompositeEgressRequest, *, room: rtc.Room | None = None
+        self,
+        start: pe.TrackCompositeEgressRequest,
+        *,
+        room: rtc.Room | None = None,
+        egress_id: str | None = None,
     ) -> pe.EgressInfo:
         """Record one audio and one video track together."""
-        return await self._start(TrackCompositeRecorder, start, room)
+        return await self._start(start, room, egress_id)
 
     async def start_track_egress(
-        self, start: pe.TrackEgressRequest, *, room: rtc.Room | None = None
+        self, start: pe.TrackEgressRequest, *, room: rtc.Room | None = None, egress_id: str | None = None
     ) -> pe.EgressInfo:
         """Record a single track to a file."""
-        return await self._start(TrackRecorder, start, room)
+        return await self._start(start, room, egress_id)
 
     async def start_room_composite_egress(
-        self, start: pe.RoomCompositeEgressRequest, *, room: rtc.Room | None = None
+        self,
+        start: pe.RoomCompositeEgressRequest,
+        *,
+        room: rtc.Room | None = None,
+        egress_id: str | None = None,
     ) -> pe.EgressInfo:
         """Record the whole room in one picture (native grid / speaker layouts) and one mix, or
         through a web template in Chromium when ``custom_base_url`` is set."""
-        cls: type[Recorder] = TemplateRecorder if start.custom_base_url.strip() else RoomCompositeRecorder
-        return await self._start(cls, start, room, empty_timeout=self.room_empty_timeout)
+        return await self._start(start, room, egress_id)
 
-    async def start_web_egress(self, start: pe.WebEgressRequest) -> pe.EgressInfo:
+    async def start_web_egress(
+        self, start: pe.WebEgressRequest, *, egress_id: str | None = None
+    ) -> pe.EgressInfo:
         """Record a web page (picture and sound) rendered by Chromium."""
-        return await self._start(WebRecorder, start, None)
+        return await self._start(start, None, egress_id)
 
     async def start_egress(self, start: pe.StartEgressRequest) -> pe.EgressInfo:
         """Not supported yet (the generic StartEgress request comes in a later release)."""
@@ -102,11 +114,14 @@ class EgressService:
 
     async def update_layout(self, update: pe.UpdateLayoutRequest) -> pe.EgressInfo:
         """Switch a live room composite to another layout (from the next frame on)."""
-        recorder = self.recorder(update.egress_id)
+        entry = self._egresses.get(update.egress_id)
+        if entry is None:
+            raise EgressNotFoundError(f"egress_id: egress {update.egress_id!r} not found")
+        if not isinstance(entry, Recorder) or not is_active(entry.info.status):
+            raise InvalidRequestError("egress_id", f"{update.egress_id} has already ended")
+        recorder = entry
         if not isinstance(recorder, (RoomCompositeRecorder, TemplateRecorder)):
             raise InvalidRequestError("egress_id", f"{update.egress_id} is not a room composite egress")
-        if not is_active(recorder.info.status):
-            raise InvalidRequestError("egress_id", f"{update.egress_id} has already ended")
         return snapshot(recorder.set_layout(update.layout))
 
     async def update_stream(self, update: pe.UpdateStreamRequest) -> pe.EgressInfo:
@@ -123,32 +138,72 @@ class EgressService:
             StreamURL(check_stream_url(d.url, f"add_destinations[{i}].url"), d.id)
             for i, d in enumerate(update.add_destinations)
         ]
-        return await self.recorder(update.egress_id).update_stream(add, list(update.remove_output_urls))
+        entry = self._egresses.get(update.egress_id)
+        if entry is None:
+            raise EgressNotFoundError(f"egress_id: egress {update.egress_id!r} not found")
+        if not isinstance(entry, Recorder):
+            raise InvalidRequestError("egress_id", f"egress {update.egress_id} is not active")
+        return await entry.update_stream(add, list(update.remove_output_urls))
 
-    async def _start(
-        self, cls: type[Recorder], req: Request, room: rtc.Room | None, **extra: Any
-    ) -> pe.EgressInfo:
+    async def _start(self, req: Request, room: rtc.Room | None, egress_id: str | None) -> pe.EgressInfo:
         try:
-            recorder = cls(
-                req,
-                room=room,
-                url=self.url,
-                api_key=self.api_key,
-                api_secret=self._secret,
-                output_dir=self.output_dir,
-                wait_timeout=self.wait_timeout,
-                default_storage=self._storage,
-                **extra,
-            )
+            config = build_config(req, output_dir=self.output_dir, default=self._storage)
         except NotSupportedError:
             raise
-        except EgressError as e:
-            info = new_info(req)
+        except EgressError as e:  # a bad request: listed as FAILED, naming the field
+            info = new_info(req, egress_id)
             set_status(info, pe.EGRESS_FAILED, str(e))
             self._egresses[info.egress_id] = info
+            self._tell(info)
             return snapshot(info)
+        options = Options(
+            url=self.url,
+            api_key=self.api_key,
+            api_secret=self._secret,
+            room=room,
+            wait_timeout=self.wait_timeout,
+            empty_timeout=self.room_empty_timeout,
+            egress_id=egress_id,
+        )
+        recorder = recorder_for(config, options)
         self._egresses[recorder.egress_id] = recorder
-        return await recorder.start()
+        recorder.listen(self._tell)
+        info = await recorder.start()
+        watcher = asyncio.get_running_loop().create_task(self._let_go_when_done(recorder))
+        self._watchers.add(watcher)
+        watcher.add_done_callback(self._watchers.discard)
+        return info
+
+    def _tell(self, info: pe.EgressInfo) -> None:
+        for listener in list(self._listeners):
+            listener(snapshot(info))
+
+    async def _let_go_when_done(self, recorder: Recorder) -> None:
+        """Once an egress is over keep only its final info: its pipeline, encoders, outputs
+        and room go with the recorder."""
+        async for _ in recorder.updates():
+            pass
+        if self._egresses.get(recorder.egress_id) is recorder:
+            self._egresses[recorder.egress_id] = snapshot(recorder.info)
+
+    # --- following egresses ---------------------------------------------------------------
+
+    def listen(self, listener: Listener) -> Callable[[], None]:
+        """Call ``listener`` with a snapshot at every change of any egress of this service
+        (started from now on, and those running); returns a function that stops it."""
+        self._listeners.append(listener)
+        return lambda: self._listeners.remove(listener) if listener in self._listeners else None
+
+    async def updates(self, egress_id: str) -> AsyncIterator[pe.EgressInfo]:
+        """The egress's current info, then each change, until it is over."""
+        entry = self._egresses.get(egress_id)
+        if entry is None:
+            raise EgressNotFoundError(f"egress_id: egress {egress_id!r} not found")
+        if isinstance(entry, Recorder):
+            async for info in entry.updates():
+                yield info
+        else:
+            yield snapshot(entry)
 
     # --- queries and stop ----------------------------------------------------------------
 
@@ -201,6 +256,7 @@ class EgressService:
         """Stop every active egress, keeping what each recorded."""
         live = [e for e in self._egresses.values() if isinstance(e, Recorder) and is_active(e.info.status)]
         await asyncio.gather(*(r.stop() for r in live), return_exceptions=True)
+        await asyncio.gather(*list(self._watchers), return_exceptions=True)
 
     def __repr__(self) -> str:
         return f"EgressService(url={self.url!r}, api_key={self.api_key!r}, egresses={len(self._egresses)})"

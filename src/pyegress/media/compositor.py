@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 
@@ -19,6 +20,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from .frames import Planes, fill, frame_planes, paste, planes, reformat, region, solid_canvas, to_av
+from .inputs import Picture
 from .layout import Layout, Rect, grid, speaker
 from .timeline import VideoInput
 
@@ -36,8 +38,8 @@ class Participant:
     identity: str
     name: str
     order: int
-    camera: VideoInput[object] | None = None
-    screen: VideoInput[object] | None = None
+    camera: VideoInput[Picture] | None = None
+    screen: VideoInput[Picture] | None = None
     camera_muted: bool = False
     screen_muted: bool = False
 
@@ -250,10 +252,10 @@ class Compositor:
         if self.speaker == identity:
             self.speaker = None
 
-    def video(self, identity: str, *, screen: bool) -> VideoInput[object]:
+    def video(self, identity: str, *, screen: bool) -> VideoInput[Picture]:
         """A fresh video input for the participant's camera or screen share."""
         p = self.join(identity, "")
-        vi: VideoInput[object] = VideoInput()
+        vi: VideoInput[Picture] = VideoInput()
         if screen:
             p.screen, p.screen_muted = vi, False
         else:
@@ -295,8 +297,8 @@ class Compositor:
 
     def _place(
         self,
-        shares: list[tuple[Participant, object]],
-        cams: list[tuple[Participant, object | None]],
+        shares: Sequence[tuple[Participant, object]],
+        cams: Sequence[tuple[Participant, object | None]],
     ) -> list[Tile]:
         W, H = self.width, self.height
         share_tiles = [(f"{p.name} (screen)", f, False, (p.identity, True)) for p, f in shares]

@@ -7,7 +7,9 @@ the encoding, and outputs create their own streams from it as a template
 
 from __future__ import annotations
 
+import contextlib
 import io
+from dataclasses import dataclass
 from fractions import Fraction
 from typing import TYPE_CHECKING, Any, cast
 
@@ -31,9 +33,9 @@ class VideoEncoder:
 
     def __init__(self, enc: VideoEncoding) -> None:
         self.encoding = enc
-        self._box = av.open(io.BytesIO(), "w", format="null")
+        box = av.open(io.BytesIO(), "w", format="null")
         if enc.codec == "h264":
-            stream = self._box.add_stream(
+            stream = box.add_stream(
                 "libx264",
                 rate=enc.fps,
                 # no scene-cut key frames: a fixed GOP keeps HLS segments and RTMP ingest aligned
@@ -41,7 +43,7 @@ class VideoEncoder:
             )
             stream.profile = _H264_PROFILES[enc.profile]
         elif enc.codec == "vp8":
-            stream = self._box.add_stream(
+            stream = box.add_stream(
                 "libvpx",
                 rate=enc.fps,
                 options={"deadline": "realtime", "cpu-used": "8", "threads": "2", "lag-in-frames": "0"},
@@ -57,7 +59,8 @@ class VideoEncoder:
         ctx.gop_size = enc.gop
         ctx.flags |= av.codec.context.Flags.global_header
         ctx.open()
-        self._box.start_encoding()  # fills the stream parameters outputs copy (extradata)
+        box.start_encoding()  # fills the stream parameters outputs copy (extradata)
+        self._box: av.container.OutputContainer | None = box
         self.stream = stream
         self.frames = 0
 
@@ -69,6 +72,13 @@ class VideoEncoder:
             self.frames += 1
         return list(self.stream.encode(frame))
 
+    def close(self) -> None:
+        """Free the codec context (idempotent); the encoder cannot be used after."""
+        box, self._box = self._box, None
+        if box is not None:
+            with contextlib.suppress(Exception):
+                box.close()
+
 
 class AudioEncoder:
     """Encodes interleaved int16 PCM (``in_rate``, resampled to the encoding's); pts counts samples."""
@@ -76,15 +86,16 @@ class AudioEncoder:
     def __init__(self, enc: AudioEncoding, *, in_rate: int | None = None) -> None:
         self.encoding = enc
         self.in_rate = in_rate or enc.sample_rate
-        self._box = av.open(io.BytesIO(), "w", format="null")
-        stream = cast(av.AudioStream, self._box.add_stream(_AUDIO_CODECS[enc.codec], rate=enc.sample_rate))
+        box = av.open(io.BytesIO(), "w", format="null")
+        stream = cast(av.AudioStream, box.add_stream(_AUDIO_CODECS[enc.codec], rate=enc.sample_rate))
         stream.layout = "stereo" if enc.channels == 2 else "mono"
         stream.bit_rate = enc.bitrate_kbps * 1000
         ctx = stream.codec_context
         ctx.time_base = Fraction(1, enc.sample_rate)
         ctx.flags |= av.codec.context.Flags.global_header
         ctx.open()
-        self._box.start_encoding()
+        box.start_encoding()
+        self._box: av.container.OutputContainer | None = box
         self.stream = stream
         self._layout = stream.layout.name
         self._resampler = av.AudioResampler(
@@ -121,3 +132,56 @@ class AudioEncoder:
         if pcm is None:
             packets.extend(self.stream.encode(None))
         return packets
+
+    def close(self) -> None:
+        """Free the codec context (idempotent); the encoder cannot be used after."""
+        box, self._box = self._box, None
+        if box is not None:
+            with contextlib.suppress(Exception):
+                box.close()
+
+
+@dataclass(frozen=True, slots=True)
+class EncodedPacket:
+    """One encoded packet as outputs receive it: immutable bytes and timing, so every output
+    builds its own ``av.Packet`` (a mux rebases a packet in place: sharing one between outputs
+    would make their order matter)."""
+
+    kind: str  # "video" | "audio"
+    data: bytes
+    pts: int | None
+    dts: int | None
+    duration: int
+    time_base: Fraction
+    keyframe: bool
+
+    @classmethod
+    def of(cls, kind: str, packet: Packet) -> EncodedPacket:
+        """Copy an encoder's packet (its bytes are copied once, shared read-only by outputs)."""
+        return cls(
+            kind,
+            bytes(packet),
+            packet.pts,
+            packet.dts,
+            packet.duration or 0,
+            packet.time_base or Fraction(1, 1),
+            kind == "video" and packet.is_keyframe,
+        )
+
+    def to_av(self, stream: av.stream.Stream) -> Packet:
+        """A fresh ``av.Packet`` of this data for ``stream`` (the caller's to mux)."""
+        pkt = av.Packet(self.data)
+        pkt.pts, pkt.dts, pkt.duration, pkt.time_base = self.pts, self.dts, self.duration, self.time_base
+        pkt.is_keyframe = self.keyframe
+        pkt.stream = stream
+        return pkt
+
+    @property
+    def start(self) -> float:
+        """Seconds on the output timeline where this packet starts (0 without a pts)."""
+        return float(self.pts * self.time_base) if self.pts is not None else 0.0
+
+    @property
+    def end(self) -> float:
+        """Seconds on the output timeline where this packet ends."""
+        return self.start + float(self.duration * self.time_base)

@@ -1,105 +1,178 @@
-"""What the pipeline needs from an output."""
+"""The output contract: open / write / close / result, and the three kinds of input.
+
+An output is opened on the encode thread with the encoders' stream templates, fed there, and
+closed there; then :meth:`Output.finish` runs on the event loop (uploads, a socket's close).
+Each output owns its entry in ``EgressInfo`` (:meth:`attach`, :meth:`refresh`), its store
+(uploads) and its manifest. What it is fed depends on its kind:
+
+- :class:`PacketOutput` muxes encoded packets (files, HLS, RTMP); each call gets an immutable
+  :class:`~pyegress.media.encoder.EncodedPacket` and builds its own ``av.Packet``;
+- :class:`FrameOutput` takes canvas frames on the ticks it asks for (images);
+- :class:`PcmOutput` takes the mixed PCM of every tick on the event loop (WebSocket).
+
+A failure stays on its output (:meth:`fail`); the others go on.
+"""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from fractions import Fraction
+from pathlib import Path
 
 import av
 import numpy as np
 from livekit.protocol import egress as pe
 
-from ..media.encoder import Packet
+from ..media.encoder import EncodedPacket
 from ..media.encoding import AudioEncoding, VideoEncoding
+from ..storage.upload import Store
+from .manifest import write_manifest
 
 log = logging.getLogger("pyegress.outputs")
 
 
 class Output:
-    """An output fed with encoded packets; a failure stays on this output.
+    """Base of every output. ``video`` / ``audio``: the encodings whose packets it takes."""
 
-    Optional hooks for outputs that take raw media instead: ``canvas`` (the canvas frames of
-    ``wants_frame`` ticks go to ``write_frame``, on the encode thread) and ``wants_pcm`` (the
-    mixed 48 kHz stereo PCM of every tick goes to ``write_pcm``, on the event loop).
-    """
-
-    #: The encoding whose canvas ``write_frame`` receives (None: no frames wanted).
-    canvas: VideoEncoding | None = None
-    #: True to receive every tick's PCM through ``write_pcm``.
-    wants_pcm: bool = False
     #: Set by the recorder; called from any thread when this output's result changed.
     notify: Callable[[], None] | None = None
 
-    def __init__(self, name: str, video: VideoEncoding | None, audio: AudioEncoding | None) -> None:
+    def __init__(
+        self,
+        name: str,
+        video: VideoEncoding | None = None,
+        audio: AudioEncoding | None = None,
+        *,
+        store: Store | None = None,
+        manifest_path: Path | None = None,
+    ) -> None:
         self.name = name
         self.video = video
         self.audio = audio
+        self.store = store
+        self.manifest_path = manifest_path
         self.error = ""
         self._end = {"video": 0.0, "audio": 0.0}
+
+    # --- failure ---------------------------------------------------------------------------
 
     @property
     def failed(self) -> bool:
         return bool(self.error)
 
     def fail(self, error: BaseException | str) -> None:
-        """Record the first error; the output stops receiving packets."""
+        """Record the first error; the output stops receiving media."""
         if not self.error:
             self.error = str(error)
             log.error("output %s failed: %s", self.name, self.error)
 
-    def open(self, video: av.VideoStream | None, audio: av.AudioStream | None) -> None:
-        """Create streams from the encoders' template streams and start writing."""
-        raise NotImplementedError
+    # --- the encode thread ---------------------------------------------------------------
 
-    def write(self, packet: Packet, kind: str) -> None:
-        """Mux one packet of ``kind`` ("video" or "audio")."""
+    def open(self, video: av.VideoStream | None, audio: av.AudioStream | None) -> None:
+        """Start writing; ``video`` / ``audio`` are the encoders' template streams (or None)."""
         raise NotImplementedError
 
     def close(self) -> None:
-        """Finish the output (trailer, manifest); safe to call once after a failure too."""
+        """Finish writing (trailer, last segment); called once, after a failure too."""
         raise NotImplementedError
 
-    def wants_frame(self, t: float) -> bool:
-        """Whether the canvas at output time ``t`` is wanted (called every tick, keep it cheap)."""
-        return False
-
-    def write_frame(self, frame: av.VideoFrame, t: float) -> None:
-        """Take the canvas frame of output time ``t`` (encode thread)."""
-        raise NotImplementedError
-
-    def write_pcm(self, pcm: np.ndarray, t: float) -> None:
-        """Take one tick of int16 PCM, shape (n, 2) at 48 kHz, starting at ``t`` (event loop)."""
-        raise NotImplementedError
+    # --- the event loop ------------------------------------------------------------------
 
     async def finish(self) -> None:
-        """Loop-side end, awaited by the recorder after ``close`` (e.g. a socket's close)."""
+        """Loop-side end after :meth:`close`: wait for this output's uploads; a failed one
+        fails the output (its files stay local)."""
+        if self.store is not None:
+            await self.store.drain()
+            if self.store.backup_used:
+                self.fail(f"upload failed, files kept locally: {self.store.error}")
 
-    def add_result(self, info: pe.EgressInfo, started_at: int) -> None:
-        """Add this output's entry to ``info`` (segments, streams, images; files are the
-        recorder's). Event loop only, like every ``EgressInfo`` change."""
+    def attach(self, info: pe.EgressInfo, started_at: int) -> None:
+        """Add this output's entry to ``info`` (event loop only, like every info change)."""
+        raise NotImplementedError
 
-    def update_result(self, ended_at: int | None = None) -> None:
-        """Copy the current state into the entry made by ``add_result`` (event loop only)."""
+    def refresh(self, ended_at: int | None = None) -> None:
+        """Copy the current state into the entry made by :meth:`attach` (event loop only)."""
+        raise NotImplementedError
 
-    def write_manifest(self) -> None:
-        """Write the output's JSON manifest, if it has one."""
+    @property
+    def backup_used(self) -> bool:
+        """True when something of this output could not reach its store and stayed local."""
+        return self.store is not None and self.store.backup_used
+
+    def manifest_entries(self) -> dict[str, object]:
+        """What this output adds to its manifest beside the egress info (segments, images)."""
+        return {}
+
+    async def publish_manifest(self, info: dict[str, object]) -> tuple[str, str]:
+        """Write the manifest (when enabled) and upload it beside the media; returns its
+        location ("" when it stayed local) and the upload error ("" when none)."""
+        if self.manifest_path is None:
+            return "", ""
+        try:
+            write_manifest(self.manifest_path, {**info, **self.manifest_entries()})
+        except OSError as e:
+            log.warning("cannot write manifest of %s: %s", self.name, e)
+            return "", ""
+        if self.store is None:
+            return "", ""
+        up = await self.store.upload(self.manifest_path)
+        return (up.location, "") if up.ok else ("", f"{self.name} manifest: {up.error}")
+
+    async def release(self) -> None:
+        """Let go of the store's worker (after the manifest went up)."""
+        if self.store is not None:
+            await self.store.close()
+
+    # --- progress ------------------------------------------------------------------------
 
     @property
     def size(self) -> int:
-        """Bytes written so far."""
+        """Bytes written (or sent) so far."""
         return 0
-
-    def _changed(self) -> None:
-        if self.notify is not None:
-            self.notify()
-
-    def _track_end(self, packet: Packet, kind: str) -> None:
-        if packet.pts is not None and packet.time_base is not None:
-            end = Fraction(packet.pts + (packet.duration or 0)) * packet.time_base
-            self._end[kind] = max(self._end[kind], float(end))
 
     @property
     def duration(self) -> float:
         """Seconds of media written (the longer of the two tracks)."""
         return max(self._end.values())
+
+    def _changed(self) -> None:
+        if self.notify is not None:
+            self.notify()
+
+    def _track_end(self, kind: str, end: float) -> None:
+        self._end[kind] = max(self._end[kind], end)
+
+
+class PacketOutput(Output):
+    """An output that muxes encoded packets of its ``video`` / ``audio`` encodings."""
+
+    def write(self, packet: EncodedPacket) -> None:
+        """Mux one packet (encode thread)."""
+        raise NotImplementedError
+
+
+class FrameOutput(Output):
+    """An output that takes canvas frames of the ``canvas`` encoding's size (encode thread)."""
+
+    def __init__(self, name: str, canvas: VideoEncoding, **kw: object) -> None:
+        super().__init__(name, **kw)  # type: ignore[arg-type]
+        self.canvas = canvas
+
+    def wants_frame(self, t: float) -> bool:
+        """Whether the canvas at output time ``t`` is wanted (called every tick, keep it cheap)."""
+        raise NotImplementedError
+
+    def write_frame(self, frame: av.VideoFrame, t: float) -> None:
+        """Take the canvas frame of output time ``t``."""
+        raise NotImplementedError
+
+
+class PcmOutput(Output):
+    """An output that takes every tick's mixed 48 kHz stereo int16 PCM (event loop)."""
+
+    def write_pcm(self, pcm: np.ndarray, t: float) -> None:
+        """Take one tick of PCM, shape (n, 2), starting at output time ``t``."""
+        raise NotImplementedError
+
+    def set_muted(self, muted: bool) -> None:
+        """The recorded audio was muted or unmuted (default: nothing to tell)."""

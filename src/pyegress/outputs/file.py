@@ -1,22 +1,23 @@
-"""File output: MP4, OGG, WebM, MP3 on local disk, with an optional JSON manifest."""
+"""File output: MP4, OGG, WebM, MP3 on local disk, uploaded to its store when it closes."""
 
 from __future__ import annotations
 
-import json
-from collections.abc import Callable
 from pathlib import Path
 
 import av
+from livekit.protocol import egress as pe
 
-from ..media.encoder import Packet
+from ..media.encoder import EncodedPacket
 from ..media.encoding import AudioEncoding, VideoEncoding
-from .base import Output
+from ..storage.upload import Store
+from .base import PacketOutput
+from .manifest import manifest_path
 
 CONTAINER_FORMATS = {".mp4": "mp4", ".ogg": "ogg", ".webm": "webm", ".mp3": "mp3"}
 
 
-class FileOutput(Output):
-    """Writes one container file; the manifest (``<file>.json``) is written when it closes."""
+class FileOutput(PacketOutput):
+    """Writes one container file; its manifest (``<file>.json``) unless ``manifest`` is False."""
 
     def __init__(
         self,
@@ -25,14 +26,16 @@ class FileOutput(Output):
         *,
         video: VideoEncoding | None,
         audio: AudioEncoding | None,
-        manifest: Callable[[], dict[str, object]] | None = None,
+        manifest: bool = False,
+        store: Store | None = None,
     ) -> None:
-        super().__init__(name, video, audio)
+        super().__init__(
+            name, video, audio, store=store, manifest_path=manifest_path(path) if manifest else None
+        )
         self.path = path
-        self.manifest_path = path.with_name(path.name + ".json") if manifest else None
-        self._manifest = manifest
         self._container: av.container.OutputContainer | None = None
         self._streams: dict[str, av.stream.Stream] = {}
+        self._result: pe.FileInfo | None = None
 
     def open(self, video: av.VideoStream | None, audio: av.AudioStream | None) -> None:
         fmt = CONTAINER_FORMATS[self.path.suffix]
@@ -47,18 +50,29 @@ class FileOutput(Output):
             self._streams["audio"] = self._container.add_stream_from_template(audio)
         self._container.start_encoding()
 
-    def write(self, packet: Packet, kind: str) -> None:
-        stream = self._streams.get(kind)
+    def write(self, packet: EncodedPacket) -> None:
+        stream = self._streams.get(packet.kind)
         if stream is None or self._container is None:
             return
-        self._track_end(packet, kind)
-        packet.stream = stream
-        self._container.mux(packet)
+        self._track_end(packet.kind, packet.end)
+        self._container.mux(packet.to_av(stream))
 
     def close(self) -> None:
         if self._container is not None:
             container, self._container = self._container, None
             container.close()
+
+    async def finish(self) -> None:
+        """Upload the finished file; its result's ``location`` becomes the object URL, or stays
+        the local path when the upload failed for good (the output then fails)."""
+        if self.store is None or not self.path.is_file():
+            return
+        up = await self.store.upload(self.path)
+        if up.ok:
+            if self._result is not None:
+                self._result.location = up.location
+        else:
+            self.fail(up.error or "upload failed")
 
     @property
     def size(self) -> int:
@@ -68,7 +82,14 @@ class FileOutput(Output):
         except OSError:
             return 0
 
-    def write_manifest(self) -> None:
-        """Write the JSON manifest beside the file (when enabled)."""
-        if self.manifest_path is not None and self._manifest is not None:
-            self.manifest_path.write_text(json.dumps(self._manifest(), indent=2))
+    def attach(self, info: pe.EgressInfo, started_at: int) -> None:
+        self._result = info.file_results.add(
+            filename=str(self.path), location=str(self.path), started_at=started_at
+        )
+
+    def refresh(self, ended_at: int | None = None) -> None:
+        if self._result is None or ended_at is None:
+            return  # a file's size and duration are final only once it is closed
+        self._result.ended_at = ended_at
+        self._result.duration = int(self.duration * 1e9)
+        self._result.size = self.size

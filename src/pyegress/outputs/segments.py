@@ -5,7 +5,7 @@ across segments, so the playlist plays as one stream. The playlist is an ``EVENT
 while recording (playable at once) and gets ``#EXT-X-ENDLIST`` at the end; the optional live
 playlist keeps only the last few segments (a sliding window).
 
-With a store (``uploads``), each closed segment and then the playlists naming it are uploaded
+With a store, each closed segment and then the playlists naming it are uploaded
 while recording, in that order, so the bucket always holds a playable stream.
 """
 
@@ -13,93 +13,35 @@ from __future__ import annotations
 
 import concurrent.futures
 import datetime as dt
-import json
 import math
 import os
 import time
-from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 import av
 from livekit.protocol import egress as pe
 
-from ..config import SegmentSuffix, SegmentTarget
-from ..errors import InvalidRequestError
-from ..filenames import expand
-from ..media.encoder import Packet
+from ..config import SegmentSuffix
+from ..config.paths import SegmentPaths, segment_paths
+from ..filenames import timestamp_suffix
+from ..media.encoder import EncodedPacket
 from ..media.encoding import AudioEncoding, VideoEncoding
 from ..storage.base import UploadResult
-from ..storage.upload import LiveUploads
-from .base import Output
+from ..storage.upload import Store
+from .base import PacketOutput
+from .manifest import manifest_path
+
+__all__ = ["SegmentOutput", "SegmentPaths", "render_playlist", "segment_name", "segment_paths"]
 
 #: Segments listed by the live (sliding window) playlist.
 LIVE_WINDOW = 5
 
 
-@dataclass(frozen=True)
-class SegmentPaths:
-    """Where an HLS output writes: playlist, optional live playlist, segment prefix."""
-
-    playlist: Path
-    live_playlist: Path | None
-    prefix: Path
-
-
-def _inside(root: Path, rel: str, field: str) -> Path:
-    full = (root / rel).resolve() if not os.path.isabs(rel) else Path(rel).resolve()
-    if full != root and root not in full.parents:
-        raise InvalidRequestError(field, f"path {rel!r} escapes the output folder {root}")
-    return full
-
-
-def _strip_ext(name: str, *exts: str) -> str:
-    for ext in exts:
-        if name.lower().endswith(ext):
-            return name[: -len(ext)]
-    return name
-
-
-def segment_paths(
-    target: SegmentTarget, values: Mapping[str, str], output_dir: Path, default_stem: str
-) -> SegmentPaths:
-    """Resolve the names of an HLS output as LiveKit egress does.
-
-    An empty ``playlist_name`` is the prefix's name (or ``default_stem``); an empty
-    ``filename_prefix`` is the playlist's name; a prefix without a folder lives beside the
-    playlist, and a playlist without a folder goes to the prefix's folder. The live playlist is
-    always beside the playlist.
-    """
-    root = output_dir.resolve()
-    prefix = PurePosixPath(expand(target.filename_prefix, values)) if target.filename_prefix else None
-    playlist = (
-        PurePosixPath(_strip_ext(expand(target.playlist_name, values), ".m3u8"))
-        if target.playlist_name
-        else None
-    )
-    if playlist is None:
-        playlist = prefix if prefix is not None else PurePosixPath(default_stem)
-    elif str(playlist.parent) == "." and prefix is not None and str(prefix.parent) != ".":
-        playlist = prefix.parent / playlist.name
-    if prefix is None:
-        prefix = playlist
-    elif str(prefix.parent) == ".":
-        prefix = playlist.parent / _strip_ext(prefix.name, ".ts")
-    live = None
-    if target.live_playlist_name:
-        name = PurePosixPath(_strip_ext(expand(target.live_playlist_name, values), ".m3u8")).name
-        live = _inside(root, str(playlist.parent / f"{name}.m3u8"), f"{target.field}.live_playlist_name")
-    main = _inside(root, f"{playlist}.m3u8", f"{target.field}.playlist_name")
-    if live == main:
-        raise InvalidRequestError(f"{target.field}.live_playlist_name", "must differ from playlist_name")
-    return SegmentPaths(main, live, _inside(root, str(prefix), f"{target.field}.filename_prefix"))
-
-
 def segment_name(prefix: str, suffix: SegmentSuffix, index: int, wall: float) -> str:
     """``<prefix>_00003.ts`` (INDEX) or ``<prefix>_20240131235959123.ts`` (TIMESTAMP, UTC)."""
     if suffix is SegmentSuffix.TIMESTAMP:
-        t = dt.datetime.fromtimestamp(wall, dt.timezone.utc)
-        return f"{prefix}_{t:%Y%m%d%H%M%S}{t.microsecond // 1000:03d}.ts"
+        return f"{prefix}_{timestamp_suffix(wall)}.ts"
     return f"{prefix}_{index:05d}.ts"
 
 
@@ -143,7 +85,7 @@ def _write_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-class SegmentOutput(Output):
+class SegmentOutput(PacketOutput):
     """HLS: MPEG-TS segments of about ``segment_duration`` seconds, each starting on a key frame."""
 
     def __init__(
@@ -155,20 +97,18 @@ class SegmentOutput(Output):
         suffix: SegmentSuffix = SegmentSuffix.INDEX,
         video: VideoEncoding | None,
         audio: AudioEncoding | None,
-        manifest: Callable[[], dict[str, object]] | None = None,
+        manifest: bool = False,
         live_window: int = LIVE_WINDOW,
-        uploads: LiveUploads | None = None,
+        store: Store | None = None,
     ) -> None:
-        super().__init__(name, video, audio)
+        path = manifest_path(paths.playlist) if manifest else None
+        super().__init__(name, video, audio, store=store, manifest_path=path)
         self.paths = paths
-        self.uploads = uploads
         self._uploaded: dict[Path, concurrent.futures.Future[UploadResult]] = {}
         self.segment_duration = segment_duration
         self.suffix = suffix
         self.live_window = live_window
         self.segments: list[Segment] = []
-        self.manifest_path = paths.playlist.with_name(paths.playlist.name + ".json") if manifest else None
-        self._manifest = manifest
         self._templates: dict[str, av.VideoStream | av.AudioStream] = {}
         self._container: av.container.OutputContainer | None = None
         self._streams: dict[str, av.stream.Stream] = {}
@@ -195,19 +135,19 @@ class SegmentOutput(Output):
     def _split_kind(self) -> str:
         return "video" if "video" in self._templates else "audio"
 
-    def write(self, packet: Packet, kind: str) -> None:
-        if kind not in self._templates or packet.pts is None or packet.time_base is None:
+    def write(self, packet: EncodedPacket) -> None:
+        kind = packet.kind
+        if kind not in self._templates or packet.pts is None:
             return
-        t = float(packet.pts * packet.time_base)
+        t = packet.start
         if kind == self._split_kind:
             due = self._current is None or t - self._current.start >= self.segment_duration - 1e-3
-            if due and (kind == "audio" or packet.is_keyframe):
+            if due and (kind == "audio" or packet.keyframe):
                 self._next_segment(t)
         if self._container is None:
             return  # nothing opened yet: wait for the first key frame
-        self._track_end(packet, kind)
-        packet.stream = self._streams[kind]
-        self._container.mux(packet)
+        self._track_end(kind, packet.end)
+        self._container.mux(packet.to_av(self._streams[kind]))
 
     def close(self) -> None:
         self._close_segment(max(self.duration, self._current.start if self._current else 0.0))
@@ -258,24 +198,17 @@ class SegmentOutput(Output):
 
     def _upload(self, path: Path, *, snapshot: bool = False) -> None:
         """Queue ``path`` for the store (never waits for it); playlists go as a snapshot."""
-        if self.uploads is not None:
-            self._uploaded[path] = self.uploads.put(path, snapshot=snapshot)
+        if self.store is not None:
+            self._uploaded[path] = self.store.put(path, snapshot=snapshot)
 
     def _location(self, path: Path) -> str:
         """The object URL of ``path`` unless its (latest) upload failed: then the local path."""
         future = self._uploaded.get(path)
-        if self.uploads is None or future is None:
+        if self.store is None or future is None:
             return str(path)
         if future.done() and not future.result().ok:
             return str(path)
-        return self.uploads.location(path)
-
-    async def finish(self) -> None:
-        """Wait for the last uploads; a failed one fails this output (its files stay local)."""
-        if self.uploads is not None:
-            await self.uploads.close()
-            if self.uploads.backup_used:
-                self.fail(f"upload failed, files kept in {self.paths.playlist.parent}: {self.uploads.error}")
+        return self.store.location(path)
 
     # --- results (event loop) ------------------------------------------------------------
 
@@ -283,7 +216,7 @@ class SegmentOutput(Output):
     def size(self) -> int:
         return sum(s.size for s in list(self.segments))
 
-    def add_result(self, info: pe.EgressInfo, started_at: int) -> None:
+    def attach(self, info: pe.EgressInfo, started_at: int) -> None:
         live = self.paths.live_playlist
         self._result = info.segment_results.add(
             playlist_name=str(self.paths.playlist),
@@ -293,7 +226,7 @@ class SegmentOutput(Output):
             started_at=started_at,
         )
 
-    def update_result(self, ended_at: int | None = None) -> None:
+    def refresh(self, ended_at: int | None = None) -> None:
         if self._result is None:
             return
         done = list(self.segments)
@@ -306,20 +239,18 @@ class SegmentOutput(Output):
             if self.paths.live_playlist is not None:
                 self._result.live_playlist_location = self._location(self.paths.live_playlist)
 
-    def write_manifest(self) -> None:
-        """``<playlist>.m3u8.json``: the egress info plus every segment with its times."""
-        if self.manifest_path is None or self._manifest is None:
-            return
-        data = self._manifest()
-        data["segments"] = [
-            {
-                "filename": s.name,
-                "location": self._location(s.path),
-                "start": round(s.start, 6),
-                "duration": round(s.duration, 6),
-                "size": s.size,
-                "timestamp": int(s.wall * 1e9),
-            }
-            for s in self.segments
-        ]
-        self.manifest_path.write_text(json.dumps(data, indent=2))
+    def manifest_entries(self) -> dict[str, object]:
+        """Every segment with its times, beside the egress info."""
+        return {
+            "segments": [
+                {
+                    "filename": s.name,
+                    "location": self._location(s.path),
+                    "start": round(s.start, 6),
+                    "duration": round(s.duration, 6),
+                    "size": s.size,
+                    "timestamp": int(s.wall * 1e9),
+                }
+                for s in self.segments
+            ]
+        }

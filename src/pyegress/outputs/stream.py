@@ -29,21 +29,17 @@ import queue
 import threading
 import time
 from collections.abc import Sequence
-from fractions import Fraction
 from typing import Any
 
 import av
 from livekit.protocol import egress as pe
 
 from ..config import StreamURL
-from ..media.encoder import Packet
+from ..media.encoder import EncodedPacket
 from ..media.encoding import AudioEncoding, VideoEncoding
-from .base import Output
+from .base import PacketOutput
 
 log = logging.getLogger("pyegress.outputs.stream")
-
-# kind, data, pts, dts, duration, time_base, key frame
-_Item = tuple[str, bytes, int | None, int | None, int, Fraction, bool]
 
 ACTIVE, FINISHED, FAILED = pe.StreamInfo.ACTIVE, pe.StreamInfo.FINISHED, pe.StreamInfo.FAILED
 
@@ -207,7 +203,7 @@ class StreamSink:
         self.sent_to = 0.0
         self.dropped = 0
         self.result: pe.StreamInfo | None = None  # its entry in EgressInfo (event loop only)
-        self._queue: queue.Queue[_Item | None] = queue.Queue(maxsize=owner.queue_packets)
+        self._queue: queue.Queue[EncodedPacket | None] = queue.Queue(maxsize=owner.queue_packets)
         self._stop = threading.Event()
         self._abort = threading.Event()
         self._skip_to_key = False
@@ -220,11 +216,11 @@ class StreamSink:
         self._thread.start()
 
     # producer side (encode thread): never blocks
-    def offer(self, item: _Item) -> None:
+    def offer(self, item: EncodedPacket) -> None:
         if self.status == FAILED or self._stop.is_set():
             return
         if self._skip_to_key:
-            if self.owner.has_video and not (item[0] == "video" and item[6]):
+            if self.owner.has_video and not (item.kind == "video" and item.keyframe):
                 return
             self._skip_to_key = False
         try:
@@ -293,23 +289,17 @@ class StreamSink:
             item = self._queue.get()
             if item is None:
                 return
-            kind, data, pts, dts, duration, tb, key = item
             if need_key:
-                if kind != "video" or not key:
+                if item.kind != "video" or not item.keyframe:
                     continue
                 need_key = False
-            stream = self._streams.get(kind)
+            stream = self._streams.get(item.kind)
             if stream is None:
                 continue
-            pkt = av.Packet(data)
-            pkt.pts, pkt.dts, pkt.duration, pkt.time_base = pts, dts, duration, tb
-            pkt.is_keyframe = key
-            pkt.stream = stream
-            container.mux(pkt)
-            if pts is not None:
-                t = float(pts * tb)
-                self.sent_from = t if self.sent_from is None else self.sent_from
-                self.sent_to = max(self.sent_to, t + float(duration * tb))
+            container.mux(item.to_av(stream))
+            if item.pts is not None:
+                self.sent_from = item.start if self.sent_from is None else self.sent_from
+                self.sent_to = max(self.sent_to, item.end)
 
     def _drain(self) -> None:
         """Drop what queued up while disconnected (stale for a live stream), keep an end marker."""
@@ -373,7 +363,7 @@ class StreamSink:
         info.duration = int(self.duration * 1e9)
 
 
-class StreamOutput(Output):
+class StreamOutput(PacketOutput):
     """Streams one encode to every URL at once; URLs can be added and removed while live."""
 
     #: Failures in a row before a URL is FAILED; backoff doubles from ``backoff`` to ``max_backoff``.
@@ -430,21 +420,12 @@ class StreamOutput(Output):
         sink.start()
         return sink
 
-    def write(self, packet: Packet, kind: str) -> None:
-        if kind not in self.templates or packet.time_base is None:
+    def write(self, packet: EncodedPacket) -> None:
+        if packet.kind not in self.templates:
             return
-        self._track_end(packet, kind)
-        item: _Item = (
-            kind,
-            bytes(packet),
-            packet.pts,
-            packet.dts,
-            packet.duration or 0,
-            packet.time_base,
-            kind == "video" and packet.is_keyframe,
-        )
+        self._track_end(packet.kind, packet.end)
         for sink in self.sinks:
-            sink.offer(item)
+            sink.offer(packet)  # immutable: every sink builds its own av.Packet
 
     def close(self) -> None:
         """Send what is queued everywhere, then close every connection (bounded wait)."""
@@ -491,13 +472,13 @@ class StreamOutput(Output):
 
     # --- results (event loop) --------------------------------------------------------------
 
-    def add_result(self, info: pe.EgressInfo, started_at: int) -> None:
+    def attach(self, info: pe.EgressInfo, started_at: int) -> None:
         self._info = info
         for s in self.sinks:
             s.result = info.stream_results.add()
             s.fill(s.result)
 
-    def update_result(self, ended_at: int | None = None) -> None:
+    def refresh(self, ended_at: int | None = None) -> None:
         for s in list(self.sinks):
             if s.result is not None:
                 s.fill(s.result)

@@ -20,19 +20,17 @@ import logging
 import aiohttp
 import av
 import numpy as np
+from livekit.protocol import egress as pe
 
-from ..media.encoder import Packet
-from .base import Output
+from .base import PcmOutput
 
 log = logging.getLogger("pyegress.outputs.websocket")
 
 _CLOSE = object()
 
 
-class WebSocketOutput(Output):
+class WebSocketOutput(PcmOutput):
     """Sends the track's PCM to ``url``; the connection closes when the egress ends."""
-
-    wants_pcm = True
 
     def __init__(
         self,
@@ -44,7 +42,7 @@ class WebSocketOutput(Output):
         connect_timeout: float = 10.0,
         queue_frames: int = 250,
     ) -> None:
-        super().__init__(name, None, None)
+        super().__init__(name)
         if channels not in (1, 2):
             raise ValueError("channels must be 1 or 2")
         self.url = url
@@ -79,15 +77,12 @@ class WebSocketOutput(Output):
 
     # --- event loop ------------------------------------------------------------------------
 
-    def write(self, packet: Packet, kind: str) -> None:
-        """WebSocket output takes PCM, not packets."""
-
     def write_pcm(self, pcm: np.ndarray, t: float) -> None:
         if self._ws is None:
             return
         data = pcm if self.channels == 2 else pcm.mean(axis=1, dtype=np.int32).astype(np.int16)
         self._offer(np.ascontiguousarray(data, dtype="<i2").tobytes())
-        self._end["audio"] = t + len(pcm) / 48000
+        self._track_end("audio", t + len(pcm) / 48000)
 
     def set_muted(self, muted: bool) -> None:
         """Tell the receiver the track was muted or unmuted (sent in order with the PCM)."""
@@ -149,3 +144,9 @@ class WebSocketOutput(Output):
     @property
     def size(self) -> int:
         return self.bytes_sent
+
+    def attach(self, info: pe.EgressInfo, started_at: int) -> None:
+        """A WebSocket has no entry of its own in ``EgressInfo`` (as in LiveKit's)."""
+
+    def refresh(self, ended_at: int | None = None) -> None:
+        """Nothing to copy: see :meth:`attach`."""

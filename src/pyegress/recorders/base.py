@@ -1,4 +1,9 @@
-"""The recorder: wires a source, a timeline and outputs, and owns the EgressInfo lifecycle."""
+"""The recorder: wires a source, the pipeline and the outputs, and reports through the info owner.
+
+A subclass says where its media comes from (:meth:`Recorder._connect`, :meth:`_resolve`,
+:meth:`_make_inputs`) and when to end; this base runs the lifecycle the same way for all:
+config → connect → resolve → outputs → pipeline → results → manifests.
+"""
 
 from __future__ import annotations
 
@@ -7,30 +12,23 @@ import contextlib
 import logging
 import os
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from google.protobuf.json_format import MessageToDict
 from livekit import rtc
 from livekit.protocol import egress as pe
 
-from ..config import EgressConfig, FileType, Request, StreamURL, build_config
+from ..config import EgressConfig, Request, StreamURL, build_config
 from ..errors import EgressError, InvalidRequestError, OutputError, SourceError
-from ..filenames import resolve_path, time_values
-from ..info import is_terminal, new_info, now_ns, set_status, snapshot
+from ..filenames import time_values
+from ..info import InfoOwner, Listener, new_info, now_ns, snapshot
 from ..media.encoding import AudioEncoding, VideoEncoding
-from ..media.pipeline import MIX_CHANNELS, MIX_RATE, Pipeline
+from ..media.inputs import MIX_CHANNELS, MIX_RATE, AudioSource, Picture, VideoSource
 from ..media.timeline import AudioInput, VideoInput
-from ..outputs.base import Output
-from ..outputs.file import FileOutput
-from ..outputs.images import ImageOutput, image_prefix
-from ..outputs.segments import SegmentOutput, segment_paths
-from ..outputs.stream import StreamOutput
-from ..outputs.websocket import WebSocketOutput
-from ..sources.room import RoomSource
-from ..storage import upload as storage_upload
+from ..outputs import FrameOutput, Output, PcmOutput, StreamOutput, build_outputs
+from ..pipeline import Pipeline, PipelineStats
 
 log = logging.getLogger("pyegress.recorder")
 
@@ -46,6 +44,20 @@ class Progress:
 
 
 @dataclass
+class Options:
+    """How the service starts recorders: where LiveKit is, and the waits (each recorder takes
+    what it needs, :meth:`Recorder.from_config`)."""
+
+    url: str = ""
+    api_key: str = ""
+    api_secret: str = field(default="", repr=False)
+    room: rtc.Room | None = None  # the application's connected room, when given
+    wait_timeout: float = 10.0
+    empty_timeout: float = 30.0
+    egress_id: str | None = None
+
+
+@dataclass
 class Media:
     """What a recorder found to record: template values and the encodings per kind."""
 
@@ -55,48 +67,53 @@ class Media:
 
 
 class Recorder:
-    """Base of every recorder; subclasses say what to wait for, subscribe to and when to end.
+    """Base of every recorder.
 
-    Construct with a request (invalid requests raise ``InvalidRequestError`` naming the field),
-    and either an ``rtc.Room`` the application already has connected, or ``url`` / ``api_key`` /
-    ``api_secret`` to join the room as a hidden participant.
+    Construct with a request (invalid requests raise ``InvalidRequestError`` naming the field)
+    or a config already built from one. ``output_dir`` given: every path stays inside it;
+    None: relative paths go under the working folder, absolute ones where they say.
+    ``default_storage`` is where outputs without a store of their own are uploaded.
     """
 
     def __init__(
         self,
-        request: Request,
+        request: Request | None = None,
         *,
-        room: rtc.Room | None = None,
-        url: str | None = None,
-        api_key: str | None = None,
-        api_secret: str | None = None,
+        config: EgressConfig | None = None,
         output_dir: str | os.PathLike[str] | None = None,
         wait_timeout: float = 10.0,
         egress_id: str | None = None,
         default_storage: pe.StorageConfig | None = None,
     ) -> None:
-        self.config: EgressConfig = build_config(request, output_dir=Path(output_dir) if output_dir else None)
-        # files with no s3/gcp/azure of their own go to this store (None: they stay local)
-        self.uploads = storage_upload.FileUploads(self.config, default_storage)
-        self.info = new_info(request, egress_id)
+        if config is None:
+            if request is None:
+                raise InvalidRequestError("request", "a request or a config is required")
+            out = Path(output_dir) if output_dir is not None else None
+            config = build_config(request, output_dir=out, default=default_storage)
+        self.config = config
+        self.owner = InfoOwner(new_info(config.request, egress_id))
         self.wait_timeout = wait_timeout
-        self.source = RoomSource(
-            self.config.room_name,
-            room=room,
-            url=url or os.environ.get("LIVEKIT_URL", ""),
-            api_key=api_key or os.environ.get("LIVEKIT_API_KEY", ""),
-            api_secret=api_secret or os.environ.get("LIVEKIT_API_SECRET", ""),
-            identity=f"EG_{self.info.egress_id[3:]}",
-        )
         self.outputs: list[Output] = []
         self.pipeline: Pipeline | None = None
-        self.video_input: VideoInput[object] | None = None
+        self.video_input: VideoInput[Picture] | None = None
         self.audio_input: AudioInput | None = None
+        self._stats = PipelineStats()
         self._end = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._t0 = 0.0
+        self._t1 = 0.0
+
+    @classmethod
+    def from_config(cls, config: EgressConfig, options: Options) -> Recorder:
+        """The recorder of a validated config, with what it needs of ``options``."""
+        return cls(config=config, wait_timeout=options.wait_timeout, egress_id=options.egress_id)
 
     # --- public lifecycle ---------------------------------------------------------------
+
+    @property
+    def info(self) -> pe.EgressInfo:
+        """The live info (read only: changes go through ``owner``)."""
+        return self.owner.info
 
     @property
     def egress_id(self) -> str:
@@ -113,10 +130,10 @@ class Recorder:
     async def stop(self) -> pe.EgressInfo:
         """End the recording now and wait until its files are complete."""
         if self._task is None:
-            set_status(self.info, pe.EGRESS_ABORTED, "stopped before it started")
+            self.owner.set_status(pe.EGRESS_ABORTED, "stopped before it started")
+            self.owner.close()
             return snapshot(self.info)
-        if not is_terminal(self.info.status):
-            self.end("stopped")
+        self.end("stopped")
         return await self.wait()
 
     async def wait(self, timeout: float | None = None) -> pe.EgressInfo:
@@ -129,229 +146,32 @@ class Recorder:
         """Ask the recording to finish (idempotent)."""
         if not self._end.is_set():
             log.info("egress %s ending: %s", self.egress_id, reason)
-            self.info.details = reason
+            with self.owner.edit() as info:
+                info.details = reason
             self._end.set()
+
+    def done(self) -> bool:
+        """True once the egress is over (files, uploads and manifests finished)."""
+        return self.owner.closed
+
+    def updates(self) -> AsyncIterator[pe.EgressInfo]:
+        """The current info, then each change, until the egress is over."""
+        return self.owner.updates()
+
+    def listen(self, listener: Listener) -> Callable[[], None]:
+        """Call ``listener`` with a snapshot at each change; returns a function that stops it."""
+        return self.owner.listen(listener)
 
     def progress(self) -> Progress:
         """Elapsed seconds, bytes written and output frame rate so far."""
-        elapsed = time.monotonic() - self._t0 if self._t0 and self.pipeline else 0.0
+        end = self._t1 or time.monotonic()
+        elapsed = end - self._t0 if self._t0 else 0.0
+        stats = self.pipeline.stats if self.pipeline is not None else self._stats
         size = sum(o.size for o in self.outputs)
-        frames = self.pipeline.stats.video_frames if self.pipeline else 0
         status = pe.EgressStatus.Name(self.info.status)
-        return Progress(status, elapsed, size, frames / elapsed if elapsed > 0 else 0.0)
+        return Progress(status, elapsed, size, stats.video_frames / elapsed if elapsed > 0 else 0.0)
 
-    # --- subclass hooks -----------------------------------------------------------------
-
-    async def _resolve(self) -> Media:
-        """Wait (bounded) for what to record; raise ``SourceError`` when it never shows up."""
-        raise NotImplementedError
-
-    def _route(self, participant: rtc.RemoteParticipant, pub: rtc.RemoteTrackPublication) -> str | None:
-        """Which input ("video", "audio" or None) this publication feeds."""
-        raise NotImplementedError
-
-    def _on_unpublished(self, participant: rtc.RemoteParticipant, pub: rtc.RemoteTrackPublication) -> None:
-        """A routed track went away (default: keep recording, the timeline fills the gap)."""
-
-    def _on_participant_left(self, participant: rtc.RemoteParticipant) -> None:
-        """A participant left (subclasses end when theirs did)."""
-
-    # --- the run ------------------------------------------------------------------------
-
-    async def _run(self) -> None:
-        try:
-            self._check_output_dir()
-            await self._connect()
-            media = await self._resolve()
-            self._build(media)
-            await self._record()
-        except asyncio.CancelledError:
-            set_status(self.info, pe.EGRESS_ABORTED, "cancelled")
-            raise
-        except EgressError as e:
-            set_status(self.info, pe.EGRESS_FAILED, str(e))
-        except Exception as e:
-            log.exception("egress %s failed", self.egress_id)
-            set_status(self.info, pe.EGRESS_FAILED, f"{type(e).__name__}: {e}")
-        finally:
-            with contextlib.suppress(Exception):
-                await self._disconnect()
-            self._write_manifests()
-            await self.uploads.upload_manifests(self.info, self.outputs)
-
-    async def _connect(self) -> None:
-        """Reach the media: join the room (hidden) or check the given one (subclasses: a page)."""
-        await self.source.connect(self.wait_timeout)
-        self.source.on("disconnected", lambda *_: self.end("room closed"))
-
-    async def _disconnect(self) -> None:
-        """Let go of the media source (always called, also after a failure)."""
-        await self.source.close()
-
-    async def _end_when_empty(self, timeout: float) -> None:
-        """End the recording once the room has had no (visible) participant for ``timeout`` s."""
-        empty_since: float | None = None
-        with contextlib.suppress(asyncio.CancelledError):
-            while not self._end.is_set():
-                if self.source.room.remote_participants:
-                    empty_since = None
-                elif empty_since is None:
-                    empty_since = time.monotonic()
-                elif time.monotonic() - empty_since >= timeout:
-                    self.end(f"room empty for {timeout:g} s")
-                    return
-                await asyncio.sleep(0.25)
-
-    def _check_output_dir(self) -> None:
-        root = self.config.output_dir
-        try:
-            root.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise OutputError(f"output_dir: cannot create {root}: {e.strerror}") from e
-        if not os.access(root, os.W_OK):
-            raise OutputError(f"output_dir: {root} is not writable")
-
-    def _template_values(self, extra: dict[str, str]) -> dict[str, str]:
-        values = {"room_name": self.config.room_name, **time_values(), **extra}
-        values.setdefault("room_id", self.info.room_id)
-        return values
-
-    def _build(self, media: Media) -> None:
-        for target in self.config.files:
-            ftype = target.file_type
-            ext = ftype.extension or media.values.get("extension", ".mp4")
-            kind = "track" if self.config.kind.value == "track" else self.config.kind.value
-            stem = f"{media.values.get('room_name') or 'egress'}-{kind}-{media.values['time']}"
-            path = resolve_path(
-                target.filepath,
-                values=media.values,
-                output_dir=self.config.output_dir,
-                default_stem=stem,
-                extension=ext,
-                field=f"{target.field}.filepath",
-            )
-            if ftype is FileType.AUTO and path.suffix != ext:
-                raise OutputError(
-                    f"{target.field}.filepath: {path.name} does not match the track's container {ext}"
-                )
-            audio = media.audio
-            if audio is not None and path.suffix in (".ogg", ".webm"):
-                audio = audio.for_codec("opus")
-            elif audio is not None and path.suffix == ".mp3":
-                audio = audio.for_codec("mp3")
-            video = media.video if path.suffix in (".mp4", ".webm") else None
-            manifest = None if target.disable_manifest else self._manifest
-            self.outputs.append(FileOutput(target.field, path, video=video, audio=audio, manifest=manifest))
-        self.outputs += build_outputs(
-            self.config, media.values, media.video, media.audio, self._manifest, uploads=self.uploads
-        )
-
-    def _make_inputs(self, t0: float, video: bool, audio: bool) -> tuple[Any, list[Any]]:
-        """The pipeline's video source and audio sources (default: one of each)."""
-        self.video_input = VideoInput() if video else None
-        self.audio_input = AudioInput(MIX_RATE, MIX_CHANNELS, t0) if audio else None
-        return self.video_input, [self.audio_input] if self.audio_input else []
-
-    def _attach(
-        self, kind: str, track: rtc.Track, pub: rtc.RemoteTrackPublication, participant: rtc.RemoteParticipant
-    ) -> None:
-        """Start feeding a subscribed track into its input (default: the single inputs)."""
-        if kind == "video" and self.video_input is not None:
-            self.source.pump_video(track, self.video_input)
-        elif kind == "audio" and self.audio_input is not None:
-            self.source.pump_audio(track, self.audio_input)
-
-    async def _record(self) -> None:
-        media_video = any(o.video or o.canvas for o in self.outputs)
-        media_audio = any(o.audio or o.wants_pcm for o in self.outputs)
-        fps = next((o.video.fps for o in self.outputs if o.video), 30)
-        # the room id first: waiting for it after t0 would leave the first ticks behind
-        self.info.room_id = self.info.room_id or await self._room_sid()
-        self._t0 = t0 = time.monotonic()
-        video_source, audio_sources = self._make_inputs(t0, media_video, media_audio)
-        self.pipeline = Pipeline(
-            outputs=self.outputs,
-            video_input=video_source,
-            audio_inputs=audio_sources,
-            fps=fps,
-        )
-        await asyncio.to_thread(self.pipeline.open)
-        if all(o.failed for o in self.outputs):
-            raise OutputError("; ".join(f"{o.name}: {o.error}" for o in self.outputs))
-        started = now_ns()
-        loop = asyncio.get_running_loop()
-        for o in self.outputs:
-            if isinstance(o, FileOutput):
-                self.info.file_results.add(filename=str(o.path), location=str(o.path), started_at=started)
-            else:
-                o.add_result(self.info, started)
-                o.notify = lambda: _call_soon(loop, self._sync_results)
-        self._sync_results()
-        set_status(self.info, pe.EGRESS_ACTIVE)
-        self.info.started_at = started
-        self._subscribe_all()
-        self.source.on("track_published", self._published)
-        self.source.on("track_subscribed", self._subscribed)
-        self.source.on("track_unpublished", self._unpublished)
-        self.source.on("participant_disconnected", self._on_participant_left)
-        if any(isinstance(o, WebSocketOutput) for o in self.outputs):
-            self.source.on("track_muted", lambda p, pub: self._muted(p, pub, True))
-            self.source.on("track_unmuted", lambda p, pub: self._muted(p, pub, False))
-            for participant, pub in self.source.publications():
-                if pub.muted:
-                    self._muted(participant, pub, True)
-        try:
-            await self.pipeline.run(t0, self._end)
-        finally:
-            set_status(self.info, pe.EGRESS_ENDING)
-            for o in self.outputs:
-                await o.finish()
-            await self.uploads.upload_files(self.info, self.outputs)  # worker thread, not the loop
-            self._finish_results()
-
-    async def _room_sid(self) -> str:
-        with contextlib.suppress(Exception):
-            return await asyncio.wait_for(self.source.room.sid, 2.0)
-        return ""
-
-    def _subscribe_all(self) -> None:
-        for participant, pub in self.source.publications():
-            self._published(pub, participant)
-
-    def _published(self, pub: rtc.RemoteTrackPublication, participant: rtc.RemoteParticipant) -> None:
-        if self._route(participant, pub) is None:
-            return
-        if pub.track is not None:
-            self._subscribed(pub.track, pub, participant)
-        else:
-            self.source.subscribe(pub)
-
-    def _subscribed(
-        self, track: rtc.Track, pub: rtc.RemoteTrackPublication, participant: rtc.RemoteParticipant
-    ) -> None:
-        kind = self._route(participant, pub)
-        if kind is not None:
-            self._attach(kind, track, pub, participant)
-
-    def _unpublished(self, pub: rtc.RemoteTrackPublication, participant: rtc.RemoteParticipant) -> None:
-        if self._route(participant, pub) is not None:
-            self.source.stop_pump(pub.sid)
-            self._on_unpublished(participant, pub)
-
-    def _sync_results(self, ended: int | None = None) -> None:
-        """Copy the live state of segment, stream and image outputs into ``info`` (event loop)."""
-        for o in self.outputs:
-            if not isinstance(o, FileOutput):
-                o.update_result(ended)
-        # the deprecated single-result oneof (file, stream or segments): files take it first
-        if not self.info.file_results and self.info.stream_results:
-            self.info.stream.ClearField("info")
-            self.info.stream.info.extend(self.info.stream_results)
-        elif not self.info.file_results and self.info.segment_results:
-            self.info.segments.CopyFrom(self.info.segment_results[0])
-        self.info.updated_at = now_ns()
-
-    async def update_stream(self, add: list[StreamURL], remove: list[str]) -> pe.EgressInfo:
+    async def update_stream(self, add: Sequence[StreamURL], remove: Sequence[str]) -> pe.EgressInfo:
         """Add and remove RTMP URLs of a live egress; the other URLs keep streaming untouched."""
         streams = [o for o in self.outputs if isinstance(o, StreamOutput)]
         if self.info.status != pe.EGRESS_ACTIVE:
@@ -373,107 +193,155 @@ class Recorder:
         self._sync_results()
         return snapshot(self.info)
 
-    def _muted(self, participant: rtc.Participant, pub: rtc.TrackPublication, muted: bool) -> None:
-        """Tell WebSocket receivers when the recorded audio is muted or unmuted."""
-        remote = isinstance(participant, rtc.RemoteParticipant)
-        remote = remote and isinstance(pub, rtc.RemoteTrackPublication)
-        if remote and self._route(participant, pub) == "audio":  # type: ignore[arg-type]
+    # --- subclass hooks -----------------------------------------------------------------
+
+    async def _connect(self) -> None:
+        """Reach the media (join the room, open the page)."""
+        raise NotImplementedError
+
+    async def _disconnect(self) -> None:
+        """Let go of the media source (always called, also after a failure)."""
+
+    async def _resolve(self) -> Media:
+        """Wait (bounded) for what to record; raise ``SourceError`` when it never shows up."""
+        return Media(self._template_values({}), self.config.video, self.config.audio)
+
+    async def _room_id(self) -> str:
+        """The room's id for ``EgressInfo`` (none by default)."""
+        return ""
+
+    def _make_inputs(
+        self, t0: float, video: bool, audio: bool
+    ) -> tuple[VideoSource | None, list[AudioSource]]:
+        """The pipeline's video source and audio sources (default: one of each)."""
+        self.video_input = VideoInput() if video else None
+        self.audio_input = AudioInput(MIX_RATE, MIX_CHANNELS, t0) if audio else None
+        return self.video_input, [self.audio_input] if self.audio_input else []
+
+    def _on_active(self) -> None:
+        """The outputs are open and the clock runs: start feeding the inputs."""
+
+    # --- the run ------------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        try:
+            self._check_output_dir()
+            await self._connect()
+            media = await self._resolve()
+            self.outputs = build_outputs(self.config, media.values, media.video, media.audio)
+            await self._record()
+        except asyncio.CancelledError:
+            self.owner.set_status(pe.EGRESS_ABORTED, "cancelled")
+            raise
+        except EgressError as e:
+            self.owner.set_status(pe.EGRESS_FAILED, str(e))
+        except Exception as e:
+            log.exception("egress %s failed", self.egress_id)
+            self.owner.set_status(pe.EGRESS_FAILED, f"{type(e).__name__}: {e}")
+        finally:
+            with contextlib.suppress(Exception):
+                await self._disconnect()
+            await self._publish_manifests()
+            if self.pipeline is not None:  # let go of the encoders and inputs; the stats stay
+                self._stats, self.pipeline = self.pipeline.stats, None
+            self.owner.close()
+
+    def _check_output_dir(self) -> None:
+        root = self.config.output_dir
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise OutputError(f"output_dir: cannot create {root}: {e.strerror}") from e
+        if not os.access(root, os.W_OK):
+            raise OutputError(f"output_dir: {root} is not writable")
+
+    def _template_values(self, extra: dict[str, str]) -> dict[str, str]:
+        values = {"room_name": self.config.room_name, **time_values(), **extra}
+        values.setdefault("room_id", self.info.room_id)
+        return values
+
+    async def _record(self) -> None:
+        media_video = any(o.video or isinstance(o, FrameOutput) for o in self.outputs)
+        media_audio = any(o.audio or isinstance(o, PcmOutput) for o in self.outputs)
+        fps = next((o.video.fps for o in self.outputs if o.video), 30)
+        # the room id first: waiting for it after t0 would leave the first ticks behind
+        room_id = self.info.room_id or await self._room_id()
+        with self.owner.edit() as info:
+            info.room_id = room_id
+        self._t0 = t0 = time.monotonic()
+        video_source, audio_sources = self._make_inputs(t0, media_video, media_audio)
+        self.pipeline = Pipeline(
+            outputs=self.outputs, video_input=video_source, audio_inputs=audio_sources, fps=fps
+        )
+        await asyncio.to_thread(self.pipeline.open)
+        if all(o.failed for o in self.outputs):
+            raise OutputError("; ".join(f"{o.name}: {o.error}" for o in self.outputs))
+        started = now_ns()
+        loop = asyncio.get_running_loop()
+        for o in self.outputs:
+            o.attach(self.info, started)
+            o.notify = lambda: _call_soon(loop, self._sync_results)
+        with self.owner.edit() as info:
+            info.started_at = started
+            self._mirror_legacy()
+        self.owner.set_status(pe.EGRESS_ACTIVE)
+        self._on_active()
+        try:
+            await self.pipeline.run(t0, self._end)
+        finally:
+            self._t1 = time.monotonic()
+            self.owner.set_status(pe.EGRESS_ENDING)
             for o in self.outputs:
-                if isinstance(o, WebSocketOutput):
-                    o.set_muted(muted)
+                await o.finish()  # uploads on worker threads, not the loop
+            self._finish_results()
+
+    def _sync_results(self, ended: int | None = None) -> None:
+        """Copy every output's live state into the info and publish it (event loop)."""
+        with self.owner.edit():
+            for o in self.outputs:
+                o.refresh(ended)
+            self._mirror_legacy()
+
+    def _mirror_legacy(self) -> None:
+        """The deprecated single-result oneof (file, stream or segments): files take it first."""
+        info = self.info
+        if info.file_results:
+            info.file.CopyFrom(info.file_results[0])
+        elif info.stream_results:
+            info.stream.ClearField("info")
+            info.stream.info.extend(info.stream_results)
+        elif info.segment_results:
+            info.segments.CopyFrom(info.segment_results[0])
 
     def _finish_results(self) -> None:
-        ended = now_ns()
-        files = [o for o in self.outputs if isinstance(o, FileOutput)]
-        for result, out in zip(self.info.file_results, files, strict=False):
-            result.ended_at = ended
-            result.duration = int(out.duration * 1e9)
-            result.size = out.size
-        if self.info.file_results:
-            self.info.file.CopyFrom(self.info.file_results[0])
-        self._sync_results(ended)
+        self._sync_results(now_ns())
         failed = [o for o in self.outputs if o.failed]
+        with self.owner.edit() as info:
+            info.backup_storage_used = info.backup_storage_used or any(o.backup_used for o in self.outputs)
+            if failed and len(failed) < len(self.outputs):
+                info.error = "; ".join(f"{o.name}: {o.error}" for o in failed)
         if failed and len(failed) == len(self.outputs):
-            set_status(self.info, pe.EGRESS_FAILED, "; ".join(f"{o.name}: {o.error}" for o in failed))
+            self.owner.set_status(pe.EGRESS_FAILED, "; ".join(f"{o.name}: {o.error}" for o in failed))
         else:
-            if failed:
-                self.info.error = "; ".join(f"{o.name}: {o.error}" for o in failed)
-            set_status(self.info, pe.EGRESS_COMPLETE)
+            self.owner.set_status(pe.EGRESS_COMPLETE)
 
-    def _manifest(self) -> dict[str, object]:
-        return MessageToDict(self.info, preserving_proto_field_name=True)
-
-    def _write_manifests(self) -> None:
+    async def _publish_manifests(self) -> None:
+        """Each output's manifest beside its media (with the final info), then its store closes."""
+        data = MessageToDict(self.info, preserving_proto_field_name=True)
         for out in self.outputs:
-            try:
-                out.write_manifest()
-            except OSError as e:
-                log.warning("cannot write manifest of %s: %s", out.name, e)
+            location, error = await out.publish_manifest(data)
+            await out.release()
+            if location or error:
+                with self.owner.edit() as info:
+                    info.manifest_location = info.manifest_location or location
+                    if error:
+                        info.backup_storage_used = True
+                        info.error = f"{info.error}; {error}" if info.error else error
 
 
 def _call_soon(loop: asyncio.AbstractEventLoop, fn: Callable[[], object]) -> None:
     with contextlib.suppress(RuntimeError):  # the loop is gone: nothing left to report to
         loop.call_soon_threadsafe(fn)
-
-
-def build_outputs(
-    config: EgressConfig,
-    values: dict[str, str],
-    video: VideoEncoding | None,
-    audio: AudioEncoding | None,
-    manifest: Callable[[], dict[str, object]],
-    *,
-    uploads: storage_upload.FileUploads | None = None,
-) -> list[Output]:
-    """The segment, stream, image and WebSocket outputs of ``config`` (files are built above).
-
-    HLS and RTMP carry AAC (an Opus-only egress gets a second, AAC encode for them); every
-    output with the same encoding shares one encoder. HLS and image outputs with a store
-    (``uploads``) upload while recording.
-    """
-    kind = "track" if config.kind.value == "track" else config.kind.value
-    stem = f"{values.get('room_name', 'room')}-{kind}-{values.get('time', '')}"
-    aac = audio if audio is None or audio.codec == "aac" else audio.for_codec("aac")
-    outs: list[Output] = []
-    for seg in config.segments:
-        paths = segment_paths(seg, values, config.output_dir, stem)
-        outs.append(
-            SegmentOutput(
-                seg.field,
-                paths,
-                segment_duration=seg.segment_duration,
-                suffix=seg.suffix,
-                video=video,
-                audio=aac,
-                manifest=None if seg.disable_manifest else manifest,
-                uploads=uploads.live(seg.field) if uploads is not None else None,
-            )
-        )
-    for st in config.streams:
-        outs.append(StreamOutput(st.field, st.urls, video=video, audio=aac))
-    for img in config.images:
-        if video is None:
-            raise OutputError(f"{img.field}: image outputs need video")
-        outs.append(
-            ImageOutput(
-                img.field,
-                image_prefix(img, values, config.output_dir, stem),
-                canvas=video,
-                interval=img.capture_interval,
-                width=img.width,
-                height=img.height,
-                suffix=img.suffix,
-                manifest=None if img.disable_manifest else manifest,
-                uploads=uploads.live(img.field) if uploads is not None else None,
-            )
-        )
-    if config.websocket_url:
-        if video is not None:
-            raise InvalidRequestError(
-                "websocket_url", "WebSocket egress carries audio only; this track is video"
-            )
-        outs.append(WebSocketOutput("websocket_url", config.websocket_url, loop=asyncio.get_running_loop()))
-    return outs
 
 
 def require_found(found: object, what: str) -> None:

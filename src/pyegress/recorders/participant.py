@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from livekit import rtc
 
-from .base import Media, Recorder, require_found
+from .base import Media, require_found
+from .room import RoomRecorder
 
 _VIDEO = {False: rtc.TrackSource.SOURCE_CAMERA, True: rtc.TrackSource.SOURCE_SCREENSHARE}
 _AUDIO = {False: rtc.TrackSource.SOURCE_MICROPHONE, True: rtc.TrackSource.SOURCE_SCREENSHARE_AUDIO}
 
 
-class ParticipantRecorder(Recorder):
+class ParticipantRecorder(RoomRecorder):
     """Records a participant across mute, unpublish and republish; ends when they leave."""
 
     async def _resolve(self) -> Media:

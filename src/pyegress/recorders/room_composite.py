@@ -6,14 +6,17 @@ import asyncio
 import logging
 from typing import Any
 
+import numpy as np
 from livekit import rtc
 from livekit.protocol import egress as pe
 
+from ..config import EgressConfig
 from ..media.compositor import Compositor
+from ..media.inputs import MIX_CHANNELS, MIX_RATE, AudioSource, VideoSource
 from ..media.layout import Layout, parse_layout
 from ..media.mixer import Mixer, Mixing, SpeakerTracker
-from ..media.pipeline import MIX_CHANNELS, MIX_RATE
-from .base import Media, Recorder
+from .base import Options, Recorder
+from .room import RoomRecorder
 
 log = logging.getLogger("pyegress.room_composite")
 
@@ -41,18 +44,17 @@ def simulcast_layer(width: int, height: int, tile: tuple[int, int] | None) -> in
     return rtc.VideoQuality.VIDEO_QUALITY_HIGH
 
 
-class RoomCompositeRecorder(Recorder):
+class RoomCompositeRecorder(RoomRecorder):
     """Records every (non-hidden) participant: grid, speaker or single-speaker, mixed audio.
 
     Starts at once, even in an empty room (the background is recorded); ends when the room
     closes or has stayed empty for ``empty_timeout`` seconds, or on ``stop``.
     """
 
-    def __init__(
-        self, request: pe.RoomCompositeEgressRequest, *, empty_timeout: float = 30.0, **kw: Any
-    ) -> None:
+    def __init__(self, request: pe.RoomCompositeEgressRequest | None = None, *, empty_timeout: float = 30.0,
+                 **kw: Any) -> None:  # fmt: skip
         super().__init__(request, **kw)
-        self.layout: Layout = parse_layout(request.layout)
+        self.layout: Layout = parse_layout(self.config.layout)
         self.empty_timeout = empty_timeout
         self.compositor: Compositor | None = None
         self.mixer: Mixer | None = None
@@ -60,6 +62,19 @@ class RoomCompositeRecorder(Recorder):
         self._watch: asyncio.Task[None] | None = None
         self._layer_task: asyncio.Task[None] | None = None
         self.layers: dict[str, int] = {}  # the simulcast layer asked for, by track sid
+
+    @classmethod
+    def from_config(cls, config: EgressConfig, options: Options) -> Recorder:
+        return cls(
+            config=config,
+            room=options.room,
+            url=options.url,
+            api_key=options.api_key,
+            api_secret=options.api_secret,
+            wait_timeout=options.wait_timeout,
+            egress_id=options.egress_id,
+            empty_timeout=options.empty_timeout,
+        )
 
     # --- public -------------------------------------------------------------------------
 
@@ -69,13 +84,11 @@ class RoomCompositeRecorder(Recorder):
         self.layout = parsed
         if self.compositor is not None:
             self.compositor.layout = parsed
-        self.info.room_composite.layout = layout
+        with self.owner.edit() as info:
+            info.room_composite.layout = layout
         return self.info
 
     # --- hooks --------------------------------------------------------------------------
-
-    async def _resolve(self) -> Media:
-        return Media(self._template_values({}), self.config.video, self.config.audio)
 
     def _route(self, participant: rtc.RemoteParticipant, pub: rtc.RemoteTrackPublication) -> str | None:
         if pub.kind == rtc.TrackKind.KIND_AUDIO:
@@ -84,7 +97,9 @@ class RoomCompositeRecorder(Recorder):
             return "video"
         return None
 
-    def _make_inputs(self, t0: float, video: bool, audio: bool) -> tuple[Any, list[Any]]:
+    def _make_inputs(
+        self, t0: float, video: bool, audio: bool
+    ) -> tuple[VideoSource | None, list[AudioSource]]:
         enc = self.config.video
         if video and enc is not None:
             self.compositor = Compositor(enc.width, enc.height, self.layout)
@@ -99,7 +114,9 @@ class RoomCompositeRecorder(Recorder):
         self._watch = asyncio.get_running_loop().create_task(self._end_when_empty(self.empty_timeout))
         if self.compositor is not None and self.source.owns_room:  # never re-tune an app's own room
             self._layer_task = asyncio.get_running_loop().create_task(self._match_layers())
-        audio_sources = [_SpeakerProbe(self.mixer, self.speakers, self.compositor, t0)] if self.mixer else []
+        audio_sources: list[AudioSource] = (
+            [_SpeakerProbe(self.mixer, self.speakers, self.compositor)] if self.mixer else []
+        )
         return self.compositor, audio_sources
 
     def _attach(
@@ -175,12 +192,10 @@ def _join_time(p: rtc.RemoteParticipant) -> float:
 class _SpeakerProbe:
     """The mixer as the pipeline's audio source, updating the active speaker as it reads."""
 
-    def __init__(
-        self, mixer: Mixer, tracker: SpeakerTracker, compositor: Compositor | None, t0: float
-    ) -> None:
+    def __init__(self, mixer: Mixer, tracker: SpeakerTracker, compositor: Compositor | None) -> None:
         self.mixer, self.tracker, self.compositor = mixer, tracker, compositor
 
-    def read(self, start: int, count: int) -> Any:
+    def read(self, start: int, count: int) -> np.ndarray:
         pcm = self.mixer.read(start, count)
         speaker = self.tracker.update(self.mixer.levels, start / self.mixer.sample_rate)
         if self.compositor is not None:

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from livekit import rtc
 
+from ..config import audio_for
 from ..errors import SourceError
 from ..media.encoding import AudioEncoding, VideoEncoding
-from .base import Media, Recorder, require_found
+from .base import Media, require_found
+from .room import RoomRecorder
 
 # codec (from the publication's mime type) -> (container extension, our encoder)
 _CONTAINERS = {
@@ -17,7 +19,7 @@ _CONTAINERS = {
 }
 
 
-class TrackRecorder(Recorder):
+class TrackRecorder(RoomRecorder):
     """Ends by itself when its track is unpublished or its participant leaves.
 
     The SDK hands over decoded frames, so the track is re-encoded in the same codec at a
@@ -53,7 +55,7 @@ class TrackRecorder(Recorder):
                 width=w, height=h, fps=30, codec=enc, bitrate_kbps=kbps, keyframe_interval=2.0
             )
         else:
-            audio = AudioEncoding(codec="opus", sample_rate=48000, channels=2, bitrate_kbps=96)
+            audio = audio_for(AudioEncoding(sample_rate=48000, bitrate_kbps=96), ext)
         values = self._template_values(
             {
                 "publisher_identity": participant.identity,

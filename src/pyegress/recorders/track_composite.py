@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from livekit import rtc
 
-from .base import Media, Recorder, require_found
+from .base import Media, require_found
+from .room import RoomRecorder
 
 
-class TrackCompositeRecorder(Recorder):
+class TrackCompositeRecorder(RoomRecorder):
     """Starts with whichever track is there first; follows a republish of the same source."""
 
     _owners: dict[str, tuple[str, int]]

@@ -13,13 +13,14 @@ from typing import Any
 from livekit import api, rtc
 from livekit.protocol import egress as pe
 
+from ..config import EgressConfig
 from ..errors import SourceError
-from ..info import set_status
-from ..media.pipeline import MIX_CHANNELS, MIX_RATE
+from ..media.inputs import MIX_CHANNELS, MIX_RATE, AudioSource, VideoSource
 from ..media.timeline import VideoInput
 from ..sources.room import recorder_token
 from ..sources.web import LAYOUT_EVENT, PageAudio, PageSource
-from .base import Media, Recorder
+from .base import Options, Recorder
+from .room import RoomRecorder
 
 #: Canvas of an audio-only page (the page still needs a window to lay itself out in).
 _AUDIO_ONLY_SIZE = (1280, 720)
@@ -33,7 +34,7 @@ class _PageRecorder(Recorder):
     :func:`pyegress.sources.web.default_capture`).
     """
 
-    def __init__(self, request: Any, *, capture: str | None = None, **kw: Any) -> None:
+    def __init__(self, request: Any = None, *, capture: str | None = None, **kw: Any) -> None:
         super().__init__(request, **kw)
         self.capture = capture
         self.page: PageSource | None = None
@@ -71,7 +72,7 @@ class _PageRecorder(Recorder):
 
     def _page_ended(self, reason: str) -> None:
         if self.page is not None and self.page.crashed:
-            set_status(self.info, pe.EGRESS_FAILED, f"url: {self.page.crashed}")
+            self.owner.set_status(pe.EGRESS_FAILED, f"url: {self.page.crashed}")
         self.end(reason)
 
     async def _disconnect(self) -> None:
@@ -79,20 +80,16 @@ class _PageRecorder(Recorder):
             if self.page is not None:
                 await self.page.close()
         finally:
-            await self.source.close()
+            await super()._disconnect()
 
-    async def _resolve(self) -> Media:
-        return Media(self._template_values({}), self.config.video, self.config.audio)
-
-    def _make_inputs(self, t0: float, video: bool, audio: bool) -> tuple[Any, list[Any]]:
+    def _make_inputs(
+        self, t0: float, video: bool, audio: bool
+    ) -> tuple[VideoSource | None, list[AudioSource]]:
         self.video_input = VideoInput() if video else None
         self.page_audio = PageAudio(MIX_RATE, MIX_CHANNELS, t0) if audio else None
         if self.page is not None:
             self.page.start_capture(self.video_input, self.page_audio)
         return self.video_input, [self.page_audio] if self.page_audio is not None else []
-
-    def _route(self, participant: rtc.RemoteParticipant, pub: rtc.RemoteTrackPublication) -> str | None:
-        return None  # nothing from the room: the page is the source
 
 
 class WebRecorder(_PageRecorder):
@@ -100,14 +97,12 @@ class WebRecorder(_PageRecorder):
     ``await_start_signal``, on its ``START_RECORDING``; ends on ``END_RECORDING`` or ``stop``."""
 
     async def _connect(self) -> None:
-        req: pe.WebEgressRequest = self.config.request  # type: ignore[assignment]
-        await self._open_page(req.url.strip(), await_start=req.await_start_signal, allow_hosts=None)
-
-    async def _room_sid(self) -> str:
-        return ""  # in no room (the default would wait for one)
+        await self._open_page(
+            self.config.web_url, await_start=self.config.await_start_signal, allow_hosts=None
+        )
 
 
-class TemplateRecorder(_PageRecorder):
+class TemplateRecorder(RoomRecorder, _PageRecorder):
     """Room composite through a web template (``custom_base_url``), as LiveKit Egress does it.
 
     The page is opened with ``?url=<LiveKit ws URL>&token=<token>&layout=<layout>``; the token
@@ -119,17 +114,30 @@ class TemplateRecorder(_PageRecorder):
     """
 
     def __init__(
-        self, request: pe.RoomCompositeEgressRequest, *, empty_timeout: float = 30.0, **kw: Any
+        self, request: pe.RoomCompositeEgressRequest | None = None, *, empty_timeout: float = 30.0, **kw: Any
     ) -> None:
         self._lk_url = kw.get("url") or os.environ.get("LIVEKIT_URL", "")
         self._lk_key = kw.get("api_key") or os.environ.get("LIVEKIT_API_KEY", "")
         self._lk_secret = kw.get("api_secret") or os.environ.get("LIVEKIT_API_SECRET", "")
         super().__init__(request, **kw)
-        self.layout = request.layout
+        self.layout = self.config.layout
         self.empty_timeout = empty_timeout
         self.page_identity = f"{self.egress_id}_template"
         self._watch: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+
+    @classmethod
+    def from_config(cls, config: EgressConfig, options: Options) -> Recorder:
+        return cls(
+            config=config,
+            room=options.room,
+            url=options.url,
+            api_key=options.api_key,
+            api_secret=options.api_secret,
+            wait_timeout=options.wait_timeout,
+            egress_id=options.egress_id,
+            empty_timeout=options.empty_timeout,
+        )
 
     # --- public -------------------------------------------------------------------------
 
@@ -137,13 +145,17 @@ class TemplateRecorder(_PageRecorder):
         """Send ``layout`` to the live page: as the recorder participant's metadata (what
         ``@livekit/egress-sdk`` listens to) and as ``?layout=`` plus a ``pyegress:layout`` event."""
         self.layout = layout
-        self.info.room_composite.layout = layout
+        with self.owner.edit() as info:
+            info.room_composite.layout = layout
         task = asyncio.get_running_loop().create_task(self._push_layout(layout))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return self.info
 
     # --- hooks --------------------------------------------------------------------------
+
+    def _route(self, participant: rtc.RemoteParticipant, pub: rtc.RemoteTrackPublication) -> str | None:
+        return None  # the page subscribes; the recorder only watches the room
 
     async def _connect(self) -> None:
         if not (self._lk_url and self._lk_key and self._lk_secret):

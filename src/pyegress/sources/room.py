@@ -14,6 +14,7 @@ from livekit import api, rtc
 from livekit.rtc._ffi_client import FfiClient
 
 from ..errors import SourceError
+from ..media.inputs import Picture
 from ..media.timeline import AudioInput, VideoInput
 from .delays import MAX_LAG, JitterDelays
 
@@ -225,7 +226,7 @@ class RoomSource:
                 return videos[0].sid if videos else None
         return None
 
-    def pump_video(self, track: rtc.Track, sink: VideoInput[object]) -> None:
+    def pump_video(self, track: rtc.Track, sink: VideoInput[Picture]) -> None:
         """Feed ``sink`` with decoded I420 frames of ``track`` until it ends."""
         stream = video_stream(track)
 

@@ -43,6 +43,7 @@ import numpy as np
 
 from ..errors import SourceError
 from ..media.frames import fit_on_canvas, reformat
+from ..media.inputs import Picture
 from ..media.mixer import add_clipped
 from ..media.timeline import AudioInput, VideoInput
 
@@ -243,7 +244,7 @@ class PageSource:
         if self.capture not in ("x11", "screencast"):
             raise SourceError(f"capture: {self.capture!r} is not x11 or screencast")
         self.allow_hosts = list(allow_hosts) if allow_hosts is not None else None
-        self.video_sink: VideoInput[object] | None = None
+        self.video_sink: VideoInput[Picture] | None = None
         self.audio_sink: PageAudio | None = None
         self.started = asyncio.Event()
         self.on_end: Callable[[str], None] = lambda reason: None
@@ -314,7 +315,7 @@ class PageSource:
         except Exception as e:
             raise SourceError(f"url: cannot open {_redact(self.url)} in Chromium: {scrub(str(e))}") from e
 
-    def start_capture(self, video: VideoInput[object] | None, audio: PageAudio | None) -> None:
+    def start_capture(self, video: VideoInput[Picture] | None, audio: PageAudio | None) -> None:
         """Start feeding ``video`` (at ``fps``) and ``audio`` from the page."""
         self.video_sink, self.audio_sink = video, audio
         if video is None or self._page is None:

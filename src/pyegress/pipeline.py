@@ -1,4 +1,8 @@
-"""Wall-clock paced pipeline: timeline ticks → shared encoders (worker thread) → outputs."""
+"""Wall-clock paced pipeline: timeline ticks → shared encoders (worker thread) → outputs.
+
+It sits above ``media`` (timeline, encoders) and ``outputs``, and reads its inputs only
+through the protocols of :mod:`pyegress.media.inputs`.
+"""
 
 from __future__ import annotations
 
@@ -9,31 +13,20 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
 
 import av
 import numpy as np
 
-from ..outputs.base import Output
-from .encoder import AudioEncoder, Packet, VideoEncoder
-from .encoding import AudioEncoding, VideoEncoding
-from .frames import fit_on_canvas, solid_canvas, to_av
-from .mixer import add_clipped
-from .timeline import AudioInput, VideoInput
+from .media.encoder import AudioEncoder, EncodedPacket, Packet, VideoEncoder
+from .media.encoding import AudioEncoding, VideoEncoding
+from .media.frames import fit_on_canvas, solid_canvas, to_av
+from .media.inputs import MIX_CHANNELS, MIX_RATE, AudioSource, Picture, Renderable, VideoSource
+from .media.mixer import add_clipped
+from .outputs.base import FrameOutput, Output, PacketOutput, PcmOutput
+
+__all__ = ["MIX_CHANNELS", "MIX_RATE", "Pipeline", "PipelineStats"]
 
 log = logging.getLogger("pyegress.pipeline")
-
-
-@runtime_checkable
-class Renderable(Protocol):
-    """A video source drawn on demand (the room composite's scene)."""
-
-    def render(self, width: int, height: int) -> av.VideoFrame: ...
-
-
-#: Sample rate and channel count of everything the timeline holds; encoders resample.
-MIX_RATE = 48000
-MIX_CHANNELS = 2
 
 
 @dataclass
@@ -58,12 +51,15 @@ class Pipeline:
         self,
         *,
         outputs: Sequence[Output],
-        video_input: VideoInput[object] | None,
-        audio_inputs: Sequence[AudioInput],
+        video_input: VideoSource | None,
+        audio_inputs: Sequence[AudioSource],
         fps: int = 30,
         latency: float = 0.15,
     ) -> None:
         self.outputs = list(outputs)
+        self._packets = [o for o in self.outputs if isinstance(o, PacketOutput)]
+        self._frames = [o for o in self.outputs if isinstance(o, FrameOutput)]
+        self._pcm = [o for o in self.outputs if isinstance(o, PcmOutput)]
         self.video_input = video_input
         self.audio_inputs = list(audio_inputs)
         self.fps = fps if video_input is not None else 50
@@ -72,14 +68,14 @@ class Pipeline:
         self.t0 = 0.0
         self._video_enc: dict[VideoEncoding, VideoEncoder] = {}
         self._audio_enc: dict[AudioEncoding, AudioEncoder] = {}
-        for out in self.outputs:
+        for out in self._packets:
             if out.video is not None and out.video not in self._video_enc:
                 self._video_enc[out.video] = VideoEncoder(out.video)
             if out.audio is not None and out.audio not in self._audio_enc:
                 self._audio_enc[out.audio] = AudioEncoder(out.audio, in_rate=MIX_RATE)
-        self._queue: queue.Queue[tuple[int, object, np.ndarray | None] | None] = queue.Queue()
+        self._queue: queue.Queue[tuple[int, Picture | None, np.ndarray | None] | None] = queue.Queue()
         self._thread = threading.Thread(target=self._work, name="pyegress-encode", daemon=True)
-        self._last_src: object = None
+        self._last_src: Picture | None = None
         self._fitted: dict[tuple[int, int], av.VideoFrame] = {}
         self._last_av: av.VideoFrame | None = None
 
@@ -91,8 +87,9 @@ class Pipeline:
     def open(self) -> None:
         """Open every output; one that cannot open is marked failed, the others go on."""
         for out in self.outputs:
-            v = self._video_enc[out.video].stream if out.video is not None else None
-            a = self._audio_enc[out.audio].stream if out.audio is not None else None
+            packets = isinstance(out, PacketOutput)
+            v = self._video_enc[out.video].stream if packets and out.video is not None else None
+            a = self._audio_enc[out.audio].stream if packets and out.audio is not None else None
             try:
                 out.open(v, a)
             except Exception as e:
@@ -151,7 +148,7 @@ class Pipeline:
             self.stats.encode_seconds += time.thread_time() - started
         self._flush()
 
-    def _canvas(self, src: object, enc: VideoEncoding) -> av.VideoFrame:
+    def _canvas(self, src: Picture | None, enc: VideoEncoding) -> av.VideoFrame:
         """The canvas for this tick; scaled once per new source frame, black before the first."""
         if src is not self._last_src:
             self._last_src = src
@@ -159,7 +156,7 @@ class Pipeline:
             if isinstance(src, Renderable):  # a composite scene: drawn here, on the encode thread
                 self._last_av = src.render(enc.width, enc.height)
             elif src is not None:
-                self._last_av = src if isinstance(src, av.VideoFrame) else to_av(src)  # type: ignore[arg-type]
+                self._last_av = src if isinstance(src, av.VideoFrame) else to_av(src)
         key = (enc.width, enc.height)
         if key not in self._fitted:
             if src is None or self._last_av is None:
@@ -172,24 +169,24 @@ class Pipeline:
 
     def _feed_pcm(self, pcm: np.ndarray, t: float) -> None:
         """Raw PCM outputs (WebSocket) take the tick on the loop: no encode, nothing to offload."""
-        for out in self.outputs:
-            if out.wants_pcm and not out.failed:
+        for out in self._pcm:
+            if not out.failed:
                 try:
                     out.write_pcm(pcm, t)
                 except Exception as e:
                     out.fail(e)
 
-    def _feed_frames(self, k: int, frame: object) -> None:
+    def _feed_frames(self, k: int, frame: Picture | None) -> None:
         """Raw frame outputs (images) take the canvas of the ticks they ask for."""
         t = k / self.fps
-        for out in self.outputs:
-            if out.canvas is not None and not out.failed and out.wants_frame(t):
+        for out in self._frames:
+            if not out.failed and out.wants_frame(t):
                 try:
                     out.write_frame(self._canvas(frame, out.canvas), t)
                 except Exception as e:
                     out.fail(e)
 
-    def _encode(self, k: int, frame: object, pcm: np.ndarray | None) -> None:
+    def _encode(self, k: int, frame: Picture | None, pcm: np.ndarray | None) -> None:
         for enc, encoder in self._video_enc.items():
             packets = encoder.encode(self._canvas(frame, enc), k)
             self._deliver(packets, "video", enc, None)
@@ -207,7 +204,10 @@ class Pipeline:
         venc: VideoEncoding | None,
         aenc: AudioEncoding | None,
     ) -> None:
-        for out in self.outputs:
+        if not packets:
+            return
+        encoded = [EncodedPacket.of(kind, p) for p in packets]
+        for out in self._packets:
             if (
                 out.failed
                 or (kind == "video" and out.video != venc)
@@ -215,8 +215,8 @@ class Pipeline:
             ):
                 continue
             try:
-                for p in packets:
-                    out.write(p, kind)
+                for p in encoded:
+                    out.write(p)
             except Exception as e:
                 out.fail(e)
 
@@ -230,6 +230,10 @@ class Pipeline:
                 out.close()
             except Exception as e:
                 out.fail(e)
+        for video_encoder in self._video_enc.values():
+            video_encoder.close()
+        for audio_encoder in self._audio_enc.values():
+            audio_encoder.close()
 
     def _safe_flush(
         self,
