@@ -117,6 +117,7 @@ def test_checks_static_colour(tmp_path: Path) -> None:
 
 
 # ----------------------------------------------------------------------------- server
+@pytest.mark.integration
 async def test_server_api_answers(livekit_server: LiveKitServer, room_name: str) -> None:
     lk = api.LiveKitAPI(livekit_server.http_url, livekit_server.api_key, livekit_server.api_secret)
     try:
@@ -128,6 +129,7 @@ async def test_server_api_answers(livekit_server: LiveKitServer, room_name: str)
         await lk.aclose()
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("codec", ["h264", "vp8"])
 async def test_publisher_reaches_subscriber(
     livekit_server: LiveKitServer, room_name: str, codec: str
