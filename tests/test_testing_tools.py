@@ -90,6 +90,9 @@ def test_checks_on_reference_file(
     assert (info.audio.sample_rate, info.audio.channels) == (SR, 1)
     assert info.audio.duration == pytest.approx(4.0, abs=0.1)
     assert info.duration == pytest.approx(4.0, abs=0.15)
+    assert info.size == path.stat().st_size
+    size = f"{info.size / 1e3:.0f} kB"  # the reference files are tens of kB
+    assert info.summary() == f"{info.duration:.1f} s  {size}  {codec_name} 320x180@30 + {audio_name} 48 kHz"
 
     ts = np.diff(frame_timestamps(path))
     assert np.allclose(ts, 1 / 30, atol=1e-3)
