@@ -1,4 +1,7 @@
-"""Demo: record two synthetic participants from a local livekit-server, then print the files.
+"""Demo: record two synthetic participants from a local livekit-server, then describe the files.
+
+Four recordings: the room composite (grid of both), alice as a participant, bob's camera and
+microphone as a track composite, and alice's microphone as a track.
 
 Run with ``bash scripts/demo.sh`` (sets everything up first) or, once set up,
 ``.venv/bin/python examples/demo.py [--seconds 8] [--out out/demo]``.
@@ -38,6 +41,13 @@ async def main(seconds: float, out: Path) -> None:
         ) as egress:
             alice, bob = pubs
             started = [
+                await egress.start_room_composite_egress(
+                    pe.RoomCompositeEgressRequest(
+                        room_name="demo",
+                        layout="grid",
+                        file_outputs=[pe.EncodedFileOutput(filepath="{room_name}/room-composite-{time}")],
+                    )
+                ),
                 await egress.start_participant_egress(
                     pe.ParticipantEgressRequest(
                         room_name="demo",
@@ -68,16 +78,16 @@ async def main(seconds: float, out: Path) -> None:
             ]
             print(f"recording {len(started)} egresses for {seconds:g} s ...")
             await asyncio.sleep(seconds)
-            for info in started:
-                final = await egress.stop_egress(pe.StopEgressRequest(egress_id=info.egress_id))
-                status = pe.EgressStatus.Name(final.status)
-                for f in final.file_results:
-                    m = probe(f.filename)
-                    v = f"{m.video.codec} {m.video.width}x{m.video.height}" if m.video else "no video"
-                    a = f"{m.audio.codec} {m.audio.sample_rate} Hz" if m.audio else "no audio"
-                    print(f"{status}: {f.filename}  ({f.duration / 1e9:.1f} s, {f.size} bytes, {v}, {a})")
-                if final.error:
-                    print(f"  error: {final.error}")
+            ended = await asyncio.gather(
+                *(egress.stop_egress(pe.StopEgressRequest(egress_id=i.egress_id)) for i in started)
+            )
+            for info in ended:
+                if info.status != pe.EGRESS_COMPLETE:
+                    print(f"{pe.EgressStatus.Name(info.status)}: {info.egress_id} {info.error}")
+                for f in info.file_results:
+                    path = Path(f.filename)
+                    shown = path.relative_to(out.resolve()) if path.is_relative_to(out.resolve()) else path
+                    print(f"{shown}  {probe(path).summary()}")
         for p in pubs:
             await p.stop()
     print(f"output folder: {out.resolve()}")

@@ -153,6 +153,7 @@ def test_request_storage_overrides_the_default_and_none_means_local() -> None:
 # --- uploads, read back -------------------------------------------------------------------
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("store", STORES)
 def test_upload_is_byte_identical_and_decodes(
     request: pytest.FixtureRequest,
@@ -184,6 +185,7 @@ def test_upload_is_byte_identical_and_decodes(
     assert abs(media.duration - 2.0) < 0.1
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("store", STORES)
 def test_large_file_goes_up_in_parts(
     request: pytest.FixtureRequest,
@@ -216,6 +218,7 @@ def test_large_file_goes_up_in_parts(
     up.close()
 
 
+@pytest.mark.integration
 def test_s3_metadata_tagging_and_content_disposition(
     minio: MinioServer, bucket_name: str, recorded_mp4: Path, tmp_path: Path
 ) -> None:
@@ -238,6 +241,7 @@ def test_s3_metadata_tagging_and_content_disposition(
     assert {t["Key"]: t["Value"] for t in tags} == {"team": "media", "purpose": "test run"}
 
 
+@pytest.mark.integration
 def test_s3_session_token_is_sent(minio: MinioServer, bucket_name: str, tmp_path: Path) -> None:
     """MinIO rejects an unknown session token: proof that it reached the request."""
     minio.make_bucket(bucket_name)
@@ -250,6 +254,7 @@ def test_s3_session_token_is_sent(minio: MinioServer, bucket_name: str, tmp_path
     assert "not-a-real-token-123" not in str(e.value)
 
 
+@pytest.mark.integration
 def test_content_type_and_order_for_segments(minio: MinioServer, bucket_name: str, tmp_path: Path) -> None:
     """One worker uploads in submission order: a segment is stored before its playlist."""
     minio.make_bucket(bucket_name)
@@ -358,6 +363,7 @@ FAIL_CASES = [
 ]
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize(("case", "store"), FAIL_CASES)
 def test_failure_names_store_and_bucket_and_keeps_the_file(
     request: pytest.FixtureRequest,
@@ -395,6 +401,7 @@ def test_failure_names_store_and_bucket_and_keeps_the_file(
 # --- an outage in the middle of a stream ---------------------------------------------------
 
 
+@pytest.mark.integration
 def test_outage_mid_stream_loses_nothing(
     fresh_minio: MinioServer, bucket_name: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -465,6 +472,7 @@ def test_outage_mid_stream_loses_nothing(
     assert minio.secret_key not in caplog.text
 
 
+@pytest.mark.integration
 def test_gcs_service_account_credentials_are_used_and_never_printed(
     fake_gcs: FakeGcsServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -90,6 +90,9 @@ def test_checks_on_reference_file(
     assert (info.audio.sample_rate, info.audio.channels) == (SR, 1)
     assert info.audio.duration == pytest.approx(4.0, abs=0.1)
     assert info.duration == pytest.approx(4.0, abs=0.15)
+    assert info.size == path.stat().st_size
+    size = f"{info.size / 1e3:.0f} kB"  # the reference files are tens of kB
+    assert info.summary() == f"{info.duration:.1f} s  {size}  {codec_name} 320x180@30 + {audio_name} 48 kHz"
 
     ts = np.diff(frame_timestamps(path))
     assert np.allclose(ts, 1 / 30, atol=1e-3)
@@ -117,6 +120,7 @@ def test_checks_static_colour(tmp_path: Path) -> None:
 
 
 # ----------------------------------------------------------------------------- server
+@pytest.mark.integration
 async def test_server_api_answers(livekit_server: LiveKitServer, room_name: str) -> None:
     lk = api.LiveKitAPI(livekit_server.http_url, livekit_server.api_key, livekit_server.api_secret)
     try:
@@ -128,6 +132,7 @@ async def test_server_api_answers(livekit_server: LiveKitServer, room_name: str)
         await lk.aclose()
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("codec", ["h264", "vp8"])
 async def test_publisher_reaches_subscriber(
     livekit_server: LiveKitServer, room_name: str, codec: str

@@ -54,7 +54,7 @@ class WebSocketOutput(PcmOutput):
         self._loop = loop
         self._queue: asyncio.Queue[bytes | str | object] = asyncio.Queue(maxsize=queue_frames)
         self._session: aiohttp.ClientSession | None = None
-        self._ws: aiohttp.ClientWebSocketResponse | None = None
+        self._ws: aiohttp.ClientWebSocketResponse[bool] | None = None
         self._sender: asyncio.Task[None] | None = None
 
     # --- opening (called on a worker thread by Pipeline.open) ----------------------------

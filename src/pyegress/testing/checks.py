@@ -84,9 +84,23 @@ class MediaInfo:
     path: str
     format_name: str
     duration: float
+    size: int
+    """Bytes on disk."""
     bit_rate: int | None
     video: VideoStreamInfo | None
     audio: AudioStreamInfo | None
+
+    def summary(self) -> str:
+        """One line a person reads, e.g. ``8.0 s  1.9 MB  h264 1280x720@30 + aac 48 kHz``."""
+        size = f"{self.size / 1e6:.1f} MB" if self.size >= 1e6 else f"{self.size / 1e3:.0f} kB"
+        streams = []
+        if self.video is not None:
+            v = self.video
+            fps = v.average_rate or v.measured_fps
+            streams.append(f"{v.codec} {v.width}x{v.height}" + (f"@{fps:.0f}" if fps else ""))
+        if self.audio is not None:
+            streams.append(f"{self.audio.codec} {self.audio.sample_rate / 1000:g} kHz")
+        return f"{self.duration:.1f} s  {size}  {' + '.join(streams) or 'no streams'}"
 
 
 def _ftime(value: int | None, tb: Fraction | None) -> float | None:
@@ -165,6 +179,7 @@ def probe(path: PathLike) -> MediaInfo:
             path=os.fspath(path),
             format_name=c.format.name,
             duration=float(duration),
+            size=os.path.getsize(path),
             bit_rate=c.bit_rate or None,
             video=video,
             audio=audio,

@@ -140,9 +140,9 @@ class PatternGenerator:
     def frame_at(self, t: float) -> npt.NDArray[np.uint8]:
         """The I420 picture shown ``t`` seconds after the start."""
         if self.is_flash(t):
-            return self._flash.copy()
+            return np.copy(self._flash)
         if self._static is not None:
-            return self._static.copy()
+            return np.copy(self._static)
         shift = 2 * (int(t * _PATTERN_SPEED) // 2)  # even, so chroma stays aligned
         return self._pack(
             np.roll(self._y, shift, axis=1),
