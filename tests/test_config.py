@@ -9,7 +9,7 @@ from livekit.protocol import egress as pe
 from livekit.protocol import models as pm
 
 from pyegress.cli import infer_type, parse_request
-from pyegress.config import FileType, Kind, build_config
+from pyegress.config import FileType, Kind, audio_for, build_config
 from pyegress.errors import InvalidRequestError, NotSupportedError
 from pyegress.filenames import resolve_path, time_values
 from pyegress.info import REDACTED, new_info
@@ -181,3 +181,57 @@ def test_room_composite_config() -> None:
         build_config(
             pe.RoomCompositeEgressRequest(room_name="r", audio_only=True, video_only=True, file_outputs=OUT)
         )
+
+
+@pytest.mark.parametrize(
+    ("kw", "field"),
+    [
+        (
+            {"segment_outputs": [pe.SegmentedFileOutput(filename_prefix="../x")]},
+            "segment_outputs[0].filename_prefix",
+        ),
+        (
+            {"segment_outputs": [pe.SegmentedFileOutput(playlist_name="../../p")]},
+            "segment_outputs[0].playlist_name",
+        ),
+        (
+            {"image_outputs": [pe.ImageOutput(filename_prefix="../shots/x")]},
+            "image_outputs[0].filename_prefix",
+        ),
+        (
+            {"file_outputs": [pe.EncodedFileOutput(filepath="{room_name}/../../x.mp4")]},
+            "file_outputs[0].filepath",
+        ),
+    ],
+)
+def test_every_output_path_is_checked_before_joining(
+    tmp_path: Path, kw: dict[str, object], field: str
+) -> None:
+    with pytest.raises(InvalidRequestError, match="escapes the output folder") as err:
+        build_config(tc(**kw), output_dir=tmp_path)
+    assert err.value.field == field
+
+
+def test_absolute_paths_are_jailed_only_by_a_chosen_output_folder(tmp_path: Path) -> None:
+    absolute = str(tmp_path / "rec" / "{room_name}.mp4")
+    cfg = build_config(tc(file_outputs=[pe.EncodedFileOutput(filepath=absolute)]))
+    assert cfg.output_dir == Path.cwd().resolve() and not cfg.jail
+    with pytest.raises(InvalidRequestError, match="escapes the output folder"):  # relative stays under cwd
+        build_config(tc(file_outputs=[pe.EncodedFileOutput(filepath="../x.mp4")]))
+    with pytest.raises(InvalidRequestError, match="escapes the output folder"):
+        build_config(tc(file_outputs=[pe.EncodedFileOutput(filepath=absolute)]), output_dir=tmp_path / "jail")
+
+
+def test_the_audio_codec_follows_each_carrier() -> None:
+    cfg = build_config(
+        tc(
+            file_outputs=[pe.EncodedFileOutput(filepath="a.mp4")],
+            segment_outputs=[pe.SegmentedFileOutput(filename_prefix="s")],
+            advanced=pe.EncodingOptions(audio_codec=pm.OPUS),
+        )
+    )
+    assert cfg.audio is not None and cfg.audio.codec == "opus"  # MP4 keeps what was asked for
+    assert audio_for(cfg.audio, ".mp4") == cfg.audio
+    assert audio_for(cfg.audio, "hls").codec == "aac"  # type: ignore[union-attr]
+    assert audio_for(cfg.audio, ".mp3").codec == "mp3"  # type: ignore[union-attr]
+    assert audio_for(None, ".ogg") is None

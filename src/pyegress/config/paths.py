@@ -58,16 +58,20 @@ def segment_paths(
         prefix = playlist
     elif str(prefix.parent) == ".":
         prefix = playlist.parent / _strip_ext(prefix.name, ".ts")
+    # an escape is blamed on the field the user wrote (a playlist named after the prefix: the prefix)
+    playlist_field = "playlist_name" if target.playlist_name else "filename_prefix"
+    prefix_field = "filename_prefix" if target.filename_prefix else "playlist_name"
+    seg_prefix = place(str(prefix), output_dir=output_dir, jail=jail, field=f"{target.field}.{prefix_field}")
+    where = f"{target.field}.{playlist_field}"
+    main = place(f"{playlist}.m3u8", output_dir=output_dir, jail=jail, field=where)
     live = None
     if target.live_playlist_name:
         name = PurePosixPath(_strip_ext(expand(target.live_playlist_name, values), ".m3u8")).name
         where = f"{target.field}.live_playlist_name"
         live = place(str(playlist.parent / f"{name}.m3u8"), output_dir=output_dir, jail=jail, field=where)
-    main = place(f"{playlist}.m3u8", output_dir=output_dir, jail=jail, field=f"{target.field}.playlist_name")
     if live == main:
         raise InvalidRequestError(f"{target.field}.live_playlist_name", "must differ from playlist_name")
-    where = f"{target.field}.filename_prefix"
-    return SegmentPaths(main, live, place(str(prefix), output_dir=output_dir, jail=jail, field=where))
+    return SegmentPaths(main, live, seg_prefix)
 
 
 def image_prefix(
