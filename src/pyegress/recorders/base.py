@@ -23,7 +23,7 @@ from livekit.protocol import egress as pe
 from ..config import EgressConfig, Request, StreamURL, build_config
 from ..errors import EgressError, InvalidRequestError, OutputError, SourceError
 from ..filenames import time_values
-from ..info import InfoOwner, Listener, new_info, now_ns, snapshot
+from ..info import InfoOwner, Listener, is_terminal, new_info, now_ns, snapshot
 from ..media.encoding import AudioEncoding, VideoEncoding
 from ..media.inputs import MIX_CHANNELS, MIX_RATE, AudioSource, Picture, VideoSource
 from ..media.timeline import AudioInput, VideoInput
@@ -133,7 +133,8 @@ class Recorder:
             self.owner.set_status(pe.EGRESS_ABORTED, "stopped before it started")
             self.owner.close()
             return snapshot(self.info)
-        self.end("stopped")
+        if not is_terminal(self.info.status):
+            self.end("stopped")
         return await self.wait()
 
     async def wait(self, timeout: float | None = None) -> pe.EgressInfo:
