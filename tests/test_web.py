@@ -4,18 +4,24 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import subprocess
+import sys
 import tempfile
+import threading
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import av
+import psutil
 import pytest
 from aiohttp import web
 from livekit.protocol import egress as pe
 
 import pyegress
 from pyegress.errors import SourceError
+from pyegress.sources.processes import start_xvfb, stop_process
 from pyegress.sources.web import PROFILE_PREFIX, browser_pids, find_chromium
 from pyegress.testing import LiveKitServer, av_offset, picture_moves, probe, region_color, tone_present
 
@@ -65,6 +71,14 @@ async def site() -> AsyncIterator[str]:
 def our_browsers() -> set[int]:
     """Chromium processes started by this test process that are still alive."""
     return browser_pids(os.path.join(tempfile.gettempdir(), f"{PROFILE_PREFIX}{os.getpid()}-"))
+
+
+def running(proc: psutil.Process) -> bool:
+    """Whether ``proc`` still runs (a zombie has ended: it only waits for its parent to reap it)."""
+    try:
+        return bool(proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE)
+    except psutil.NoSuchProcess:
+        return False
 
 
 def near(color: tuple[int, int, int], expected: tuple[int, int, int], tol: int = 45) -> bool:
@@ -180,6 +194,70 @@ async def test_a_crashing_page_fails_with_the_reason(service: pyegress.EgressSer
     assert status(final) == "EGRESS_FAILED" and "crashed" in final.error, final.error
     assert Path(final.file_results[0].filename).stat().st_size > 0, "what was recorded is kept"
     assert not our_browsers()
+
+
+# --- processes -------------------------------------------------------------------------------------
+
+#: A recorder process with one page open (x11 capture: Xvfb + headful Chromium); says "open".
+RECORDER = """
+import asyncio, sys
+from pyegress.sources.web import PageSource
+
+async def main() -> None:
+    page = PageSource(sys.argv[1], 320, 240, video=True, audio=True, capture="x11")
+    await page.open()
+    print("open", flush=True)
+    await asyncio.sleep(600)
+
+asyncio.run(main())
+"""
+
+
+@pytest.mark.parametrize("killed", ["the recorder", "the recorder and Playwright's driver"])
+async def test_nothing_outlives_a_killed_recorder(site: str, killed: str) -> None:
+    child = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", RECORDER, f"{site}/animated.html", stdout=subprocess.PIPE
+    )
+    try:
+        assert child.stdout is not None
+        assert await asyncio.wait_for(child.stdout.readline(), 60) == b"open\n"
+        started = psutil.Process(child.pid).children(recursive=True)
+        programs = {Path(p.exe()).name: p for p in started}
+        assert {"Xvfb", "chromium", "node"} <= programs.keys(), programs
+        targets = [child.pid]
+        if killed != "the recorder":  # Playwright's driver would otherwise kill Chromium itself
+            targets.append(programs["node"].pid)
+        for pid in targets:
+            os.kill(pid, signal.SIGKILL)
+        await child.wait()
+        t0 = time.monotonic()
+        while (alive := [p for p in started if running(p)]) and time.monotonic() < t0 + 5:
+            await asyncio.sleep(0.05)
+        print(f"{len(started)} processes ended {time.monotonic() - t0:.2f} s after {killed} was killed")
+        assert not alive, f"left running 5 s after {killed} was killed: {alive}"
+        profiles = list(Path(tempfile.gettempdir()).glob(f"{PROFILE_PREFIX}{child.pid}-*"))
+        assert not profiles, "the killed recorder's Chromium profile is deleted"
+    finally:
+        if child.returncode is None:
+            child.kill()
+            await child.wait()
+
+
+def test_xvfb_outlives_the_thread_that_started_it() -> None:
+    """A recorder whose event loop runs in a worker thread keeps its display when that thread ends."""
+    started: list[tuple[subprocess.Popen[bytes], str]] = []
+    thread = threading.Thread(target=lambda: started.append(asyncio.run(start_xvfb(320, 240))))
+    thread.start()
+    thread.join()
+    xvfb, display = started[0]
+    try:
+        time.sleep(1.0)
+        assert xvfb.poll() is None, "Xvfb died with the thread that started it"
+        with av.open(f"{display}.0", format="x11grab", options={"video_size": "320x240"}) as screen:
+            frame = next(screen.decode(video=0))
+        assert (frame.width, frame.height) == (320, 240), "its display can be read"
+    finally:
+        stop_process(xvfb)
 
 
 # --- room composite through a template ---------------------------------------------------------------

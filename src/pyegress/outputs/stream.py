@@ -8,7 +8,7 @@ up to ``max_retries`` failures in a row; then that URL is FAILED and the others 
 
 Connections are opened through FFmpeg's own ``rtmp``/``rtmps`` protocols. PyAV opens output
 URLs without any timeout, so when the wheel's libavformat is reachable with ``ctypes`` the
-sink opens the connection itself with ``avio_open2`` (``rw_timeout`` plus an interrupt
+sink opens the connection itself (:mod:`pyegress.compat.avio`: ``rw_timeout`` plus an interrupt
 callback, so a stalled server or a removal never hangs a thread) and PyAV writes FLV into it.
 
 Stream keys never appear in clear outside this module: URLs are shown as
@@ -20,11 +20,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
-import glob
 import io
 import logging
-import os
 import queue
 import threading
 import time
@@ -34,6 +31,7 @@ from typing import Any
 import av
 from livekit.protocol import egress as pe
 
+from ..compat.avio import AvioWriter, get_avio
 from ..config import StreamURL
 from ..media.encoder import EncodedPacket
 from ..media.encoding import AudioEncoding, VideoEncoding
@@ -42,145 +40,6 @@ from .base import PacketOutput
 log = logging.getLogger("pyegress.outputs.stream")
 
 ACTIVE, FINISHED, FAILED = pe.StreamInfo.ACTIVE, pe.StreamInfo.FINISHED, pe.StreamInfo.FAILED
-
-
-# --- FFmpeg AVIO through ctypes (timeouts and abort for network outputs) --------------------
-
-_CB = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p)
-
-
-class _IntCB(ctypes.Structure):
-    _fields_ = [("callback", _CB), ("opaque", ctypes.c_void_p)]
-
-
-class _AVIOContext(ctypes.Structure):
-    """The public head of FFmpeg's AVIOContext, up to ``write_flag`` (stable since FFmpeg 4)."""
-
-    _fields_ = [
-        ("av_class", ctypes.c_void_p),
-        ("buffer", ctypes.c_void_p),
-        ("buffer_size", ctypes.c_int),
-        ("buf_ptr", ctypes.c_void_p),
-        ("buf_end", ctypes.c_void_p),
-        ("opaque", ctypes.c_void_p),
-        ("read_packet", ctypes.c_void_p),
-        ("write_packet", ctypes.c_void_p),
-        ("seek", ctypes.c_void_p),
-        ("pos", ctypes.c_int64),
-        ("eof_reached", ctypes.c_int),
-        ("error", ctypes.c_int),
-        ("write_flag", ctypes.c_int),
-    ]
-
-
-_AVIO_FLAG_WRITE = 2
-
-
-class _Avio:
-    """libavformat / libavutil of the PyAV wheel, or ``None`` when they cannot be used safely."""
-
-    def __init__(self, fmt: ctypes.CDLL, util: ctypes.CDLL) -> None:
-        self.fmt, self.util = fmt, util
-        pp = ctypes.POINTER(ctypes.POINTER(_AVIOContext))
-        fmt.avio_open2.argtypes = [pp, ctypes.c_char_p, ctypes.c_int, ctypes.POINTER(_IntCB), ctypes.c_void_p]
-        fmt.avio_write.argtypes = [ctypes.POINTER(_AVIOContext), ctypes.c_char_p, ctypes.c_int]
-        fmt.avio_flush.argtypes = [ctypes.POINTER(_AVIOContext)]
-        fmt.avio_closep.argtypes = [pp]
-        util.av_dict_set.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_int]
-        util.av_dict_free.argtypes = [ctypes.c_void_p]
-        util.av_strerror.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_size_t]
-
-    def strerror(self, code: int) -> str:
-        buf = ctypes.create_string_buffer(128)
-        self.util.av_strerror(code, buf, len(buf))
-        return buf.value.decode(errors="replace")
-
-    @classmethod
-    def load(cls) -> _Avio | None:
-        base = os.path.dirname(av.__file__)
-        dirs = [os.path.join(base, os.pardir, "av.libs"), os.path.join(base, ".dylibs")]
-        for d in dirs:
-            fmt_paths = glob.glob(os.path.join(d, "libavformat*"))
-            util_paths = glob.glob(os.path.join(d, "libavutil*"))
-            if not fmt_paths or not util_paths:
-                continue
-            try:
-                fmt, util = ctypes.CDLL(fmt_paths[0]), ctypes.CDLL(util_paths[0])
-                fmt.avformat_version.restype = ctypes.c_uint
-                version = fmt.avformat_version()
-                expected = av.library_versions.get("libavformat")
-                if expected and (version >> 16, (version >> 8) & 0xFF) != tuple(expected[:2]):
-                    continue
-                return cls(fmt, util)
-            except (OSError, AttributeError):
-                continue
-        return None
-
-
-_avio: _Avio | None = None
-_avio_loaded = False
-_avio_lock = threading.Lock()
-
-
-def _get_avio() -> _Avio | None:
-    global _avio, _avio_loaded
-    with _avio_lock:
-        if not _avio_loaded:
-            _avio, _avio_loaded = _Avio.load(), True
-            if _avio is None:
-                log.warning("libavformat not reachable with ctypes: RTMP connections have no timeout")
-        return _avio
-
-
-class _AvioWriter(io.RawIOBase):
-    """A write-only file object over an FFmpeg URL (``rtmp://``...), with timeout and abort."""
-
-    def __init__(self, api: _Avio, url: str, *, rw_timeout: float, abort: threading.Event) -> None:
-        super().__init__()
-        self._api = api
-        self._abort = abort
-        self._cb = _CB(lambda _opaque: 1 if abort.is_set() else 0)  # kept alive with self
-        self._icb = _IntCB(self._cb, None)
-        self._pb = ctypes.POINTER(_AVIOContext)()
-        opts = ctypes.c_void_p()
-        api.util.av_dict_set(ctypes.byref(opts), b"rw_timeout", str(int(rw_timeout * 1e6)).encode(), 0)
-        try:
-            ret = api.fmt.avio_open2(
-                ctypes.byref(self._pb),
-                url.encode(),
-                _AVIO_FLAG_WRITE,
-                ctypes.byref(self._icb),
-                ctypes.byref(opts),
-            )
-        finally:
-            api.util.av_dict_free(ctypes.byref(opts))
-        if ret < 0:
-            self._pb = ctypes.POINTER(_AVIOContext)()
-            raise ConnectionError(f"cannot connect: {self._why(ret)}")
-        if self._pb.contents.write_flag != 1:  # the struct layout is not what we think: stop here
-            raise RuntimeError("unexpected AVIOContext layout")
-
-    def _why(self, code: int) -> str:
-        return "aborted" if self._abort.is_set() else self._api.strerror(code)
-
-    def writable(self) -> bool:
-        return True
-
-    def write(self, data: Any) -> int:
-        if not self._pb:
-            raise ConnectionError("connection closed")
-        raw = bytes(data)
-        self._api.fmt.avio_write(self._pb, raw, len(raw))
-        self._api.fmt.avio_flush(self._pb)
-        err = self._pb.contents.error
-        if err < 0:
-            raise ConnectionError(f"send failed: {self._why(err)}")
-        return len(raw)
-
-    def close(self) -> None:
-        if self._pb:
-            self._api.fmt.avio_closep(ctypes.byref(self._pb))
-        super().close()
 
 
 # --- one destination -------------------------------------------------------------------------
@@ -253,9 +112,9 @@ class StreamSink:
         return text.replace(self.url.url, self.redacted).replace(key, "{redacted}") if key else text
 
     def _connect(self) -> None:
-        api = _get_avio()
+        api = get_avio()
         if api is not None:
-            self._writer = _AvioWriter(api, self.url.url, rw_timeout=self.owner.rw_timeout, abort=self._abort)
+            self._writer = AvioWriter(api, self.url.url, rw_timeout=self.owner.rw_timeout, abort=self._abort)
             target: Any = self._writer
         else:
             target = self.url.url

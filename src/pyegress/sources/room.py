@@ -11,7 +11,6 @@ from typing import Any, TypeVar
 
 import numpy as np
 from livekit import api, rtc
-from livekit.rtc._ffi_client import FfiClient
 
 from ..errors import SourceError
 from ..media.inputs import Picture
@@ -39,47 +38,20 @@ AUDIO_FRAME_MS = 40
 T = TypeVar("T")
 
 
-def own_events_only(stream: rtc.VideoStream | rtc.AudioStream, kind: str) -> None:
-    """Deliver to ``stream`` only its own frame events.
-
-    The SDK hands every video (audio) frame event to every video (audio) stream's queue on the
-    event loop, and each stream's task wakes up to drop the ones of other tracks: with N
-    participants each frame costs N loop callbacks and wake-ups. Narrowing the stream's
-    subscription filter to its own handle keeps that at one. This reaches into the SDK's
-    ``FfiQueue``; when its shape differs, the stream is left as the SDK made it.
-    """
-    try:
-        queue = FfiClient.instance.queue
-        handle = stream._ffi_handle.handle
-        mine = stream._ffi_queue
-        with queue._lock:
-            for i, (q, loop, _) in enumerate(queue._subscribers):
-                if q is mine:
-                    queue._subscribers[i] = (
-                        q,
-                        loop,
-                        lambda e: (
-                            e.WhichOneof("message") == kind and getattr(e, kind).stream_handle == handle
-                        ),
-                    )
-    except (AttributeError, TypeError, ValueError) as e:  # another SDK version: keep its filter
-        log.debug("frame events not narrowed (%s): %s", kind, e)
-
-
 def video_stream(track: rtc.Track) -> rtc.VideoStream:
-    """The decoded I420 frames of ``track`` as pyegress pulls them (two frames of slack)."""
-    stream = rtc.VideoStream(track, format=rtc.VideoBufferType.I420, capacity=2)
-    own_events_only(stream, "video_stream_event")
-    return stream
+    """The decoded I420 frames of ``track`` as pyegress pulls them (two frames of slack).
+
+    Since livekit 1.2.1 a stream's queue gets only its own frame events (before, every stream
+    woke up for every frame of every track; pyegress narrowed the SDK's queue itself).
+    """
+    return rtc.VideoStream(track, format=rtc.VideoBufferType.I420, capacity=2)
 
 
 def audio_stream(track: rtc.Track, sample_rate: int, channels: int) -> rtc.AudioStream:
     """The PCM of ``track`` as pyegress pulls it: resampled by the SDK, ``AUDIO_FRAME_MS`` chunks."""
-    stream = rtc.AudioStream(
+    return rtc.AudioStream(
         track, sample_rate=sample_rate, num_channels=channels, frame_size_ms=AUDIO_FRAME_MS
     )
-    own_events_only(stream, "audio_stream_event")
-    return stream
 
 
 def recorder_token(

@@ -1,16 +1,16 @@
 """A web page as a source: Debian's Chromium, driven by Playwright, rendering at the canvas size.
 
-One browser process per page (its own throw-away profile), always reaped on close. Two ways to
-capture the picture, chosen by measurement (docs/performance.md, ``web-capture``):
+One browser per page (its own throw-away profile), always reaped on close, and never outliving
+the recorder process (:mod:`pyegress.sources.processes`). Two ways to capture the picture,
+chosen by measurement (docs/performance.md, ``web-capture``):
 
 * ``x11`` (default when Xvfb is installed): Chromium runs headful on its own Xvfb display
   and the screen is read at the output frame rate with FFmpeg's ``x11grab`` (PyAV);
 * ``screencast``: headless Chromium's DevTools screencast (JPEG frames, decoded on the
   encode thread only when a tick uses them).
 
-Audio comes from an init script that routes every ``AudioContext``'s output and every playing
-``<audio>`` / ``<video>`` element through a capture node, handing 48 kHz int16 PCM to Python
-(headless Chromium has no sound device to record). The page signals the start and end of the
+Audio comes from an init script that taps every ``AudioContext`` and media element
+(:mod:`pyegress.sources.page_audio`). The page signals the start and end of the
 recording by logging ``START_RECORDING`` / ``END_RECORDING`` to the console, as LiveKit's
 ``@livekit/egress-sdk`` does.
 """
@@ -20,39 +20,43 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import ctypes
 import logging
 import os
-import random
 import re
-import select
 import shutil
-import signal
 import subprocess
-import sys
-import tempfile
 import threading
 import time
 import urllib.parse
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 import av
 import numpy as np
+import psutil
 
 from ..errors import SourceError
 from ..media.frames import fit_on_canvas, reformat
 from ..media.inputs import Picture
-from ..media.mixer import add_clipped
-from ..media.timeline import AudioInput, VideoInput
+from ..media.timeline import VideoInput
+from .page_audio import AUDIO_CAPTURE_JS, PageAudio
+from .processes import (
+    PROFILE_PREFIX,
+    browser_pids,
+    browser_processes,
+    find_chromium,
+    new_profile,
+    reap,
+    start_xvfb,
+    stop_process,
+)
+
+__all__ = ["LAYOUT_EVENT", "PROFILE_PREFIX", "PageAudio", "PageSource", "browser_pids", "find_chromium"]
 
 log = logging.getLogger("pyegress.web")
 
 START_SIGNAL = "START_RECORDING"
 END_SIGNAL = "END_RECORDING"
-#: Profiles are ``<tmp>/pyegress-chromium-<our pid>-*``: every process of our browsers says so.
-PROFILE_PREFIX = "pyegress-chromium-"
 #: The window event a template may listen to for ``update_layout`` (``detail`` is the layout).
 LAYOUT_EVENT = "pyegress:layout"
 
@@ -80,92 +84,6 @@ CHROMIUM_FLAGS = (
 #: it lines up with the picture, which reaches the screen (and the grab) later than the sound
 #: reaches the capture node. Measured with tests/pages/markers.html (flash + beep together).
 AUDIO_LAG = {"x11": 0.058, "screencast": 0.030}
-
-# Every AudioContext (the page's, and one for media elements) gets a capture tap in front of
-# its destination: a ScriptProcessor that sends interleaved stereo int16 PCM (48 kHz, base64)
-# to Python with the context's id. Media elements playing a MediaStream (WebRTC audio) are
-# tapped with createMediaStreamSource, others with createMediaElementSource.
-_AUDIO_CAPTURE_JS = r"""
-(() => {
-  const Base = window.AudioContext || window.webkitAudioContext;
-  if (!Base || Base.__pyegress) return;
-  const realDestination = Object.getOwnPropertyDescriptor(BaseAudioContext.prototype, 'destination').get;
-  let contexts = 0;
-  class Captured extends Base {
-    constructor(options) {
-      super(Object.assign({}, options || {}, {sampleRate: 48000}));
-      const id = ++contexts;
-      const tap = this.createGain();
-      const proc = this.createScriptProcessor(1024, 2, 2);
-      tap.connect(proc);
-      proc.connect(realDestination.call(this));
-      proc.onaudioprocess = (e) => {
-        const l = e.inputBuffer.getChannelData(0), r = e.inputBuffer.getChannelData(1);
-        const pcm = new Int16Array(l.length * 2);
-        for (let i = 0; i < l.length; i++) {
-          pcm[2 * i] = Math.max(-1, Math.min(1, l[i])) * 32767;
-          pcm[2 * i + 1] = Math.max(-1, Math.min(1, r[i])) * 32767;
-        }
-        const bytes = new Uint8Array(pcm.buffer);
-        let text = '';
-        for (let i = 0; i < bytes.length; i += 0x8000) {
-          text += String.fromCharCode.apply(null, bytes.subarray(i, i + 0x8000));
-        }
-        try { window.__pyegressPcm(id, btoa(text)); } catch (err) {}
-      };
-      Object.defineProperty(this, 'destination', {get: () => tap});
-    }
-  }
-  Captured.__pyegress = true;
-  window.AudioContext = Captured;
-  window.webkitAudioContext = Captured;
-
-  let elementContext = null;
-  const tapped = new Map();  // element -> {stream, node}
-  function tapElement(el) {
-    if (!(el instanceof HTMLMediaElement)) return;
-    const prev = tapped.get(el);
-    const stream = el.srcObject;
-    if (stream instanceof MediaStream) {
-      const live = !el.muted && el.volume > 0 && stream.getAudioTracks().length > 0;
-      if (prev && prev.stream === stream && !!prev.node === live) return;
-      if (prev && prev.node) prev.node.disconnect();
-      let node = null;
-      if (live) {
-        elementContext = elementContext || new Captured();
-        node = elementContext.createMediaStreamSource(stream);
-        node.connect(elementContext.destination);
-      }
-      tapped.set(el, {stream, node});
-    } else if (!prev && (el.currentSrc || el.src)) {
-      elementContext = elementContext || new Captured();
-      const node = elementContext.createMediaElementSource(el);
-      node.connect(elementContext.destination);
-      tapped.set(el, {stream: null, node});
-    }
-    if (elementContext && elementContext.state === 'suspended') elementContext.resume();
-  }
-  const play = HTMLMediaElement.prototype.play;
-  HTMLMediaElement.prototype.play = function () {
-    try { tapElement(this); } catch (err) {}
-    return play.apply(this, arguments);
-  };
-  setInterval(() => {
-    try {
-      document.querySelectorAll('audio, video').forEach(tapElement);
-      for (const el of tapped.keys()) tapElement(el);
-    } catch (err) {}
-  }, 250);
-})();
-"""
-
-
-def find_chromium() -> str:
-    """Debian's Chromium (``PYEGRESS_CHROMIUM`` overrides); never a downloaded browser."""
-    for candidate in (os.environ.get("PYEGRESS_CHROMIUM"), "/usr/bin/chromium", shutil.which("chromium")):
-        if candidate and os.path.exists(candidate):
-            return candidate
-    raise SourceError("chromium: not installed (apt-get install chromium, or set PYEGRESS_CHROMIUM)")
 
 
 def default_capture() -> str:
@@ -195,27 +113,6 @@ class JpegFrame:
             raise ValueError("undecodable screencast frame")
         frame = reformat(frames[0])
         return fit_on_canvas(frame, width, height)
-
-
-class PageAudio:
-    """The page's sound: one timeline input per capturing AudioContext, summed when read."""
-
-    def __init__(self, sample_rate: int, channels: int, t0: float) -> None:
-        self.sample_rate, self.channels, self.t0 = sample_rate, channels, t0
-        self.inputs: dict[int, AudioInput] = {}
-
-    def push(self, context: int, pcm: np.ndarray, arrival: float) -> None:
-        """Samples of one AudioContext that finished arriving at monotonic ``arrival``."""
-        sink = self.inputs.get(context)
-        if sink is None:
-            sink = self.inputs[context] = AudioInput(self.sample_rate, self.channels, self.t0)
-        sink.push(pcm, arrival)
-
-    def read(self, start: int, count: int) -> np.ndarray:
-        chunks = [i.read(start, count) for i in list(self.inputs.values())]
-        if not chunks:
-            return np.zeros((count, self.channels), np.int16)
-        return add_clipped(chunks)
 
 
 class PageSource:
@@ -258,7 +155,7 @@ class PageSource:
         self._xvfb: subprocess.Popen[bytes] | None = None
         self._display = ""
         self._profile = ""
-        self._pids: set[int] = set()
+        self._procs: set[psutil.Process] = set()
         self._grabber: threading.Thread | None = None
         self._stop_grab = threading.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -274,15 +171,15 @@ class PageSource:
 
         self._loop = asyncio.get_running_loop()
         executable = find_chromium()
-        _remove_stale_profiles()
-        self._profile = tempfile.mkdtemp(prefix=f"{PROFILE_PREFIX}{os.getpid()}-")
+        self._profile = new_profile()
         args = list(CHROMIUM_FLAGS)
         if self.allow_hosts is not None:
             args.append(f"--host-resolver-rules={host_rules(self.allow_hosts)}")
         env = dict(os.environ)
         x11 = self.capture == "x11" and self.want_video
         if x11:
-            self._display = await self._start_xvfb()
+            # a little larger than the window, so that the window is exactly its size
+            self._xvfb, self._display = await start_xvfb(self.width + 8, self.height + 8)
             env["DISPLAY"] = self._display
             args += ["--kiosk", f"--window-size={self.width},{self.height}", "--window-position=0,0"]
         try:
@@ -297,14 +194,14 @@ class PageSource:
                 viewport=None if x11 else {"width": self.width, "height": self.height},
                 ignore_default_args=["--enable-automation"],
             )
-            self._pids = browser_pids(self._profile)
+            self._procs = browser_processes(self._profile)
             context = self._context
             context.on("close", lambda *_: self._gone("the browser closed"))
             if self.allow_hosts is not None:
                 await context.route("**/*", self._filter)
             if self.want_audio:
                 await context.expose_binding("__pyegressPcm", self._pcm)
-                await context.add_init_script(_AUDIO_CAPTURE_JS)
+                await context.add_init_script(AUDIO_CAPTURE_JS)
             page = self._page = context.pages[0] if context.pages else await context.new_page()
             page.on("console", self._console)
             page.on("crash", lambda *_: self._gone("the page crashed"))
@@ -333,7 +230,7 @@ class PageSource:
         self._stop_grab.set()
         if self._grabber is not None:
             await asyncio.to_thread(self._grabber.join, 5)
-        pids = self._pids | browser_pids(self._profile)
+        procs = self._procs | browser_processes(self._profile)
         with contextlib.suppress(Exception):
             if self._context is not None:
                 await asyncio.wait_for(self._context.close(), 10)
@@ -341,9 +238,9 @@ class PageSource:
             if self._pw is not None:
                 await asyncio.wait_for(self._pw.stop(), 10)
         self._context = self._pw = self._page = self._cdp = None
-        await asyncio.to_thread(_reap, pids)
+        await asyncio.to_thread(reap, procs)
         if self._xvfb is not None:
-            await asyncio.to_thread(_stop_process, self._xvfb)
+            await asyncio.to_thread(stop_process, self._xvfb)
             self._xvfb = None
         if self._profile:
             shutil.rmtree(self._profile, ignore_errors=True)
@@ -379,57 +276,6 @@ class PageSource:
             sink.push(int(context), pcm, time.monotonic() + AUDIO_LAG[self.capture])
 
     # --- capture: Xvfb + x11grab ------------------------------------------------------------
-
-    async def _start_xvfb(self) -> str:
-        """Start a private Xvfb a little larger than the window (so the window is exact size).
-
-        The display number is picked at random and claimed through Xvfb's own lock file
-        (``-displayfd`` alone lets concurrent servers collide), then awaited until it is ready.
-        Xvfb is started from the event loop's thread and dies with it (``PR_SET_PDEATHSIG``),
-        so a killed recorder process leaves no display behind.
-        """
-        xvfb = shutil.which("Xvfb")
-        if xvfb is None:
-            raise SourceError("capture: Xvfb is not installed (apt-get install xvfb), or use screencast")
-        rng = random.SystemRandom()
-        for _ in range(20):
-            number = rng.randint(100, 32000)
-            if os.path.exists(f"/tmp/.X{number}-lock") or os.path.exists(f"/tmp/.X11-unix/X{number}"):
-                continue
-            read_fd, write_fd = os.pipe()
-            try:
-                proc = subprocess.Popen(
-                    [
-                        xvfb,
-                        f":{number}",
-                        "-displayfd",
-                        str(write_fd),
-                        "-screen",
-                        "0",
-                        f"{self.width + 8}x{self.height + 8}x24",
-                        "-nolisten",
-                        "tcp",
-                        "-noreset",
-                    ],
-                    pass_fds=(write_fd,),
-                    stdin=subprocess.DEVNULL,
-                    stdout=subprocess.DEVNULL,
-                    stderr=subprocess.DEVNULL,
-                    start_new_session=True,
-                    preexec_fn=_die_with_parent,
-                )
-                os.close(write_fd)
-                write_fd = -1
-                said = await asyncio.to_thread(_read_line, read_fd, 10.0)
-            finally:
-                os.close(read_fd)
-                if write_fd >= 0:
-                    os.close(write_fd)
-            if said == str(number) and proc.poll() is None:
-                self._xvfb = proc
-                return f":{number}"
-            await asyncio.to_thread(_stop_process, proc)  # that display was taken after all
-        raise SourceError("capture: Xvfb did not start")
 
     def _grab(self) -> None:
         """Read the display at ``fps`` (x11grab paces itself) into the video sink (thread)."""
@@ -510,94 +356,3 @@ def _redact(url: str) -> str:
 def _ignore(fut: asyncio.Future[Any]) -> None:
     with contextlib.suppress(BaseException):
         fut.exception()
-
-
-def _proc_table() -> dict[int, tuple[int, bytes]]:
-    """pid -> (ppid, cmdline) of every process (Linux /proc)."""
-    table: dict[int, tuple[int, bytes]] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-            cmd = (entry / "cmdline").read_bytes()
-        except OSError:
-            continue
-        ppid = int(stat[stat.rindex(")") + 2 :].split()[1])
-        table[int(entry.name)] = (ppid, cmd)
-    return table
-
-
-def browser_pids(profile: str) -> set[int]:
-    """Chromium processes with a user data dir starting with ``profile``, and their descendants.
-
-    ``browser_pids(f"{tempfile.gettempdir()}/{PROFILE_PREFIX}{os.getpid()}-")`` lists every
-    browser process this process started that is still alive.
-    """
-    if not profile:
-        return set()
-    table = _proc_table()
-    marker = f"--user-data-dir={profile}".encode()
-    found = {pid for pid, (_, cmd) in table.items() if marker in cmd}
-    grew = True
-    while grew:
-        more = {pid for pid, (ppid, _) in table.items() if ppid in found} - found
-        found |= more
-        grew = bool(more)
-    return found
-
-
-def _remove_stale_profiles() -> None:
-    """Delete the profiles of pyegress processes that are gone (killed before they could)."""
-    for path in Path(tempfile.gettempdir()).glob(f"{PROFILE_PREFIX}*-*"):
-        pid = path.name[len(PROFILE_PREFIX) :].split("-", 1)[0]
-        if pid.isdigit() and not Path(f"/proc/{pid}").exists():
-            shutil.rmtree(path, ignore_errors=True)
-
-
-def _reap(pids: set[int]) -> None:
-    """SIGKILL whichever of ``pids`` (Chromium processes) outlived a graceful close."""
-    deadline = time.monotonic() + 3
-    while True:
-        table = _proc_table()
-        alive = [p for p in pids if p in table and b"chrom" in table[p][1]]
-        if not alive:
-            return
-        if time.monotonic() > deadline:
-            for pid in alive:
-                with contextlib.suppress(OSError):
-                    os.kill(pid, signal.SIGKILL)
-            log.warning("killed %d Chromium process(es) left after close", len(alive))
-            return
-        time.sleep(0.1)
-
-
-_libc = ctypes.CDLL(None, use_errno=True) if sys.platform == "linux" else None
-
-
-def _die_with_parent() -> None:
-    """In the forked child: get SIGTERM when the thread that started us exits (Linux)."""
-    if _libc is not None:
-        _libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-
-
-def _read_line(fd: int, timeout: float) -> str:
-    """One line from ``fd`` (Xvfb dies if its pipe closes before it wrote the whole line)."""
-    data = b""
-    deadline = time.monotonic() + timeout
-    while not data.endswith(b"\n"):
-        ready, _, _ = select.select([fd], [], [], max(0.0, deadline - time.monotonic()))
-        chunk = os.read(fd, 32) if ready else b""
-        if not chunk:
-            break
-        data += chunk
-    return data.decode(errors="replace").strip()
-
-
-def _stop_process(proc: subprocess.Popen[bytes]) -> None:
-    proc.terminate()
-    try:
-        proc.wait(5)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
