@@ -30,12 +30,12 @@ from pyegress.storage import (
 )
 from pyegress.storage.azure import ENDPOINT_ENV
 from pyegress.testing import probe
+from pyegress.testing.ports import free_tcp_port as free_port
 from pyegress.testing.storage_emulators import (
     AzuriteServer,
     FakeGcsServer,
     MinioServer,
     StorageEmulator,
-    free_port,
 )
 
 FAST = RetryPolicy(tries=3, first_delay=0.05, max_delay=0.2)

@@ -23,6 +23,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from .ports import free_tcp_port
+
 __all__ = ["RtmpServer", "RtmpServerError"]
 
 _MODULE_DIRS = ("/usr/lib/nginx/modules", "/usr/share/nginx/modules", "/usr/lib64/nginx/modules")
@@ -30,12 +32,6 @@ _MODULE_DIRS = ("/usr/lib/nginx/modules", "/usr/share/nginx/modules", "/usr/lib6
 
 class RtmpServerError(RuntimeError):
     """nginx (or its RTMP module, or openssl) is missing, or the server did not start."""
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _answers(port: int) -> bool:
@@ -173,8 +169,8 @@ rtmp {{
         binary, modules = _find_nginx()
         if self._tmp is None:
             self._tmp = tempfile.TemporaryDirectory(prefix="pyegress-rtmp-")
-            self.port = _free_port()
-            self.tls_port = _free_port() if self.tls else 0
+            self.port = free_tcp_port()
+            self.tls_port = free_tcp_port() if self.tls else 0
             self.recordings.mkdir()
             if self.tls:
                 self._certificate()

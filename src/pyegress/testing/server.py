@@ -18,6 +18,8 @@ from types import TracebackType
 
 from livekit import api
 
+from .ports import free_tcp_port
+
 __all__ = ["LiveKitServer", "LiveKitServerError", "find_server_binary"]
 
 _UDP_RANGE = 100
@@ -56,12 +58,6 @@ def find_server_binary() -> Path:
 
 #: Starts tried when a port picked as free is taken before the server binds it.
 _START_ATTEMPTS = 3
-
-
-def _free_tcp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _udp_free(port: int) -> bool:
@@ -211,10 +207,10 @@ class LiveKitServer:
         """Pick free ports, write the config and spawn the server (not waited for)."""
         self._tmpdir = tempfile.TemporaryDirectory(prefix="pyegress-lk-")
         tmp = Path(self._tmpdir.name)
-        self.port = _free_tcp_port()
-        self.rtc_tcp_port = _free_tcp_port()
+        self.port = free_tcp_port()
+        self.rtc_tcp_port = free_tcp_port()
         while self.rtc_tcp_port == self.port:
-            self.rtc_tcp_port = _free_tcp_port()
+            self.rtc_tcp_port = free_tcp_port()
         self.udp_port_start = _free_udp_range(_UDP_RANGE, {self.port, self.rtc_tcp_port})
         self.udp_port_end = self.udp_port_start + _UDP_RANGE - 1
         config = tmp / "livekit.yaml"

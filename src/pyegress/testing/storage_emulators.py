@@ -12,7 +12,6 @@ import base64
 import os
 import secrets
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -23,6 +22,8 @@ from types import TracebackType
 from typing import Any
 
 from livekit.protocol import egress as pe
+
+from .ports import free_tcp_port
 
 __all__ = ["AzuriteServer", "EmulatorError", "FakeGcsServer", "MinioServer", "StorageEmulator"]
 
@@ -51,13 +52,6 @@ def _find(env: str, candidates: list[Path], on_path: str, install_hint: str) -> 
         if c.is_file() and os.access(c, os.X_OK):
             return c
     raise EmulatorError(f"{on_path} not found; {install_hint} or set {env}")
-
-
-def free_port() -> int:
-    """A free TCP port on 127.0.0.1."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 _HINT = "run scripts/install-storage-emulators.sh"
@@ -124,7 +118,7 @@ class StorageEmulator:
             self._tmp = tempfile.TemporaryDirectory(prefix=f"pyegress-{self.name}-")
             self.data_dir.mkdir(parents=True, exist_ok=True)
         if not self.port:
-            self.port = free_port()
+            self.port = free_tcp_port()
         if self._log_path is None:
             self._log_path = Path(self._tmp.name) / "emulator.log"
         cmd = self._command(self.data_dir)
@@ -201,7 +195,7 @@ class MinioServer(StorageEmulator):
 
     def _command(self, data: Path) -> list[str]:
         binary = self._binary or _find("MINIO_BIN", [_tools() / "bin" / "minio"], "minio", _HINT)
-        console = free_port()
+        console = free_tcp_port()
         return [
             str(binary),
             "server",
