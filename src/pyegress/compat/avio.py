@@ -6,7 +6,9 @@ stalled server hangs the writing thread for good and nothing can cancel it. Here
 opened with ``avio_open2`` of the PyAV wheel's own libavformat (``rw_timeout`` and an interrupt
 callback) and PyAV muxes into the resulting file object.
 
-Written for :data:`WRITTEN_FOR`. Another version is tried anyway, after one warning, behind
+Written for and checked with the versions in :data:`WRITTEN_FOR` (its tests pass on each: the
+PyAV of Python 3.10, 3.11 and 3.13 as pip resolves them today). Another version is tried
+anyway, after one warning, behind
 the same safety checks as always: the libavformat found must be the one PyAV runs (same
 major.minor), and the ``write_flag`` of an opened context must read 1 (the struct head below
 is laid out as FFmpeg has it). When the library cannot be used, :func:`get_avio` says so once
@@ -27,8 +29,12 @@ import av
 
 log = logging.getLogger("pyegress.compat.avio")
 
-#: PyAV version and the major.minor of its libavformat this binding was written and checked for.
-WRITTEN_FOR = ("18.1.0", (62, 12))
+#: PyAV versions and the major.minor of their libavformat this binding was checked with.
+WRITTEN_FOR: tuple[tuple[str, tuple[int, int]], ...] = (
+    ("17.1.0", (62, 12)),
+    ("18.1.0", (62, 12)),
+    ("19.0.2", (63, 1)),
+)
 
 _CB = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p)
 
@@ -71,11 +77,12 @@ def installed() -> tuple[str, tuple[int, int]]:
 def version_drift() -> str:
     """Empty when the installed PyAV / libavformat are :data:`WRITTEN_FOR`, else what differs."""
     have = installed()
-    if have == WRITTEN_FOR:
+    if have in WRITTEN_FOR:
         return ""
+    checked = " or ".join(f"PyAV {v} with libavformat {f[0]}.{f[1]}" for v, f in WRITTEN_FOR)
     return (
         f"PyAV {have[0]} with libavformat {have[1][0]}.{have[1][1]} is installed; compat/avio.py was "
-        f"written for PyAV {WRITTEN_FOR[0]} with libavformat {WRITTEN_FOR[1][0]}.{WRITTEN_FOR[1][1]}"
+        f"written for {checked}"
     )
 
 
