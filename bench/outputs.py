@@ -75,7 +75,7 @@ async def _drive(kind: str, seconds: float, rtmp_port: int, out_dir: Path) -> di
     tone = ToneGenerator(MIX_RATE)
 
     started = time.monotonic()
-    vin: VideoInput[object] = VideoInput()
+    vin: VideoInput[av.VideoFrame] = VideoInput()
     ain = AudioInput(MIX_RATE, MIX_CHANNELS, started)
     pipe = Pipeline(outputs=outputs, video_input=vin, audio_inputs=[ain], fps=FPS)
     await asyncio.to_thread(pipe.open)
