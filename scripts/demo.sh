@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Set up (idempotent), then record a demo: a local livekit-server, two synthetic participants,
-# a participant egress and a track-composite egress; prints where the files are.
+# a participant egress and a track-composite egress; prints where the files are. Runs in a network
+# namespace of its own (pyegress.testing.netns), so its media never leaves this machine.
 set -euo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$REPO"
 bash scripts/setup.sh
-.venv/bin/python examples/demo.py "$@"
+.venv/bin/python -m pyegress.testing.netns -- .venv/bin/python examples/demo.py "$@"

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 __all__ = [
     "DEFAULT_ADDRESS",
     "ENV_VAR",
+    "EXIT_NO_NAMESPACE",
     "INTERFACE",
     "Namespace",
     "NetnsError",
@@ -47,6 +48,8 @@ __all__ = [
 INTERFACE = "pyegress0"
 _PEER = "pyegress1"
 DEFAULT_ADDRESS = "10.213.0.1/24"
+#: The CLI's exit status when it cannot run the command (as ``env`` and ``chroot`` do).
+EXIT_NO_NAMESPACE = 125
 #: Set by the wrapper to the address given to :data:`INTERFACE` (e.g. ``10.213.0.1/24``).
 ENV_VAR = "PYEGRESS_NETNS"
 
@@ -180,7 +183,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         argv_inside = command(cmd, args.address)
     except (NetnsError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
-        return 2
+        return EXIT_NO_NAMESPACE
     sys.stdout.flush()
     os.execv(argv_inside[0], argv_inside)
 
