@@ -3,20 +3,26 @@
 scripts/test.sh runs pytest through ``python -m pyegress.testing.netns``: a namespace with ``lo``
 and a veth pair whose one address (10.213.0.1) exists nowhere else. These tests read the ICE
 candidate pairs that the livekit SDK and Chromium selected and assert that both ends are
-loopback or that address. Run outside such a namespace they fail: libwebrtc never gathers
-loopback candidates, so the selected pairs carry the machine's own interface address (eth0's),
-which is neither, and no pyegress namespace address is allowed there at all.
+loopback or that address.
+
+Run outside such a namespace, the SDK test fails: libwebrtc never gathers loopback candidates,
+so the SDK's pairs go from the machine's own interface address (eth0's, e.g. 192.0.2.2) to the
+server's loopback candidate, and an interface address is allowed only inside the namespace.
+The Chromium test passes there: Chromium as pyegress starts it (no media permission) binds its
+ICE sockets to the wildcard address and reaches that loopback candidate from 127.0.0.1.
 """
 
 from __future__ import annotations
 
 import asyncio
 import ipaddress
+import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
+import psutil
 import pytest
 from aiohttp import web
 from livekit import rtc
@@ -42,7 +48,9 @@ KEEP_PEER_CONNECTIONS_JS = """
 })();
 """
 
-#: The selected pair of each transport of each kept peer connection, with media received on it.
+#: The selected pair of each transport of each kept peer connection that received media:
+#: [local address, local port, remote address]. Chromium hides its local address from pages
+#: (mDNS host candidates: "" in the stats), so the port is given too.
 SELECTED_PAIRS_JS = """
 async () => {
   const out = [];
@@ -52,7 +60,8 @@ async () => {
     for (const s of stats.values()) {
       const pair = s.type === "transport" && stats.get(s.selectedCandidatePairId);
       if (pair && pair.bytesReceived > 0) {
-        out.push([stats.get(pair.localCandidateId).address, stats.get(pair.remoteCandidateId).address]);
+        const local = stats.get(pair.localCandidateId);
+        out.push([local.address, local.port, stats.get(pair.remoteCandidateId).address]);
       }
     }
   }
@@ -75,6 +84,34 @@ async def templates() -> AsyncIterator[str]:
         yield f"http://127.0.0.1:{runner.addresses[0][1]}"
     finally:
         await runner.cleanup()
+
+
+def udp_socket_addresses(port: int) -> list[str]:
+    """Local addresses of this namespace's UDP sockets bound to ``port`` (for any process)."""
+    return [c.laddr.ip for c in psutil.net_connections("udp") if c.laddr and c.laddr.port == port]
+
+
+def source_address(remote: str) -> str:
+    """The address the kernel sends from to ``remote``: what a socket bound to 0.0.0.0 uses."""
+    family = socket.AF_INET6 if ":" in remote else socket.AF_INET
+    with socket.socket(family, socket.SOCK_DGRAM) as s:
+        s.connect((remote, 9))  # a UDP connect only picks the route: nothing is sent
+        return str(s.getsockname()[0])
+
+
+async def chromium_selected_pairs(page: Any) -> list[Pair]:
+    """The page's selected pairs, with the local address Chromium hides read from the kernel.
+
+    Chromium, without a media permission, gives pages no local address ("" in the stats) and
+    binds its ICE sockets to the wildcard address: the local address is that of the socket at
+    the candidate's port or, for a wildcard socket, the source the kernel picks toward the remote.
+    """
+    pairs = []
+    for local, port, remote in await page.evaluate(SELECTED_PAIRS_JS):
+        bound = [local] if local else udp_socket_addresses(port) or [f"<no socket at port {port}>"]
+        for address in bound:
+            pairs.append((source_address(remote) if address in ("0.0.0.0", "::") else address, remote))
+    return pairs
 
 
 def allowed_addresses() -> set[ipaddress.IPv4Address | ipaddress.IPv6Address]:
@@ -160,7 +197,7 @@ async def test_chromium_media_uses_only_namespace_addresses(
             await page.open()
             await page.page.context.add_init_script(KEEP_PEER_CONNECTIONS_JS)
             await page.page.reload()  # the template connects again, its peer connections now kept
-            pairs = await selected_pairs(lambda: page.page.evaluate(SELECTED_PAIRS_JS), 1)
+            pairs = await selected_pairs(lambda: chromium_selected_pairs(page.page), 1)
         finally:
             await page.close()
     assert pairs, "Chromium's peer connections selected no pair that carried media"
