@@ -546,6 +546,16 @@ def load_capture(path: Path | str, width: int, height: int) -> tuple[Callable[[i
 # --- children and the loopback server ----------------------------------------------------------
 
 
+def server_line() -> str:
+    """Where the bench's livekit-server and WebRTC media ran, for its report."""
+    from pyegress.testing.netns import current
+
+    ns = current()
+    if ns is None:
+        return "a livekit-server on this machine (media over its own interface address)"
+    return f"a livekit-server in a network namespace of its own ({ns.address.ip}, pyegress.testing.netns)"
+
+
 def child_env(server: Any) -> dict[str, str]:
     """This environment plus ``LIVEKIT_URL`` / ``_API_KEY`` / ``_API_SECRET`` of ``server``."""
     env = dict(os.environ)

@@ -1,6 +1,7 @@
 """CPU and memory of a room composite (grid of N participants + mixed audio) against the bare PyAV encode.
 
-Run ``python -m bench.room_composite [--seconds 20] [--write]``. It starts a loopback
+Run ``python -m pyegress.testing.netns -- python -m bench.room_composite [--seconds 20]
+[--write]`` (in a network namespace of its own: see docs/performance.md). It starts a
 livekit-server and, per case, N synthetic publishers (each its own process, not counted), then
 measures, each in a child process of its own, one after the other:
 
@@ -53,6 +54,7 @@ from bench.common import (
     run_child,
     scratch_dir,
     self_cpu,
+    server_line,
     thread_cpu,
     thread_groups,
     update_section,
@@ -540,7 +542,7 @@ def _report(
         f"- Versions: PyAV {vers['PyAV']} (libavcodec {vers['libavcodec']}), "
         f"livekit {vers['livekit']}, {x264}",
         "- Input: N synthetic publishers (moving pattern + tone, H.264 or VP8 + Opus, one process "
-        "each, not counted) through a loopback livekit-server; sender sizes and codec per row (small "
+        f"each, not counted) through {server_line()}; sender sizes and codec per row (small "
         "senders for 9 and 16 so the 2-core machine keeps up with encoding them; VP8, the default of "
         "LiveKit's browser SDK, costs the SDK more to decode than H.264).",
         "- Output: layout `grid`, preset H264_720P_30 (1280x720, 3000 kbps) or H264_1080P_30 "

@@ -1,6 +1,7 @@
 """CPU and memory of a 720p30 track composite egress, against the bare PyAV encode of the same frames.
 
-Run ``python -m bench.track_composite [--seconds 20] [--write]``. It starts a loopback
+Run ``python -m pyegress.testing.netns -- python -m bench.track_composite [--seconds 20]
+[--write]`` (in a network namespace of its own: see docs/performance.md). It starts a
 livekit-server and a synthetic 1280x720 30 fps publisher (its own process, not counted), then
 measures, each in a child process of its own, one after the other:
 
@@ -50,6 +51,7 @@ from bench.common import (
     run_child,
     scratch_dir,
     self_cpu,
+    server_line,
     thread_cpu,
     thread_groups,
     update_section,
@@ -346,7 +348,7 @@ def _report(
         f"- Versions: PyAV {versions['PyAV']} (libavcodec {versions['libavcodec']}), "
         f"livekit {versions['livekit']}, {x264}",
         f"- Input: synthetic publisher ({WIDTH}x{HEIGHT} {FPS} fps moving pattern + tone, H.264, own "
-        f"process, not counted) through a loopback livekit-server; the recorder received "
+        f"process, not counted) through {server_line()}; the recorder received "
         f"{egress.result['frames_in'] / egress.result['steady_wall_s']:.1f} frames/s at "
         f"{', '.join(sorted(egress.result['received_sizes']))}.",
         f"- Output: preset H264_720P_30 (libx264 veryfast/zerolatency, Main, {VIDEO_KBPS} kbps, "

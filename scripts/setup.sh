@@ -14,6 +14,10 @@ fi
 .venv/bin/python -m pip install -q -e '.[dev,all]'
 
 bash scripts/install-livekit-server.sh
+# the tests, benches and demo run in a network namespace of their own (unshare, ip)
+if ! command -v unshare >/dev/null || ! command -v ip >/dev/null; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq util-linux iproute2 >/dev/null
+fi
 for extra in scripts/install-storage-emulators.sh scripts/install-rtmp-server.sh scripts/install-chromium.sh; do
   if [[ -f "$extra" ]]; then bash "$extra"; fi
 done

@@ -1,4 +1,4 @@
-"""Test and demo tooling: a throw-away livekit-server, a synthetic publisher and file checks."""
+"""Test and demo tooling: a throw-away livekit-server, a synthetic publisher, file checks and `netns`."""
 
 from __future__ import annotations
 

@@ -134,6 +134,14 @@ class LiveKitServer:
 
     # -- lifecycle ---------------------------------------------------------------------
     def _config_yaml(self) -> str:
+        # In a pyegress network namespace the media goes over its veth address: libwebrtc
+        # clients never gather loopback candidates, so a loopback-only server is unreachable there.
+        from .netns import current  # not at the top: `python -m pyegress.testing.netns` would import it twice
+
+        ns = current()
+        node_ip, iface, loopback = (
+            (ns.address.ip, ns.interface, "false") if ns else ("127.0.0.1", "lo", "true")
+        )
         return (
             f"port: {self.port}\n"
             'bind_addresses: ["127.0.0.1"]\n'
@@ -142,10 +150,10 @@ class LiveKitServer:
             f"  port_range_start: {self.udp_port_start}\n"
             f"  port_range_end: {self.udp_port_end}\n"
             "  use_external_ip: false\n"
-            "  node_ip: 127.0.0.1\n"
-            "  enable_loopback_candidate: true\n"
+            f"  node_ip: {node_ip}\n"
+            f"  enable_loopback_candidate: {loopback}\n"
             "  interfaces:\n"
-            "    includes: [lo]\n"
+            f"    includes: [{iface}]\n"
             "keys:\n"
             f'  "{self.api_key}": "{self.api_secret}"\n'
             "room:\n"
