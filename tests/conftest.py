@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 import pyegress
-from pyegress.testing import LiveKitServer, LiveKitServerError
+from pyegress.testing import LiveKitServer, LiveKitServerError, netns
 
 pytest_plugins = ["tests.conftest_storage"]
 
@@ -25,7 +25,15 @@ def livekit_server() -> Iterator[LiveKitServer]:
 
     Never skipped: if the server cannot start the requesting test fails with the reason
     (install it with ``scripts/install-livekit-server.sh`` or set ``LIVEKIT_SERVER_BIN``).
+    Only inside a network namespace of pyegress's: libwebrtc never gathers loopback candidates,
+    so outside one the media would run over this machine's own interface address.
     """
+    if netns.current() is None:
+        pytest.fail(
+            "WebRTC tests run inside a network namespace: "
+            "python -m pyegress.testing.netns -- pytest ... (scripts/test.sh does)",
+            pytrace=False,
+        )
     server = LiveKitServer()
     try:
         server.start()
