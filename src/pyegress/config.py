@@ -17,6 +17,8 @@ from .errors import InvalidRequestError, NotSupportedError
 from .filenames import TEMPLATE_KEYS, check_template, resolve_path
 from .media.encoding import AudioEncoding, VideoEncoding, from_request
 from .media.layout import parse_layout
+from .redaction import redact_url as redact_stream_url
+from .redaction import redacted_repr
 from .storage.config import StorageMessage, output_storage
 
 Request: TypeAlias = (
@@ -145,21 +147,6 @@ class ImageTarget:
 _STREAM_PATH = re.compile(r"^(?P<base>rtmps?://[^/\s]+(?:/[^/\s]+)*/)(?P<key>[^/\s]+)$")
 
 
-def redact_stream_url(url: str) -> str:
-    """``rtmp://host/app/sk_abcdef123456`` → ``rtmp://host/app/{sk_...456}``.
-
-    The stream key (the last path element) is replaced by LiveKit's ``{abc...xyz}`` form, but
-    never shows more than an eighth of the key at each end (nothing of keys under 8
-    characters). Anything that is not an RTMP URL with a key is returned unchanged.
-    """
-    m = _STREAM_PATH.match(url.strip().removesuffix(" live=1"))
-    if m is None:
-        return url
-    key = m.group("key")
-    n = min(3, len(key) // 8)
-    return f"{m.group('base')}{{{key[:n]}...{key[len(key) - n :] if n else ''}}}"
-
-
 def check_stream_url(url: str, where: str) -> str:
     """Validate one RTMP(S) URL (``rtmp(s)://host[:port][/path]/app/stream_key``); returns it cleaned.
 
@@ -190,6 +177,7 @@ def _check_websocket_url(url: str) -> str:
     return url.strip()
 
 
+@redacted_repr  # websocket_url and web_url may carry tokens
 @dataclass
 class EgressConfig:
     """Everything a recorder needs, validated."""

@@ -1,4 +1,4 @@
-"""EgressInfo building, status transitions and secret redaction."""
+"""EgressInfo building and status transitions; what callers get is redacted (:mod:`.redaction`)."""
 
 from __future__ import annotations
 
@@ -9,12 +9,11 @@ import time
 from google.protobuf.message import Message
 from livekit.protocol import egress as pe
 
-from .config import Request, redact_stream_url
+from .config import Request
+from .redaction import REDACTED as REDACTED
+from .redaction import redact_message as redact
 
 _ALPHABET = string.ascii_letters + string.digits
-_SECRET_FIELDS = {"secret", "session_token", "credentials", "account_key", "password", "access_key"}
-REDACTED = "{redacted}"
-_STREAM_URL_FIELDS = {"urls", "url", "add_output_urls", "remove_output_urls"}
 
 _TERMINAL = {pe.EGRESS_COMPLETE, pe.EGRESS_FAILED, pe.EGRESS_ABORTED, pe.EGRESS_LIMIT_REACHED}
 _ACTIVE = {pe.EGRESS_STARTING, pe.EGRESS_ACTIVE, pe.EGRESS_ENDING}
@@ -28,26 +27,6 @@ def now_ns() -> int:
 def new_egress_id() -> str:
     """An id shaped like LiveKit's (``EG_`` + 12 base62 characters)."""
     return "EG_" + "".join(secrets.choice(_ALPHABET) for _ in range(12))
-
-
-def redact(msg: Message) -> None:
-    """Blank every credential field of ``msg`` and its sub-messages, in place."""
-    for fd, value in msg.ListFields():
-        if fd.message_type is not None:
-            if isinstance(value, Message):
-                redact(value)
-            else:
-                items = value.values() if hasattr(value, "values") else value
-                for item in items:
-                    if isinstance(item, Message):
-                        redact(item)
-        elif fd.name in _SECRET_FIELDS and value:
-            setattr(msg, fd.name, REDACTED)
-        elif fd.name in _STREAM_URL_FIELDS and value:  # RTMP stream keys
-            if isinstance(value, str):
-                setattr(msg, fd.name, redact_stream_url(value))
-            else:
-                value[:] = [redact_stream_url(u) for u in value]
 
 
 def new_info(req: Request, egress_id: str | None = None) -> pe.EgressInfo:
@@ -101,7 +80,8 @@ def set_status(info: pe.EgressInfo, status: int, error: str = "") -> None:
 
 
 def snapshot(info: pe.EgressInfo) -> pe.EgressInfo:
-    """A copy for callers, so later updates do not change what they hold."""
+    """A redacted copy for callers (and manifests), so later updates do not change what they hold."""
     out = pe.EgressInfo()
     out.CopyFrom(info)
+    redact(out)
     return out

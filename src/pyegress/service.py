@@ -22,6 +22,7 @@ from .recorders import (
     TrackRecorder,
     WebRecorder,
 )
+from .redaction import redact_url
 from .storage.config import default_storage
 
 
@@ -203,4 +204,5 @@ class EgressService:
         await asyncio.gather(*(r.stop() for r in live), return_exceptions=True)
 
     def __repr__(self) -> str:
-        return f"EgressService(url={self.url!r}, api_key={self.api_key!r}, egresses={len(self._egresses)})"
+        url = redact_url(self.url)
+        return f"EgressService(url={url!r}, api_key={self.api_key!r}, egresses={len(self._egresses)})"

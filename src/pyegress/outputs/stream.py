@@ -12,7 +12,7 @@ sink opens the connection itself with ``avio_open2`` (``rw_timeout`` plus an int
 callback, so a stalled server or a removal never hangs a thread) and PyAV writes FLV into it.
 
 Stream keys never appear in clear outside this module: URLs are shown as
-``rtmp://host/app/{ab...yz}`` (:func:`pyegress.config.redact_stream_url`) and error text is
+``rtmp://host/app/{ab...yz}`` (:func:`pyegress.redaction.redact_url`) and error text is
 scrubbed of the key.
 """
 
@@ -38,6 +38,7 @@ from livekit.protocol import egress as pe
 from ..config import StreamURL
 from ..media.encoder import Packet
 from ..media.encoding import AudioEncoding, VideoEncoding
+from ..redaction import remember, scrub, url_secrets
 from .base import Output
 
 log = logging.getLogger("pyegress.outputs.stream")
@@ -197,6 +198,7 @@ class StreamSink:
         self.owner = owner
         self.url = url
         self.redacted = url.redacted
+        remember(self, *url_secrets(url.url))  # also out of the logs of FFmpeg's errors
         self.status = ACTIVE
         self.error = ""
         self.retries = 0
@@ -253,8 +255,7 @@ class StreamSink:
 
     # the sink's thread
     def _scrub(self, text: str) -> str:
-        key = self.url.url.rstrip("/").rsplit("/", 1)[-1]
-        return text.replace(self.url.url, self.redacted).replace(key, "{redacted}") if key else text
+        return scrub(text.replace(self.url.url, self.redacted), url_secrets(self.url.url))
 
     def _connect(self) -> None:
         api = _get_avio()

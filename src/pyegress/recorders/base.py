@@ -16,6 +16,7 @@ from google.protobuf.json_format import MessageToDict
 from livekit import rtc
 from livekit.protocol import egress as pe
 
+from .. import redaction
 from ..config import EgressConfig, FileType, Request, StreamURL, build_config
 from ..errors import EgressError, InvalidRequestError, OutputError, SourceError
 from ..filenames import resolve_path, time_values
@@ -75,6 +76,7 @@ class Recorder:
         egress_id: str | None = None,
         default_storage: pe.StorageConfig | None = None,
     ) -> None:
+        redaction.remember(self, *redaction.secrets_in(request))  # before a config error quotes one
         self.config: EgressConfig = build_config(request, output_dir=Path(output_dir) if output_dir else None)
         # files with no s3/gcp/azure of their own go to this store (None: they stay local)
         self.uploads = storage_upload.FileUploads(self.config, default_storage)
@@ -401,7 +403,7 @@ class Recorder:
             set_status(self.info, pe.EGRESS_COMPLETE)
 
     def _manifest(self) -> dict[str, object]:
-        return MessageToDict(self.info, preserving_proto_field_name=True)
+        return MessageToDict(snapshot(self.info), preserving_proto_field_name=True)
 
     def _write_manifests(self) -> None:
         for out in self.outputs:

@@ -24,7 +24,6 @@ import ctypes
 import logging
 import os
 import random
-import re
 import select
 import shutil
 import signal
@@ -45,6 +44,7 @@ from ..errors import SourceError
 from ..media.frames import fit_on_canvas, reformat
 from ..media.mixer import add_clipped
 from ..media.timeline import AudioInput, VideoInput
+from ..redaction import redact_url, scrub
 
 log = logging.getLogger("pyegress.web")
 
@@ -307,12 +307,12 @@ class PageSource:
             page = self._page = context.pages[0] if context.pages else await context.new_page()
             page.on("console", self._console)
             page.on("crash", lambda *_: self._gone("the page crashed"))
-            page.on("pageerror", lambda e: log.warning("page error in %s: %s", self.url, e))
+            page.on("pageerror", lambda e: log.warning("page error in %s: %s", redact_url(self.url), e))
             await page.goto(self.url, wait_until="load", timeout=30_000)
         except SourceError:
             raise
         except Exception as e:
-            raise SourceError(f"url: cannot open {_redact(self.url)} in Chromium: {scrub(str(e))}") from e
+            raise SourceError(f"url: cannot open {redact_url(self.url)} in Chromium: {scrub(str(e))}") from e
 
     def start_capture(self, video: VideoInput[object] | None, audio: PageAudio | None) -> None:
         """Start feeding ``video`` (at ``fps``) and ``audio`` from the page."""
@@ -366,7 +366,7 @@ class PageSource:
     async def _filter(self, route: Any) -> None:
         host = urllib.parse.urlsplit(route.request.url).hostname or ""
         if self.allow_hosts is not None and host and host not in self.allow_hosts and host != "localhost":
-            log.info("blocked a request of %s to %s", _redact(self.url), host)
+            log.info("blocked a request of %s to %s", redact_url(self.url), host)
             await route.abort("blockedbyclient")
         else:
             await route.continue_()
@@ -490,20 +490,6 @@ class PageSource:
         if self._cdp is not None:
             ack = self._cdp.send("Page.screencastFrameAck", {"sessionId": params["sessionId"]})
             asyncio.ensure_future(ack).add_done_callback(_ignore)
-
-
-_TOKENS = re.compile(r"((?:access_)?token=)[^&\s\"']+|eyJ[\w-]+\.[\w-]+\.[\w-]+")
-
-
-def scrub(text: str) -> str:
-    """``text`` with access tokens (``token=...``, bare JWTs) replaced by ``{redacted}``."""
-    return _TOKENS.sub(lambda m: (m.group(1) or "") + "{redacted}", text)
-
-
-def _redact(url: str) -> str:
-    """``url`` without its query (a template URL carries an access token)."""
-    parts = urllib.parse.urlsplit(url)
-    return urllib.parse.urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
 
 
 def _ignore(fut: asyncio.Future[Any]) -> None:
