@@ -470,7 +470,7 @@ def collect_log_text(caplog: pytest.LogCaptureFixture) -> str:
 
 
 def assert_clean(what: str, text: str, hidden: Iterable[str]) -> None:
-    leaks = [s for s in hidden if s in text]
+    leaks = [(s, text[max(text.index(s) - 300, 0) : text.index(s) + 100]) for s in hidden if s in text]
     assert not leaks, f"{what} shows {leaks}"
 
 
@@ -533,6 +533,7 @@ async def test_no_secret_of_a_recording_shows_anywhere(
     monkeypatch: pytest.MonkeyPatch,
     fast_failures: None,
 ) -> None:
+    minio.make_bucket(bucket_name)  # the test's own S3 calls are not logged at DEBUG
     caplog.set_level(logging.DEBUG)
     caplog.set_level(logging.DEBUG, logger="pyegress")
     tag = secrets.token_hex(4)
@@ -567,7 +568,6 @@ async def test_no_secret_of_a_recording_shows_anywhere(
         creds,
         *creds_parts,
     ]
-    minio.make_bucket(bucket_name)
     good_s3 = minio.upload_message(bucket_name, assume_role_external_id=s["external_id"])
     bad_s3 = minio.upload_message(
         bucket_name,
@@ -658,10 +658,12 @@ async def test_no_secret_of_a_recording_shows_anywhere(
         infos += (await svc.list_egress(pe.ListEgressRequest())).items
         reprs += [repr(svc), repr(recorder), repr(recorder.config)]
 
+    logs = collect_log_text(caplog)
+    caplog.set_level(logging.WARNING)
     # the recording really ran: a file uploaded with its manifest, the failing outputs said why
     assert final.file_results[0].location == f"{minio.endpoint}/{bucket_name}/s3-good.mp4", final.error
     assert json.loads(minio.read(bucket_name, "s3-good.mp4.json"))["egress_id"] == final.egress_id
-    assert status(final) == "EGRESS_FAILED" and final.backup_storage_used
+    assert final.backup_storage_used, final.error
     for name in ("file_outputs[1]", "file_outputs[2]", "file_outputs[3]"):
         assert name in final.error, final.error
     good, bad = final.stream_results
@@ -677,8 +679,8 @@ async def test_no_secret_of_a_recording_shows_anywhere(
     assert_clean("a manifest", "\n".join(manifests), hidden)
     assert_clean("an error", "\n".join(f"{e} {e!r}" for e in errors), hidden)
     assert_clean("a repr", "\n".join(reprs), hidden)
-    assert_clean("a log record", collect_log_text(caplog), hidden)
-    assert len(caplog.records) > 20, "the logs were captured"
+    assert_clean("a log record", logs, hidden)
+    assert "pyegress.outputs.stream" in logs and "botocore" in logs, "the logs were captured"
 
 
 def last_info(infos: list[pe.EgressInfo], egress_id: str) -> pe.EgressInfo:

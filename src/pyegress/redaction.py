@@ -195,7 +195,7 @@ _URL_IN_TEXT = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://[^\s'\"<>`]+")
 _JWT = re.compile(r"eyJ[\w-]+\.[\w-]+\.[\w-]*")
 _PAIR_IN_TEXT = re.compile(
     r"\b((?:access_|api_|stream_)?(?:token|secret|password|passwd|pwd|passphrase|streamid|signature|"
-    r"sig|key|apikey|auth|credentials?))=([^&\s\"',;]+)",
+    r"sig|key|apikey|auth|credentials?))=(\{[^{}]*\}|[^&\s\"',;{}]+)",
     re.IGNORECASE,
 )
 _TRAILING = ".,;:!?)]"
