@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+from .redaction import scrub
+
 
 class EgressError(Exception):
-    """Base class of every error pyegress raises."""
+    """Base class of every error pyegress raises; its text never shows a secret (:func:`scrub`)."""
+
+    def __str__(self) -> str:
+        return scrub(super().__str__())
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({str(self)!r})"
 
 
 class InvalidRequestError(EgressError, ValueError):

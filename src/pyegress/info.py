@@ -2,7 +2,8 @@
 
 Every change of an egress's status or results goes through its :class:`InfoOwner`, which
 stamps ``updated_at`` and tells listeners (callbacks, and ``async for`` iterators), so the
-CLI's progress, webhooks and a LiveKit worker follow an egress without polling.
+CLI's progress, webhooks and a LiveKit worker follow an egress without polling. What callers
+and listeners get is redacted (:mod:`.redaction`).
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from google.protobuf.message import Message
 from livekit.protocol import egress as pe
 
 from .config import Request, request_type
-from .redaction import redact_stream_url
+from .redaction import REDACTED as REDACTED
+from .redaction import redact_message as redact
 
 log = logging.getLogger("pyegress.info")
 
@@ -27,9 +29,6 @@ log = logging.getLogger("pyegress.info")
 Listener = Callable[[pe.EgressInfo], None]
 
 _ALPHABET = string.ascii_letters + string.digits
-_SECRET_FIELDS = {"secret", "session_token", "credentials", "account_key", "password", "access_key"}
-REDACTED = "{redacted}"
-_STREAM_URL_FIELDS = {"urls", "url", "add_output_urls", "remove_output_urls"}
 
 _TERMINAL = {pe.EGRESS_COMPLETE, pe.EGRESS_FAILED, pe.EGRESS_ABORTED, pe.EGRESS_LIMIT_REACHED}
 _ACTIVE = {pe.EGRESS_STARTING, pe.EGRESS_ACTIVE, pe.EGRESS_ENDING}
@@ -43,26 +42,6 @@ def now_ns() -> int:
 def new_egress_id() -> str:
     """An id shaped like LiveKit's (``EG_`` + 12 base62 characters)."""
     return "EG_" + "".join(secrets.choice(_ALPHABET) for _ in range(12))
-
-
-def redact(msg: Message) -> None:
-    """Blank every credential field of ``msg`` and its sub-messages, in place."""
-    for fd, value in msg.ListFields():
-        if fd.message_type is not None:
-            if isinstance(value, Message):
-                redact(value)
-            else:
-                items = value.values() if hasattr(value, "values") else value
-                for item in items:
-                    if isinstance(item, Message):
-                        redact(item)
-        elif fd.name in _SECRET_FIELDS and value:
-            setattr(msg, fd.name, REDACTED)
-        elif fd.name in _STREAM_URL_FIELDS and value:  # RTMP stream keys
-            if isinstance(value, str):
-                setattr(msg, fd.name, redact_stream_url(value))
-            else:
-                value[:] = [redact_stream_url(u) for u in value]
 
 
 def new_info(req: Request, egress_id: str | None = None) -> pe.EgressInfo:
@@ -109,9 +88,10 @@ def set_status(info: pe.EgressInfo, status: int, error: str = "") -> None:
 
 
 def snapshot(info: pe.EgressInfo) -> pe.EgressInfo:
-    """A copy for callers, so later updates do not change what they hold."""
+    """A redacted copy for callers (and manifests), so later updates do not change what they hold."""
     out = pe.EgressInfo()
     out.CopyFrom(info)
+    redact(out)
     return out
 
 

@@ -14,6 +14,7 @@ from .config import Request, StreamURL, build_config, check_stream_url
 from .errors import EgressError, EgressNotFoundError, InvalidRequestError, NotSupportedError
 from .info import Listener, is_active, new_info, set_status, snapshot
 from .recorders import Options, Recorder, RoomCompositeRecorder, TemplateRecorder, recorder_for
+from .redaction import redact_url
 from .storage.config import default_storage
 
 
@@ -259,4 +260,5 @@ class EgressService:
         await asyncio.gather(*list(self._watchers), return_exceptions=True)
 
     def __repr__(self) -> str:
-        return f"EgressService(url={self.url!r}, api_key={self.api_key!r}, egresses={len(self._egresses)})"
+        url = redact_url(self.url)
+        return f"EgressService(url={url!r}, api_key={self.api_key!r}, egresses={len(self._egresses)})"

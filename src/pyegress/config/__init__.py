@@ -3,7 +3,7 @@
 Recorders, outputs and the CLI read the :class:`EgressConfig`, never the raw request.
 """
 
-from ..redaction import redact_stream_url
+from ..redaction import redact_url as redact_stream_url
 from .model import (
     EgressConfig,
     FileTarget,

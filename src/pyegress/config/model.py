@@ -15,7 +15,8 @@ from typing import TypeAlias
 from livekit.protocol import egress as pe
 
 from ..media.encoding import AudioEncoding, VideoEncoding
-from ..redaction import redact_stream_url
+from ..redaction import redact_url as redact_stream_url
+from ..redaction import redacted_repr
 from ..storage.config import StorageMessage
 
 Request: TypeAlias = (
@@ -126,6 +127,7 @@ class ImageTarget:
     storage: StorageMessage | None = dataclasses.field(default=None, repr=False)
 
 
+@redacted_repr  # websocket_url and web_url may carry tokens
 @dataclass
 class EgressConfig:
     """Everything a recorder needs, validated; recorders never read the request itself.
@@ -150,10 +152,10 @@ class EgressConfig:
     segments: list[SegmentTarget] = field(default_factory=list)
     streams: list[StreamTarget] = field(default_factory=list)
     images: list[ImageTarget] = field(default_factory=list)
-    websocket_url: str = field(default="", repr=False)  # may carry a token in its query
+    websocket_url: str = ""  # may carry a token: repr shows it redacted
     layout: str = ""  # room composite: the layout name as requested
     audio_mixing: int = 0  # room composite: pe.AudioMixing
-    web_url: str = field(default="", repr=False)  # web: the page; room composite: the template
+    web_url: str = ""  # web: the page; room composite: the template (repr shows it redacted)
     await_start_signal: bool = False  # web: wait for the page's START_RECORDING
 
     @property

@@ -9,6 +9,7 @@ audio codec of each container is decided here (:func:`audio_for`), nowhere else.
 from __future__ import annotations
 
 import math
+import re
 import urllib.parse
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -19,7 +20,7 @@ from livekit.protocol import egress as pe
 from ..errors import InvalidRequestError, NotSupportedError
 from ..filenames import check_template
 from ..media.encoding import AudioEncoding
-from ..redaction import STREAM_PATH, redact_stream_url
+from ..redaction import redact_url
 from ..storage.config import StorageMessage, output_storage, resolve_storage
 from .model import (
     EgressConfig,
@@ -32,6 +33,9 @@ from .model import (
     StreamTarget,
     StreamURL,
 )
+
+#: What an RTMP URL with a stream key looks like: ``rtmp(s)://host[:port][/path]/app/key``.
+_STREAM_PATH = re.compile(r"^rtmps?://[^/\s]+(?:/[^/\s]+)*/[^/\s]+$")
 
 #: LiveKit egress's default HLS segment length (seconds) and image capture interval.
 DEFAULT_SEGMENT_DURATION = 4
@@ -87,10 +91,10 @@ def check_stream_url(url: str, where: str) -> str:
     if scheme not in ("rtmp", "rtmps"):
         raise InvalidRequestError(where, f"scheme {scheme or '(none)'!r}: must be rtmp:// or rtmps://")
     parts = [p for p in parsed.path.split("/") if p]
-    if not parsed.hostname or len(parts) < 2 or not STREAM_PATH.match(raw):
+    if not parsed.hostname or len(parts) < 2 or not _STREAM_PATH.match(raw):
         raise InvalidRequestError(
             where,
-            f"{redact_stream_url(raw)!r}: RTMP URLs must look like rtmp(s)://host[:port][/path]/app/stream_key",
+            f"{redact_url(raw)!r}: RTMP URLs must look like rtmp(s)://host[:port][/path]/app/stream_key",
         )
     return raw
 

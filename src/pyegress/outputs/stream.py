@@ -12,7 +12,7 @@ sink opens the connection itself (:mod:`pyegress.compat.avio`: ``rw_timeout`` pl
 callback, so a stalled server or a removal never hangs a thread) and PyAV writes FLV into it.
 
 Stream keys never appear in clear outside this module: URLs are shown as
-``rtmp://host/app/{ab...yz}`` (:func:`pyegress.config.redact_stream_url`) and error text is
+``rtmp://host/app/{ab...yz}`` (:func:`pyegress.redaction.redact_url`) and error text is
 scrubbed of the key.
 """
 
@@ -35,6 +35,7 @@ from ..compat.avio import AvioWriter, get_avio
 from ..config import StreamURL
 from ..media.encoder import EncodedPacket
 from ..media.encoding import AudioEncoding, VideoEncoding
+from ..redaction import remember, scrub, url_secrets
 from .base import PacketOutput
 
 log = logging.getLogger("pyegress.outputs.stream")
@@ -52,6 +53,7 @@ class StreamSink:
         self.owner = owner
         self.url = url
         self.redacted = url.redacted
+        remember(self, *url_secrets(url.url))  # also out of the logs of FFmpeg's errors
         self.status = ACTIVE
         self.error = ""
         self.retries = 0
@@ -108,8 +110,7 @@ class StreamSink:
 
     # the sink's thread
     def _scrub(self, text: str) -> str:
-        key = self.url.url.rstrip("/").rsplit("/", 1)[-1]
-        return text.replace(self.url.url, self.redacted).replace(key, "{redacted}") if key else text
+        return scrub(text.replace(self.url.url, self.redacted), url_secrets(self.url.url))
 
     def _connect(self) -> None:
         api = get_avio()

@@ -20,6 +20,7 @@ from google.protobuf.json_format import MessageToDict
 from livekit import rtc
 from livekit.protocol import egress as pe
 
+from .. import redaction
 from ..config import EgressConfig, Request, StreamURL, build_config
 from ..errors import EgressError, InvalidRequestError, OutputError, SourceError
 from ..filenames import time_values
@@ -88,8 +89,11 @@ class Recorder:
         if config is None:
             if request is None:
                 raise InvalidRequestError("request", "a request or a config is required")
+            redaction.remember(self, *redaction.secrets_in(request))  # before a config error quotes one
             out = Path(output_dir) if output_dir is not None else None
             config = build_config(request, output_dir=out, default=default_storage)
+        else:
+            redaction.remember(self, *redaction.secrets_in(config.request))
         self.config = config
         self.owner = InfoOwner(new_info(config.request, egress_id))
         self.wait_timeout = wait_timeout
@@ -328,7 +332,7 @@ class Recorder:
 
     async def _publish_manifests(self) -> None:
         """Each output's manifest beside its media (with the final info), then its store closes."""
-        data = MessageToDict(self.info, preserving_proto_field_name=True)
+        data = MessageToDict(snapshot(self.info), preserving_proto_field_name=True)
         for out in self.outputs:
             location, error = await out.publish_manifest(data)
             await out.release()

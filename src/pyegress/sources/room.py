@@ -15,6 +15,7 @@ from livekit import api, rtc
 from ..errors import SourceError
 from ..media.inputs import Picture
 from ..media.timeline import AudioInput, VideoInput
+from ..redaction import remember
 from .delays import MAX_LAG, JitterDelays
 
 log = logging.getLogger("pyegress.source")
@@ -92,6 +93,7 @@ class RoomSource:
         self._own = room is None
         self.room = room or rtc.Room()
         self._url, self._key, self._secret = url, api_key, api_secret
+        remember(self, api_secret)
         self._identity = identity or "EG_recorder"
         self._handlers: list[tuple[rtc.room.EventTypes, Callable[..., Any]]] = []
         self._pumps: dict[str, tuple[asyncio.Task[None], Any]] = {}

@@ -22,7 +22,6 @@ import base64
 import contextlib
 import logging
 import os
-import re
 import shutil
 import subprocess
 import threading
@@ -39,6 +38,7 @@ from ..errors import SourceError
 from ..media.frames import fit_on_canvas, reformat
 from ..media.inputs import Picture
 from ..media.timeline import VideoInput
+from ..redaction import redact_url, scrub
 from .page_audio import AUDIO_CAPTURE_JS, PageAudio
 from .processes import (
     PROFILE_PREFIX,
@@ -205,12 +205,12 @@ class PageSource:
             page = self._page = context.pages[0] if context.pages else await context.new_page()
             page.on("console", self._console)
             page.on("crash", lambda *_: self._gone("the page crashed"))
-            page.on("pageerror", lambda e: log.warning("page error in %s: %s", self.url, e))
+            page.on("pageerror", lambda e: log.warning("page error in %s: %s", redact_url(self.url), e))
             await page.goto(self.url, wait_until="load", timeout=30_000)
         except SourceError:
             raise
         except Exception as e:
-            raise SourceError(f"url: cannot open {_redact(self.url)} in Chromium: {scrub(str(e))}") from e
+            raise SourceError(f"url: cannot open {redact_url(self.url)} in Chromium: {scrub(str(e))}") from e
 
     def start_capture(self, video: VideoInput[Picture] | None, audio: PageAudio | None) -> None:
         """Start feeding ``video`` (at ``fps``) and ``audio`` from the page."""
@@ -264,7 +264,7 @@ class PageSource:
     async def _filter(self, route: Any) -> None:
         host = urllib.parse.urlsplit(route.request.url).hostname or ""
         if self.allow_hosts is not None and host and host not in self.allow_hosts and host != "localhost":
-            log.info("blocked a request of %s to %s", _redact(self.url), host)
+            log.info("blocked a request of %s to %s", redact_url(self.url), host)
             await route.abort("blockedbyclient")
         else:
             await route.continue_()
@@ -337,20 +337,6 @@ class PageSource:
         if self._cdp is not None:
             ack = self._cdp.send("Page.screencastFrameAck", {"sessionId": params["sessionId"]})
             asyncio.ensure_future(ack).add_done_callback(_ignore)
-
-
-_TOKENS = re.compile(r"((?:access_)?token=)[^&\s\"']+|eyJ[\w-]+\.[\w-]+\.[\w-]+")
-
-
-def scrub(text: str) -> str:
-    """``text`` with access tokens (``token=...``, bare JWTs) replaced by ``{redacted}``."""
-    return _TOKENS.sub(lambda m: (m.group(1) or "") + "{redacted}", text)
-
-
-def _redact(url: str) -> str:
-    """``url`` without its query (a template URL carries an access token)."""
-    parts = urllib.parse.urlsplit(url)
-    return urllib.parse.urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
 
 
 def _ignore(fut: asyncio.Future[Any]) -> None:

@@ -18,6 +18,7 @@ from pathlib import Path, PurePosixPath
 from types import TracebackType
 from urllib.parse import quote
 
+from .. import redaction
 from ..errors import OutputError
 
 __all__ = [
@@ -33,7 +34,7 @@ __all__ = [
 
 log = logging.getLogger("pyegress.storage")
 
-REDACTED = "{redacted}"
+REDACTED = redaction.REDACTED
 
 _CONTENT_TYPES = {
     ".mp4": "video/mp4",
@@ -104,14 +105,12 @@ class Uploader(abc.ABC):
     @property
     def where(self) -> str:
         """``s3 bucket 'x' at http://127.0.0.1:9000``: what error messages start with."""
-        at = f" at {self.endpoint}" if self.endpoint else ""
+        at = f" at {redaction.redact_url(self.endpoint)}" if self.endpoint else ""
         return f"{self.name} bucket '{self.bucket}'{at}"
 
     def scrub(self, text: str) -> str:
         """``text`` with every credential this uploader holds replaced by ``{redacted}``."""
-        for s in self._secrets:
-            text = text.replace(s, REDACTED)
-        return text
+        return redaction.scrub(text, self._secrets)
 
     def upload_file(self, local: Path, key: str, *, content_type: str | None = None) -> str:
         """Upload ``local`` to ``key`` and return the object's location (its URL).

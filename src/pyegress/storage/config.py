@@ -16,6 +16,7 @@ from urllib.parse import parse_qsl, urlsplit
 from livekit.protocol import egress as pe
 
 from ..errors import InvalidRequestError, NotSupportedError
+from ..redaction import redact_url
 from .base import Uploader
 
 __all__ = [
@@ -67,7 +68,7 @@ def resolve_storage(own: StorageMessage | None, default: StorageMessage | None) 
 def _check_url(value: str, field: str) -> None:
     parts = urlsplit(value)
     if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise InvalidRequestError(field, f"must be an http(s) URL, got {value!r}")
+        raise InvalidRequestError(field, f"must be an http(s) URL, got {redact_url(value)!r}")
 
 
 def validate_storage(msg: StorageMessage, where: str) -> None:

@@ -13,6 +13,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from ..redaction import secret_parts
 from .base import Uploader, quote_key
 
 __all__ = ["GCSUploader"]
@@ -37,7 +38,7 @@ class GCSUploader(Uploader):
         timeout: tuple[float, float] = (5.0, 60.0),
     ) -> None:
         endpoint = os.environ.get("STORAGE_EMULATOR_HOST", "") if endpoint is None else endpoint
-        super().__init__(bucket, endpoint, secrets=_secret_parts(credentials))
+        super().__init__(bucket, endpoint, secrets=secret_parts(credentials) if credentials else ())
         self._credentials = credentials
         self.chunk_size = chunk_size
         self._timeout = timeout
@@ -105,21 +106,3 @@ class GCSUploader(Uploader):
                 return "credentials are not valid JSON", False
             seen = seen.__cause__ or seen.__context__
         return super()._classify(exc)
-
-
-def _secret_parts(credentials: str) -> tuple[str, ...]:
-    """The parts of a credentials JSON that must never be printed."""
-    if not credentials:
-        return ()
-    parts = [credentials]
-    try:
-        info = json.loads(credentials)
-    except ValueError:
-        return tuple(parts)
-    if isinstance(info, dict):
-        for k in ("private_key", "private_key_id", "client_secret", "refresh_token"):
-            v = info.get(k)
-            if isinstance(v, str):
-                parts.append(v)
-                parts.extend(line for line in v.splitlines() if len(line) > 16)
-    return tuple(parts)
