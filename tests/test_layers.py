@@ -5,7 +5,10 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+from livekit.protocol import egress as pe
+
 import pyegress
+from pyegress.sources.room import RoomSource
 
 SRC = Path(pyegress.__file__).parent
 
@@ -68,3 +71,14 @@ def test_the_layers_point_down() -> None:
     for unit, allowed in below.items():
         extra = graph.get(unit, set()) - allowed - {"compat"}
         assert not extra, f"{unit} imports {sorted(extra)}, which sit above it"
+
+
+def test_a_recorder_without_a_room_builds_no_room_source() -> None:
+    web = pyegress.WebRecorder(
+        pe.WebEgressRequest(url="http://127.0.0.1:9/", file_outputs=[pe.EncodedFileOutput(filepath="w.mp4")])
+    )
+    assert not hasattr(web, "source")
+    composite = pyegress.RoomCompositeRecorder(
+        pe.RoomCompositeEgressRequest(room_name="r", file_outputs=[pe.EncodedFileOutput(filepath="r.mp4")])
+    )
+    assert isinstance(composite.source, RoomSource)

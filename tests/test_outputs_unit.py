@@ -245,3 +245,16 @@ def test_video_and_audio_encoders_are_one_per_distinct_encoding(tmp_path: Path) 
     assert Pipeline(outputs=outs, video_input=None, audio_inputs=[]).encoder_count == 4
     assert isinstance(VideoEncoder(v1).stream, av.VideoStream)
     assert AudioEncoder(AudioEncoding(codec="mp3")).stream.codec_context.name == "libmp3lame"
+
+
+def test_the_pipeline_closes_its_encoders_and_gives_each_output_its_own_packets(tmp_path: Path) -> None:
+    video = VideoEncoding(width=320, height=180, fps=30, bitrate_kbps=400, keyframe_interval=1.0)
+    outs = [FileOutput(n, tmp_path / f"{n}.mp4", video=video, audio=AudioEncoding()) for n in ("a", "b")]
+    pipe = encode_into(list(outs), 2.0)
+    assert all(e._box is None for e in [*pipe._video_enc.values(), *pipe._audio_enc.values()])
+    # the same packets muxed into two files: identical timing whichever output came first
+    stamps = []
+    for o in outs:
+        with av.open(str(o.path)) as c:
+            stamps.append([(p.pts, p.dts) for p in c.demux(video=0) if p.size])
+    assert stamps[0] == stamps[1] and len(stamps[0]) == 60
