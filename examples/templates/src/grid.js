@@ -32,11 +32,19 @@ function tileFor(participant) {
     name.className = "name";
     name.textContent = participant.name || participant.identity;
     tile.append(video, name);
-    entry = { tile, video, joined: participant.joinedAt ? participant.joinedAt.getTime() : Date.now() };
+    entry = { tile, video, joined: joinedMs(participant) };
     tiles.set(participant.identity, entry);
     reflow();
   }
   return entry;
+}
+
+// Join time in ms: `joinedAt` has whole seconds only, so participants who join within one second
+// would tie and land in the order their tracks happened to arrive.
+function joinedMs(participant) {
+  const ms = Number(participant.participantInfo?.joinedAtMs ?? 0);
+  if (ms > 0) return ms;
+  return participant.joinedAt ? participant.joinedAt.getTime() : Date.now();
 }
 
 function reflow() {
