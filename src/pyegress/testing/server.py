@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import secrets
 import shutil
@@ -13,6 +14,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 
@@ -95,10 +97,16 @@ class LiveKitServer:
         binary: str | os.PathLike[str] | None = None,
         start_timeout: float = 20.0,
         log_level: str = "info",
+        redis_address: str = "",
+        webhook_urls: Sequence[str] = (),
     ) -> None:
+        """``redis_address`` (``host:port``) gives the server a ``redis:`` section (what egress
+        dispatch to workers needs); ``webhook_urls`` get its webhooks, signed with its key."""
         self._binary = Path(binary) if binary is not None else None
         self.start_timeout = start_timeout
         self.log_level = log_level
+        self.redis_address = redis_address
+        self.webhook_urls = tuple(webhook_urls)
         self.api_key = "APItest" + secrets.token_hex(6)
         self.api_secret = secrets.token_urlsafe(32)
         self.port = 0
@@ -160,6 +168,12 @@ class LiveKitServer:
             "  empty_timeout: 30\n"
             "logging:\n"
             f"  level: {self.log_level}\n"
+            + (f"redis:\n  address: {self.redis_address}\n" if self.redis_address else "")
+            + (
+                f"webhook:\n  api_key: {self.api_key}\n  urls: {json.dumps(list(self.webhook_urls))}\n"
+                if self.webhook_urls
+                else ""
+            )
         )
 
     def log_tail(self, lines: int = 40) -> str:

@@ -1,0 +1,1 @@
+"""`pyegress worker`: a LiveKit egress worker speaking livekit-server's psrpc over Redis."""
