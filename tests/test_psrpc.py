@@ -8,6 +8,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,7 +17,7 @@ from livekit import api
 from livekit.protocol import egress as lk_egress
 from redis.asyncio.client import PubSub
 
-from pyegress.testing.redis_server import RedisServer
+from pyegress.testing.redis_server import RedisServer, RedisServerError
 from pyegress.testing.server import LiveKitServer
 from pyegress.worker import proto
 from pyegress.worker.psrpc import Bus, RpcError, channel
@@ -287,7 +288,8 @@ async def test_redis_restart(make_bus: Callable[[str], Awaitable[Bus]], redis_se
 async def test_livekit_server_dispatches_start_egress(
     make_bus: Callable[[str], Awaitable[Bus]], redis_server: RedisServer
 ) -> None:
-    """livekit-server v1.13.5 with Redis hands StartEgress to a served handler and returns its info."""
+    """livekit-server v1.13.5 with Redis hands StartEgress to a served handler and returns its info;
+    the worker's IOInfo calls reach the server's store."""
     received: list[Any] = []
 
     async def start_egress(raw: bytes) -> bytes:
@@ -316,6 +318,20 @@ async def test_livekit_server_dispatches_start_egress(
                     file_outputs=[api.EncodedFileOutput(filepath="out.mp4")],
                 )
             )
+            # and the worker's calls reach the server: CreateEgress, then UpdateEgress, show in its list
+            report = lk_egress.EgressInfo()
+            report.CopyFrom(info)
+            assert (
+                await worker.call("IOInfo", "CreateEgress", "", report.SerializeToString(), timeout=5) == b""
+            )
+            listed = await lkapi.egress.list_egress(api.ListEgressRequest(room_name=room.name))
+            assert [(i.egress_id, i.status) for i in listed.items] == [(info.egress_id, info.status)]
+            report.status = lk_egress.EgressStatus.EGRESS_ACTIVE
+            assert (
+                await worker.call("IOInfo", "UpdateEgress", "", report.SerializeToString(), timeout=5) == b""
+            )
+            listed = await lkapi.egress.list_egress(api.ListEgressRequest(egress_id=info.egress_id))
+            assert [i.status for i in listed.items] == [lk_egress.EgressStatus.EGRESS_ACTIVE]
         finally:
             await lkapi.aclose()
     assert len(received) == 1
@@ -329,3 +345,9 @@ async def test_livekit_server_dispatches_start_egress(
         room.name,
         lk_egress.EgressStatus.EGRESS_STARTING,
     )
+
+
+def test_redis_server_missing_binary(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("PYEGRESS_REDIS_SERVER", str(tmp_path / "no-redis-server"))
+    with pytest.raises(RedisServerError, match=r"install-redis-server\.sh"):
+        RedisServer().start()

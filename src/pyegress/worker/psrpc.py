@@ -22,7 +22,7 @@ import logging
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Iterable
-from typing import Any
+from typing import Any, TypeVar
 
 import redis.asyncio
 from google.protobuf.message import DecodeError, Message
@@ -42,6 +42,10 @@ _MIN_RETRY, _MAX_RETRY = 0.1, 1.0
 #: How long ``serve`` waits for Redis to confirm its subscriptions before returning anyway (the
 #: reader keeps subscribing them until Redis is back).
 _SUBSCRIBE_WAIT = 5.0
+#: Extra tries of a command on a new connection (each stale pooled connection fails once).
+_STALE_RETRIES = 3
+
+_T = TypeVar("_T")
 
 
 class RpcError(Exception):
@@ -117,9 +121,11 @@ class Served:
         if self._stopped:
             return
         self._stopped = True
-        await self._bus._unsubscribe(self._channels)
+        # as psrpc does: no new requests, let the ones in hand finish (their claims still answered)
+        await self._bus._unsubscribe(self._channels[:1])
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._bus._unsubscribe(self._channels[1:])
 
 
 class Bus:
@@ -155,6 +161,7 @@ class Bus:
             self._reader = asyncio.create_task(self._read_loop(), name=f"psrpc-reader-{self.node_id}")
 
     async def close(self) -> None:
+        """Stop reading (stop the :class:`Served` first to let their requests finish)."""
         reader, self._reader = self._reader, None
         if reader is not None:
             reader.cancel()
@@ -231,8 +238,19 @@ class Bus:
             with contextlib.suppress(RedisError, OSError):
                 await self._pubsub.unsubscribe(*names)
 
+    async def _command(self, command: Callable[[], Awaitable[_T]]) -> _T:
+        """Run a Redis command, again on a fresh connection when a pooled one went stale (a Redis
+        restart closes them all; redis-py drops a connection that failed)."""
+        for _ in range(_STALE_RETRIES):
+            try:
+                return await command()
+            except redis.ConnectionError:
+                pass
+        return await command()
+
     async def _publish(self, name: str, msg: Message) -> None:
-        await self._redis.publish(name, _wrap(msg))
+        payload = _wrap(msg)
+        await self._command(lambda: self._redis.publish(name, payload))
 
     # -- serving ------------------------------------------------------------------------
     async def serve(
@@ -287,7 +305,7 @@ class Bus:
     async def _queue_lock(self, payload: bytes) -> bool:
         key = base64.b64encode(hashlib.sha256(payload).digest()).decode()
         try:
-            return bool(await self._redis.set(key, 1, nx=True, ex=_QUEUE_LOCK_SECONDS))
+            return bool(await self._command(lambda: self._redis.set(key, 1, nx=True, ex=_QUEUE_LOCK_SECONDS)))
         except (RedisError, OSError) as e:
             log.warning("psrpc: queue lock failed (%s); request dropped", e)
             return False
