@@ -94,6 +94,25 @@ async def test_call_claim_response_and_errors(make_bus: Callable[[str], Awaitabl
 
 
 @integration
+async def test_slow_handler_blocks_nothing(make_bus: Callable[[str], Awaitable[Bus]]) -> None:
+    svc = _service()
+    release = asyncio.Event()
+
+    async def handler(raw: bytes) -> bytes:
+        if raw == b"slow":
+            await release.wait()
+        return raw
+
+    server, client = await make_bus("SRV_s"), await make_bus("CLI_s")
+    await server.serve(svc, "M", "", handler, affinity=lambda _: 1.0)
+    slow = asyncio.create_task(client.call(svc, "M", "", b"slow", timeout=5))
+    assert await client.call(svc, "M", "", b"fast", timeout=1) == b"fast"
+    assert not slow.done()
+    release.set()
+    assert await slow == b"slow"
+
+
+@integration
 async def test_affinity_picks_the_highest_and_none_never_claims(
     make_bus: Callable[[str], Awaitable[Bus]],
 ) -> None:
