@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import logging
 import signal
 import sys
 from pathlib import Path
@@ -134,8 +135,40 @@ def main(argv: list[str] | None = None) -> int:
         "absolute ones where they say)",
     )
     rec.add_argument("--quiet", action="store_true", help="no progress line")
+    wrk = sub.add_parser("worker", help="serve a LiveKit cluster as an egress worker (Redis dispatch)")
+    wrk.add_argument("--config", help="worker config YAML file (default: EGRESS_CONFIG_FILE)")
+    wrk.add_argument("--config-body", help="worker config as YAML text (default: EGRESS_CONFIG_BODY)")
+    wrk.add_argument(
+        "--drain-timeout",
+        type=float,
+        default=60.0,
+        help="seconds running egresses get on SIGTERM (default 60)",
+    )
     args = parser.parse_args(argv)
+    if args.command == "worker":
+        return _worker(args)
     return asyncio.run(record(args))
+
+
+def _worker(args: argparse.Namespace) -> int:
+    try:  # the worker's dependencies are an extra: pip install 'pyegress[worker]'
+        from .worker.config import load_config
+        from .worker.run import run_worker
+    except ImportError as e:
+        print(
+            f"error: pyegress worker needs the worker extra (pip install 'pyegress[worker]'): {e}",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        config = load_config(args.config, args.config_body)
+    except EgressError as e:
+        print(f"error: worker config: {e}", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    return asyncio.run(run_worker(config, drain_timeout=args.drain_timeout))
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from typing import Any
 
@@ -11,6 +12,7 @@ from livekit import rtc
 from livekit.protocol import egress as pe
 
 from ..config import EgressConfig
+from ..errors import EgressError
 from ..media.compositor import Compositor
 from ..media.inputs import MIX_CHANNELS, MIX_RATE, AudioSource, VideoSource
 from ..media.layout import Layout, parse_layout
@@ -111,6 +113,7 @@ class RoomCompositeRecorder(RoomRecorder):
         self.source.on("track_muted", lambda p, pub: self._muted(p, pub, True))
         self.source.on("track_unmuted", lambda p, pub: self._muted(p, pub, False))
         self.source.on("active_speakers_changed", self._room_speakers)
+        self.source.on("participant_metadata_changed", self._own_metadata)
         self._watch = asyncio.get_running_loop().create_task(self._end_when_empty(self.empty_timeout))
         if self.compositor is not None and self.source.owns_room:  # never re-tune an app's own room
             self._layer_task = asyncio.get_running_loop().create_task(self._match_layers())
@@ -152,6 +155,18 @@ class RoomCompositeRecorder(RoomRecorder):
     def _muted(self, participant: rtc.Participant, pub: rtc.TrackPublication, muted: bool) -> None:
         if self.compositor is not None and pub.source in _VIDEO_SOURCES:
             self.compositor.set_muted(participant.identity, screen=_VIDEO_SOURCES[pub.source], muted=muted)
+
+    def _own_metadata(self, participant: rtc.Participant, old: str, new: str) -> None:
+        """``UpdateLayout`` through a LiveKit server: it sets the recorder participant's
+        metadata to ``{"layout": ...}`` (the identity is the egress id)."""
+        if not isinstance(participant, rtc.LocalParticipant) or not self.source.owns_room:
+            return
+        try:
+            layout = json.loads(new).get("layout") if new else None
+            if isinstance(layout, str) and layout != self.info.room_composite.layout:
+                self.set_layout(layout)
+        except (ValueError, AttributeError, EgressError) as e:
+            log.warning("egress %s: layout from metadata %r not applied: %s", self.egress_id, new, e)
 
     def _room_speakers(self, speakers: list[rtc.Participant]) -> None:
         if self.mixer is None and self.compositor is not None and speakers:

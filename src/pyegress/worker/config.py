@@ -1,0 +1,267 @@
+"""The worker's configuration: the YAML keys LiveKit Egress reads, validated with clear errors.
+
+Required: ``api_key``, ``api_secret``, ``ws_url`` and ``redis`` (``address``, or sentinel
+keys). Optional: ``health_port``, ``prometheus_port``, ``log_level``, ``cpu_cost``,
+``session_limits``, ``storage`` (the default store of outputs that name none), ``backup``,
+``insecure``, and pyegress's own ``output_dir`` (where local files go; default
+``./recordings``). Unknown keys are logged once and ignored.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from google.protobuf.json_format import ParseDict, ParseError
+from livekit.protocol import egress as pe
+
+from .. import redaction
+from ..errors import InvalidRequestError
+from ..redaction import redacted_repr
+from ..storage.config import default_storage
+
+log = logging.getLogger("pyegress.worker")
+
+#: Measured CPU cores a request of each type takes (docs/performance.md; a native room
+#: composite of 4 at 720p is about 0.6 of a core, LiveKit Egress reserves 4 for Chrome).
+DEFAULT_CPU_COST = {
+    "room_composite_cpu_cost": 0.8,
+    "web_cpu_cost": 1.5,
+    "participant_cpu_cost": 0.5,
+    "track_composite_cpu_cost": 0.5,
+    "track_cpu_cost": 0.3,
+    "max_cpu_utilization": 0.8,
+}
+
+_REDIS_KEYS = {
+    "address",
+    "username",
+    "password",
+    "db",
+    "use_tls",
+    "sentinel_master_name",
+    "sentinel_username",
+    "sentinel_password",
+    "sentinel_addresses",
+    "cluster_addresses",
+    "max_redirects",
+}
+_KNOWN = {
+    "api_key",
+    "api_secret",
+    "ws_url",
+    "redis",
+    "health_port",
+    "prometheus_port",
+    "log_level",
+    "logging",
+    "cpu_cost",
+    "session_limits",
+    "storage",
+    "backup",
+    "backup_storage",
+    "insecure",
+    "output_dir",
+    "template_base",
+    "cluster_id",
+    "enable_chrome_sandbox",
+    "debug",
+}
+
+
+class ConfigError(InvalidRequestError):
+    """The worker configuration is missing a key or has a bad value (``field`` names it)."""
+
+
+@redacted_repr
+@dataclass
+class RedisConfig:
+    """Where the server's Redis is (a plain address, or sentinels)."""
+
+    address: str = ""
+    username: str = ""
+    password: str = field(default="", repr=False)
+    db: int = 0
+    use_tls: bool = False
+    sentinel_master_name: str = ""
+    sentinel_username: str = ""
+    sentinel_password: str = field(default="", repr=False)
+    sentinel_addresses: list[str] = field(default_factory=list)
+    cluster_addresses: list[str] = field(default_factory=list)
+
+
+@redacted_repr
+@dataclass
+class WorkerConfig:
+    """A validated worker configuration."""
+
+    api_key: str
+    api_secret: str = field(repr=False)
+    ws_url: str
+    redis: RedisConfig
+    output_dir: Path = field(default_factory=lambda: Path("recordings"))
+    health_port: int = 0
+    prometheus_port: int = 0
+    log_level: str = "info"
+    cpu_cost: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_CPU_COST))
+    session_limits: dict[str, float] = field(default_factory=dict)
+    storage: pe.StorageConfig | None = field(default=None, repr=False)  # holds store credentials
+    backup: str = ""
+    insecure: bool = False
+
+    def cost(self, kind: str) -> float:
+        """CPU cores reserved for one request of ``kind`` (``room_composite``, ``web``, ...)."""
+        return float(self.cpu_cost.get(f"{kind}_cpu_cost", DEFAULT_CPU_COST["room_composite_cpu_cost"]))
+
+
+def _str(data: Mapping[str, Any], key: str, where: str = "") -> str:
+    value = data.get(key, "")
+    if not isinstance(value, (str, int)):
+        raise ConfigError(f"{where}{key}", "must be a string")
+    return str(value).strip()
+
+
+def _required(data: Mapping[str, Any], key: str, env: str) -> str:
+    value = _str(data, key) or os.environ.get(env, "").strip()
+    if not value:
+        raise ConfigError(key, f"is required (or set {env})")
+    return value
+
+
+def _port(data: Mapping[str, Any], key: str) -> int:
+    value = data.get(key, 0) or 0
+    if not isinstance(value, int) or not 0 <= value <= 65535:
+        raise ConfigError(key, f"{value!r} is not a port number")
+    return value
+
+
+def _redis(raw: object) -> RedisConfig:
+    if not isinstance(raw, Mapping):
+        raise ConfigError("redis", "is required: a mapping with address (or sentinel keys)")
+    for key in raw:
+        if key not in _REDIS_KEYS:
+            log.warning("worker config: unknown key redis.%s ignored", key)
+    cfg = RedisConfig(
+        address=_str(raw, "address", "redis."),
+        username=_str(raw, "username", "redis."),
+        password=_str(raw, "password", "redis."),
+        db=int(raw.get("db", 0) or 0),
+        use_tls=bool(raw.get("use_tls", False)),
+        sentinel_master_name=_str(raw, "sentinel_master_name", "redis."),
+        sentinel_username=_str(raw, "sentinel_username", "redis."),
+        sentinel_password=_str(raw, "sentinel_password", "redis."),
+        sentinel_addresses=[str(a) for a in raw.get("sentinel_addresses") or []],
+        cluster_addresses=[str(a) for a in raw.get("cluster_addresses") or []],
+    )
+    if cfg.cluster_addresses:
+        raise ConfigError(
+            "redis.cluster_addresses", "Redis Cluster is not supported yet; use address or sentinels"
+        )
+    if not cfg.address and not (cfg.sentinel_master_name and cfg.sentinel_addresses):
+        raise ConfigError("redis.address", "is required (or sentinel_master_name and sentinel_addresses)")
+    return cfg
+
+
+def _storage(raw: object) -> pe.StorageConfig | None:
+    """LiveKit Egress's ``storage`` block (``s3``, ``azure``, ``gcp``) as a ``StorageConfig``."""
+    if not raw:
+        return None
+    if not isinstance(raw, Mapping):
+        raise ConfigError("storage", "must be a mapping with s3, azure or gcp")
+    data = dict(raw)
+    gcp = data.get("gcp")
+    if isinstance(gcp, Mapping) and "credentials_json" in gcp:  # Egress's name for credentials
+        data["gcp"] = {
+            **{k: v for k, v in gcp.items() if k != "credentials_json"},
+            "credentials": gcp["credentials_json"],
+        }
+    data = {k: v for k, v in data.items() if k in ("s3", "azure", "gcp")}
+    try:
+        msg = ParseDict(data, pe.StorageConfig(), ignore_unknown_fields=True)
+    except ParseError as e:
+        raise ConfigError("storage", str(e)) from None
+    try:
+        default_storage(msg)
+    except InvalidRequestError as e:  # names storage.<provider>.<field>
+        raise ConfigError(e.field, e.message) from None
+    return msg
+
+
+def _seconds(value: object, key: str) -> float:
+    """``90``, ``"90s"``, ``"5m"``, ``"1h30m"`` (Go durations as LiveKit Egress writes them)."""
+    if isinstance(value, (int, float)):
+        return float(value)
+    text, total, number = str(value).strip(), 0.0, ""
+    units = {"h": 3600.0, "m": 60.0, "s": 1.0}
+    for ch in text:
+        if ch.isdigit() or ch == ".":
+            number += ch
+        elif ch in units and number:
+            total, number = total + float(number) * units[ch], ""
+        else:
+            raise ConfigError(f"session_limits.{key}", f"{value!r} is not a duration like 90s or 1h30m")
+    if number:
+        total += float(number)
+    return total
+
+
+def parse_config(data: Mapping[str, Any]) -> WorkerConfig:
+    """Validate a parsed YAML mapping; unknown keys are logged and ignored. Its secrets are
+    registered with :mod:`pyegress.redaction`, so no log line shows them."""
+    for key in data:
+        if key not in _KNOWN:
+            log.warning("worker config: unknown key %s ignored", key)
+    cost = dict(DEFAULT_CPU_COST)
+    for key, value in (data.get("cpu_cost") or {}).items():
+        if not isinstance(value, (int, float)) or value < 0:
+            raise ConfigError(f"cpu_cost.{key}", f"{value!r} must be a non-negative number")
+        cost[str(key)] = float(value)
+    limits = {str(k): _seconds(v, str(k)) for k, v in (data.get("session_limits") or {}).items()}
+    config = WorkerConfig(
+        api_key=_required(data, "api_key", "LIVEKIT_API_KEY"),
+        api_secret=_required(data, "api_secret", "LIVEKIT_API_SECRET"),
+        ws_url=_required(data, "ws_url", "LIVEKIT_WS_URL"),
+        redis=_redis(data.get("redis")),
+        output_dir=Path(_str(data, "output_dir") or "recordings"),
+        health_port=_port(data, "health_port"),
+        prometheus_port=_port(data, "prometheus_port"),
+        log_level=_str(data, "log_level") or "info",
+        cpu_cost=cost,
+        session_limits=limits,
+        storage=_storage(data.get("storage")),
+        backup=_str(data, "backup") or _str(data, "backup_storage"),
+        insecure=bool(data.get("insecure", False)),
+    )
+    secrets = [config.api_secret, config.redis.password, config.redis.sentinel_password]
+    if config.storage is not None:
+        secrets += redaction.secrets_in(config.storage)
+    redaction.remember(config, *secrets)
+    return config
+
+
+def load_config(path: str | None = None, body: str | None = None) -> WorkerConfig:
+    """The worker configuration from ``body`` (YAML text), ``path``, or ``EGRESS_CONFIG_BODY`` /
+    ``EGRESS_CONFIG_FILE``, in that order."""
+    text = body or os.environ.get("EGRESS_CONFIG_BODY", "")
+    if not text:
+        path = path or os.environ.get("EGRESS_CONFIG_FILE", "")
+        if not path:
+            raise ConfigError(
+                "config", "give --config FILE, --config-body YAML, EGRESS_CONFIG_FILE or EGRESS_CONFIG_BODY"
+            )
+        try:
+            text = Path(path).read_text()
+        except OSError as e:
+            raise ConfigError("config", f"cannot read {path}: {e.strerror}") from None
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError("config", f"not valid YAML: {e}") from None
+    if not isinstance(data, Mapping):
+        raise ConfigError("config", "must be a YAML mapping")
+    return parse_config(data)

@@ -1,0 +1,275 @@
+"""The egress worker: LiveKit's dispatched requests turned into calls on ``EgressService``.
+
+It serves ``EgressInternal.StartEgress`` (claimed with an affinity when the request's measured
+cost fits), ``ListActiveEgress``, and per egress ``EgressHandler.StopEgress`` /
+``UpdateStream``; it follows each egress through the service's listeners and reports it with
+``IOInfo.CreateEgress`` (awaited first, so the server sends ``egress_started``) and then
+``IOInfo.UpdateEgress`` on every change (serialized per egress, the latest info wins,
+retried with backoff while the server cannot be reached). It never reaches into recorders.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from google.protobuf.message import DecodeError
+from livekit.protocol import egress as pe
+
+from ..config import REQUEST_TYPES, build_config
+from ..errors import EgressError
+from ..info import is_terminal, snapshot
+from ..service import EgressService
+from .config import WorkerConfig
+from .proto import ListActiveEgressResponse, StartEgressRequest, recast, start_request_kind
+from .psrpc import Bus, RpcError, Served
+
+log = logging.getLogger("pyegress.worker")
+
+#: psrpc services and their timeouts as livekit-server v1.13.5 uses them.
+INTERNAL, HANDLER, IOINFO = "EgressInternal", "EgressHandler", "IOInfo"
+#: How long one IOInfo call may take before it is retried.
+IO_TIMEOUT = 3.0
+#: Longest wait between retries of an IOInfo call while the server is unreachable.
+IO_MAX_BACKOFF = 10.0
+
+#: The request fields of ``rpc.StartEgressRequest`` pyegress serves, by the service method.
+_METHODS = {t.slot: t.method for t in REQUEST_TYPES}
+
+
+@dataclass
+class _Egress:
+    """One egress this worker runs: its reserved cost, its handlers and its reporter."""
+
+    cost: float
+    served: list[Served] = field(default_factory=list)
+    latest: pe.EgressInfo | None = None
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+    reporter: asyncio.Task[None] | None = None
+
+
+class EgressWorker:
+    """One worker node of a LiveKit cluster (``node_id`` is its psrpc server id)."""
+
+    def __init__(self, config: WorkerConfig, bus: Bus, *, cpus: float | None = None) -> None:
+        self.config = config
+        self.bus = bus
+        self.service = EgressService(
+            config.ws_url,
+            config.api_key,
+            config.api_secret,
+            output_dir=config.output_dir,
+            storage=config.storage,
+        )
+        cores = cpus if cpus is not None else float(os.cpu_count() or 1)
+        self.capacity = cores * config.cpu_cost.get("max_cpu_utilization", 0.8)
+        self.egresses: dict[str, _Egress] = {}
+        self.draining = False
+        self._served: list[Served] = []
+        self._stop_listening: Callable[[], None] | None = None
+
+    # --- lifecycle -------------------------------------------------------------------------
+
+    @property
+    def reserved(self) -> float:
+        """CPU cores reserved by the egresses running here."""
+        return sum(e.cost for e in self.egresses.values())
+
+    @property
+    def available(self) -> float:
+        """CPU cores left for new egresses."""
+        return max(0.0, self.capacity - self.reserved)
+
+    async def start(self) -> None:
+        """Follow the service's egresses and start serving the server's requests."""
+        self._stop_listening = self.service.listen(self._on_info)
+        self._served = [
+            await self.bus.serve(INTERNAL, "StartEgress", "", self._start_egress, affinity=self._affinity),
+            await self.bus.serve(INTERNAL, "ListActiveEgress", "", self._list_active, multi=True),
+        ]
+
+    async def drain(self, timeout: float) -> None:
+        """Stop claiming, let running egresses end by themselves for up to ``timeout`` s, then
+        stop the rest cleanly; every egress's final update is sent before this returns."""
+        self.draining = True
+        ids = list(self.egresses)
+        waits = [self.service.wait_egress(i) for i in ids]
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(asyncio.gather(*waits, return_exceptions=True), timeout)
+        await self.service.aclose()
+        reporters = [e.reporter for e in self.egresses.values() if e.reporter is not None]
+        await asyncio.gather(*reporters, return_exceptions=True)
+
+    async def close(self) -> None:
+        """Stop serving (after :meth:`drain` for a clean exit)."""
+        self.draining = True
+        for served in self._served:
+            await served.stop()
+        if self._stop_listening is not None:
+            self._stop_listening()
+
+    # --- StartEgress ---------------------------------------------------------------------
+
+    def _cost(self, raw: bytes) -> float | None:
+        req: Any = StartEgressRequest.FromString(raw)  # DecodeError: answered malformed_request
+        which = start_request_kind(req)
+        if which == "room_composite" and req.room_composite.custom_base_url.strip():
+            which = "web"
+        return self.config.cost(which or "room_composite")
+
+    def _affinity(self, raw: bytes) -> float | None:
+        """None (no claim) when draining or full; else 0.5 idle and 1.0 busy, as LiveKit's
+        worker does (busy workers take small jobs first, so the cluster packs them)."""
+        cost = self._cost(raw)
+        if self.draining or cost is None or cost > self.available:
+            return None
+        return 1.0 if self.egresses else 0.5
+
+    async def _start_egress(self, raw: bytes) -> bytes:
+        try:
+            req: Any = StartEgressRequest.FromString(raw)
+        except DecodeError as e:
+            raise RpcError("malformed_request", f"StartEgressRequest: {e}") from None
+        egress_id: str = req.egress_id
+        running = self.egresses.get(egress_id)
+        if running is not None and running.latest is not None:  # the server re-sent it
+            return running.latest.SerializeToString()
+        which = start_request_kind(req)
+        if which not in _METHODS:
+            raise RpcError("invalid_argument", f"request: {which or 'none'} requests are not supported yet")
+        entry_type = next(t for t in REQUEST_TYPES if t.slot == which)
+        request: Any = recast(getattr(req, which), entry_type.message)  # into livekit.protocol's class
+        try:  # every user error answers at once, naming the field, instead of a 503 after retries
+            build_config(request, output_dir=self.config.output_dir, default=self.config.storage)
+        except EgressError as e:
+            raise RpcError("invalid_argument", str(e)) from None
+        cost = self._cost(raw) or 0.0
+        if self.draining or cost > self.available:
+            raise RpcError("resource_exhausted", "this worker is full or draining")
+        entry = _Egress(cost)
+        self.egresses[egress_id] = entry
+        start: Callable[..., Awaitable[pe.EgressInfo]] = getattr(self.service, _METHODS[which])
+        info = await start(request, egress_id=egress_id)
+        if req.room_id and not info.room_id:
+            info.room_id = req.room_id
+        entry.latest = info
+        entry.reporter = asyncio.get_running_loop().create_task(self._report(egress_id, info))
+        if not is_terminal(info.status):
+            entry.served = [
+                await self.bus.serve(HANDLER, "StopEgress", egress_id, self._stop_egress,
+                                     affinity=lambda _: 1.0, queue=True),
+                await self.bus.serve(HANDLER, "UpdateStream", egress_id, self._update_stream,
+                                     affinity=lambda _: 1.0, queue=True),
+            ]  # fmt: skip
+        log.info("egress %s started (%s, %.2f cores reserved)", egress_id, which, cost)
+        return info.SerializeToString()
+
+    async def _list_active(self, raw: bytes) -> bytes:
+        active = [i for i, e in self.egresses.items() if e.latest is None or not is_terminal(e.latest.status)]
+        answer: Any = ListActiveEgressResponse()
+        answer.egress_ids.extend(active)
+        return bytes(answer.SerializeToString())
+
+    # --- per egress ----------------------------------------------------------------------
+
+    async def _stop_egress(self, raw: bytes) -> bytes:
+        stop = pe.StopEgressRequest.FromString(raw)
+        try:
+            recorder = self.service.recorder(stop.egress_id)
+        except EgressError:
+            entry = self.egresses.get(stop.egress_id)
+            if entry is None or entry.latest is None:
+                raise RpcError("not_found", f"egress_id: {stop.egress_id} is not running here") from None
+            return entry.latest.SerializeToString()  # already over: stopping twice is harmless
+        recorder.end("stopped by the server")
+
+        async def ending() -> pe.EgressInfo:
+            info = snapshot(recorder.info)
+            async for info in recorder.updates():
+                if info.status == pe.EGRESS_ENDING or is_terminal(info.status):
+                    break
+            return info
+
+        try:  # answer within the server's 3 s: ENDING (the files finish after)
+            info = await asyncio.wait_for(ending(), 2.0)
+        except asyncio.TimeoutError:
+            info = snapshot(recorder.info)
+        return info.SerializeToString()
+
+    async def _update_stream(self, raw: bytes) -> bytes:
+        update = pe.UpdateStreamRequest.FromString(raw)
+        try:
+            info = await self.service.update_stream(update)
+        except EgressError as e:
+            raise RpcError("invalid_argument", str(e)) from None
+        return info.SerializeToString()
+
+    # --- reporting to the server ---------------------------------------------------------
+
+    def _on_info(self, info: pe.EgressInfo) -> None:
+        entry = self.egresses.get(info.egress_id)
+        if entry is not None:
+            entry.latest = info
+            entry.changed.set()
+
+    async def _report(self, egress_id: str, first: pe.EgressInfo) -> None:
+        """CreateEgress, then UpdateEgress with the latest info after each change, in order."""
+        entry = self.egresses[egress_id]
+        await self._io("CreateEgress", first)
+        sent = first
+        while not is_terminal(sent.status):
+            entry.changed.clear()
+            latest = entry.latest
+            if latest is not None and latest != sent:
+                await self._io("UpdateEgress", latest)
+                sent = latest
+            elif not entry.changed.is_set():
+                await entry.changed.wait()
+        with contextlib.suppress(EgressError):  # its manifests too: then the info is final
+            await self.service.wait_egress(egress_id)
+        if entry.latest is not None and entry.latest != sent:
+            sent = entry.latest
+            await self._io("UpdateEgress", sent)
+        for served in entry.served:
+            await served.stop()
+        self.egresses.pop(egress_id, None)  # its cores are free again
+        log.info("egress %s reported %s", egress_id, pe.EgressStatus.Name(sent.status))
+
+    async def _io(self, method: str, info: pe.EgressInfo) -> None:
+        """One IOInfo call, retried with backoff until the server takes it."""
+        delay = 0.25
+        while True:
+            try:
+                await self.bus.call(IOINFO, method, "", info.SerializeToString(), timeout=IO_TIMEOUT)
+                return
+            except RpcError as e:
+                log.warning("IOInfo.%s for %s: %s; retry in %.1f s", method, info.egress_id, e, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, IO_MAX_BACKOFF)
+
+    # --- health ----------------------------------------------------------------------------
+
+    def health(self) -> dict[str, object]:
+        """What the health port answers: capacity and the egresses running here."""
+        return {
+            "status": "draining" if self.draining else "ok",
+            "cpu_capacity": round(self.capacity, 3),
+            "cpu_available": round(self.available, 3),
+            "active": [
+                {
+                    "egress_id": i,
+                    "cost": e.cost,
+                    "status": pe.EgressStatus.Name(e.latest.status) if e.latest else "",
+                }
+                for i, e in self.egresses.items()
+            ],
+        }
+
+
+def _status(info: pe.EgressInfo | None) -> str:
+    return pe.EgressStatus.Name(info.status) if info is not None else ""

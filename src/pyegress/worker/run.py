@@ -1,0 +1,87 @@
+"""``pyegress worker``: connect to the cluster's Redis, serve until SIGTERM, drain, exit 0."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import signal
+
+import redis.asyncio as aioredis
+from aiohttp import web
+from redis.asyncio.sentinel import Sentinel
+
+from .config import RedisConfig, WorkerConfig
+from .egress import EgressWorker
+from .psrpc import Bus
+
+log = logging.getLogger("pyegress.worker")
+
+
+def _host_port(address: str) -> tuple[str, int]:
+    host, _, port = address.rpartition(":")
+    return (host or address), int(port or 6379)
+
+
+def make_redis(cfg: RedisConfig) -> aioredis.Redis:
+    """The redis-py asyncio client of the server's Redis (a plain address, or sentinels)."""
+    username, password = cfg.username or None, cfg.password or None
+    if cfg.sentinel_master_name:
+        sentinel = Sentinel(  # type: ignore[no-untyped-call]
+            [_host_port(a) for a in cfg.sentinel_addresses],
+            sentinel_kwargs={
+                "username": cfg.sentinel_username or None,
+                "password": cfg.sentinel_password or None,
+            },
+            ssl=cfg.use_tls,
+            username=username,
+            password=password,
+            db=cfg.db,
+        )
+        master: aioredis.Redis = sentinel.master_for(cfg.sentinel_master_name)
+        return master
+    host, port = _host_port(cfg.address)
+    return aioredis.Redis(
+        host=host, port=port, ssl=cfg.use_tls, username=username, password=password, db=cfg.db
+    )
+
+
+async def _health_server(worker: EgressWorker, port: int) -> web.AppRunner:
+    async def health(_: web.Request) -> web.Response:
+        return web.json_response(worker.health(), status=503 if worker.draining else 200)
+
+    app = web.Application()
+    app.router.add_get("/", health)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "0.0.0.0", port).start()
+    return runner
+
+
+async def run_worker(config: WorkerConfig, *, drain_timeout: float = 60.0) -> int:
+    """Serve the cluster until SIGTERM / SIGINT, then drain (up to ``drain_timeout`` s) and exit."""
+    client = make_redis(config.redis)
+    node_id = "EW_" + secrets.token_hex(6)
+    bus = Bus(client, node_id)
+    await bus.start()
+    worker = EgressWorker(config, bus)
+    await worker.start()
+    runner = await _health_server(worker, config.health_port) if config.health_port else None
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    log.info("worker %s serving (%.2f cores for egress)", node_id, worker.capacity)
+    await stop.wait()
+    log.info("worker %s draining (up to %g s)", node_id, drain_timeout)
+    try:
+        await worker.drain(drain_timeout)
+    finally:
+        await worker.close()
+        if runner is not None:
+            await runner.cleanup()
+        await bus.close()
+        await client.aclose()
+    return 0
