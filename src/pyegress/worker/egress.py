@@ -154,7 +154,14 @@ class EgressWorker:
         entry = _Egress(cost)
         self.egresses[egress_id] = entry
         start: Callable[..., Awaitable[pe.EgressInfo]] = getattr(self.service, _METHODS[which])
-        info = await start(request, egress_id=egress_id)
+        try:
+            info = await start(request, egress_id=egress_id)
+        except EgressError as e:
+            self.egresses.pop(egress_id, None)
+            raise RpcError("invalid_argument", str(e)) from None
+        except Exception:
+            self.egresses.pop(egress_id, None)  # its cores are free again; answered `internal`
+            raise
         if req.room_id and not info.room_id:
             info.room_id = req.room_id
         entry.latest = info
