@@ -510,19 +510,23 @@ async def test_update_stream_through_the_server_adds_an_rtmp_url(cluster: Cluste
 
 
 async def test_a_duplicate_start_egress_answers_the_running_egress(cluster: Cluster, room_name: str) -> None:
+    """The server re-sends StartEgress on a timeout (same egress id): the worker running it
+    answers its info, even when it is full (another worker would start it a second time)."""
     async with publisher(cluster.server, room_name, video=False) as pub, cluster.api() as lk:
-        request = api.TrackCompositeEgressRequest(
-            room_name=room_name,
-            audio_track_id=pub.audio_track_sid,
-            file_outputs=[api.EncodedFileOutput(file_type=api.EncodedFileType.OGG, filepath="dup/a")],
-        )
-        started = await lk.egress.start_track_composite_egress(request)
-        active = await _active(cluster, started.egress_id)
-        # as the server re-sends on a timeout: the same egress id, a new request id
-        resend: Any = StartEgressRequest()
-        resend.egress_id = started.egress_id
-        resend.room_id = active.room_id
-        resend.track_composite.ParseFromString(request.SerializeToString())
+        requests = [
+            api.TrackCompositeEgressRequest(
+                room_name=room_name,
+                audio_track_id=pub.audio_track_sid,
+                file_outputs=[api.EncodedFileOutput(file_type=api.EncodedFileType.OGG, filepath=f"dup/{i}")],
+            )
+            for i in range(3)  # 3 x 0.5 cores: one worker is full (see the spread test)
+        ]
+        ids = [(await lk.egress.start_track_composite_egress(r)).egress_id for r in requests]
+        actives = [await _active(cluster, i) for i in ids]
+        resend: Any = StartEgressRequest()  # the same egress id, a new request id
+        resend.egress_id = ids[0]
+        resend.room_id = actives[0].room_id
+        resend.track_composite.ParseFromString(requests[0].SerializeToString())
         client = redis.asyncio.Redis.from_url(cluster.redis.url)
         bus = Bus(client, "test-resender")
         await bus.start()
@@ -542,14 +546,16 @@ async def test_a_duplicate_start_egress_answers_the_running_egress(cluster: Clus
             await client.aclose()
         again = pe.EgressInfo.FromString(raw)
         assert elapsed < 2.0, elapsed
-        assert again.egress_id == started.egress_id and again.status == pe.EGRESS_ACTIVE
-        assert await _list(cluster, room_name=room_name) == [started.egress_id]
+        assert again.egress_id == ids[0] and again.status == pe.EGRESS_ACTIVE
+        assert sorted(await _list(cluster, room_name=room_name)) == sorted(ids)
         await asyncio.sleep(1.0)
-        await lk.egress.stop_egress(api.StopEgressRequest(egress_id=started.egress_id))
-    final = await _complete(cluster, started.egress_id)
-    homes = {out for out in cluster.outputs if any(out.rglob("dup/a*.ogg"))}
-    assert len(homes) == 1, "one recording, on one worker"
-    assert probe(final.file_results[0].filename).audio is not None
+        for egress_id in ids:
+            await lk.egress.stop_egress(api.StopEgressRequest(egress_id=egress_id))
+    finals = [await _complete(cluster, i) for i in ids]
+    homes = {Path(f.file_results[0].filename).parent.parent for f in finals}
+    assert len(homes) == 1, "the three were packed on one worker, so it was full"
+    assert [len(list(out.glob("dup/0.ogg"))) for out in cluster.outputs].count(1) == 1, "one recording of it"
+    assert all(probe(f.file_results[0].filename).audio is not None for f in finals)
 
 
 async def test_auto_egress_from_create_room(cluster: Cluster, room_name: str) -> None:
