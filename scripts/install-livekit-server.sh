@@ -3,11 +3,38 @@
 #
 # Reuses an existing binary of the right version (already installed, or /root/go/bin/server
 # / $LIVEKIT_SERVER_PREBUILT) before falling back to `go install`.
+#
+# With --latest, instead build the newest release the Go module proxy lists into
+# .tools/bin/livekit-server-latest (the worker tests run against it with
+# PYEGRESS_LATEST_SERVER=1). It is built inside the module's own source, so its go.mod `replace`
+# directives apply (`go install pkg@version` refuses them); since v1.13.6 they name LiveKit's
+# pion forks (github.com/livekit/webrtc-pion, dtls, ice), which the proxy must serve too.
 set -euo pipefail
 
-VERSION="1.13.5"
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 BIN_DIR="$REPO/.tools/bin"
+
+if [[ "${1:-}" == "--latest" ]]; then
+  MODULE="github.com/livekit/livekit-server"
+  LATEST="$(go list -m -versions "$MODULE" | tr ' ' '\n' | tail -1)"
+  TARGET="$BIN_DIR/livekit-server-latest"
+  if [[ -x "$TARGET" ]] && "$TARGET" --version 2>/dev/null | grep -q "version ${LATEST#v}\b"; then
+    echo "livekit-server ${LATEST} already installed at $TARGET"
+    exit 0
+  fi
+  WORK="$(mktemp -d)"
+  trap 'rm -rf "$WORK"' EXIT
+  DIR="$(go mod download -json "$MODULE@$LATEST" | sed -n 's/^\t"Dir": "\(.*\)",$/\1/p')"
+  cp -r "$DIR" "$WORK/src" && chmod -R u+w "$WORK/src"
+  mkdir -p "$BIN_DIR"
+  echo "building livekit-server ${LATEST} from its module source (takes a few minutes)..."
+  (cd "$WORK/src" && go build -o "$TARGET.tmp" ./cmd/server)
+  mv -f "$TARGET.tmp" "$TARGET"
+  echo "installed: $("$TARGET" --version)"
+  exit 0
+fi
+
+VERSION="1.13.5"
 TARGET="$BIN_DIR/livekit-server"
 PREBUILT="${LIVEKIT_SERVER_PREBUILT:-/root/go/bin/server}"
 

@@ -22,7 +22,7 @@ from google.protobuf.message import DecodeError
 from livekit.protocol import egress as pe
 
 from ..config import REQUEST_TYPES, build_config
-from ..errors import EgressError
+from ..errors import EgressError, InvalidRequestError, NotSupportedError
 from ..info import is_terminal, snapshot
 from ..service import EgressService
 from .config import WorkerConfig
@@ -124,7 +124,12 @@ class EgressWorker:
 
     def _affinity(self, raw: bytes) -> float | None:
         """None (no claim) when draining or full; else 0.5 idle and 1.0 busy, as LiveKit's
-        worker does (busy workers take small jobs first, so the cluster packs them)."""
+        worker does (busy workers take small jobs first, so the cluster packs them). A request
+        re-sent for an egress running here is claimed at 1.0 even when full or draining: only
+        this worker can answer it with the running egress's info (another would start it twice)."""
+        req: Any = StartEgressRequest.FromString(raw)
+        if req.egress_id in self.egresses:
+            return 1.0
         cost = self._cost(raw)
         if self.draining or cost is None or cost > self.available:
             return None
@@ -156,11 +161,12 @@ class EgressWorker:
         start: Callable[..., Awaitable[pe.EgressInfo]] = getattr(self.service, _METHODS[which])
         try:
             info = await start(request, egress_id=egress_id)
-        except EgressError as e:
+        except BaseException as e:  # nothing runs: free its cores, answer the error
             self.egresses.pop(egress_id, None)
-            raise RpcError("invalid_argument", str(e)) from None
-        except Exception:
-            self.egresses.pop(egress_id, None)  # its cores are free again; answered `internal`
+            if isinstance(e, (InvalidRequestError, NotSupportedError)):
+                raise RpcError("invalid_argument", str(e)) from None
+            if isinstance(e, EgressError):
+                raise RpcError("internal", str(e)) from None
             raise
         if req.room_id and not info.room_id:
             info.room_id = req.room_id
