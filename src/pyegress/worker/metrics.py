@@ -14,6 +14,8 @@ stream results), the worker gives its reserved and available CPU and its IOInfo 
 * ``pyegress_worker_egress_cpu_seconds{egress_id,type}`` / ``..._egress_peak_rss_bytes`` while an
   egress runs, then ``..._egress_cpu_seconds_summary{type}`` / ``..._egress_peak_rss_bytes_summary``
   once it ended (count and sum per type);
+* ``pyegress_worker_egress_tick_backlog{egress_id,type}``: ticks queued for the egress's encoder
+  (see :func:`tick_backlog`; growing means the worker no longer keeps up in real time);
 * the ``process_*`` metrics of prometheus-client's process collector (the whole worker).
 
 Per-egress CPU and memory: every egress of a worker runs in the one process (its encoders on
@@ -51,6 +53,7 @@ from prometheus_client import (
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from ..errors import EgressError
 from ..info import is_terminal
 
 if TYPE_CHECKING:
@@ -68,6 +71,17 @@ class _Followed:
     cpu_s: float = 0.0
     peak_rss: float = 0.0
     reconnects: int = 0
+
+
+def tick_backlog(worker: EgressWorker, egress_id: str) -> int | None:
+    """Ticks the egress's pipeline has queued for its encoder thread (None when it has no
+    pipeline running). The one figure read from a recorder (its public ``pipeline.stats``, as
+    ``Recorder.progress`` reads it): no ``EgressInfo`` field says whether encoding keeps up."""
+    try:
+        pipeline = worker.service.recorder(egress_id).pipeline
+    except EgressError:
+        return None
+    return pipeline.stats.backlog if pipeline is not None else None
 
 
 def request_type(info: pe.EgressInfo) -> str:
@@ -109,8 +123,17 @@ class _Live(Collector):
         for egress_id, f in sorted(m.running.items()):
             cpu.add_metric([egress_id, f.kind], f.cpu_s)
             rss.add_metric([egress_id, f.kind], f.peak_rss)
+        backlog = GaugeMetricFamily(
+            f"{PREFIX}_egress_tick_backlog", "Ticks queued for a running egress's encoder",
+            labels=["egress_id", "type"],
+        )  # fmt: skip
+        for egress_id, f in sorted(m.running.items()):
+            ticks = tick_backlog(w, egress_id)
+            if ticks is not None:
+                backlog.add_metric([egress_id, f.kind], ticks)
         yield cpu
         yield rss
+        yield backlog
 
 
 class WorkerMetrics:

@@ -14,7 +14,7 @@ from redis.asyncio.sentinel import Sentinel
 
 from .config import RedisConfig, WorkerConfig
 from .egress import EgressWorker
-from .metrics import WorkerMetrics, serve_metrics
+from .metrics import WorkerMetrics, serve_metrics, tick_backlog
 from .psrpc import Bus
 
 log = logging.getLogger("pyegress.worker")
@@ -50,7 +50,10 @@ def make_redis(cfg: RedisConfig) -> aioredis.Redis:
 
 async def _health_server(worker: EgressWorker, port: int) -> web.AppRunner:
     async def health(_: web.Request) -> web.Response:
-        return web.json_response(worker.health(), status=503 if worker.draining else 200)
+        answer = worker.health()
+        for active in answer["active"]:  # type: ignore[attr-defined]
+            active["backlog"] = tick_backlog(worker, active["egress_id"])  # ticks not yet encoded
+        return web.json_response(answer, status=503 if worker.draining else 200)
 
     app = web.Application()
     app.router.add_get("/", health)
