@@ -7,19 +7,22 @@ starts Debian's redis-server, a livekit-server with a ``redis:`` section and syn
 
 * **cost per request type** (track composite 720p30, room composite of 4 @ 720p, participant,
   track): a fresh ``pyegress worker`` process (health and metrics ports on) takes the request
-  from livekit-server (``LiveKitAPI().egress``), records ``--seconds`` and is stopped through the server; its CPU is
-  read from the kernel (``psutil``) from the moment its health JSON shows the egress ACTIVE until
-  the egress has left it (files finished, final update sent), its peak RSS from ``VmHWM``. The
-  same request then runs in a child process of its own on ``EgressService`` (measured from
-  ACTIVE until ``stop_egress`` returns, peak RSS from ``wait4``). The worker's overhead is
-  the ratio of the two CPU s/s minus 1 (target: within 5 %);
+  from livekit-server (``LiveKitAPI().egress``), records ``--seconds`` and is stopped through
+  the server; its CPU is read from the kernel (``psutil``) from the moment its health JSON
+  shows the egress ACTIVE until the egress has left it (files finished, final update sent), its
+  peak RSS from ``VmHWM``. The same request runs in a child process of its own on
+  ``EgressService`` (measured from ACTIVE until ``stop_egress`` returns, peak RSS from
+  ``wait4``). ``--repeat`` pairs per type, in alternating order (one 15 s run varies by several
+  per cent); the worker's overhead is the ratio of the two medians of CPU s/s minus 1 (target:
+  within 5 %);
 * **StartEgress answer time**: 20 audio-only track composites started (and stopped) one after
   the other through the server: the time ``start_track_composite_egress`` takes to answer;
 * **capacity**: 720p30 track composites started one at a time on one worker (admission costs set
   near 0 so the worker never refuses): after each, ``--step`` seconds while its health JSON is
   read every 0.25 s; the worker holds ``n`` when no egress had more than ``LATE_TICKS`` ticks
-  waiting for its encoder (the health JSON's ``backlog``) and the log has no "ticks behind real
-  time" warning with ``n`` running. The worker's CPU s/s at each step is reported beside it.
+  waiting for its encoder (the health JSON's ``backlog``), that figure did not keep growing
+  through the step, and the log has no "ticks behind real time" warning with ``n`` running.
+  The worker's CPU s/s at each step is reported beside it.
 
 ``--write`` puts the tables into docs/performance.md (``<!-- bench:worker -->``).
 """
@@ -62,6 +65,9 @@ TARGET = 0.05
 #: A capacity step is late when an egress has more ticks than this waiting for its encoder
 #: (half a second at 30 fps; a worker that keeps up has 0 or 1).
 LATE_TICKS = 15
+#: ... or when the most ticks waiting grew by more than this from the step's first half to its
+#: second (a backlog that keeps growing falls behind, however slowly).
+GROWING_TICKS = 4
 KINDS = ("track_composite", "room_composite", "participant", "track")
 LABELS = {
     "track_composite": "track composite 720p30",
@@ -273,13 +279,15 @@ async def _capacity(
                 await worker.until(lambda s, n=n: _active(s).count("EGRESS_ACTIVE") == n, 30)
                 seen = log.read_text().count("ticks behind real time")
                 cpu0, t0 = worker.cpu(), time.monotonic()
-                backlog = 0
+                samples: list[int] = []
                 while time.monotonic() - t0 < step:
                     state = await worker.state()
-                    backlog = max([backlog, *(a.get("backlog") or 0 for a in state["active"])])
+                    samples.append(max([0, *(a.get("backlog") or 0 for a in state["active"])]))
                     await asyncio.sleep(0.25)
+                backlog, half = max(samples), len(samples) // 2
+                growing = max(samples[half:]) - max(samples[:half]) > GROWING_TICKS
                 warnings = log.read_text().count("ticks behind real time") - seen
-                late = backlog > LATE_TICKS or warnings > 0
+                late = backlog > LATE_TICKS or growing or warnings > 0
                 cpu_per_s = (worker.cpu() - cpu0) / (time.monotonic() - t0)
                 steps.append(
                     {
@@ -385,18 +393,22 @@ async def _measure(args: argparse.Namespace) -> dict[str, Any]:
                     if four:
                         await _published(server, room, 4)
                         await asyncio.sleep(3.0)
-                    print(f"running {kind} through the worker ({seconds:g} s) ...", file=sys.stderr)
-                    worker = await _through_worker(
-                        server, redis, out / "w", kind, _request(kind, room, tracks, f"{kind}-w"), seconds
-                    )
-                    print(f"  {worker}", file=sys.stderr)
-                    print(f"running {kind} in-process ({seconds:g} s) ...", file=sys.stderr)
-                    run = await asyncio.to_thread(
-                        _inproc, kind, _request(kind, room, tracks, f"{kind}-p"), out / "p", seconds, env
-                    )
-                    inproc = {**run.result, "rss_mib": run.max_rss_mib}
-                    print(f"  {inproc}", file=sys.stderr)
-                    results["cost"][kind] = {"worker": worker, "inproc": inproc}
+                    pairs = []
+                    for i in range(args.repeat):
+                        pair: dict[str, Any] = {}
+                        for side in ("worker", "inproc") if i % 2 == 0 else ("inproc", "worker"):
+                            name = f"{kind}-{side}-{i}"
+                            print(f"running {name} ({seconds:g} s) ...", file=sys.stderr)
+                            request = _request(kind, room, tracks, name)
+                            if side == "worker":
+                                w = await _through_worker(server, redis, out / "w", kind, request, seconds)
+                                pair[side] = w
+                            else:
+                                run = await asyncio.to_thread(_inproc, kind, request, out / "p", seconds, env)
+                                pair[side] = {**run.result, "rss_mib": run.max_rss_mib}
+                            print(f"  {pair[side]}", file=sys.stderr)
+                        pairs.append(pair)
+                    results["cost"][kind] = pairs
                 finally:
                     _stop(four)
             if not args.only or "answers" in args.only:
@@ -418,20 +430,27 @@ def _per_s(cpu: float, wall: float) -> float:
     return cpu / wall if wall > 0 else 0.0
 
 
+def _repeats(results: dict[str, Any]) -> int:
+    return max((len(pairs) for pairs in results["cost"].values()), default=0)
+
+
 def _report(results: dict[str, Any], argv: Sequence[str], steps_s: float) -> str:
     rows = []
-    for kind, r in results["cost"].items():
-        w, p = r["worker"], r["inproc"]
-        ws, ps = _per_s(w["cpu_s"], w["window_s"]), _per_s(p["window_cpu_s"], p["window_s"])
+    for kind, pairs in results["cost"].items():
+        wss = [_per_s(p["worker"]["cpu_s"], p["worker"]["window_s"]) for p in pairs]
+        pss = [_per_s(p["inproc"]["window_cpu_s"], p["inproc"]["window_s"]) for p in pairs]
+        ws, ps = statistics.median(wss), statistics.median(pss)
         over = ws / ps - 1 if ps else 0.0
+        each = " ".join(f"{w / p - 1:+.0%}" for w, p in zip(wss, pss, strict=True))
         rows.append(
             [
                 LABELS[kind],
                 f"{ws:.3f}",
                 f"{ps:.3f}",
                 f"{over:+.1%}",
-                f"{w['rss_mib']:.0f}",
-                f"{p['rss_mib']:.0f}",
+                each,
+                f"{max(p['worker']['rss_mib'] for p in pairs):.0f}",
+                f"{max(p['inproc']['rss_mib'] for p in pairs):.0f}",
             ]
         )
     lines = [
@@ -441,10 +460,10 @@ def _report(results: dict[str, Any], argv: Sequence[str], steps_s: float) -> str
         "with a `redis:` section on loopback; synthetic 1280x720 30 fps H.264 + Opus publishers at nice 19.",
         f"Command: `{command_line(argv)}`.",
         "",
-        "CPU s/s of one egress through a fresh `pyegress worker` process, metrics port on (from ACTIVE",
-        "in its health JSON until it left it) beside the same request in a child process on",
+        "Median CPU s/s of one egress through a fresh `pyegress worker` process, metrics port on (from",
+        "ACTIVE in its health JSON until it left it), beside the same request in a child process on",
         "`EgressService` (from ACTIVE until `stop_egress` returned); overhead = worker / in-process",
-        f"- 1 (target: within {TARGET:.0%}).",
+        f"- 1 (target: within {TARGET:.0%}); {_repeats(results)} pairs per type in alternating order.",
         "The defaults of the worker's `cpu_cost` (`DEFAULT_CPU_COST` in `worker/config.py`) are these",
         "worker figures, rounded: 0.35 track composite, 0.8 room composite, 0.35 participant, 0.3 track",
         "(web, not measured here, stays a guess of 1.5).",
@@ -454,7 +473,8 @@ def _report(results: dict[str, Any], argv: Sequence[str], steps_s: float) -> str
                 "request",
                 "worker CPU s/s",
                 "in-process CPU s/s",
-                "overhead",
+                "overhead (medians)",
+                "overhead of each pair",
                 "worker peak RSS MiB",
                 "in-process peak RSS MiB",
             ],
@@ -478,7 +498,8 @@ def _report(results: dict[str, Any], argv: Sequence[str], steps_s: float) -> str
         lines += [
             "",
             f"720p30 track composites on one worker, started one at a time ({steps_s:g} s a step; late:",
-            f"an egress had more than {LATE_TICKS} ticks waiting for its encoder, or the log says 'ticks",
+            f"an egress had more than {LATE_TICKS} ticks waiting for its encoder, the most waiting grew by",
+            f"more than {GROWING_TICKS} from the step's first half to its second, or the log says 'ticks",
             "behind real time'):",
             "",
             markdown_table(
@@ -505,6 +526,7 @@ def _report(results: dict[str, Any], argv: Sequence[str], steps_s: float) -> str
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m bench.worker", description=__doc__.split("\n")[0])
     p.add_argument("--seconds", type=float, default=15.0, help="seconds recorded per run (default 15)")
+    p.add_argument("--repeat", type=int, default=3, help="worker / in-process pairs per type (default 3)")
     p.add_argument("--step", type=float, default=10.0, help="seconds per capacity step (default 10)")
     p.add_argument(
         "--most", type=int, default=8, help="most track composites in the capacity run (default 8)"
