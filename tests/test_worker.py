@@ -33,6 +33,7 @@ from pyegress.testing.ports import free_tcp_port
 from pyegress.testing.redis_server import RedisServer
 from pyegress.testing.rtmp_server import RtmpServer, RtmpServerError
 from pyegress.testing.server import find_server_binary
+from pyegress.worker.config import DEFAULT_CPU_COST
 from pyegress.worker.proto import StartEgressRequest
 from pyegress.worker.psrpc import Bus
 
@@ -217,9 +218,11 @@ async def test_a_bad_request_is_refused_at_once_naming_the_field(cluster: Cluste
 async def test_requests_spread_over_both_workers_within_their_capacity(
     cluster: Cluster, room_name: str
 ) -> None:
+    fit = int((os.cpu_count() or 1) * 0.8 / DEFAULT_CPU_COST["track_composite_cpu_cost"] + 1e-9)
+    count = fit + 1  # default max_cpu_utilization and cost: one more than fits on one worker
     async with publisher(cluster.server, room_name, video=False) as pub, cluster.api() as lk:
         ids = []
-        for i in range(4):  # 0.5 cores each; on 2 cores x 0.8 per worker, 3 fit on one
+        for i in range(count):  # one more than fit on one worker
             info = await lk.egress.start_track_composite_egress(
                 api.TrackCompositeEgressRequest(
                     room_name=room_name,
@@ -237,12 +240,11 @@ async def test_requests_spread_over_both_workers_within_their_capacity(
         for egress_id in ids:
             await lk.egress.stop_egress(api.StopEgressRequest(egress_id=egress_id))
     finals = [await _until(cluster, i, {pe.EGRESS_COMPLETE, pe.EGRESS_FAILED}, 20) for i in ids]
-    assert [status(f) for f in finals] == ["EGRESS_COMPLETE"] * 4, [f.error for f in finals]
+    assert [status(f) for f in finals] == ["EGRESS_COMPLETE"] * count, [f.error for f in finals]
     homes = [Path(f.file_results[0].filename).parent.parent for f in finals]
     per_worker = [homes.count(out) for out in cluster.outputs]
-    fit = int((os.cpu_count() or 1) * 0.8 / 0.5 + 1e-9)  # default max_cpu_utilization and cost
     # packed: a busy worker claims with 1.0 against an idle one's 0.5, until it is full
-    assert sorted(per_worker) == sorted([min(4, fit), 4 - min(4, fit)]), per_worker
+    assert sorted(per_worker) == [1, fit], per_worker
     for f in finals:
         media = probe(f.file_results[0].filename)
         assert media.audio is not None and media.audio.codec == "opus" and media.duration > 1.5

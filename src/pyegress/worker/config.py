@@ -27,13 +27,18 @@ from ..storage.config import default_storage
 
 log = logging.getLogger("pyegress.worker")
 
-#: Measured CPU cores a request of each type takes (docs/performance.md; a native room
-#: composite of 4 at 720p is about 0.6 of a core, LiveKit Egress reserves 4 for Chrome).
+#: CPU cores one request of each type takes, measured by ``bench/worker.py`` through the worker
+#: (docs/performance.md, section "Worker"; 2-core EPYC, one egress, CPU seconds per second, two
+#: runs): track composite 720p30 0.34-0.37, room composite of 4 @ 720p 0.79, participant 720p30
+#: 0.35-0.36, track (H.264 to MP4) 0.29-0.30. Web is not measured by that bench (Chromium's
+#: cost varies with the page): 1.5 is a guess; LiveKit Egress reserves 4 cores for Chrome. A
+#: room composite of more participants or a larger canvas costs more than 0.8
+#: (docs/performance.md, "Room composite").
 DEFAULT_CPU_COST = {
     "room_composite_cpu_cost": 0.8,
     "web_cpu_cost": 1.5,
-    "participant_cpu_cost": 0.5,
-    "track_composite_cpu_cost": 0.5,
+    "participant_cpu_cost": 0.35,
+    "track_composite_cpu_cost": 0.35,
     "track_cpu_cost": 0.3,
     "max_cpu_utilization": 0.8,
 }

@@ -70,6 +70,7 @@ class EgressWorker:
         self.capacity = cores * config.cpu_cost.get("max_cpu_utilization", 0.8)
         self.egresses: dict[str, _Egress] = {}
         self.draining = False
+        self.io_retries: dict[str, int] = {}  # IOInfo calls retried, by method (metrics)
         self._served: list[Served] = []
         self._stop_listening: Callable[[], None] | None = None
 
@@ -261,6 +262,7 @@ class EgressWorker:
                 await self.bus.call(IOINFO, method, "", info.SerializeToString(), timeout=IO_TIMEOUT)
                 return
             except RpcError as e:
+                self.io_retries[method] = self.io_retries.get(method, 0) + 1
                 log.warning("IOInfo.%s for %s: %s; retry in %.1f s", method, info.egress_id, e, delay)
             await asyncio.sleep(delay)
             delay = min(delay * 2, IO_MAX_BACKOFF)

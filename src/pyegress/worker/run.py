@@ -14,6 +14,7 @@ from redis.asyncio.sentinel import Sentinel
 
 from .config import RedisConfig, WorkerConfig
 from .egress import EgressWorker
+from .metrics import WorkerMetrics, serve_metrics, tick_backlog
 from .psrpc import Bus
 
 log = logging.getLogger("pyegress.worker")
@@ -49,7 +50,10 @@ def make_redis(cfg: RedisConfig) -> aioredis.Redis:
 
 async def _health_server(worker: EgressWorker, port: int) -> web.AppRunner:
     async def health(_: web.Request) -> web.Response:
-        return web.json_response(worker.health(), status=503 if worker.draining else 200)
+        answer = worker.health()
+        for active in answer["active"]:  # type: ignore[attr-defined]
+            active["backlog"] = tick_backlog(worker, active["egress_id"])  # ticks not yet encoded
+        return web.json_response(answer, status=503 if worker.draining else 200)
 
     app = web.Application()
     app.router.add_get("/", health)
@@ -68,6 +72,12 @@ async def run_worker(config: WorkerConfig, *, drain_timeout: float = 60.0) -> in
     worker = EgressWorker(config, bus)
     await worker.start()
     runner = await _health_server(worker, config.health_port) if config.health_port else None
+    metrics = WorkerMetrics(worker) if config.prometheus_port else None
+    if metrics is not None:
+        metrics.start()
+        runners = [await serve_metrics(metrics, config.prometheus_port)]
+    else:
+        runners = []
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -82,6 +92,10 @@ async def run_worker(config: WorkerConfig, *, drain_timeout: float = 60.0) -> in
         await worker.close()
         if runner is not None:
             await runner.cleanup()
+        for extra in runners:
+            await extra.cleanup()
+        if metrics is not None:
+            await metrics.close()
         await bus.close()
         await client.aclose()
     return 0
