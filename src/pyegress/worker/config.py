@@ -28,9 +28,9 @@ from ..storage.config import default_storage
 log = logging.getLogger("pyegress.worker")
 
 #: CPU cores one request of each type takes, measured by ``bench/worker.py`` through the worker
-#: (docs/performance.md, section "Worker"; 2-core EPYC, one egress, CPU seconds per second, two
-#: runs): track composite 720p30 0.34-0.37, room composite of 4 @ 720p 0.79, participant 720p30
-#: 0.35-0.36, track (H.264 to MP4) 0.29-0.30. Web is not measured by that bench (Chromium's
+#: (docs/performance.md, section "Worker"; 2-core EPYC, one egress, CPU seconds per second, three
+#: runs): track composite 720p30 0.34-0.39, room composite of 4 @ 720p 0.76-0.79, participant
+#: 720p30 0.35-0.36, track (H.264 to MP4) 0.28-0.30. Web is not measured by that bench (Chromium's
 #: cost varies with the page): 1.5 is a guess; LiveKit Egress reserves 4 cores for Chrome. A
 #: room composite of more participants or a larger canvas costs more than 0.8
 #: (docs/performance.md, "Room composite").
