@@ -73,7 +73,7 @@ LABELS = {
     "track_composite": "track composite 720p30",
     "room_composite": "room composite 4 @ 720p",
     "participant": "participant 720p30",
-    "track": "track (H.264 to MP4, no transcode)",
+    "track": "track (H.264 re-encoded to MP4)",
 }
 
 
@@ -465,7 +465,7 @@ def _report(results: dict[str, Any], argv: Sequence[str], steps_s: float) -> str
         "`EgressService` (from ACTIVE until `stop_egress` returned); overhead = worker / in-process",
         f"- 1 (target: within {TARGET:.0%}); {_repeats(results)} pairs per type in alternating order.",
         "The defaults of the worker's `cpu_cost` (`DEFAULT_CPU_COST` in `worker/config.py`) are these",
-        "worker figures, rounded: 0.35 track composite, 0.8 room composite, 0.35 participant, 0.3 track",
+        "worker figures, rounded up: 0.4 track composite, 0.8 room composite, 0.4 participant, 0.3 track",
         "(web, not measured here, stays a guess of 1.5).",
         "",
         markdown_table(

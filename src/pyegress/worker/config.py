@@ -37,8 +37,8 @@ log = logging.getLogger("pyegress.worker")
 DEFAULT_CPU_COST = {
     "room_composite_cpu_cost": 0.8,
     "web_cpu_cost": 1.5,
-    "participant_cpu_cost": 0.35,
-    "track_composite_cpu_cost": 0.35,
+    "participant_cpu_cost": 0.4,  # the top of the measured range, rounded up: a claim must not overbook
+    "track_composite_cpu_cost": 0.4,
     "track_cpu_cost": 0.3,
     "max_cpu_utilization": 0.8,
 }
