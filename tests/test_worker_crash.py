@@ -391,10 +391,17 @@ def _info(egress_id: str, state: int, n: int) -> pe.EgressInfo:
     return pe.EgressInfo(egress_id=egress_id, room_name="r", status=state, updated_at=n)  # type: ignore[arg-type]
 
 
+@pytest.fixture
+def own_redis() -> Iterator[RedisServer]:
+    """A Redis of this test alone: on the module's one, livekit-server would serve IOInfo."""
+    with RedisServer() as redis:
+        yield redis
+
+
 async def test_io_retries_are_logged_once_each_and_the_final_update_is_never_skipped(
-    redis_server: RedisServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    own_redis: RedisServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    client = aioredis.Redis.from_url(redis_server.url)
+    client = aioredis.Redis.from_url(own_redis.url)
     server_bus, worker_bus = Bus(client, "IO_test"), Bus(client, "EW_test")
     await server_bus.start()
     await worker_bus.start()
@@ -427,8 +434,10 @@ async def test_io_retries_are_logged_once_each_and_the_final_update_is_never_ski
         first = _info(egress_id, pe.EGRESS_STARTING, 0)
         worker.egresses[egress_id] = entry = _Egress(0.5, slot="track", latest=first)
         reporter = asyncio.create_task(worker._report(egress_id, first))
-        while len(creates) < 3:
+        deadline = time.monotonic() + 15
+        while len(creates) < 3 and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
+        assert len(creates) == 3, creates
         saved = json.loads((tmp_path / DEFAULT_NAME).read_text())["egresses"]
         assert list(saved) == [egress_id] and saved[egress_id]["request"] == "track"
         for n in range(1, 31):
