@@ -23,7 +23,7 @@ import aiohttp
 import av
 import pytest
 import redis.asyncio as aioredis
-from livekit import api
+from livekit import api, rtc
 from livekit.protocol import egress as pe
 
 from pyegress.testing import LiveKitServer, netns
@@ -226,7 +226,7 @@ def _decoded_seconds(path: Path, *, partial: bool = False) -> float:
 async def test_sigterm_stops_claiming_drains_then_completes_and_exits_0(
     cluster: Cluster, room_name: str
 ) -> None:
-    drain = 25.0
+    drain = 40.0  # the refused request takes the server's three tries, 21-25 s
     a = await cluster.worker("a", f"drain_timeout: {drain:g}s").start().serving()
     async with publisher(cluster.server, room_name) as pub, cluster.api() as lk:
         e1 = await _start(lk, room_name, pub, "{room_name}/drained.mp4")
@@ -322,6 +322,20 @@ async def test_sigkill_leaves_playable_files_and_the_restart_reports_them_failed
     assert await a.exit_code(30) == 0, a.tail()
 
 
+async def _joined(server: LiveKitServer, room: str, identity: str, timeout: float) -> Any:
+    """A started publisher, retried while the server answers 500 (just after a Redis restart)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        pub = publisher(server, room, identity=identity)
+        try:
+            await pub.start()
+            return pub
+        except rtc.ConnectError:
+            if time.monotonic() > deadline:
+                raise
+        await asyncio.sleep(0.5)
+
+
 async def test_a_redis_restart_mid_recording_loses_no_update(cluster: Cluster, room_name: str) -> None:
     a = await cluster.worker("a").start().serving()
     async with publisher(cluster.server, room_name, identity="bob") as pub, cluster.api() as lk:
@@ -339,13 +353,17 @@ async def test_a_redis_restart_mid_recording_loses_no_update(cluster: Cluster, r
         assert [i.egress_id for i in listed.items] == [kept.egress_id]
         # a new request after the restart is served by the same worker process (in a new room:
         # the server's store lost the old one, it answers "requested room does not exist")
-        async with publisher(cluster.server, room_name + "-after", identity="dave") as pub2:
+        # and once livekit-server itself accepts participants again (its node is re-registered)
+        pub2 = await _joined(cluster.server, room_name + "-after", "dave", 20)
+        try:
             fresh = await _start(lk, room_name + "-after", pub2, "{room_name}/fresh.mp4")
             await asyncio.sleep(2.0)
             t_stop = time.monotonic()
             for e in (kept, fresh):
                 await lk.egress.stop_egress(api.StopEgressRequest(egress_id=e.egress_id))
             done = [await _until(lk, e.egress_id, ENDED, 20) for e in (kept, fresh)]
+        finally:
+            await pub2.stop()
         files = []
         for d in done:
             assert d is not None and status(d) == "EGRESS_COMPLETE", d
