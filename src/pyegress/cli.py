@@ -141,8 +141,8 @@ def main(argv: list[str] | None = None) -> int:
     wrk.add_argument(
         "--drain-timeout",
         type=float,
-        default=60.0,
-        help="seconds running egresses get on SIGTERM (default 60)",
+        default=None,
+        help="seconds running egresses get on SIGTERM (default: the config's drain_timeout, 60)",
     )
     args = parser.parse_args(argv)
     if args.command == "worker":

@@ -41,8 +41,14 @@ class FileOutput(PacketOutput):
         fmt = CONTAINER_FORMATS[self.path.suffix]
         self.path.parent.mkdir(parents=True, exist_ok=True)
         # fragmented MP4: what was written before a crash stays playable (up to the last key
-        # frame); the AAC encoder's packets start at 0, so no edit list is needed
-        options = {"movflags": "+frag_keyframe+empty_moov+default_base_moof"} if fmt == "mp4" else {}
+        # frame); the AAC encoder's packets start at 0, so no edit list is needed. Each fragment
+        # goes to disk when it is cut (flush_packets): FFmpeg's 32 KB write buffer would
+        # otherwise hold seconds of a low-bitrate recording back from a crash-surviving file.
+        options = (
+            {"movflags": "+frag_keyframe+empty_moov+default_base_moof", "flush_packets": "1"}
+            if fmt == "mp4"
+            else {}
+        )
         self._container = av.open(str(self.path), "w", format=fmt, options=options)
         if video is not None and self.video is not None:
             self._streams["video"] = self._container.add_stream_from_template(video)

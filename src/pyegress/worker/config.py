@@ -4,7 +4,11 @@ Required: ``api_key``, ``api_secret``, ``ws_url`` and ``redis`` (``address``, or
 keys). Optional: ``health_port``, ``prometheus_port``, ``log_level``, ``cpu_cost``,
 ``session_limits``, ``storage`` (the default store of outputs that name none), ``backup``,
 ``insecure``, and pyegress's own ``output_dir`` (where local files go; default
-``./recordings``). Unknown keys are logged once and ignored.
+``./recordings``), ``drain_timeout`` (how long running egresses may go on after SIGTERM before
+they are stopped: seconds or a duration like ``5m``; default 60 s; ``--drain-timeout`` overrides
+it) and ``state_file`` (where the worker keeps its running egresses, so that after a crash its
+next start reports them FAILED; default ``<output_dir>/.pyegress-worker-state.json``; workers
+sharing an ``output_dir`` need one each). Unknown keys are logged once and ignored.
 """
 
 from __future__ import annotations
@@ -72,6 +76,8 @@ _KNOWN = {
     "backup_storage",
     "insecure",
     "output_dir",
+    "drain_timeout",
+    "state_file",
     "template_base",
     "cluster_id",
     "enable_chrome_sandbox",
@@ -118,6 +124,13 @@ class WorkerConfig:
     storage: pe.StorageConfig | None = field(default=None, repr=False)  # holds store credentials
     backup: str = ""
     insecure: bool = False
+    drain_timeout: float = 60.0
+    state_file: Path | None = None
+
+    @property
+    def state_path(self) -> Path:
+        """The state file (``state_file``, or ``.pyegress-worker-state.json`` in ``output_dir``)."""
+        return self.state_file or self.output_dir / ".pyegress-worker-state.json"
 
     def cost(self, kind: str) -> float:
         """CPU cores reserved for one request of ``kind`` (``room_composite``, ``web``, ...)."""
@@ -197,7 +210,7 @@ def _storage(raw: object) -> pe.StorageConfig | None:
     return msg
 
 
-def _seconds(value: object, key: str) -> float:
+def _seconds(value: object, key: str, where: str = "session_limits.") -> float:
     """``90``, ``"90s"``, ``"5m"``, ``"1h30m"`` (Go durations as LiveKit Egress writes them)."""
     if isinstance(value, (int, float)):
         return float(value)
@@ -209,7 +222,7 @@ def _seconds(value: object, key: str) -> float:
         elif ch in units and number:
             total, number = total + float(number) * units[ch], ""
         else:
-            raise ConfigError(f"session_limits.{key}", f"{value!r} is not a duration like 90s or 1h30m")
+            raise ConfigError(f"{where}{key}", f"{value!r} is not a duration like 90s or 1h30m")
     if number:
         total += float(number)
     return total
@@ -241,6 +254,8 @@ def parse_config(data: Mapping[str, Any]) -> WorkerConfig:
         storage=_storage(data.get("storage")),
         backup=_str(data, "backup") or _str(data, "backup_storage"),
         insecure=bool(data.get("insecure", False)),
+        drain_timeout=_seconds(data.get("drain_timeout", 60.0), "drain_timeout", ""),
+        state_file=Path(_str(data, "state_file")) if _str(data, "state_file") else None,
     )
     secrets = [config.api_secret, config.redis.password, config.redis.sentinel_password]
     if config.storage is not None:

@@ -6,6 +6,10 @@ cost fits), ``ListActiveEgress``, and per egress ``EgressHandler.StopEgress`` /
 ``IOInfo.CreateEgress`` (awaited first, so the server sends ``egress_started``) and then
 ``IOInfo.UpdateEgress`` on every change (serialized per egress, the latest info wins,
 retried with backoff while the server cannot be reached). It never reaches into recorders.
+
+What it sends is mirrored in its state file (:mod:`.state`): at start it reports the egresses a
+killed run left there FAILED; after a Redis restart (:meth:`EgressWorker.resync`) it sends each
+running egress again, since a Redis without persistence forgot them.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from ..service import EgressService
 from .config import WorkerConfig
 from .proto import ListActiveEgressResponse, StartEgressRequest, recast, start_request_kind
 from .psrpc import Bus, RpcError, Served
+from .state import Left, StateFile
 
 log = logging.getLogger("pyegress.worker")
 
@@ -35,6 +40,8 @@ log = logging.getLogger("pyegress.worker")
 INTERNAL, HANDLER, IOINFO = "EgressInternal", "EgressHandler", "IOInfo"
 #: How long one IOInfo call may take before it is retried.
 IO_TIMEOUT = 3.0
+#: How long a drain waits for the final reports when the server cannot be reached.
+FINAL_REPORT_WAIT = 30.0
 #: Longest wait between retries of an IOInfo call while the server is unreachable.
 IO_MAX_BACKOFF = 10.0
 
@@ -47,6 +54,8 @@ class _Egress:
     """One egress this worker runs: its reserved cost, its handlers and its reporter."""
 
     cost: float
+    slot: str = ""
+    resync: bool = False
     served: list[Served] = field(default_factory=list)
     latest: pe.EgressInfo | None = None
     changed: asyncio.Event = field(default_factory=asyncio.Event)
@@ -71,6 +80,8 @@ class EgressWorker:
         self.egresses: dict[str, _Egress] = {}
         self.draining = False
         self.io_retries: dict[str, int] = {}  # IOInfo calls retried, by method (metrics)
+        self.state = StateFile(config.state_path)
+        self._recovery: asyncio.Task[None] | None = None
         self._served: list[Served] = []
         self._stop_listening: Callable[[], None] | None = None
 
@@ -87,16 +98,21 @@ class EgressWorker:
         return max(0.0, self.capacity - self.reserved)
 
     async def start(self) -> None:
-        """Follow the service's egresses and start serving the server's requests."""
+        """Report what a killed run left, follow the service's egresses and serve the server."""
+        left = self.state.load()
         self._stop_listening = self.service.listen(self._on_info)
         self._served = [
             await self.bus.serve(INTERNAL, "StartEgress", "", self._start_egress, affinity=self._affinity),
             await self.bus.serve(INTERNAL, "ListActiveEgress", "", self._list_active, multi=True),
         ]
+        if left:  # in the background: new requests are served meanwhile
+            self._recovery = asyncio.get_running_loop().create_task(self._report_left(left))
 
     async def drain(self, timeout: float) -> None:
         """Stop claiming, let running egresses end by themselves for up to ``timeout`` s, then
-        stop the rest cleanly; every egress's final update is sent before this returns."""
+        stop the rest cleanly; their final updates are sent before this returns, unless the
+        server stays unreachable for ``FINAL_REPORT_WAIT`` s (they stay in the state file, and
+        the next start of this worker reports them)."""
         self.draining = True
         ids = list(self.egresses)
         waits = [self.service.wait_egress(i) for i in ids]
@@ -104,11 +120,20 @@ class EgressWorker:
             await asyncio.wait_for(asyncio.gather(*waits, return_exceptions=True), timeout)
         await self.service.aclose()
         reporters = [e.reporter for e in self.egresses.values() if e.reporter is not None]
-        await asyncio.gather(*reporters, return_exceptions=True)
+        _done, pending = (
+            await asyncio.wait(reporters, timeout=FINAL_REPORT_WAIT) if reporters else (set(), set())
+        )
+        for task in pending:
+            log.warning("worker: final report not delivered; left in %s for the next start", self.state.path)
+            task.cancel()
 
     async def close(self) -> None:
         """Stop serving (after :meth:`drain` for a clean exit)."""
         self.draining = True
+        if self._recovery is not None:  # not reported yet: they stay in the state file
+            self._recovery.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._recovery
         for served in self._served:
             await served.stop()
         if self._stop_listening is not None:
@@ -157,7 +182,7 @@ class EgressWorker:
         cost = self._cost(raw) or 0.0
         if self.draining or cost > self.available:
             raise RpcError("resource_exhausted", "this worker is full or draining")
-        entry = _Egress(cost)
+        entry = _Egress(cost, slot=which)
         self.egresses[egress_id] = entry
         start: Callable[..., Awaitable[pe.EgressInfo]] = getattr(self.service, _METHODS[which])
         try:
@@ -231,16 +256,34 @@ class EgressWorker:
             entry.latest = info
             entry.changed.set()
 
+    def resync(self) -> None:
+        """Send every running egress again (Redis restarted: the server's store may be empty)."""
+        for entry in self.egresses.values():
+            entry.resync = True
+            entry.changed.set()
+
+    async def _send(self, entry: _Egress, method: str, info: pe.EgressInfo) -> None:
+        """One report, saved in the state file first (so a crash meanwhile still reports it)."""
+        if not is_terminal(info.status):
+            self.state.save(self.bus.node_id, entry.slot, info)
+        await self._io(method, info)
+
     async def _report(self, egress_id: str, first: pe.EgressInfo) -> None:
-        """CreateEgress, then UpdateEgress with the latest info after each change, in order."""
+        """CreateEgress, then UpdateEgress with the latest info after each change, in order:
+        the latest wins, and the final one is always sent (this loop ends only after it)."""
         entry = self.egresses[egress_id]
-        await self._io("CreateEgress", first)
+        await self._send(entry, "CreateEgress", first)
         sent = first
         while not is_terminal(sent.status):
             entry.changed.clear()
-            latest = entry.latest
-            if latest is not None and latest != sent:
-                await self._io("UpdateEgress", latest)
+            latest = entry.latest or sent
+            if entry.resync:  # CreateEgress is a no-op on the server when it still has it
+                entry.resync = False
+                await self._send(entry, "CreateEgress", sent)
+                await self._send(entry, "UpdateEgress", latest)
+                sent = latest
+            elif latest != sent:
+                await self._send(entry, "UpdateEgress", latest)
                 sent = latest
             elif not entry.changed.is_set():
                 await entry.changed.wait()
@@ -248,11 +291,20 @@ class EgressWorker:
             await self.service.wait_egress(egress_id)
         if entry.latest is not None and entry.latest != sent:
             sent = entry.latest
-            await self._io("UpdateEgress", sent)
+            await self._send(entry, "UpdateEgress", sent)
+        self.state.remove(egress_id)
         for served in entry.served:
             await served.stop()
         self.egresses.pop(egress_id, None)  # its cores are free again
         log.info("egress %s reported %s", egress_id, pe.EgressStatus.Name(sent.status))
+
+    async def _report_left(self, left: list[Left]) -> None:
+        """Report FAILED each egress a killed run of this worker left in the state file."""
+        for one in left:
+            info = one.failed()
+            log.warning("egress %s: %s; reporting it FAILED", info.egress_id, info.error)
+            await self._io("UpdateEgress", info)
+            self.state.remove(info.egress_id)
 
     async def _io(self, method: str, info: pe.EgressInfo) -> None:
         """One IOInfo call, retried with backoff until the server takes it."""

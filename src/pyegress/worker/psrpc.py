@@ -187,8 +187,14 @@ class Bus:
                 continue
             try:
                 if self._pubsub is None:
-                    self._pubsub = self._redis.pubsub()
-                    await self._pubsub.subscribe(*self._handlers)
+                    # published only once subscribed: redis-py's PubSub opens a second connection
+                    # when two tasks subscribe while it connects, and one of them is never read
+                    pubsub = self._redis.pubsub()
+                    wanted = set(self._handlers)
+                    await pubsub.subscribe(*wanted)
+                    self._pubsub = pubsub
+                    if added := set(self._handlers) - wanted:  # served meanwhile
+                        await pubsub.subscribe(*added)
                 message = await self._pubsub.get_message(timeout=1.0)
             except (RedisError, OSError) as e:
                 delay = min(max(delay * 2, _MIN_RETRY), _MAX_RETRY)

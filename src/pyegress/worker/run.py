@@ -11,6 +11,7 @@ import signal
 import redis.asyncio as aioredis
 from aiohttp import web
 from redis.asyncio.sentinel import Sentinel
+from redis.exceptions import RedisError
 
 from .config import RedisConfig, WorkerConfig
 from .egress import EgressWorker
@@ -18,6 +19,9 @@ from .metrics import WorkerMetrics, serve_metrics, tick_backlog
 from .psrpc import Bus
 
 log = logging.getLogger("pyegress.worker")
+
+#: How often the worker asks Redis for its run id (a new one means Redis restarted).
+REDIS_CHECK_INTERVAL = 1.0
 
 
 def _host_port(address: str) -> tuple[str, int]:
@@ -63,14 +67,34 @@ async def _health_server(worker: EgressWorker, port: int) -> web.AppRunner:
     return runner
 
 
-async def run_worker(config: WorkerConfig, *, drain_timeout: float = 60.0) -> int:
-    """Serve the cluster until SIGTERM / SIGINT, then drain (up to ``drain_timeout`` s) and exit."""
+async def _watch_redis(client: aioredis.Redis, worker: EgressWorker) -> None:
+    """Resync the worker's egresses whenever Redis restarted (or a sentinel failed over): a new
+    ``run_id`` means the server's egress store may have lost them. Errors just wait for Redis."""
+    known = ""
+    while True:
+        try:
+            run_id = str((await client.info("server")).get("run_id", ""))
+        except (RedisError, OSError):
+            run_id = ""
+        if run_id and known and run_id != known:
+            log.warning("Redis restarted (run id %s); sending the running egresses again", run_id)
+            worker.resync()
+        known = run_id or known
+        await asyncio.sleep(REDIS_CHECK_INTERVAL)
+
+
+async def run_worker(config: WorkerConfig, *, drain_timeout: float | None = None) -> int:
+    """Serve the cluster until SIGTERM / SIGINT, then drain (up to ``drain_timeout`` s, default
+    the config's ``drain_timeout``) and exit 0."""
+    if drain_timeout is None:
+        drain_timeout = config.drain_timeout
     client = make_redis(config.redis)
     node_id = "EW_" + secrets.token_hex(6)
     bus = Bus(client, node_id)
     await bus.start()
     worker = EgressWorker(config, bus)
     await worker.start()
+    watcher = asyncio.create_task(_watch_redis(client, worker))
     runner = await _health_server(worker, config.health_port) if config.health_port else None
     metrics = WorkerMetrics(worker) if config.prometheus_port else None
     if metrics is not None:
@@ -89,6 +113,7 @@ async def run_worker(config: WorkerConfig, *, drain_timeout: float = 60.0) -> in
     try:
         await worker.drain(drain_timeout)
     finally:
+        watcher.cancel()
         await worker.close()
         if runner is not None:
             await runner.cleanup()

@@ -1,0 +1,490 @@
+"""``pyegress worker`` when things go wrong: SIGTERM (drain), SIGKILL (state file, FAILED on the
+next start) and a Redis restart mid-recording, in a real cluster (Debian's redis-server,
+livekit-server with a ``redis:`` section, worker subprocesses, ``livekit-api`` as the client, all
+inside the tests' network namespace); and the worker's IOInfo reporting against a psrpc server
+of our own on a real Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import av
+import pytest
+import redis.asyncio as aioredis
+from livekit import api, rtc
+from livekit.protocol import egress as pe
+
+from pyegress.testing import LiveKitServer, netns
+from pyegress.testing.ports import free_tcp_port
+from pyegress.testing.redis_server import RedisServer
+from pyegress.worker.config import parse_config
+from pyegress.worker.egress import EgressWorker, _Egress
+from pyegress.worker.psrpc import Bus, RpcError
+from pyegress.worker.state import DEFAULT_NAME
+
+from .helpers import publisher, status
+
+pytestmark = pytest.mark.integration
+
+ENDED: set[int] = {pe.EGRESS_COMPLETE, pe.EGRESS_FAILED, pe.EGRESS_ABORTED, pe.EGRESS_LIMIT_REACHED}
+
+
+@dataclass
+class Worker:
+    """A ``pyegress worker`` subprocess with its health port (answers once it serves)."""
+
+    out: Path
+    log: Path
+    health_port: int
+    body: str
+    proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> Worker:
+        cmd = [sys.executable, "-m", "pyegress.cli", "worker", "--config-body", self.body]
+        self.proc = subprocess.Popen(
+            cmd, stdout=self.log.open("ab"), stderr=subprocess.STDOUT, env=dict(os.environ)
+        )
+        return self
+
+    async def health(self) -> tuple[int, dict[str, Any]] | None:
+        try:
+            async with aiohttp.ClientSession() as s, s.get(f"http://127.0.0.1:{self.health_port}/") as r:
+                return r.status, await r.json()
+        except aiohttp.ClientError:
+            return None
+
+    async def until(
+        self, wanted: Callable[[int, dict[str, Any]], bool], timeout: float = 15
+    ) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while True:
+            answer = await self.health()
+            if answer is not None and wanted(*answer):
+                return answer[1]
+            assert self.proc is not None
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(f"worker health {answer}, exit {self.proc.poll()}: {self.tail()}")
+            await asyncio.sleep(0.1)
+
+    async def serving(self) -> Worker:
+        await self.until(lambda code, _: code == 200)
+        return self
+
+    def signal(self, sig: int) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+
+    async def exit_code(self, timeout: float) -> int:
+        assert self.proc is not None
+        proc = self.proc
+        return await asyncio.to_thread(proc.wait, timeout)
+
+    def tail(self) -> str:
+        return self.log.read_text(errors="replace")[-3000:]
+
+    def state(self) -> dict[str, Any]:
+        data: dict[str, Any] = json.loads((self.out / DEFAULT_NAME).read_text())
+        return data
+
+
+@dataclass
+class Cluster:
+    server: LiveKitServer
+    redis: RedisServer
+    root: Path
+    workers: list[Worker]
+
+    def api(self) -> api.LiveKitAPI:
+        return api.LiveKitAPI(self.server.url, self.server.api_key, self.server.api_secret)
+
+    def worker(self, name: str, *extra: str) -> Worker:
+        """A worker (not started) writing into ``root/name``; ``extra`` lines join its config."""
+        out = self.root / name
+        port = free_tcp_port()
+        body = "\n".join(
+            [
+                f"api_key: {self.server.api_key}",
+                f"api_secret: {self.server.api_secret}",
+                f"ws_url: {self.server.url}",
+                "redis:",
+                f"  address: {self.redis.address}",
+                f"output_dir: {out}",
+                f"health_port: {port}",
+                "log_level: info",
+                *extra,
+            ]
+        )
+        w = Worker(out, self.root / f"{name}.log", port, body)
+        self.workers.append(w)
+        return w
+
+
+@pytest.fixture(scope="module")
+def redis_server() -> Iterator[RedisServer]:
+    with RedisServer() as redis:
+        yield redis
+
+
+@pytest.fixture(scope="module")
+def server(redis_server: RedisServer) -> Iterator[LiveKitServer]:
+    if netns.current() is None:
+        pytest.fail("WebRTC tests run inside a network namespace (scripts/test.sh does)", pytrace=False)
+    lk = LiveKitServer(redis_address=redis_server.address)
+    lk.start()
+    try:
+        yield lk
+    finally:
+        lk.stop()
+
+
+@pytest.fixture
+async def cluster(server: LiveKitServer, redis_server: RedisServer, tmp_path: Path) -> AsyncIterator[Cluster]:
+    """This test's workers on the module's server; any still running at the end are killed."""
+    c = Cluster(server, redis_server, tmp_path, [])
+    try:
+        yield c
+    finally:
+        for w in c.workers:
+            if w.proc is not None and w.proc.poll() is None:
+                w.proc.kill()
+                w.proc.wait()
+
+
+async def _until(
+    lk: api.LiveKitAPI, egress_id: str, wanted: set[Any], timeout: float
+) -> pe.EgressInfo | None:
+    """The server's info once its status is in ``wanted`` (else the last one, None if unknown).
+    Server errors are retried until ``timeout``: right after a Redis restart livekit-server's
+    Redis client answers its last dial error for a moment."""
+    deadline = time.monotonic() + timeout
+    info = None
+    while True:
+        try:
+            res = await lk.egress.list_egress(api.ListEgressRequest(egress_id=egress_id))
+            info = res.items[0] if res.items else None
+        except api.TwirpError:
+            if time.monotonic() > deadline:
+                raise
+        if (info is not None and info.status in wanted) or time.monotonic() > deadline:
+            return info
+        await asyncio.sleep(0.2)
+
+
+def _request(track_sids: tuple[str | None, ...], path: str) -> api.TrackCompositeEgressRequest:
+    audio, video = track_sids
+    return api.TrackCompositeEgressRequest(
+        room_name="",
+        audio_track_id=audio or "",
+        video_track_id=video or "",
+        advanced=api.EncodingOptions(
+            width=320, height=240, framerate=15, video_bitrate=300, key_frame_interval=1
+        ),
+        file_outputs=[api.EncodedFileOutput(filepath=path)],
+    )
+
+
+async def _start(lk: api.LiveKitAPI, room: str, pub: Any, path: str) -> pe.EgressInfo:
+    req = _request((pub.audio_track_sid, pub.video_track_sid), path)
+    req.room_name = room
+    info = await lk.egress.start_track_composite_egress(req)
+    active = await _until(lk, info.egress_id, {pe.EGRESS_ACTIVE, *ENDED}, 20)
+    assert active is not None and status(active) == "EGRESS_ACTIVE", active
+    return active
+
+
+def _decoded_seconds(path: Path, *, partial: bool = False) -> float:
+    """Seconds of video and of audio the file decodes to (every frame decoded), the shorter.
+
+    ``partial``: a file whose writer was killed ends in a cut fragment; decoding stops at the
+    first packet of it that does not decode (a player stops there too)."""
+    ends = {"video": 0.0, "audio": 0.0}
+    with av.open(str(path)) as c:
+        assert c.streams.video and c.streams.audio, path
+        try:
+            for packet in c.demux(c.streams.video[0], c.streams.audio[0]):
+                for frame in packet.decode():
+                    if frame.time is not None:
+                        ends[packet.stream.type] = max(ends[packet.stream.type], float(frame.time))
+        except av.error.InvalidDataError:
+            if not partial:
+                raise
+    return min(ends.values())
+
+
+async def test_sigterm_stops_claiming_drains_then_completes_and_exits_0(
+    cluster: Cluster, room_name: str
+) -> None:
+    drain = 40.0  # the refused request takes the server's three tries, 21-25 s
+    a = await cluster.worker("a", f"drain_timeout: {drain:g}s").start().serving()
+    async with publisher(cluster.server, room_name) as pub, cluster.api() as lk:
+        e1 = await _start(lk, room_name, pub, "{room_name}/drained.mp4")
+        t_term = time.monotonic()
+        a.signal(signal.SIGTERM)
+        draining = await a.until(lambda code, body: code == 503 and body["status"] == "draining", 5)
+        assert [e["egress_id"] for e in draining["active"]] == [e1.egress_id]
+        # with only this worker, a new request finds no worker claiming it
+        t0 = time.monotonic()
+        with pytest.raises(api.TwirpError) as refused:
+            await lk.egress.start_track_composite_egress(
+                api.TrackCompositeEgressRequest(
+                    room_name=room_name,
+                    audio_track_id=pub.audio_track_sid,
+                    file_outputs=[api.EncodedFileOutput(filepath="{room_name}/refused.mp4")],
+                )
+            )
+        refused_after = time.monotonic() - t0
+        print(f"refused after {refused_after:.1f} s: {refused.value.code} {refused.value.message}")
+        assert refused.value.code == "unavailable", refused.value
+        draining = await a.until(lambda code, _: code == 503, 1)
+        assert [e["egress_id"] for e in draining["active"]] == [e1.egress_id]
+        # with another worker up, the next request goes there
+        b = await cluster.worker("b").start().serving()
+        e3 = await _start(lk, room_name, pub, "{room_name}/other.mp4")
+        assert time.monotonic() - t_term < drain, "the drain ended before the test could check it"
+        still = await _until(lk, e1.egress_id, set(), 0)
+        assert still is not None and status(still) == "EGRESS_ACTIVE"  # recording through the drain
+        assert await a.exit_code(drain + 20) == 0, a.tail()
+        exited_after = time.monotonic() - t_term
+        final = await _until(lk, e1.egress_id, ENDED, 10)
+        assert final is not None and status(final) == "EGRESS_COMPLETE", final
+        assert final.ended_at > 0 and final.file_results[0].duration > 0
+        path = Path(final.file_results[0].filename)
+        assert path.is_relative_to(a.out)
+        seconds = _decoded_seconds(path)
+        assert seconds > drain - 3, seconds  # it kept recording until the drain timed out
+        await lk.egress.stop_egress(api.StopEgressRequest(egress_id=e3.egress_id))
+        other = await _until(lk, e3.egress_id, ENDED, 20)
+        assert other is not None and status(other) == "EGRESS_COMPLETE", other
+        assert Path(other.file_results[0].filename).is_relative_to(b.out)
+    print(f"SIGTERM -> exit 0 after {exited_after:.1f} s (drain {drain:g} s)")
+    b.signal(signal.SIGTERM)
+    assert await b.exit_code(30) == 0, b.tail()
+    assert a.state()["egresses"] == {} and b.state()["egresses"] == {}
+
+
+async def test_sigkill_leaves_playable_files_and_the_restart_reports_them_failed(
+    cluster: Cluster, room_name: str
+) -> None:
+    a = await cluster.worker("a").start().serving()
+    async with publisher(cluster.server, room_name) as pub, cluster.api() as lk:
+        started = [await _start(lk, room_name, pub, f"{{room_name}}/killed{i}.mp4") for i in range(2)]
+        ids = sorted(e.egress_id for e in started)
+        files = [a.out / room_name / f"killed{i}.mp4" for i in range(2)]
+        deadline = time.monotonic() + 20  # until some fragments left the writer's 32 KB buffer
+        while any(f.stat().st_size < 150_000 for f in files) and time.monotonic() < deadline:
+            await asyncio.sleep(0.2)
+        print("on disk before SIGKILL:", [f.stat().st_size for f in files])
+        state = a.state()
+        assert sorted(state["egresses"]) == ids
+        node_ids = {e["node_id"] for e in state["egresses"].values()}
+        assert len(node_ids) == 1 and next(iter(node_ids)).startswith("EW_")
+        node_id = node_ids.pop()
+        assert all(e["room_name"] == room_name and e["request"] == "track_composite"
+                   for e in state["egresses"].values())  # fmt: skip
+        a.signal(signal.SIGKILL)
+        assert await a.exit_code(10) == -signal.SIGKILL
+        for f in files:  # fragmented MP4: what was written decodes
+            seconds = _decoded_seconds(f, partial=True)
+            assert seconds > 3.0, seconds  # up to the last key frame (1 s apart) the buffer flushed
+        listed = await lk.egress.list_egress(api.ListEgressRequest(room_name=room_name, active=True))
+        assert sorted(i.egress_id for i in listed.items) == ids  # the server cannot know
+        t0 = time.monotonic()
+        a.start()
+        await a.serving()
+        finals = [await _until(lk, i, ENDED, 15) for i in ids]
+        reported_after = time.monotonic() - t0
+        for final in finals:
+            assert final is not None and status(final) == "EGRESS_FAILED", final
+            assert final.error == f"worker {node_id} died while recording"
+            assert final.ended_at > final.started_at > 0 and final.room_name == room_name
+        listed = await lk.egress.list_egress(api.ListEgressRequest(room_name=room_name, active=True))
+        assert list(listed.items) == []
+        await a.until(lambda *_: a.state()["egresses"] == {}, 5)
+        # the restarted worker serves new requests
+        fresh = await _start(lk, room_name, pub, "{room_name}/after.mp4")
+        await lk.egress.stop_egress(api.StopEgressRequest(egress_id=fresh.egress_id))
+        done = await _until(lk, fresh.egress_id, ENDED, 20)
+        assert done is not None and status(done) == "EGRESS_COMPLETE", done
+    print(f"restarted worker reported both FAILED {reported_after:.1f} s after starting")
+    a.signal(signal.SIGTERM)
+    assert await a.exit_code(30) == 0, a.tail()
+
+
+async def _joined(server: LiveKitServer, room: str, identity: str, timeout: float) -> Any:
+    """A started publisher, retried while the server answers 500 (just after a Redis restart)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        pub = publisher(server, room, identity=identity)
+        try:
+            await pub.start()
+            return pub
+        except rtc.ConnectError:
+            if time.monotonic() > deadline:
+                raise
+        await asyncio.sleep(0.5)
+
+
+async def test_a_redis_restart_mid_recording_loses_no_update(cluster: Cluster, room_name: str) -> None:
+    a = await cluster.worker("a").start().serving()
+    async with publisher(cluster.server, room_name, identity="bob") as pub, cluster.api() as lk:
+        kept = await _start(lk, room_name, pub, "{room_name}/kept.mp4")
+        t_kept = time.monotonic()
+        await asyncio.sleep(2.0)
+        t0 = time.monotonic()
+        await asyncio.to_thread(cluster.redis.restart)  # a Redis without persistence: empty again
+        restart_s = time.monotonic() - t0
+        # the worker sent it again: the server knows it, by id and by room, and can stop it
+        again = await _until(lk, kept.egress_id, {pe.EGRESS_ACTIVE}, 15)
+        assert again is not None and status(again) == "EGRESS_ACTIVE", again
+        resynced_s = time.monotonic() - t0
+        listed = await lk.egress.list_egress(api.ListEgressRequest(room_name=room_name, active=True))
+        assert [i.egress_id for i in listed.items] == [kept.egress_id]
+        # a new request after the restart is served by the same worker process (in a new room:
+        # the server's store lost the old one, it answers "requested room does not exist")
+        # and once livekit-server itself accepts participants again (its node is re-registered)
+        pub2 = await _joined(cluster.server, room_name + "-after", "dave", 20)
+        try:
+            fresh = await _start(lk, room_name + "-after", pub2, "{room_name}/fresh.mp4")
+            await asyncio.sleep(2.0)
+            t_stop = time.monotonic()
+            for e in (kept, fresh):
+                await lk.egress.stop_egress(api.StopEgressRequest(egress_id=e.egress_id))
+            done = [await _until(lk, e.egress_id, ENDED, 20) for e in (kept, fresh)]
+        finally:
+            await pub2.stop()
+        files = []
+        for d in done:
+            assert d is not None and status(d) == "EGRESS_COMPLETE", d
+            files.append(Path(d.file_results[0].filename))
+            assert files[-1].is_relative_to(a.out)
+        assert _decoded_seconds(files[0]) > t_stop - t_kept - 3  # it recorded through the restart
+        assert _decoded_seconds(files[1]) > 1.0
+
+    # Redis away for longer: livekit-server drops the room, the egress ends meanwhile, and its
+    # final update waits in the worker until Redis is back
+    async with publisher(cluster.server, room_name, identity="carol") as pub, cluster.api() as lk:
+        held = await _start(lk, room_name, pub, "{room_name}/held.mp4")
+        await asyncio.sleep(2.0)
+        t_down = time.monotonic()
+        await asyncio.to_thread(cluster.redis.stop, cleanup=False)
+        await pub.stop()
+        pending = await a.until(
+            lambda _, body: any(e["egress_id"] == held.egress_id and e["status"] in
+                                ("EGRESS_COMPLETE", "EGRESS_FAILED") for e in body["active"]),
+            30,
+        )  # fmt: skip
+        await asyncio.to_thread(cluster.redis.start)
+        t_up = time.monotonic()
+        final = await _until(lk, held.egress_id, ENDED, 30)
+        delivered_s = time.monotonic() - t_up
+        assert final is not None, "the final update never reached the server"
+        ended_here = next(e["status"] for e in pending["active"] if e["egress_id"] == held.egress_id)
+        assert status(final) == ended_here == "EGRESS_COMPLETE", (final, ended_here)
+        assert final.ended_at > 0 and _decoded_seconds(Path(final.file_results[0].filename)) > 1.5
+    await a.until(lambda _, body: body["active"] == [], 10)
+    print(
+        f"Redis restart {restart_s:.1f} s, running egress known again {resynced_s:.1f} s after it; "
+        f"Redis down {t_up - t_down:.1f} s, held final update delivered {delivered_s:.1f} s after"
+    )
+    a.signal(signal.SIGTERM)
+    assert await a.exit_code(30) == 0, a.tail()
+
+
+# --- the reporter, against a psrpc IOInfo server of our own on a real Redis ---------------------
+
+
+def _info(egress_id: str, state: int, n: int) -> pe.EgressInfo:
+    return pe.EgressInfo(egress_id=egress_id, room_name="r", status=state, updated_at=n)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def own_redis() -> Iterator[RedisServer]:
+    """A Redis of this test alone: on the module's one, livekit-server would serve IOInfo."""
+    with RedisServer() as redis:
+        yield redis
+
+
+async def test_io_retries_are_logged_once_each_and_the_final_update_is_never_skipped(
+    own_redis: RedisServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    client = aioredis.Redis.from_url(own_redis.url)
+    server_bus, worker_bus = Bus(client, "IO_test"), Bus(client, "EW_test")
+    await server_bus.start()
+    await worker_bus.start()
+    config = parse_config(
+        {"api_key": "k", "api_secret": "s", "ws_url": "ws://127.0.0.1:1", "redis": {"address": "x:1"},
+         "output_dir": str(tmp_path)}
+    )  # fmt: skip
+    worker = EgressWorker(config, worker_bus)
+    creates: list[pe.EgressInfo] = []
+    updates: list[pe.EgressInfo] = []
+
+    async def create(raw: bytes) -> bytes:
+        creates.append(pe.EgressInfo.FromString(raw))
+        if len(creates) <= 2:
+            raise RpcError("unavailable", f"store down #{len(creates)}")
+        return b""
+
+    async def update(raw: bytes) -> bytes:
+        updates.append(pe.EgressInfo.FromString(raw))
+        await asyncio.sleep(0.3)  # a slow server: updates pile up meanwhile
+        return b""
+
+    served = [
+        await server_bus.serve("IOInfo", "CreateEgress", "", create, affinity=lambda _: 1.0),
+        await server_bus.serve("IOInfo", "UpdateEgress", "", update, affinity=lambda _: 1.0),
+    ]
+    try:
+        caplog.set_level(logging.WARNING, logger="pyegress.worker")
+        egress_id = "EG_reporter"
+        first = _info(egress_id, pe.EGRESS_STARTING, 0)
+        worker.egresses[egress_id] = entry = _Egress(0.5, slot="track", latest=first)
+        reporter = asyncio.create_task(worker._report(egress_id, first))
+        deadline = time.monotonic() + 15
+        while len(creates) < 3 and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        assert len(creates) == 3, creates
+        saved = json.loads((tmp_path / DEFAULT_NAME).read_text())["egresses"]
+        assert list(saved) == [egress_id] and saved[egress_id]["request"] == "track"
+        for n in range(1, 31):
+            worker._on_info(_info(egress_id, pe.EGRESS_ACTIVE, n))
+            await asyncio.sleep(0.02)
+        worker._on_info(_info(egress_id, pe.EGRESS_COMPLETE, 31))
+        await asyncio.wait_for(reporter, 10)
+        assert egress_id not in worker.egresses and entry.latest is not None
+    finally:
+        for s in served:
+            await s.stop()
+        await worker_bus.close()
+        await server_bus.close()
+        await client.aclose()
+    retries = [r.getMessage() for r in caplog.records if "IOInfo.CreateEgress" in r.getMessage()]
+    assert len(retries) == 2, retries  # one line per retry, with the server's reason
+    assert "store down #1" in retries[0] and "store down #2" in retries[1]
+    stamps = [u.updated_at for u in updates]
+    assert stamps == sorted(stamps) and len(stamps) < 31, stamps  # in order, the latest wins
+    assert updates[-1].status == pe.EGRESS_COMPLETE and updates[-1].updated_at == 31
+    assert json.loads((tmp_path / DEFAULT_NAME).read_text())["egresses"] == {}
+
+
+def test_drain_timeout_and_state_file_are_config_keys(tmp_path: Path) -> None:
+    base = {"api_key": "k", "api_secret": "s", "ws_url": "ws://h", "redis": {"address": "h:1"},
+            "output_dir": str(tmp_path)}  # fmt: skip
+    default = parse_config(base)
+    assert default.drain_timeout == 60.0 and default.state_path == tmp_path / DEFAULT_NAME
+    custom = parse_config({**base, "drain_timeout": "2m30s", "state_file": str(tmp_path / "s.json")})
+    assert custom.drain_timeout == 150.0 and custom.state_path == tmp_path / "s.json"
+    with pytest.raises(Exception, match="drain_timeout"):
+        parse_config({**base, "drain_timeout": "soon"})
