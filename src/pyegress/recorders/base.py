@@ -42,6 +42,7 @@ class Progress:
     elapsed: float
     size: int
     fps: float
+    backlog: int = 0  # ticks waiting for the encoder thread: growing means it cannot keep up
 
 
 @dataclass
@@ -168,13 +169,14 @@ class Recorder:
         return self.owner.listen(listener)
 
     def progress(self) -> Progress:
-        """Elapsed seconds, bytes written and output frame rate so far."""
+        """Elapsed seconds, bytes written, output frame rate and encoder backlog so far."""
         end = self._t1 or time.monotonic()
         elapsed = end - self._t0 if self._t0 else 0.0
         stats = self.pipeline.stats if self.pipeline is not None else self._stats
         size = sum(o.size for o in self.outputs)
         status = pe.EgressStatus.Name(self.info.status)
-        return Progress(status, elapsed, size, stats.video_frames / elapsed if elapsed > 0 else 0.0)
+        fps = stats.video_frames / elapsed if elapsed > 0 else 0.0
+        return Progress(status, elapsed, size, fps, stats.backlog if self.pipeline is not None else 0)
 
     async def update_stream(self, add: Sequence[StreamURL], remove: Sequence[str]) -> pe.EgressInfo:
         """Add and remove RTMP URLs of a live egress; the other URLs keep streaming untouched."""

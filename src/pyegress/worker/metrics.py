@@ -74,14 +74,12 @@ class _Followed:
 
 
 def tick_backlog(worker: EgressWorker, egress_id: str) -> int | None:
-    """Ticks the egress's pipeline has queued for its encoder thread (None when it has no
-    pipeline running). The one figure read from a recorder (its public ``pipeline.stats``, as
-    ``Recorder.progress`` reads it): no ``EgressInfo`` field says whether encoding keeps up."""
+    """Ticks the egress has queued for its encoder thread (None once it is over), from the
+    recorder's public ``progress()``: no ``EgressInfo`` field says whether encoding keeps up."""
     try:
-        pipeline = worker.service.recorder(egress_id).pipeline
+        return worker.service.recorder(egress_id).progress().backlog
     except EgressError:
         return None
-    return pipeline.stats.backlog if pipeline is not None else None
 
 
 def request_type(info: pe.EgressInfo) -> str:
