@@ -221,6 +221,11 @@ async def test_requests_spread_over_both_workers_within_their_capacity(
     fit = int((os.cpu_count() or 1) * 0.8 / DEFAULT_CPU_COST["track_composite_cpu_cost"] + 1e-9)
     count = fit + 1  # default max_cpu_utilization and cost: one more than fits on one worker
     async with publisher(cluster.server, room_name, video=False) as pub, cluster.api() as lk:
+        deadline = time.monotonic() + 20  # the earlier tests' egresses over: both workers empty
+        while (await lk.egress.list_egress(api.ListEgressRequest(active=True))).items:
+            assert time.monotonic() < deadline, "egresses of earlier tests still active"
+            await asyncio.sleep(0.2)
+        await asyncio.sleep(1.0)  # their workers free the cores once the final report went out
         ids = []
         for i in range(count):  # one more than fit on one worker
             info = await lk.egress.start_track_composite_egress(

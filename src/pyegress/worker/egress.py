@@ -157,7 +157,7 @@ class EgressWorker:
         if req.egress_id in self.egresses:
             return 1.0
         cost = self._cost(raw)
-        if self.draining or cost is None or cost > self.available:
+        if self.draining or cost is None or cost > self.available + 1e-9:  # 4 x 0.4 is not 1.6 in floats
             return None
         return 1.0 if self.egresses else 0.5
 
@@ -180,7 +180,7 @@ class EgressWorker:
         except EgressError as e:
             raise RpcError("invalid_argument", str(e)) from None
         cost = self._cost(raw) or 0.0
-        if self.draining or cost > self.available:
+        if self.draining or cost > self.available + 1e-9:
             raise RpcError("resource_exhausted", "this worker is full or draining")
         entry = _Egress(cost, slot=which)
         self.egresses[egress_id] = entry
