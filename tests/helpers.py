@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import secrets
 from pathlib import Path
 
 from livekit.protocol import egress as pe
@@ -77,3 +78,27 @@ def cli_env(server: LiveKitServer) -> dict[str, str]:
         "LIVEKIT_API_KEY": server.api_key,
         "LIVEKIT_API_SECRET": server.api_secret,
     }
+
+
+def service_account(token_uri: str, key_id: str = "") -> tuple[str, list[str]]:
+    """A Google service-account key JSON with a real RSA key made now (none is kept in the tree),
+    and the parts of it that must never show: the key id and every line of the key body."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
+    key_id = key_id or "gcpkeyid" + secrets.token_hex(8)
+    creds = {
+        "type": "service_account",
+        "project_id": "pyegress-test",
+        "private_key_id": key_id,
+        "private_key": pem,
+        "client_email": "recorder@pyegress-test.iam.gserviceaccount.com",
+        "client_id": "1",
+        "token_uri": token_uri,
+    }
+    body = [line for line in pem.splitlines() if not line.startswith("-----")]
+    return json.dumps(creds), [key_id, *body]

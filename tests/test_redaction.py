@@ -39,7 +39,7 @@ from pyegress.testing.ports import free_tcp_port as free_port
 from pyegress.testing.rtmp_server import RtmpServer, RtmpServerError
 from pyegress.testing.storage_emulators import MinioServer
 
-from .helpers import publisher, status, wait_active
+from .helpers import publisher, service_account, status, wait_active
 
 PAGES = Path(__file__).parent / "pages"
 
@@ -251,14 +251,7 @@ def test_stream_url_shows_only_the_redacted_form() -> None:
 
 # --- messages ------------------------------------------------------------------------------------
 
-PEM = "\n".join(
-    [
-        "-----BEGIN PRIVATE KEY-----",
-        "MIIEvQIBADANBgkqhkiG9w0BAQEFAASCBKcwggSjAgEAAoIBAQC7pem",
-        "-----END PRIVATE KEY-----",
-    ]
-)
-GCP = json.dumps({"type": "service_account", "private_key_id": "pkid-0123456789", "private_key": PEM})
+GCP, _ = service_account("http://127.0.0.1:9/token", key_id="pkid-0123456789")
 
 
 def secret_storage(tag: str) -> dict[str, Message]:
@@ -499,29 +492,6 @@ def rtmp() -> Iterator[RtmpServer]:
     server.stop()
 
 
-def gcp_credentials(token_port: int) -> tuple[str, list[str]]:
-    """A real service-account key whose token endpoint is a closed loopback port."""
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric import rsa
-
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    pem = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    ).decode()
-    key_id = "gcpkeyid" + secrets.token_hex(8)
-    creds = {
-        "type": "service_account",
-        "project_id": "pyegress-test",
-        "private_key_id": key_id,
-        "private_key": pem,
-        "client_email": "recorder@pyegress-test.iam.gserviceaccount.com",
-        "client_id": "1",
-        "token_uri": f"http://127.0.0.1:{token_port}/token",
-    }
-    body = [line for line in pem.splitlines() if not line.startswith("-----")]
-    return json.dumps(creds), [key_id, *body]
-
-
 @pytest.mark.integration
 async def test_no_secret_of_a_recording_shows_anywhere(
     livekit_server: LiveKitServer,
@@ -560,7 +530,7 @@ async def test_no_secret_of_a_recording_shows_anywhere(
     closed = free_port()  # nothing listens there: the stores and URLs that use it fail
     monkeypatch.setenv("STORAGE_EMULATOR_HOST", f"http://127.0.0.1:{closed}")
     monkeypatch.setenv("AZURE_STORAGE_BLOB_ENDPOINT", f"http://127.0.0.1:{closed}/acct")
-    creds, creds_parts = gcp_credentials(closed)
+    creds, creds_parts = service_account(f"http://127.0.0.1:{closed}/token")
     hidden = [
         *s.values(),
         minio.access_key,

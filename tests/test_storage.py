@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import shutil
@@ -37,6 +36,8 @@ from pyegress.testing.storage_emulators import (
     MinioServer,
     StorageEmulator,
 )
+
+from .helpers import service_account
 
 FAST = RetryPolicy(tries=3, first_delay=0.05, max_delay=0.2)
 STORES = ["s3", "gcs", "azure"]
@@ -481,26 +482,11 @@ def test_gcs_service_account_credentials_are_used_and_never_printed(
     The emulator issues no tokens, so the key's token_uri points at a closed loopback port: the
     upload fails naming the store and bucket, and no part of the key shows anywhere.
     """
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric import rsa
-
     caplog.set_level(logging.DEBUG)
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    pem = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    ).decode()
-    creds = {
-        "type": "service_account",
-        "project_id": "pyegress-test",
-        "private_key_id": "0123456789abcdef0123",
-        "private_key": pem,
-        "client_email": "recorder@pyegress-test.iam.gserviceaccount.com",
-        "client_id": "1",
-        "token_uri": f"http://127.0.0.1:{free_port()}/token",
-    }
+    creds, parts = service_account(f"http://127.0.0.1:{free_port()}/token", key_id="0123456789abcdef0123")
     monkeypatch.setenv("STORAGE_EMULATOR_HOST", fake_gcs.endpoint)
     msg = output_storage(
-        pe.EncodedFileOutput(gcp=pe.GCPUpload(bucket="creds-bucket", credentials=json.dumps(creds))), "file"
+        pe.EncodedFileOutput(gcp=pe.GCPUpload(bucket="creds-bucket", credentials=creds)), "file"
     )
     up = make_uploader(msg)
     assert up is not None
@@ -509,6 +495,5 @@ def test_gcs_service_account_credentials_are_used_and_never_printed(
         res = q.submit(tmp_path / "a.mp4", "a.mp4").result(30)
     assert not res.ok and res.error is not None
     assert f"gcs bucket 'creds-bucket' at {fake_gcs.endpoint}: cannot reach the token endpoint" in res.error
-    body = pem.split("-----")[2].strip().splitlines()[3]
-    for secret in (body, "0123456789abcdef0123"):
+    for secret in (parts[4], "0123456789abcdef0123"):  # the key id, and a line of the key body
         assert secret not in res.error and secret not in caplog.text
