@@ -48,15 +48,19 @@ class RoomRecorder(Recorder):
 
     @classmethod
     def from_config(cls, config: EgressConfig, options: Options) -> Recorder:
-        return cls(
-            config=config,
-            room=options.room,
-            url=options.url,
-            api_key=options.api_key,
-            api_secret=options.api_secret,
-            wait_timeout=options.wait_timeout,
-            egress_id=options.egress_id,
-        )
+        return cls(config=config, **cls._options(options))
+
+    @classmethod
+    def _options(cls, options: Options) -> dict[str, Any]:
+        """The constructor's keywords taken from ``options`` (subclasses add theirs)."""
+        return {
+            "room": options.room,
+            "url": options.url,
+            "api_key": options.api_key,
+            "api_secret": options.api_secret,
+            "wait_timeout": options.wait_timeout,
+            "egress_id": options.egress_id,
+        }
 
     # --- subclass hooks -----------------------------------------------------------------
 

@@ -11,13 +11,12 @@ import numpy as np
 from livekit import rtc
 from livekit.protocol import egress as pe
 
-from ..config import EgressConfig
 from ..errors import EgressError
 from ..media.compositor import Compositor
 from ..media.inputs import MIX_CHANNELS, MIX_RATE, AudioSource, VideoSource
 from ..media.layout import Layout, parse_layout
 from ..media.mixer import Mixer, Mixing, SpeakerTracker
-from .base import Options, Recorder
+from .base import Options
 from .room import RoomRecorder
 
 log = logging.getLogger("pyegress.room_composite")
@@ -66,17 +65,8 @@ class RoomCompositeRecorder(RoomRecorder):
         self.layers: dict[str, int] = {}  # the simulcast layer asked for, by track sid
 
     @classmethod
-    def from_config(cls, config: EgressConfig, options: Options) -> Recorder:
-        return cls(
-            config=config,
-            room=options.room,
-            url=options.url,
-            api_key=options.api_key,
-            api_secret=options.api_secret,
-            wait_timeout=options.wait_timeout,
-            egress_id=options.egress_id,
-            empty_timeout=options.empty_timeout,
-        )
+    def _options(cls, options: Options) -> dict[str, Any]:
+        return {**super()._options(options), "empty_timeout": options.empty_timeout}
 
     # --- public -------------------------------------------------------------------------
 

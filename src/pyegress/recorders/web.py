@@ -13,7 +13,6 @@ from typing import Any
 from livekit import api, rtc
 from livekit.protocol import egress as pe
 
-from ..config import EgressConfig
 from ..errors import SourceError
 from ..media.inputs import MIX_CHANNELS, MIX_RATE, AudioSource, VideoSource
 from ..media.timeline import VideoInput
@@ -127,17 +126,8 @@ class TemplateRecorder(RoomRecorder, _PageRecorder):
         self._tasks: set[asyncio.Task[None]] = set()
 
     @classmethod
-    def from_config(cls, config: EgressConfig, options: Options) -> Recorder:
-        return cls(
-            config=config,
-            room=options.room,
-            url=options.url,
-            api_key=options.api_key,
-            api_secret=options.api_secret,
-            wait_timeout=options.wait_timeout,
-            egress_id=options.egress_id,
-            empty_timeout=options.empty_timeout,
-        )
+    def _options(cls, options: Options) -> dict[str, Any]:
+        return {**super()._options(options), "empty_timeout": options.empty_timeout}
 
     # --- public -------------------------------------------------------------------------
 
