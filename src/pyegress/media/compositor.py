@@ -22,7 +22,7 @@ from PIL import Image, ImageDraw, ImageFont
 from .frames import Planes, fill, frame_planes, paste, planes, reformat, region, solid_canvas, to_av
 from .inputs import Picture
 from .layout import Layout, Rect, grid, speaker
-from .timeline import VideoInput
+from .timeline import Ticks, VideoInput
 
 # limited-range BT.601 YUV of the colours we draw
 _DARK_BG = (16, 128, 128)  # black
@@ -219,8 +219,9 @@ class Compositor:
     Mutated from the event loop (joins, tracks, mutes, speaker); read by ``at`` on the loop too.
     """
 
-    def __init__(self, width: int, height: int, layout: Layout) -> None:
+    def __init__(self, width: int, height: int, layout: Layout, *, ticks: Ticks | None = None) -> None:
         self.width, self.height = width, height
+        self.ticks = ticks  # each video input is phase-locked to the output's frames
         self.layout = layout
         self.participants: dict[str, Participant] = {}
         self.speaker: str | None = None
@@ -255,7 +256,7 @@ class Compositor:
     def video(self, identity: str, *, screen: bool) -> VideoInput[Picture]:
         """A fresh video input for the participant's camera or screen share."""
         p = self.join(identity, "")
-        vi: VideoInput[Picture] = VideoInput()
+        vi: VideoInput[Picture] = VideoInput(self.ticks)
         if screen:
             p.screen, p.screen_muted = vi, False
         else:

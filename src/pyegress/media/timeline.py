@@ -11,8 +11,11 @@ a new path) re-anchors at once. What is missing reads as silence.
 
 from __future__ import annotations
 
+import cmath
 import collections
+import math
 import threading
+from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 import numpy as np
@@ -40,19 +43,81 @@ def stretch(samples: np.ndarray, count: int) -> np.ndarray:
     return out
 
 
-class VideoInput(Generic[T]):
-    """Latest-frame holder with a short arrival history (thread-safe)."""
+#: How fast the phase lock follows the frames' phase (weight of each new frame).
+PHASE_GAIN = 0.05
+#: Below this coherence (length of the mean phase vector, 0..1) frames have no steady phase
+#: against the ticks (a variable-rate sender, 24 fps into 30): they are placed as they come.
+PHASE_COHERENT = 0.5
+#: How far (in tick periods) the lock may move frames before it slips a whole period back.
+PHASE_SLIP = 0.75
 
-    def __init__(self, history: float = 0.5) -> None:
+
+@dataclass(frozen=True)
+class Ticks:
+    """The output's sampling instants: ``origin + k / fps`` (monotonic seconds)."""
+
+    origin: float
+    fps: float
+
+    @property
+    def period(self) -> float:
+        """Seconds between two ticks."""
+        return 1.0 / self.fps
+
+
+class PhaseLock:
+    """Moves frame times so that they fall midway between two ticks.
+
+    A source whose frame rate equals the output's (or divides it) sends frames at a steady
+    phase against the ticks. Placed where they arrive, frames near a tick land on either side
+    of it with a millisecond of jitter, and the output shows one frame twice and skips the
+    next: visible judder. Centred between ticks, each frame can be half a period early or late
+    and still be shown exactly as often as due. The shift follows the mean phase slowly (so
+    jitter does not move it), stays within ``PHASE_SLIP`` periods (lip sync moves by at most
+    that much, 25 ms at 30 fps), and slips one whole period when two clocks drift apart.
+    """
+
+    def __init__(self, ticks: Ticks) -> None:
+        self.ticks = ticks
+        self._mean: complex | None = None
+        self.shift = 0.0  # in periods
+        self.slips = 0
+
+    def place(self, when: float) -> float:
+        """The time at which a frame that arrived (or is due) at ``when`` is shown."""
+        period = self.ticks.period
+        phase = ((when - self.ticks.origin) / period) % 1.0
+        z = cmath.exp(2j * math.pi * phase)
+        self._mean = z if self._mean is None else self._mean + PHASE_GAIN * (z - self._mean)
+        if abs(self._mean) >= PHASE_COHERENT:
+            mean_phase = (cmath.phase(self._mean) / (2 * math.pi)) % 1.0
+            error = (0.5 - mean_phase - self.shift + 0.5) % 1.0 - 0.5  # wrapped to [-0.5, 0.5)
+            self.shift += error
+            if abs(self.shift) > PHASE_SLIP:
+                self.shift -= math.copysign(1.0, self.shift)
+                self.slips += 1
+        else:
+            self.shift *= 1.0 - PHASE_GAIN  # no steady phase: let go gently
+        return when + self.shift * period
+
+
+class VideoInput(Generic[T]):
+    """Latest-frame holder with a short arrival history (thread-safe). With the output's
+    ``ticks``, frames are phase-locked to them (:class:`PhaseLock`)."""
+
+    def __init__(self, ticks: Ticks | None = None, history: float = 0.5) -> None:
         self._frames: collections.deque[tuple[float, T]] = collections.deque()
         self._history = history
         self._lock = threading.Lock()
+        self.lock = PhaseLock(ticks) if ticks is not None else None
         self.frames_in = 0
 
     def push(self, frame: T, arrival: float) -> None:
         """Add a frame received at monotonic time ``arrival`` (never before the previous one's:
         when arrival times are corrected, frames skip ahead or hold, never go back)."""
         with self._lock:
+            if self.lock is not None:
+                arrival = self.lock.place(arrival)
             if self._frames:
                 arrival = max(arrival, self._frames[-1][0])
             self._frames.append((arrival, frame))

@@ -27,7 +27,7 @@ from ..filenames import time_values
 from ..info import InfoOwner, Listener, is_terminal, new_info, now_ns, snapshot
 from ..media.encoding import AudioEncoding, VideoEncoding
 from ..media.inputs import MIX_CHANNELS, MIX_RATE, AudioSource, Picture, VideoSource
-from ..media.timeline import AudioInput, VideoInput
+from ..media.timeline import AudioInput, Ticks, VideoInput
 from ..outputs import FrameOutput, Output, PcmOutput, StreamOutput, build_outputs
 from ..pipeline import Pipeline, PipelineStats
 
@@ -106,6 +106,7 @@ class Recorder:
         self._end = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._t0 = 0.0
+        self.ticks: Ticks | None = None  # the output's frame instants, once the clock runs
         self._t1 = 0.0
 
     @classmethod
@@ -221,7 +222,7 @@ class Recorder:
         self, t0: float, video: bool, audio: bool
     ) -> tuple[VideoSource | None, list[AudioSource]]:
         """The pipeline's video source and audio sources (default: one of each)."""
-        self.video_input = VideoInput() if video else None
+        self.video_input = VideoInput(self.ticks) if video else None
         self.audio_input = AudioInput(MIX_RATE, MIX_CHANNELS, t0) if audio else None
         return self.video_input, [self.audio_input] if self.audio_input else []
 
@@ -276,6 +277,7 @@ class Recorder:
         with self.owner.edit() as info:
             info.room_id = room_id
         self._t0 = t0 = time.monotonic()
+        self.ticks = Ticks(t0, fps)
         video_source, audio_sources = self._make_inputs(t0, media_video, media_audio)
         self.pipeline = Pipeline(
             outputs=self.outputs, video_input=video_source, audio_inputs=audio_sources, fps=fps

@@ -94,7 +94,7 @@ class RoomCompositeRecorder(RoomRecorder):
     ) -> tuple[VideoSource | None, list[AudioSource]]:
         enc = self.config.video
         if video and enc is not None:
-            self.compositor = Compositor(enc.width, enc.height, self.layout)
+            self.compositor = Compositor(enc.width, enc.height, self.layout, ticks=self.ticks)
         if audio:
             self.mixer = Mixer(MIX_RATE, MIX_CHANNELS, t0, Mixing(self.config.audio_mixing))
         for p in sorted(self.source.room.remote_participants.values(), key=_join_time):

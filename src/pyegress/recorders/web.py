@@ -84,7 +84,7 @@ class _PageRecorder(Recorder):
     def _make_inputs(
         self, t0: float, video: bool, audio: bool
     ) -> tuple[VideoSource | None, list[AudioSource]]:
-        self.video_input = VideoInput() if video else None
+        self.video_input = VideoInput(self.ticks) if video else None
         self.page_audio = PageAudio(MIX_RATE, MIX_CHANNELS, t0) if audio else None
         if self.page is not None:
             self.page.start_capture(self.video_input, self.page_audio)

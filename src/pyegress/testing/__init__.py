@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from .cadence import Cadence, cadence
 from .checks import (
     AudioStreamInfo,
     AvOffset,
@@ -23,6 +24,7 @@ from .signals import PatternGenerator, ToneGenerator
 __all__ = [
     "AudioStreamInfo",
     "AvOffset",
+    "Cadence",
     "LiveKitServer",
     "LiveKitServerError",
     "MediaInfo",
@@ -31,6 +33,7 @@ __all__ = [
     "ToneGenerator",
     "VideoStreamInfo",
     "av_offset",
+    "cadence",
     "dominant_frequencies",
     "frame_timestamps",
     "mean_color",

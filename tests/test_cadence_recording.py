@@ -1,0 +1,79 @@
+"""Motion cadence of every recorder fed from a room: each source frame shown as often as due.
+
+A synthetic publisher sends its moving pattern at 30 or 15 fps; the recording runs at 30 fps.
+:func:`pyegress.testing.cadence` reads from the pattern's position which source frame each
+output frame shows: at least 98 % of the output frames must advance exactly as the two rates
+say (the next source frame at 30 fps; each source frame on two consecutive frames at 15).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from livekit.protocol import egress as pe
+
+import pyegress
+from pyegress.media.layout import grid
+from pyegress.testing import LiveKitServer, cadence
+
+from .helpers import publisher, record_for
+
+pytestmark = pytest.mark.integration
+
+OUT = pe.EncodingOptions(width=640, height=360, framerate=30, video_bitrate=1500)
+SECONDS = 8.0
+MIN_SHARE = 0.98
+
+
+def _request(kind: str, room: str, pub: object) -> object:
+    out = [pe.EncodedFileOutput(filepath=f"{kind}.mp4")]
+    if kind == "track_composite":
+        return pe.TrackCompositeEgressRequest(
+            room_name=room, video_track_id=pub.video_track_sid, audio_track_id=pub.audio_track_sid,  # type: ignore[attr-defined]
+            advanced=OUT, file_outputs=out,
+        )  # fmt: skip
+    if kind == "participant":
+        return pe.ParticipantEgressRequest(room_name=room, identity="alice", advanced=OUT, file_outputs=out)
+    return pe.TrackEgressRequest(
+        room_name=room, track_id=pub.video_track_sid, file=pe.DirectFileOutput(filepath=f"{kind}.mp4")  # type: ignore[attr-defined]
+    )
+
+
+@pytest.mark.parametrize("fps", [30, 15])
+@pytest.mark.parametrize("kind", ["track_composite", "participant", "track"])
+async def test_each_source_frame_is_shown_as_often_as_due(
+    livekit_server: LiveKitServer, service: pyegress.EgressService, room_name: str, kind: str, fps: int
+) -> None:
+    async with publisher(livekit_server, room_name, fps=fps) as pub:
+        start = getattr(service, f"start_{kind}_egress")
+        info = await record_for(service, await start(_request(kind, room_name, pub)), SECONDS)
+    assert info.status == pe.EGRESS_COMPLETE, info.error
+    path = Path(info.file_results[0].filename)
+    c = cadence(path, source_fps=fps)
+    assert c.judged > SECONDS * 30 * 0.7, c.summary()  # most of the recording was judged
+    assert c.share >= MIN_SHARE, c.summary()
+
+
+@pytest.mark.parametrize("fps", [30, 15])
+async def test_each_tile_of_a_room_composite_shows_every_source_frame(
+    livekit_server: LiveKitServer, service: pyegress.EgressService, room_name: str, fps: int
+) -> None:
+    pubs = [publisher(livekit_server, room_name, identity=name, fps=fps) for name in ("alice", "bob")]
+    for p in pubs:
+        await p.start()
+    try:
+        req = pe.RoomCompositeEgressRequest(
+            room_name=room_name, layout="grid", file_outputs=[pe.EncodedFileOutput(filepath="grid.mp4")]
+        )
+        info = await record_for(service, await service.start_room_composite_egress(req), SECONDS)
+    finally:
+        for p in pubs:
+            await p.stop()
+    assert info.status == pe.EGRESS_COMPLETE, info.error
+    path = Path(info.file_results[0].filename)
+    for cell in grid(2, 1280, 720):  # cameras are cropped to fill their cell
+        scale = max(cell.w / 640, cell.h / 360)
+        c = cadence(path, source_fps=fps, box=(cell.x, cell.y, cell.w, cell.h), scale=scale)
+        assert c.judged > SECONDS * 30 * 0.6, c.summary()
+        assert c.share >= MIN_SHARE, f"tile at {cell}: {c.summary()}"
