@@ -645,7 +645,7 @@ async def test_a_duplicate_start_egress_answers_the_running_egress(cluster: Clus
                 audio_track_id=pub.audio_track_sid,
                 file_outputs=[api.EncodedFileOutput(file_type=api.EncodedFileType.OGG, filepath=f"dup/{i}")],
             )
-            for i in range(3)  # 3 x 0.5 cores: one worker is full (see the spread test)
+            for i in range(3)  # packed on one worker: a busy worker claims with 1.0, an idle one 0.5
         ]
         ids = [(await lk.egress.start_track_composite_egress(r)).egress_id for r in requests]
         actives = [await _active(cluster, i) for i in ids]
