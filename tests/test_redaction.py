@@ -606,6 +606,7 @@ async def test_no_secret_of_a_recording_shows_anywhere(
             svc.start_egress(
                 pe.StartEgressRequest(
                     room_name=room_name,
+                    preset=pe.PASSTHROUGH,
                     webhooks=[
                         pm.WebhookConfig(
                             url=f"http://127.0.0.1:{closed}/hook?token={s['hook_token']}",
