@@ -272,3 +272,33 @@ async def test_cli_runs_unified_json(livekit_server: LiveKitServer, tmp_path: Pa
     media = probe(path)
     assert media.video is None and media.audio is not None and 2.0 < media.duration < 4.5
     assert tone_present(path, 440.0)
+
+
+async def test_media_source_fails_naming_what_is_missing_or_wrong(
+    livekit_server: LiveKitServer, service: pyegress.EgressService, room_name: str
+) -> None:
+    async with publisher(livekit_server, room_name, "alice") as pub:
+        audio_sid = pub.audio_track_sid
+        wrong = await service.start_egress(
+            pe.StartEgressRequest(
+                room_name=room_name,
+                media=pe.MediaSource(video_track_id=audio_sid),
+                outputs=[pe.Output(file=pe.FileOutput(filepath="wrong.mp4"))],
+            )
+        )
+        absent = await service.start_egress(
+            pe.StartEgressRequest(
+                room_name=room_name,
+                media=pe.MediaSource(
+                    video_track_id=pub.video_track_sid,
+                    audio=pe.AudioConfig(routes=[pe.AudioRoute(participant_identity="nobody")]),
+                ),
+                outputs=[pe.Output(file=pe.FileOutput(filepath="absent.mp4"))],
+            )
+        )
+        wrong = await service.wait_egress(wrong.egress_id, timeout=10)
+        absent = await service.wait_egress(absent.egress_id, timeout=10)
+    assert status(wrong) == "EGRESS_FAILED"
+    assert wrong.error == f"media.video_track_id: {audio_sid} is not a video track"
+    assert status(absent) == "EGRESS_FAILED"
+    assert absent.error.startswith("media.audio.routes[0].participant_identity: participant 'nobody' not in")

@@ -7,6 +7,7 @@ from __future__ import annotations
 from livekit import rtc
 
 from ..config import AudioRoute, Channel
+from ..errors import SourceError
 from ..media.inputs import MIX_CHANNELS, MIX_RATE, AudioSource, Picture, VideoSource
 from ..media.mixer import Mixer
 from ..media.timeline import VideoInput
@@ -86,6 +87,12 @@ class MediaRecorder(RoomRecorder):
 
         found = await self.source.wait_for(lambda: True if missing() is None else None, self.wait_timeout)
         require_found(found, f"{missing()} not in room {cfg.room_name!r} after {self.wait_timeout:g} s")
+        kinds = {pub.sid: pub.kind for _, pub in self.source.publications()}
+        if kinds.get(cfg.video_track_id, rtc.TrackKind.KIND_VIDEO) != rtc.TrackKind.KIND_VIDEO:
+            raise SourceError(f"media.video_track_id: {cfg.video_track_id} is not a video track")
+        for r in cfg.audio_routes:
+            if kinds.get(r.track_id, rtc.TrackKind.KIND_AUDIO) != rtc.TrackKind.KIND_AUDIO:
+                raise SourceError(f"{r.field}.track_id: {r.track_id} is not an audio track")
         extra = {}
         if cfg.identity:
             extra["publisher_identity"] = cfg.identity
