@@ -20,12 +20,20 @@ from livekit.protocol import egress as pe
 from livekit.protocol import models as pm
 
 import pyegress
-from pyegress.testing import LiveKitServer, SyntheticPublisher, probe, region_color, tone_present
+from pyegress.testing import (
+    LiveKitServer,
+    SyntheticPublisher,
+    picture_moves,
+    probe,
+    region_color,
+    tone_present,
+)
 from pyegress.testing.checks import AudioData
 from pyegress.testing.signals import PatternGenerator
 from pyegress.testing.storage_emulators import MinioServer
 
 from .helpers import check_file_result, cli_env, publisher, record_for, status, wait_active
+from .test_web import site  # noqa: F401 - the test pages, served on loopback
 
 pytestmark = pytest.mark.integration
 
@@ -302,3 +310,16 @@ async def test_media_source_fails_naming_what_is_missing_or_wrong(
     assert wrong.error == f"media.video_track_id: {audio_sid} is not a video track"
     assert status(absent) == "EGRESS_FAILED"
     assert absent.error.startswith("media.audio.routes[0].participant_identity: participant 'nobody' not in")
+
+
+async def test_web_source_records_the_page(service: pyegress.EgressService, site: str) -> None:  # noqa: F811
+    req = pe.StartEgressRequest(
+        web=pe.WebSource(url=f"{site}/animated.html", await_start_signal=True, video_only=True),
+        advanced=SMALL,
+        outputs=[pe.Output(file=pe.FileOutput(filepath="page.mp4"))],
+    )
+    info = await record_for(service, await service.start_egress(req), 3.0)
+    media = check_file_result(info)
+    assert media.video is not None and media.audio is None and media.video.width == 640
+    assert picture_moves(info.file_results[0].filename, min_moving_pairs=0.8)
+    assert info.source_type == pe.EGRESS_SOURCE_TYPE_WEB and info.egress.web.await_start_signal
