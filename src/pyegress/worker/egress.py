@@ -26,6 +26,7 @@ from google.protobuf.message import DecodeError
 from livekit.protocol import egress as pe
 
 from ..config import REQUEST_TYPES, build_config
+from ..config.unified import source_kind
 from ..errors import EgressError, InvalidRequestError, NotSupportedError
 from ..info import is_terminal, snapshot
 from ..service import EgressService
@@ -148,6 +149,8 @@ class EgressWorker:
         which = start_request_kind(req)
         if which == "room_composite" and req.room_composite.custom_base_url.strip():
             which = "web"
+        elif which == "egress":  # the unified request costs what its source records
+            which = source_kind(req.egress)
         return self.config.cost(which or "room_composite")
 
     def _affinity(self, raw: bytes) -> float | None:
