@@ -28,6 +28,11 @@ from pyegress.testing import LiveKitServer
 from pyegress.testing.ports import free_tcp_port
 
 from .helpers import check_file_result, publisher, record_for, status
+from .test_worker import Cluster, _until
+
+# the worker tests' cluster (redis-server, livekit-server, two workers), as fixtures of this module
+from .test_worker import cluster as cluster
+from .test_worker import redis_server as redis_server
 
 SMALL = pe.EncodingOptions(width=640, height=360, framerate=30, video_bitrate=1200)
 FULL = ["egress_started", "egress_updated", "egress_updated", "egress_ended"]
@@ -39,6 +44,8 @@ class Received:
     body: str
     auth: str
     content_type: str
+    query: str = ""
+    user_agent: str = ""
 
 
 @dataclass
@@ -58,7 +65,13 @@ class Receiver:
         self.attempts[name] += 1
         if self.attempts[name] <= self.fail.get(name, 0):
             return web.Response(status=503, text="not now")
-        hit = Received(await request.text(), request.headers.get("Authorization", ""), request.content_type)
+        hit = Received(
+            await request.text(),
+            request.headers.get("Authorization", ""),
+            request.content_type,
+            request.query_string,
+            request.headers.get("User-Agent", ""),
+        )
         self.got.setdefault(name, []).append(hit)
         return web.Response(text="ok")
 
@@ -268,3 +281,46 @@ async def test_bad_webhooks_are_refused_naming_the_field(receiver: Receiver, tmp
     assert [(e.event, e.egress_info.egress_id) for e in events] == [("egress_ended", i) for i in failed]
     assert "x" not in receiver.got
     await svc.aclose()
+
+
+async def test_a_worker_leaves_the_requests_webhooks_to_livekit_server(
+    cluster: Cluster, receiver: Receiver, room_name: str
+) -> None:
+    """livekit-server v1.13.5 sends a dispatched request's ``webhooks`` itself, from the
+    ``EgressInfo`` the worker reports (protocol's ``GetEgressNotifyOptions``): each event comes
+    once, from the server (Go's client), to the URL as given, signed with the key
+    ``signing_key`` names; the worker sends none."""
+    server = cluster.server
+    token = "tok" + secrets.token_hex(10)
+    async with publisher(server, room_name) as pub, cluster.api() as lk:
+        started = await lk.egress.start_track_composite_egress(
+            api.TrackCompositeEgressRequest(
+                room_name=room_name,
+                audio_track_id=pub.audio_track_sid,
+                video_track_id=pub.video_track_sid,
+                advanced=api.EncodingOptions(width=640, height=360, framerate=30, video_bitrate=800),
+                file_outputs=[api.EncodedFileOutput(filepath="{room_name}/hooked.mp4")],
+                webhooks=[
+                    pm.WebhookConfig(url=receiver.url("req", f"?token={token}"), signing_key=server.api_key)
+                ],
+            )
+        )
+        active = await _until(cluster, started.egress_id, {pe.EGRESS_ACTIVE}, 15)
+        assert status(active) == "EGRESS_ACTIVE", active.error
+        await asyncio.sleep(3.0)
+        await lk.egress.stop_egress(api.StopEgressRequest(egress_id=started.egress_id))
+    final = await _until(cluster, started.egress_id, {pe.EGRESS_COMPLETE, pe.EGRESS_FAILED}, 20)
+    assert status(final) == "EGRESS_COMPLETE", final.error
+    deadline = time.monotonic() + 10
+    while not any(h.body.count("egress_ended") for h in receiver.got.get("req", [])):
+        assert time.monotonic() < deadline, receiver.got
+        await asyncio.sleep(0.1)
+    await asyncio.sleep(1.0)  # a second copy from the worker would have come by now
+    hits = receiver.got["req"]
+    events = [verify(h, server.api_key, server.api_secret) for h in hits]
+    assert names(events)[0] == "egress_started" and names(events)[-1] == "egress_ended", names(events)
+    assert "egress_updated" in names(events)
+    assert len({e.id for e in events}) == len(events)
+    assert {h.query for h in hits} == {f"token={token}"}
+    assert all(h.user_agent.startswith("Go-http-client") for h in hits), {h.user_agent for h in hits}
+    assert events[-1].egress_info.status == pe.EGRESS_COMPLETE

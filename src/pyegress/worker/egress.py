@@ -24,11 +24,13 @@ from typing import Any
 
 from google.protobuf.message import DecodeError
 from livekit.protocol import egress as pe
+from livekit.protocol import models as pm
 
 from ..config import REQUEST_TYPES, build_config
 from ..errors import EgressError, InvalidRequestError, NotSupportedError
 from ..info import is_terminal, snapshot
 from ..service import EgressService
+from ..webhooks import request_webhooks
 from .config import WorkerConfig
 from .proto import ListActiveEgressResponse, StartEgressRequest, recast, start_request_kind
 from .psrpc import Bus, RpcError, Served
@@ -60,6 +62,7 @@ class _Egress:
     latest: pe.EgressInfo | None = None
     changed: asyncio.Event = field(default_factory=asyncio.Event)
     reporter: asyncio.Task[None] | None = None
+    webhooks: list[pm.WebhookConfig] = field(default_factory=list)
 
 
 class EgressWorker:
@@ -74,6 +77,7 @@ class EgressWorker:
             config.api_secret,
             output_dir=config.output_dir,
             storage=config.storage,
+            webhooks=None,  # livekit-server sends them, the requests' too (see _for_server)
         )
         cores = cpus if cpus is not None else float(os.cpu_count() or 1)
         self.capacity = cores * config.cpu_cost.get("max_cpu_utilization", 0.8)
@@ -169,7 +173,7 @@ class EgressWorker:
         egress_id: str = req.egress_id
         running = self.egresses.get(egress_id)
         if running is not None and running.latest is not None:  # the server re-sent it
-            return running.latest.SerializeToString()
+            return self._for_server(running.latest).SerializeToString()
         which = start_request_kind(req)
         if which not in _METHODS:
             raise RpcError("invalid_argument", f"request: {which or 'none'} requests are not supported yet")
@@ -182,7 +186,7 @@ class EgressWorker:
         cost = self._cost(raw) or 0.0
         if self.draining or cost > self.available + 1e-9:
             raise RpcError("resource_exhausted", "this worker is full or draining")
-        entry = _Egress(cost, slot=which)
+        entry = _Egress(cost, slot=which, webhooks=list(request_webhooks(request)))
         self.egresses[egress_id] = entry
         start: Callable[..., Awaitable[pe.EgressInfo]] = getattr(self.service, _METHODS[which])
         try:
@@ -206,7 +210,7 @@ class EgressWorker:
                                      affinity=lambda _: 1.0, queue=True),
             ]  # fmt: skip
         log.info("egress %s started (%s, %.2f cores reserved)", egress_id, which, cost)
-        return info.SerializeToString()
+        return self._for_server(info).SerializeToString()  # the server's CreateEgress may use it
 
     async def _list_active(self, raw: bytes) -> bytes:
         active = [i for i, e in self.egresses.items() if e.latest is None or not is_terminal(e.latest.status)]
@@ -306,12 +310,29 @@ class EgressWorker:
             await self._io("UpdateEgress", info)
             self.state.remove(info.egress_id)
 
+    def _for_server(self, info: pe.EgressInfo) -> pe.EgressInfo:
+        """``info`` with its request's ``webhooks`` as given: livekit-server sends a request's
+        webhooks itself, from the info it is reported or answered to StartEgress (to the URL as
+        is, signed with the secret of the API key ``signing_key`` names), which a redacted copy
+        would defeat."""
+        entry = self.egresses.get(info.egress_id)
+        slot = info.WhichOneof("request")
+        if entry is None or not entry.webhooks or slot is None:
+            return info
+        out = pe.EgressInfo()
+        out.CopyFrom(info)
+        hooks = getattr(out, slot).webhooks
+        del hooks[:]
+        hooks.extend(entry.webhooks)
+        return out
+
     async def _io(self, method: str, info: pe.EgressInfo) -> None:
         """One IOInfo call, retried with backoff until the server takes it."""
         delay = 0.25
+        raw = self._for_server(info).SerializeToString()
         while True:
             try:
-                await self.bus.call(IOINFO, method, "", info.SerializeToString(), timeout=IO_TIMEOUT)
+                await self.bus.call(IOINFO, method, "", raw, timeout=IO_TIMEOUT)
                 return
             except RpcError as e:
                 self.io_retries[method] = self.io_retries.get(method, 0) + 1
