@@ -5,9 +5,12 @@ API key that must have signed it (and refused with the other)."""
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import re
 import secrets
+import subprocess
+import sys
 import time
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -27,7 +30,7 @@ from pyegress.service import WEBHOOK_GRACE
 from pyegress.testing import LiveKitServer
 from pyegress.testing.ports import free_tcp_port
 
-from .helpers import check_file_result, publisher, record_for, status
+from .helpers import check_file_result, cli_env, publisher, record_for, status
 from .test_worker import Cluster, _until
 
 # the worker tests' cluster (redis-server, livekit-server, two workers), as fixtures of this module
@@ -245,6 +248,37 @@ async def test_an_unreachable_webhook_neither_slows_nor_breaks_the_recording(
         assert secret not in logs + caplog.text
 
 
+async def test_the_cli_delivers_the_requests_webhooks_before_it_exits(
+    livekit_server: LiveKitServer, receiver: Receiver, room_name: str, tmp_path: Path
+) -> None:
+    server = livekit_server
+    request = tmp_path / "participant.json"
+    async with publisher(server, room_name):
+        request.write_text(
+            json.dumps(
+                {
+                    "roomName": room_name,
+                    "identity": "alice",
+                    "advanced": {"width": 640, "height": 360, "framerate": 30},
+                    "fileOutputs": [{"filepath": "cli.mp4"}],
+                    "webhooks": [{"url": receiver.url("cli")}],
+                }
+            )
+        )
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "pyegress.cli", "record", str(request), "--duration", "3", "--quiet",
+            "--output-dir", str(tmp_path),
+            env=cli_env(server), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        )  # fmt: skip
+        out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 0, err.decode()[-2000:]
+    info = json.loads(out)
+    events = [verify(h, server.api_key, server.api_secret) for h in receiver.got.get("cli", [])]
+    assert names(events) == FULL  # all in when the process has exited
+    assert events[-1].egress_info.egress_id == info["egress_id"]
+    assert events[-1].egress_info.file_results[0].filename == info["file_results"][0]["filename"]
+
+
 async def test_bad_webhooks_are_refused_naming_the_field(receiver: Receiver, tmp_path: Path) -> None:
     key, secret = "APIkey", secrets.token_urlsafe(32)
     with pytest.raises(InvalidRequestError) as e:
@@ -275,10 +309,21 @@ async def test_bad_webhooks_are_refused_naming_the_field(receiver: Receiver, tmp
         info = await svc.start_track_egress(req)
         assert status(info) == "EGRESS_FAILED" and info.error.startswith(f"{name}: "), info.error
         failed.append(info.egress_id)
+    # refused for another field: its (valid) webhooks are told too
+    req = pe.TrackEgressRequest(
+        room_name="r",
+        track_id="TR_x",
+        file=pe.DirectFileOutput(filepath="../../escape.ogg"),
+        webhooks=[pm.WebhookConfig(url=receiver.url("ok"))],
+    )
+    info = await svc.start_track_egress(req)
+    assert status(info) == "EGRESS_FAILED" and info.error.startswith("file.filepath: "), info.error
+    failed.append(info.egress_id)
     # a refused request is an egress that ended: egress_ended (never started) to the defaults
-    hits = await receiver.wait("d", 3)
+    hits = await receiver.wait("d", 4)
     events = [verify(h, key, secret) for h in hits]
     assert [(e.event, e.egress_info.egress_id) for e in events] == [("egress_ended", i) for i in failed]
+    assert [verify(h, key, secret).egress_info.egress_id for h in await receiver.wait("ok", 1)] == failed[-1:]
     assert "x" not in receiver.got
     await svc.aclose()
 
