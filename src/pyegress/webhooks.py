@@ -96,7 +96,7 @@ def request_webhooks(req: Message) -> Sequence[pm.WebhookConfig]:
     return hooks
 
 
-def targets(
+def check_webhooks(
     configs: Sequence[pm.WebhookConfig], where: str, keys: Mapping[str, str], default_key: str
 ) -> list[Target]:
     """Validated targets of ``configs`` (``where`` names the field in errors); ``keys`` are the
@@ -247,7 +247,8 @@ class Sender:
                         return
                     await self._wake.wait()
         finally:
-            self._running = False
+            if asyncio.current_task() is self._task:  # not a newer run started while this one closed
+                self._running = False
             for task in busy.values():
                 task.cancel()
             await asyncio.gather(*busy.values(), return_exceptions=True)
@@ -336,7 +337,7 @@ class EgressWebhooks:
         self.enabled = enabled
         self._keys = dict(keys)
         self._default_key = default_key
-        self.defaults = targets(defaults, "webhooks", self._keys, default_key) if enabled else []
+        self.defaults = check_webhooks(defaults, "webhooks", self._keys, default_key) if enabled else []
         self.sender = sender or Sender()
         self._followed: dict[str, _Followed] = {}
 
@@ -344,7 +345,9 @@ class EgressWebhooks:
         """The defaults and ``req``'s validated ``webhooks`` (InvalidRequestError naming the field)."""
         if not self.enabled:
             return []
-        return self.defaults + targets(request_webhooks(req), "webhooks", self._keys, self._default_key)
+        return self.defaults + check_webhooks(
+            request_webhooks(req), "webhooks", self._keys, self._default_key
+        )
 
     def follow(self, info: pe.EgressInfo, hooks: list[Target]) -> None:
         """The egress was created: ``egress_started``, then follow its changes."""
@@ -370,7 +373,9 @@ class EgressWebhooks:
         if not self.enabled or not is_terminal(info.status):
             return
         f = self._followed.pop(info.egress_id, None)
-        self._send(ENDED, info, f.targets if f is not None else hooks or self.defaults)
+        if f is not None:
+            hooks = f.targets
+        self._send(ENDED, info, hooks if hooks is not None else self.defaults)
 
     def _send(self, name: str, info: pe.EgressInfo, hooks: list[Target]) -> None:
         event = event_of(name, info)
