@@ -98,6 +98,7 @@ async def record(args: argparse.Namespace) -> int:
     finally:
         stopper.cancel()
         follower.cancel()
+        await svc.aclose()  # its last webhooks go out (within a grace) before the process ends
     info = latest[0]
     if not args.quiet:
         print(file=sys.stderr)

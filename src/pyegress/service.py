@@ -6,12 +6,13 @@ import asyncio
 import base64
 import builtins
 import os
-from collections.abc import AsyncIterator, Callable, Container
+from collections.abc import AsyncIterator, Callable, Container, Mapping, Sequence
 from pathlib import Path
 
 from livekit import rtc
 from livekit.protocol import egress as pe
 from livekit.protocol.models import TokenPagination
+from livekit.protocol import models as pm
 
 from .config import Request, StreamURL, build_config, check_stream_url
 from .errors import EgressError, EgressNotFoundError, InvalidRequestError, NotSupportedError
@@ -19,6 +20,10 @@ from .info import Listener, is_active, new_info, set_status, snapshot
 from .recorders import Options, Recorder, RoomCompositeRecorder, TemplateRecorder, recorder_for
 from .redaction import redact_url
 from .storage.config import default_storage
+from .webhooks import EgressWebhooks
+
+#: How long :meth:`EgressService.aclose` lets queued webhooks go out.
+WEBHOOK_GRACE = 5.0
 
 #: Egresses a ``list_egress`` page holds (``EgressService.list_page_size``).
 LIST_PAGE_SIZE = 100
@@ -57,6 +62,10 @@ class EgressService:
     the caller choose the id (a LiveKit server does when it dispatches a request). Follow an
     egress with ``async for info in service.updates(egress_id)`` or every egress with
     :meth:`listen`; a finished egress's recorder is let go, its final info stays listable.
+    The service sends LiveKit's egress webhooks (:mod:`pyegress.webhooks`) to each request's
+    ``webhooks`` and to ``webhooks`` given here; a request's ``signing_key`` names ``api_key``
+    or one of ``webhook_keys`` (API key → secret). ``webhooks=None`` sends none at all, not even
+    the requests' (a LiveKit worker: livekit-server sends them).
     """
 
     def __init__(
@@ -69,6 +78,8 @@ class EgressService:
         wait_timeout: float = 10.0,
         room_empty_timeout: float = 30.0,
         storage: pe.StorageConfig | None = None,
+        webhooks: Sequence[pm.WebhookConfig] | None = (),
+        webhook_keys: Mapping[str, str] | None = None,
     ) -> None:
         self.url = url or os.environ.get("LIVEKIT_URL", "")
         self.api_key = api_key or os.environ.get("LIVEKIT_API_KEY", "")
@@ -82,6 +93,11 @@ class EgressService:
         self._listeners: list[Listener] = []
         self._watchers: set[asyncio.Task[None]] = set()
         self.list_page_size = LIST_PAGE_SIZE
+        keys = {self.api_key: self._secret} if self.api_key and self._secret else {}
+        self._webhooks = EgressWebhooks(
+            webhooks or (), {**keys, **(webhook_keys or {})}, self.api_key, enabled=webhooks is not None
+        )
+        self.listen(self._webhooks.on_info)
 
     async def __aenter__(self) -> EgressService:
         return self
@@ -176,7 +192,9 @@ class EgressService:
         return await entry.update_stream(add, list(update.remove_output_urls))
 
     async def _start(self, req: Request, room: rtc.Room | None, egress_id: str | None) -> pe.EgressInfo:
+        hooks = self._webhooks.defaults
         try:
+            hooks = self._webhooks.targets(req)
             config = build_config(req, output_dir=self.output_dir, default=self._storage)
         except NotSupportedError:
             raise
@@ -185,6 +203,7 @@ class EgressService:
             set_status(info, pe.EGRESS_FAILED, str(e))
             self._egresses[info.egress_id] = info
             self._tell(info)
+            self._webhooks.ended(snapshot(info), hooks)
             return snapshot(info)
         options = Options(
             url=self.url,
@@ -199,6 +218,7 @@ class EgressService:
         self._egresses[recorder.egress_id] = recorder
         recorder.listen(self._tell)
         info = await recorder.start()
+        self._webhooks.follow(info, hooks)
         watcher = asyncio.get_running_loop().create_task(self._let_go_when_done(recorder))
         self._watchers.add(watcher)
         watcher.add_done_callback(self._watchers.discard)
@@ -215,6 +235,7 @@ class EgressService:
             pass
         if self._egresses.get(recorder.egress_id) is recorder:
             self._egresses[recorder.egress_id] = snapshot(recorder.info)
+        self._webhooks.ended(snapshot(recorder.info))
 
     # --- following egresses ---------------------------------------------------------------
 
@@ -292,10 +313,12 @@ class EgressService:
         return snapshot(entry)
 
     async def aclose(self) -> None:
-        """Stop every active egress, keeping what each recorded."""
+        """Stop every active egress, keeping what each recorded, and let their last webhooks go
+        out (for up to ``WEBHOOK_GRACE`` seconds)."""
         live = [e for e in self._egresses.values() if isinstance(e, Recorder) and is_active(e.info.status)]
         await asyncio.gather(*(r.stop() for r in live), return_exceptions=True)
         await asyncio.gather(*list(self._watchers), return_exceptions=True)
+        await self._webhooks.aclose(WEBHOOK_GRACE)
 
     def __repr__(self) -> str:
         url = redact_url(self.url)

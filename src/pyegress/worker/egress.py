@@ -24,12 +24,14 @@ from typing import Any
 
 from google.protobuf.message import DecodeError
 from livekit.protocol import egress as pe
+from livekit.protocol import models as pm
 
 from ..config import REQUEST_TYPES, build_config
 from ..config.unified import source_kind
 from ..errors import EgressError, InvalidRequestError, NotSupportedError
 from ..info import is_terminal, snapshot
 from ..service import EgressService
+from ..webhooks import request_webhooks
 from .config import WorkerConfig
 from .proto import ListActiveEgressResponse, StartEgressRequest, recast, start_request_kind
 from .psrpc import Bus, RpcError, Served
@@ -63,6 +65,7 @@ class _Egress:
     reporter: asyncio.Task[None] | None = None
     #: The first start's answer: a re-sent request arriving meanwhile awaits it.
     started: asyncio.Future[bytes] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+    webhooks: list[pm.WebhookConfig] = field(default_factory=list)
 
 
 class EgressWorker:
@@ -77,6 +80,7 @@ class EgressWorker:
             config.api_secret,
             output_dir=config.output_dir,
             storage=config.storage,
+            webhooks=None,  # livekit-server sends them, the requests' too (see _for_server)
         )
         cores = cpus if cpus is not None else float(os.cpu_count() or 1)
         self.capacity = cores * config.cpu_cost.get("max_cpu_utilization", 0.8)
@@ -177,7 +181,7 @@ class EgressWorker:
             if not running.started.done():
                 log.info("egress %s: re-sent while starting; answering with the first start", egress_id)
                 return await asyncio.shield(running.started)
-            return running.latest.SerializeToString() if running.latest else running.started.result()
+            return self._for_server(running.latest).SerializeToString() if running.latest else running.started.result()
         which = start_request_kind(req)
         if which not in _METHODS:
             raise RpcError("invalid_argument", f"request: {which or 'none'} requests are not supported yet")
@@ -190,7 +194,7 @@ class EgressWorker:
         cost = self._cost(raw) or 0.0
         if self.draining or cost > self.available + 1e-9:
             raise RpcError("resource_exhausted", "this worker is full or draining")
-        entry = _Egress(cost, slot=which)
+        entry = _Egress(cost, slot=which, webhooks=list(request_webhooks(request)))
         self.egresses[egress_id] = entry  # no await since the lookup: a re-send finds it
         try:
             info = await self._begin(which, request, egress_id)
@@ -203,7 +207,7 @@ class EgressWorker:
         if req.room_id and not info.room_id:
             info.room_id = req.room_id
         entry.latest = info
-        answer = info.SerializeToString()
+        answer = self._for_server(info).SerializeToString()  # the server's CreateEgress may use it
         entry.started.set_result(answer)
         entry.reporter = asyncio.get_running_loop().create_task(self._report(egress_id, info))
         if not is_terminal(info.status):
@@ -324,12 +328,29 @@ class EgressWorker:
             await self._io("UpdateEgress", info)
             self.state.remove(info.egress_id)
 
+    def _for_server(self, info: pe.EgressInfo) -> pe.EgressInfo:
+        """``info`` with its request's ``webhooks`` as given: livekit-server sends a request's
+        webhooks itself, from the info it is reported or answered to StartEgress (to the URL as
+        is, signed with the secret of the API key ``signing_key`` names), which a redacted copy
+        would defeat."""
+        entry = self.egresses.get(info.egress_id)
+        slot = info.WhichOneof("request")
+        if entry is None or not entry.webhooks or slot is None:
+            return info
+        out = pe.EgressInfo()
+        out.CopyFrom(info)
+        hooks = getattr(out, slot).webhooks
+        del hooks[:]
+        hooks.extend(entry.webhooks)
+        return out
+
     async def _io(self, method: str, info: pe.EgressInfo) -> None:
         """One IOInfo call, retried with backoff until the server takes it."""
         delay = 0.25
+        raw = self._for_server(info).SerializeToString()
         while True:
             try:
-                await self.bus.call(IOINFO, method, "", info.SerializeToString(), timeout=IO_TIMEOUT)
+                await self.bus.call(IOINFO, method, "", raw, timeout=IO_TIMEOUT)
                 return
             except RpcError as e:
                 self.io_retries[method] = self.io_retries.get(method, 0) + 1
