@@ -11,7 +11,6 @@ from pathlib import Path
 
 from livekit import rtc
 from livekit.protocol import egress as pe
-from livekit.protocol.models import TokenPagination
 from livekit.protocol import models as pm
 
 from .config import Request, StreamURL, build_config, check_stream_url
@@ -289,7 +288,7 @@ class EgressService:
             if list.active and not is_active(info.status):
                 continue
             if len(items) == self.list_page_size:  # one more matches: there is a next page
-                token = TokenPagination(token=_token(items[-1].egress_id))
+                token = pm.TokenPagination(token=_token(items[-1].egress_id))
                 return pe.ListEgressResponse(items=items, next_page_token=token)
             items.append(snapshot(info))
         return pe.ListEgressResponse(items=items)

@@ -181,7 +181,9 @@ class EgressWorker:
             if not running.started.done():
                 log.info("egress %s: re-sent while starting; answering with the first start", egress_id)
                 return await asyncio.shield(running.started)
-            return self._for_server(running.latest).SerializeToString() if running.latest else running.started.result()
+            if running.latest is None:
+                return running.started.result()
+            return self._for_server(running.latest).SerializeToString()
         which = start_request_kind(req)
         if which not in _METHODS:
             raise RpcError("invalid_argument", f"request: {which or 'none'} requests are not supported yet")
