@@ -215,10 +215,10 @@ class RoomRecorder(Recorder):
         """End the recording early: it finishes, uploads, then fails (and is retried)."""
         if self._end.is_set():
             return  # already ending (a stop): nothing was lost
-        self._end_error = RoomConnectionLostError(
-            f"recording ended early: connection to room {self.config.room_name!r} lost "
-            f"and not regained: {why}"
-        )
+        room = self.config.room_name
+        text = f"recording ended early: connection to room {room!r} lost and not regained: {why}"
+        # an application's own rtc.Room cannot be rejoined by a retry: not transient for us
+        self._end_error = RoomConnectionLostError(text) if self.source.owns_room else SourceError(text)
         self.end(str(self._end_error))
 
     def _on_reconnecting(self) -> None:
