@@ -308,10 +308,10 @@ class Recorder:
         if self.pipeline is not None:
             self._stats, self.pipeline = self.pipeline.stats, None
         self._end, self._end_error = asyncio.Event(), None
+        self.owner.set_status(pe.EGRESS_STARTING)
         with self.owner.edit() as info:
             info.retry_count += 1
             info.details = f"retry {info.retry_count} after: {error}"
-        self.owner.set_status(pe.EGRESS_STARTING)
 
     def _check_output_dir(self) -> None:
         root = self.config.output_dir
