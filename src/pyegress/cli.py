@@ -24,8 +24,11 @@ _TYPES: dict[str, RequestType] = {t.cli: t for t in REQUEST_TYPES}
 
 
 def infer_type(data: dict[str, Any]) -> str:
-    """The request type from its keys, as ``lk egress start`` would need it spelled out."""
+    """The request type from its keys, as ``lk egress start`` would need it spelled out: a
+    ``template`` / ``web`` / ``media`` source or an ``outputs`` list is the unified request."""
     keys = {k.replace("_", "").lower() for k in data}
+    if keys & {"template", "web", "media", "outputs"}:
+        return "egress"
     if "url" in keys:
         return "web"
     if "trackid" in keys:

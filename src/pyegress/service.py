@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import builtins
 import os
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Container
 from pathlib import Path
 
 from livekit import rtc
 from livekit.protocol import egress as pe
+from livekit.protocol.models import TokenPagination
 
 from .config import Request, StreamURL, build_config, check_stream_url
 from .errors import EgressError, EgressNotFoundError, InvalidRequestError, NotSupportedError
@@ -17,6 +20,27 @@ from .recorders import Options, Recorder, RoomCompositeRecorder, TemplateRecorde
 from .recorders.base import DEFAULT_MAX_RETRIES, RECONNECT_TIMEOUT
 from .redaction import redact_url
 from .storage.config import default_storage
+
+#: Egresses a ``list_egress`` page holds (``EgressService.list_page_size``).
+LIST_PAGE_SIZE = 100
+_TOKEN_PREFIX = "pyeg1."
+
+
+def _token(egress_id: str) -> str:
+    """An opaque page token: the page continues after this egress (they are never reordered)."""
+    return _TOKEN_PREFIX + base64.urlsafe_b64encode(egress_id.encode()).decode().rstrip("=")
+
+
+def _page_after(token: str, known: Container[str]) -> str:
+    """The egress id a page token continues after; ``InvalidRequestError`` for a foreign token."""
+    try:
+        body = token.removeprefix(_TOKEN_PREFIX)
+        egress_id = base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)).decode()
+    except (ValueError, UnicodeDecodeError):
+        egress_id = ""
+    if not token.startswith(_TOKEN_PREFIX) or egress_id not in known:
+        raise InvalidRequestError("page_token", "not a token this service gave")
+    return egress_id
 
 
 class EgressService:
@@ -70,6 +94,7 @@ class EgressService:
         self._egresses: dict[str, Recorder | pe.EgressInfo] = {}
         self._listeners: list[Listener] = []
         self._watchers: set[asyncio.Task[None]] = set()
+        self.list_page_size = LIST_PAGE_SIZE
 
     async def __aenter__(self) -> EgressService:
         return self
@@ -122,9 +147,13 @@ class EgressService:
         """Record a web page (picture and sound) rendered by Chromium."""
         return await self._start(start, None, egress_id)
 
-    async def start_egress(self, start: pe.StartEgressRequest) -> pe.EgressInfo:
-        """Not supported yet (the generic StartEgress request comes in a later release)."""
-        raise NotSupportedError("start_egress is not supported yet")
+    async def start_egress(
+        self, start: pe.StartEgressRequest, *, room: rtc.Room | None = None, egress_id: str | None = None
+    ) -> pe.EgressInfo:
+        """LiveKit's unified request: a ``template`` (room composite), ``web`` or ``media``
+        source (one video and routed audio) to a list of ``outputs``. ``PASSTHROUGH`` raises
+        ``NotSupportedError``; see :mod:`pyegress.config.unified`."""
+        return await self._start(start, room, egress_id)
 
     async def update_layout(self, update: pe.UpdateLayoutRequest) -> pe.EgressInfo:
         """Switch a live room composite to another layout (from the next frame on)."""
@@ -237,9 +266,15 @@ class EgressService:
         return entry.info if isinstance(entry, Recorder) else entry
 
     async def list_egress(self, list: pe.ListEgressRequest) -> pe.ListEgressResponse:
-        """Egresses by id, by room, and/or only the active ones (as the hosted API)."""
-        items = []
-        for egress_id in self._egresses:
+        """Egresses by id, by room, and/or only the active ones (as the hosted API), in the
+        order they started, ``list_page_size`` a page: ``next_page_token`` is set while more
+        follow; pass it as ``page_token`` for the next page."""
+        ids = builtins.list(self._egresses)  # in start order: a dict keeps it, nothing is removed
+        start = 0
+        if list.page_token.token:
+            start = ids.index(_page_after(list.page_token.token, self._egresses)) + 1
+        items: builtins.list[pe.EgressInfo] = []
+        for egress_id in ids[start:]:
             info = self._info(egress_id)
             if list.egress_id and info.egress_id != list.egress_id:
                 continue
@@ -247,6 +282,9 @@ class EgressService:
                 continue
             if list.active and not is_active(info.status):
                 continue
+            if len(items) == self.list_page_size:  # one more matches: there is a next page
+                token = TokenPagination(token=_token(items[-1].egress_id))
+                return pe.ListEgressResponse(items=items, next_page_token=token)
             items.append(snapshot(info))
         return pe.ListEgressResponse(items=items)
 

@@ -26,6 +26,7 @@ from google.protobuf.message import DecodeError
 from livekit.protocol import egress as pe
 
 from ..config import REQUEST_TYPES, build_config
+from ..config.unified import source_kind
 from ..errors import EgressError, InvalidRequestError, NotSupportedError
 from ..info import is_terminal, snapshot
 from ..service import EgressService
@@ -60,6 +61,8 @@ class _Egress:
     latest: pe.EgressInfo | None = None
     changed: asyncio.Event = field(default_factory=asyncio.Event)
     reporter: asyncio.Task[None] | None = None
+    #: The first start's answer: a re-sent request arriving meanwhile awaits it.
+    started: asyncio.Future[bytes] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
 
 
 class EgressWorker:
@@ -146,6 +149,8 @@ class EgressWorker:
         which = start_request_kind(req)
         if which == "room_composite" and req.room_composite.custom_base_url.strip():
             which = "web"
+        elif which == "egress":  # the unified request costs what its source records
+            which = source_kind(req.egress)
         return self.config.cost(which or "room_composite")
 
     def _affinity(self, raw: bytes) -> float | None:
@@ -168,8 +173,11 @@ class EgressWorker:
             raise RpcError("malformed_request", f"StartEgressRequest: {e}") from None
         egress_id: str = req.egress_id
         running = self.egresses.get(egress_id)
-        if running is not None and running.latest is not None:  # the server re-sent it
-            return running.latest.SerializeToString()
+        if running is not None:  # the server re-sent it: the first start's answer, or its error
+            if not running.started.done():
+                log.info("egress %s: re-sent while starting; answering with the first start", egress_id)
+                return await asyncio.shield(running.started)
+            return running.latest.SerializeToString() if running.latest else running.started.result()
         which = start_request_kind(req)
         if which not in _METHODS:
             raise RpcError("invalid_argument", f"request: {which or 'none'} requests are not supported yet")
@@ -183,20 +191,20 @@ class EgressWorker:
         if self.draining or cost > self.available + 1e-9:
             raise RpcError("resource_exhausted", "this worker is full or draining")
         entry = _Egress(cost, slot=which)
-        self.egresses[egress_id] = entry
-        start: Callable[..., Awaitable[pe.EgressInfo]] = getattr(self.service, _METHODS[which])
+        self.egresses[egress_id] = entry  # no await since the lookup: a re-send finds it
         try:
-            info = await start(request, egress_id=egress_id)
-        except BaseException as e:  # nothing runs: free its cores, answer the error
+            info = await self._begin(which, request, egress_id)
+        except BaseException as e:  # nothing runs: free its cores, answer the error (to re-sends too)
             self.egresses.pop(egress_id, None)
-            if isinstance(e, (InvalidRequestError, NotSupportedError)):
-                raise RpcError("invalid_argument", str(e)) from None
-            if isinstance(e, EgressError):
-                raise RpcError("internal", str(e)) from None
+            failure = e if isinstance(e, RpcError) else RpcError("internal", str(e) or type(e).__name__)
+            entry.started.set_exception(failure)
+            entry.started.exception()  # retrieved: no warning when no re-send awaited it
             raise
         if req.room_id and not info.room_id:
             info.room_id = req.room_id
         entry.latest = info
+        answer = info.SerializeToString()
+        entry.started.set_result(answer)
         entry.reporter = asyncio.get_running_loop().create_task(self._report(egress_id, info))
         if not is_terminal(info.status):
             entry.served = [
@@ -206,7 +214,17 @@ class EgressWorker:
                                      affinity=lambda _: 1.0, queue=True),
             ]  # fmt: skip
         log.info("egress %s started (%s, %.2f cores reserved)", egress_id, which, cost)
-        return info.SerializeToString()
+        return answer
+
+    async def _begin(self, which: str, request: Any, egress_id: str) -> pe.EgressInfo:
+        """Start the egress on the service; its errors as psrpc errors."""
+        start: Callable[..., Awaitable[pe.EgressInfo]] = getattr(self.service, _METHODS[which])
+        try:
+            return await start(request, egress_id=egress_id)
+        except (InvalidRequestError, NotSupportedError) as e:
+            raise RpcError("invalid_argument", str(e)) from None
+        except EgressError as e:
+            raise RpcError("internal", str(e)) from None
 
     async def _list_active(self, raw: bytes) -> bytes:
         active = [i for i, e in self.egresses.items() if e.latest is None or not is_terminal(e.latest.status)]

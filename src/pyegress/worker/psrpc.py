@@ -132,13 +132,18 @@ class Bus:
     """psrpc over Redis pub/sub for one node (server id / client id = node_id).
 
     ``redis`` must return bytes (``decode_responses=False``). Call :meth:`start` before use and
-    :meth:`close` at the end; the Redis client stays the caller's to close.
+    :meth:`close` at the end; the Redis clients stay the caller's to close. ``keys``: the client
+    of psrpc's one key command (the queue lock) when it is not ``redis``: with a Redis Cluster,
+    pub/sub works on any node but a key only on the node owning its slot.
     """
 
-    def __init__(self, redis: redis.asyncio.Redis, node_id: str) -> None:
+    def __init__(
+        self, redis: redis.asyncio.Redis, node_id: str, *, keys: redis.asyncio.RedisCluster | None = None
+    ) -> None:
         if redis.connection_pool.connection_kwargs.get("decode_responses"):
             raise ValueError("psrpc needs a Redis client with decode_responses=False (payloads are bytes)")
         self._redis = redis
+        self._keys = keys
         self.node_id = node_id
         self._pubsub: PubSub | None = None
         self._handlers: dict[str, Callable[[bytes], None]] = {}
@@ -311,7 +316,8 @@ class Bus:
     async def _queue_lock(self, payload: bytes) -> bool:
         key = base64.b64encode(hashlib.sha256(payload).digest()).decode()
         try:
-            return bool(await self._command(lambda: self._redis.set(key, 1, nx=True, ex=_QUEUE_LOCK_SECONDS)))
+            keys = self._keys or self._redis
+            return bool(await self._command(lambda: keys.set(key, 1, nx=True, ex=_QUEUE_LOCK_SECONDS)))
         except (RedisError, OSError) as e:
             log.warning("psrpc: queue lock failed (%s); request dropped", e)
             return False
