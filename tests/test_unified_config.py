@@ -231,7 +231,8 @@ async def test_a_bad_request_is_listed_failed_naming_the_field_without_its_secre
         "hook-token-123456",
         "sign-key-987",
     ]
-    svc = pyegress.EgressService("ws://127.0.0.1:1", "key", "secret", webhook_keys={secrets[4]: "hook-secret"})
+    keys = {secrets[4]: "hook-secret"}  # the signing key must be one the service knows
+    svc = pyegress.EgressService("ws://127.0.0.1:1", "key", "secret", webhook_keys=keys)
     s3 = pe.S3Upload(bucket="b", region="r", access_key=secrets[0], secret=secrets[1])
     info = await svc.start_egress(
         req(

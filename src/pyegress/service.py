@@ -17,6 +17,7 @@ from .config import Request, StreamURL, build_config, check_stream_url
 from .errors import EgressError, EgressNotFoundError, InvalidRequestError, NotSupportedError
 from .info import Listener, is_active, new_info, set_status, snapshot
 from .recorders import Options, Recorder, RoomCompositeRecorder, TemplateRecorder, recorder_for
+from .recorders.base import DEFAULT_MAX_RETRIES, RECONNECT_TIMEOUT
 from .redaction import redact_url
 from .storage.config import default_storage
 from .webhooks import EgressWebhooks
@@ -57,6 +58,10 @@ class EgressService:
     ``room_empty_timeout`` ends a room composite whose room stayed empty that long.
     ``storage`` is where file outputs with no ``s3`` / ``gcp`` / ``azure`` of their own are
     uploaded (None: they stay local); see :mod:`pyegress.storage`.
+    A lost room connection is ridden out for up to ``reconnect_timeout`` seconds (the recording
+    goes on, the gap held); an egress that fails for a transient reason (the room lost for
+    good, the store unreachable) is retried up to ``max_retries`` times under the same id,
+    ``EgressInfo.retry_count`` counting; see "Retries" in the README.
     Starts return at once; the recording runs on the caller's event loop. ``egress_id`` lets
     the caller choose the id (a LiveKit server does when it dispatches a request). Follow an
     egress with ``async for info in service.updates(egress_id)`` or every egress with
@@ -79,7 +84,15 @@ class EgressService:
         storage: pe.StorageConfig | None = None,
         webhooks: Sequence[pm.WebhookConfig] | None = (),
         webhook_keys: Mapping[str, str] | None = None,
+        max_retries: int = DEFAULT_MAX_RETRIES,
+        reconnect_timeout: float = RECONNECT_TIMEOUT,
     ) -> None:
+        if max_retries < 0:
+            raise InvalidRequestError("max_retries", "must be 0 or more")
+        if reconnect_timeout <= 0:
+            raise InvalidRequestError("reconnect_timeout", "must be more than 0 seconds")
+        self.max_retries = max_retries
+        self.reconnect_timeout = reconnect_timeout
         self.url = url or os.environ.get("LIVEKIT_URL", "")
         self.api_key = api_key or os.environ.get("LIVEKIT_API_KEY", "")
         self._secret = api_secret or os.environ.get("LIVEKIT_API_SECRET", "")
@@ -212,6 +225,8 @@ class EgressService:
             wait_timeout=self.wait_timeout,
             empty_timeout=self.room_empty_timeout,
             egress_id=egress_id,
+            max_retries=self.max_retries,
+            reconnect_timeout=self.reconnect_timeout,
         )
         recorder = recorder_for(config, options)
         self._egresses[recorder.egress_id] = recorder

@@ -66,6 +66,10 @@ class Output:
             self.error = str(error)
             log.error("output %s failed: %s", self.name, self.error)
 
+    def resume(self, previous: Output) -> None:
+        """Continue what ``previous`` (this output in the attempt before a retry, finished)
+        wrote, where the container allows it (default: a new file of its own)."""
+
     # --- the encode thread ---------------------------------------------------------------
 
     def open(self, video: av.VideoStream | None, audio: av.AudioStream | None) -> None:

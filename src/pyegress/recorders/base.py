@@ -22,7 +22,14 @@ from livekit.protocol import egress as pe
 
 from .. import redaction
 from ..config import EgressConfig, Request, StreamURL, build_config
-from ..errors import EgressError, InvalidRequestError, OutputError, SourceError
+from ..errors import (
+    EgressError,
+    InvalidRequestError,
+    OutputError,
+    SourceError,
+    StoreUnreachableError,
+    TransientError,
+)
 from ..filenames import time_values
 from ..info import InfoOwner, Listener, is_terminal, new_info, now_ns, snapshot
 from ..media.encoding import AudioEncoding, VideoEncoding
@@ -32,6 +39,14 @@ from ..outputs import FrameOutput, Output, PcmOutput, StreamOutput, build_output
 from ..pipeline import Pipeline, PipelineStats
 
 log = logging.getLogger("pyegress.recorder")
+
+#: Retries of an egress that failed for a transient reason (:class:`TransientError`). LiveKit's
+#: open-source egress leaves the count to the controller that re-dispatches (not open source);
+#: its own retry test expects the first retry (``retry_count`` 1) to succeed.
+DEFAULT_MAX_RETRIES = 1
+#: How long the rtc SDK may try to regain a lost room connection before the recording ends
+#: early; the SDK usually gives up first (10 attempts: 13-23 s measured against a killed server).
+RECONNECT_TIMEOUT = 30.0
 
 
 @dataclass
@@ -57,6 +72,8 @@ class Options:
     wait_timeout: float = 10.0
     empty_timeout: float = 30.0
     egress_id: str | None = None
+    max_retries: int = DEFAULT_MAX_RETRIES
+    reconnect_timeout: float = RECONNECT_TIMEOUT
 
 
 @dataclass
@@ -86,6 +103,7 @@ class Recorder:
         wait_timeout: float = 10.0,
         egress_id: str | None = None,
         default_storage: pe.StorageConfig | None = None,
+        max_retries: int = DEFAULT_MAX_RETRIES,
     ) -> None:
         if config is None:
             if request is None:
@@ -107,11 +125,19 @@ class Recorder:
         self._task: asyncio.Task[None] | None = None
         self._t0 = 0.0
         self._t1 = 0.0
+        self.max_retries = max_retries
+        self._end_error: EgressError | None = None  # the recording ended early: fail once finished
+        self._stop_asked = False
 
     @classmethod
     def from_config(cls, config: EgressConfig, options: Options) -> Recorder:
         """The recorder of a validated config, with what it needs of ``options``."""
-        return cls(config=config, wait_timeout=options.wait_timeout, egress_id=options.egress_id)
+        return cls(
+            config=config,
+            wait_timeout=options.wait_timeout,
+            egress_id=options.egress_id,
+            max_retries=options.max_retries,
+        )
 
     # --- public lifecycle ---------------------------------------------------------------
 
@@ -139,6 +165,7 @@ class Recorder:
             self.owner.close()
             return snapshot(self.info)
         if not is_terminal(self.info.status):
+            self._stop_asked = True
             self.end("stopped")
         return await self.wait()
 
@@ -233,10 +260,14 @@ class Recorder:
     async def _run(self) -> None:
         try:
             self._check_output_dir()
-            await self._connect()
-            media = await self._resolve()
-            self.outputs = build_outputs(self.config, media.values, media.video, media.audio)
-            await self._record()
+            while True:
+                try:
+                    await self._attempt()
+                    break
+                except TransientError as e:
+                    if self._stop_asked or self.info.retry_count >= self.max_retries:
+                        raise
+                    await self._prepare_retry(e)
         except asyncio.CancelledError:
             self.owner.set_status(pe.EGRESS_ABORTED, "cancelled")
             raise
@@ -253,6 +284,35 @@ class Recorder:
                 self._stats, self.pipeline = self.pipeline.stats, None
             self.owner.close()
 
+    async def _attempt(self) -> None:
+        """One run from joining to finished outputs; a retry continues the previous outputs
+        where their container allows (:meth:`Output.resume`)."""
+        previous = {o.name: o for o in self.outputs}
+        await self._connect()
+        media = await self._resolve()
+        self.outputs = build_outputs(self.config, media.values, media.video, media.audio)
+        for o in self.outputs:
+            if o.name in previous:
+                o.resume(previous[o.name])
+        await self._record()
+        if self._end_error is not None:
+            raise self._end_error
+
+    async def _prepare_retry(self, error: EgressError) -> None:
+        """Close this attempt (its manifests written, the source let go) and count the retry."""
+        log.warning("egress %s: retrying (%d of %d) after: %s", self.egress_id,
+                    self.info.retry_count + 1, self.max_retries, error)  # fmt: skip
+        with contextlib.suppress(Exception):
+            await self._disconnect()
+        await self._publish_manifests()
+        if self.pipeline is not None:
+            self._stats, self.pipeline = self.pipeline.stats, None
+        self._end, self._end_error = asyncio.Event(), None
+        self.owner.set_status(pe.EGRESS_STARTING)
+        with self.owner.edit() as info:
+            info.retry_count += 1
+            info.details = f"retry {info.retry_count} after: {error}"
+
     def _check_output_dir(self) -> None:
         root = self.config.output_dir
         try:
@@ -264,6 +324,7 @@ class Recorder:
 
     def _template_values(self, extra: dict[str, str]) -> dict[str, str]:
         values = {"room_name": self.config.room_name, **time_values(), **extra}
+        values["retry"] = str(self.info.retry_count)
         values.setdefault("room_id", self.info.room_id)
         return values
 
@@ -289,7 +350,7 @@ class Recorder:
             o.attach(self.info, started)
             o.notify = lambda: _call_soon(loop, self._sync_results)
         with self.owner.edit() as info:
-            info.started_at = started
+            info.started_at = info.started_at or started  # a retry keeps the first start
             self._mirror_legacy()
         self.owner.set_status(pe.EGRESS_ACTIVE)
         self._on_active()
@@ -328,8 +389,10 @@ class Recorder:
             if failed and len(failed) < len(self.outputs):
                 info.error = "; ".join(f"{o.name}: {o.error}" for o in failed)
         if failed and len(failed) == len(self.outputs):
-            self.owner.set_status(pe.EGRESS_FAILED, "; ".join(f"{o.name}: {o.error}" for o in failed))
-        else:
+            error = "; ".join(f"{o.name}: {o.error}" for o in failed)
+            unreachable = all(o.backup_used for o in failed)  # recorded fine, the store was away
+            self._end_error = StoreUnreachableError(error) if unreachable else OutputError(error)
+        if self._end_error is None:
             self.owner.set_status(pe.EGRESS_COMPLETE)
 
     async def _publish_manifests(self) -> None:

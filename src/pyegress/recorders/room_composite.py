@@ -104,6 +104,10 @@ class RoomCompositeRecorder(RoomRecorder):
         self.source.on("track_unmuted", lambda p, pub: self._muted(p, pub, False))
         self.source.on("active_speakers_changed", self._room_speakers)
         self.source.on("participant_metadata_changed", self._own_metadata)
+        for task in (self._watch, self._layer_task):  # a retry's: the first attempt's go
+            if task is not None:
+                task.cancel()
+        self._layer_task = None
         self._watch = asyncio.get_running_loop().create_task(self._end_when_empty(self.empty_timeout))
         if self.compositor is not None and self.source.owns_room:  # never re-tune an app's own room
             self._layer_task = asyncio.get_running_loop().create_task(self._match_layers())
