@@ -28,7 +28,9 @@ class EgressService:
     ``wait_timeout`` bounds the wait for a room, participant or track to show up;
     ``room_empty_timeout`` ends a room composite whose room stayed empty that long.
     ``storage`` is where file outputs with no ``s3`` / ``gcp`` / ``azure`` of their own are
-    uploaded (None: they stay local); see :mod:`pyegress.storage`.
+    uploaded (None: they stay local); see :mod:`pyegress.storage`. ``backup_storage`` takes an
+    output's uploads once its own store failed for good (bad credentials, missing bucket, down
+    past the retries): the info then says ``backup_storage_used``.
     Starts return at once; the recording runs on the caller's event loop. ``egress_id`` lets
     the caller choose the id (a LiveKit server does when it dispatches a request). Follow an
     egress with ``async for info in service.updates(egress_id)`` or every egress with
@@ -45,6 +47,7 @@ class EgressService:
         wait_timeout: float = 10.0,
         room_empty_timeout: float = 30.0,
         storage: pe.StorageConfig | None = None,
+        backup_storage: pe.StorageConfig | None = None,
     ) -> None:
         self.url = url or os.environ.get("LIVEKIT_URL", "")
         self.api_key = api_key or os.environ.get("LIVEKIT_API_KEY", "")
@@ -53,7 +56,9 @@ class EgressService:
         self.wait_timeout = wait_timeout
         self.room_empty_timeout = room_empty_timeout
         default_storage(storage)  # validate now: InvalidRequestError naming storage.<provider>.<field>
+        default_storage(backup_storage, "backup_storage")
         self._storage = storage
+        self._backup = backup_storage
         self._egresses: dict[str, Recorder | pe.EgressInfo] = {}
         self._listeners: list[Listener] = []
         self._watchers: set[asyncio.Task[None]] = set()
@@ -148,7 +153,7 @@ class EgressService:
 
     async def _start(self, req: Request, room: rtc.Room | None, egress_id: str | None) -> pe.EgressInfo:
         try:
-            config = build_config(req, output_dir=self.output_dir, default=self._storage)
+            config = build_config(req, output_dir=self.output_dir, default=self._storage, backup=self._backup)
         except NotSupportedError:
             raise
         except EgressError as e:  # a bad request: listed as FAILED, naming the field

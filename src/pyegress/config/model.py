@@ -157,6 +157,7 @@ class EgressConfig:
     audio_mixing: int = 0  # room composite: pe.AudioMixing
     web_url: str = ""  # web: the page; room composite: the template (repr shows it redacted)
     await_start_signal: bool = False  # web: wait for the page's START_RECORDING
+    backup_storage: StorageMessage | None = field(default=None, repr=False)  # where failed uploads go
 
     @property
     def template(self) -> bool:

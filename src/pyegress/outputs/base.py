@@ -83,7 +83,7 @@ class Output:
         fails the output (its files stay local)."""
         if self.store is not None:
             await self.store.drain()
-            if self.store.backup_used:
+            if self.store.error:
                 self.fail(f"upload failed, files kept locally: {self.store.error}")
 
     def attach(self, info: pe.EgressInfo, started_at: int) -> None:
@@ -96,7 +96,8 @@ class Output:
 
     @property
     def backup_used(self) -> bool:
-        """True when something of this output could not reach its store and stayed local."""
+        """True when something of this output could not reach its store (it went to the backup
+        store, or stayed local)."""
         return self.store is not None and self.store.backup_used
 
     def manifest_entries(self) -> dict[str, object]:

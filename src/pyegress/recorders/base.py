@@ -74,7 +74,8 @@ class Recorder:
     Construct with a request (invalid requests raise ``InvalidRequestError`` naming the field)
     or a config already built from one. ``output_dir`` given: every path stays inside it;
     None: relative paths go under the working folder, absolute ones where they say.
-    ``default_storage`` is where outputs without a store of their own are uploaded.
+    ``default_storage`` is where outputs without a store of their own are uploaded;
+    ``backup_storage`` where uploads go once an output's store failed.
     """
 
     def __init__(
@@ -86,13 +87,14 @@ class Recorder:
         wait_timeout: float = 10.0,
         egress_id: str | None = None,
         default_storage: pe.StorageConfig | None = None,
+        backup_storage: pe.StorageConfig | None = None,
     ) -> None:
         if config is None:
             if request is None:
                 raise InvalidRequestError("request", "a request or a config is required")
             redaction.remember(self, *redaction.secrets_in(request))  # before a config error quotes one
             out = Path(output_dir) if output_dir is not None else None
-            config = build_config(request, output_dir=out, default=default_storage)
+            config = build_config(request, output_dir=out, default=default_storage, backup=backup_storage)
         else:
             redaction.remember(self, *redaction.secrets_in(config.request))
         self.config = config
@@ -340,6 +342,7 @@ class Recorder:
             await out.release()
             if location or error:
                 with self.owner.edit() as info:
+                    info.backup_storage_used = info.backup_storage_used or out.backup_used
                     info.manifest_location = info.manifest_location or location
                     if error:
                         info.backup_storage_used = True

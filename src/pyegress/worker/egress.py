@@ -74,6 +74,7 @@ class EgressWorker:
             config.api_secret,
             output_dir=config.output_dir,
             storage=config.storage,
+            backup_storage=config.backup,
         )
         cores = cpus if cpus is not None else float(os.cpu_count() or 1)
         self.capacity = cores * config.cpu_cost.get("max_cpu_utilization", 0.8)
