@@ -30,7 +30,9 @@ class EgressService:
     ``storage`` is where file outputs with no ``s3`` / ``gcp`` / ``azure`` of their own are
     uploaded (None: they stay local); see :mod:`pyegress.storage`. ``backup_storage`` takes an
     output's uploads once its own store failed for good (bad credentials, missing bucket, down
-    past the retries): the info then says ``backup_storage_used``.
+    past the retries): the info then says ``backup_storage_used``. ``insecure`` runs web and
+    template pages in Chromium without web security (cross-origin requests need no CORS, mixed
+    content runs), like LiveKit Egress's ``insecure``.
     Starts return at once; the recording runs on the caller's event loop. ``egress_id`` lets
     the caller choose the id (a LiveKit server does when it dispatches a request). Follow an
     egress with ``async for info in service.updates(egress_id)`` or every egress with
@@ -48,6 +50,7 @@ class EgressService:
         room_empty_timeout: float = 30.0,
         storage: pe.StorageConfig | None = None,
         backup_storage: pe.StorageConfig | None = None,
+        insecure: bool = False,
     ) -> None:
         self.url = url or os.environ.get("LIVEKIT_URL", "")
         self.api_key = api_key or os.environ.get("LIVEKIT_API_KEY", "")
@@ -55,6 +58,7 @@ class EgressService:
         self.output_dir = Path(output_dir) if output_dir is not None else None
         self.wait_timeout = wait_timeout
         self.room_empty_timeout = room_empty_timeout
+        self.insecure = insecure
         default_storage(storage)  # validate now: InvalidRequestError naming storage.<provider>.<field>
         default_storage(backup_storage, "backup_storage")
         self._storage = storage
@@ -170,6 +174,7 @@ class EgressService:
             wait_timeout=self.wait_timeout,
             empty_timeout=self.room_empty_timeout,
             egress_id=egress_id,
+            insecure=self.insecure,
         )
         recorder = recorder_for(config, options)
         self._egresses[recorder.egress_id] = recorder

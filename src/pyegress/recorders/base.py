@@ -57,6 +57,7 @@ class Options:
     wait_timeout: float = 10.0
     empty_timeout: float = 30.0
     egress_id: str | None = None
+    insecure: bool = False  # web pages and templates run without web security
 
 
 @dataclass

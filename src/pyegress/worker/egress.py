@@ -75,6 +75,7 @@ class EgressWorker:
             output_dir=config.output_dir,
             storage=config.storage,
             backup_storage=config.backup,
+            insecure=config.insecure,
         )
         cores = cpus if cpus is not None else float(os.cpu_count() or 1)
         self.capacity = cores * config.cpu_cost.get("max_cpu_utilization", 0.8)
