@@ -95,6 +95,12 @@ class Output:
         raise NotImplementedError
 
     @property
+    def frames_dropped(self) -> int:
+        """Frames (video or audio) this output could not send: a live receiver too slow or
+        away. Files never drop."""
+        return 0
+
+    @property
     def backup_used(self) -> bool:
         """True when something of this output could not reach its store (it went to the backup
         store, or stayed local)."""

@@ -43,6 +43,8 @@ class Progress:
     size: int
     fps: float
     backlog: int = 0  # ticks waiting for the encoder thread: growing means it cannot keep up
+    frames_dropped: int = 0  # frames (video or audio) a stream or WebSocket output could not send
+    frames_skipped: int = 0  # received video frames never shown (late, or above the frame rate)
 
 
 @dataclass
@@ -172,14 +174,24 @@ class Recorder:
         return self.owner.listen(listener)
 
     def progress(self) -> Progress:
-        """Elapsed seconds, bytes written, output frame rate and encoder backlog so far."""
+        """Elapsed seconds, bytes written, output frame rate, encoder backlog and frames dropped
+        (by outputs) or skipped (received but never shown) so far."""
         end = self._t1 or time.monotonic()
         elapsed = end - self._t0 if self._t0 else 0.0
         stats = self.pipeline.stats if self.pipeline is not None else self._stats
         size = sum(o.size for o in self.outputs)
         status = pe.EgressStatus.Name(self.info.status)
         fps = stats.video_frames / elapsed if elapsed > 0 else 0.0
-        return Progress(status, elapsed, size, fps, stats.backlog if self.pipeline is not None else 0)
+        video = self.pipeline.video_input if self.pipeline is not None else None
+        return Progress(
+            status,
+            elapsed,
+            size,
+            fps,
+            stats.backlog if self.pipeline is not None else 0,
+            frames_dropped=sum(o.frames_dropped for o in self.outputs),
+            frames_skipped=video.frames_skipped if video is not None else 0,
+        )
 
     async def update_stream(self, add: Sequence[StreamURL], remove: Sequence[str]) -> pe.EgressInfo:
         """Add and remove RTMP URLs of a live egress; the other URLs keep streaming untouched."""
