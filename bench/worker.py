@@ -24,7 +24,9 @@ starts Debian's redis-server, a livekit-server with a ``redis:`` section and syn
   through the step, and the log has no "ticks behind real time" warning with ``n`` running.
   The worker's CPU s/s at each step is reported beside it;
 * **rooms** (``--only rooms``): the same with room composites of 4 participants (grid, 720p30)
-  of one room of 4 publishers, ``--room-step`` (default 30) seconds a step.
+  of one room of 4 publishers (640x360, so that their encoders leave the worker the CPUs),
+  ``--room-step`` (default 30) seconds a step, each measured from 5 s after the new egress went
+  ACTIVE.
 
 ``--write`` puts the tables into docs/performance.md (``<!-- bench:worker -->``, and
 ``<!-- bench:worker-rooms -->`` for the rooms part), each only when its parts ran.
@@ -65,6 +67,12 @@ from bench.common import child_env as _child_env
 
 SECTION = "worker"
 ROOMS_SECTION = "worker-rooms"
+#: Seconds a new room composite runs before its step is measured: its four decoders start and
+#: the first key frames arrive then.
+ROOM_WARMUP = 5.0
+#: The senders of the rooms part: 640x360, as bench/room_composite.py's 4 @ 720p, so that four
+#: publishers' encoders (on the same 2 CPUs) leave the worker the machine.
+ROOM_SENDERS = (640, 360)
 TARGET = 0.05
 #: A capacity step is late when an egress has more ticks than this waiting for its encoder
 #: (half a second at 30 fps; a worker that keeps up has 0 or 1).
@@ -269,9 +277,12 @@ async def _capacity(
     step: float,
     most: int,
     kind: str = "track_composite",
+    warmup: float = 0.0,
 ) -> list[dict[str, Any]]:
     """Steps of (running, worker CPU s/s, most ticks waiting, backlog warnings, late) until late:
-    requests of ``kind`` on ``room`` started one at a time on one worker."""
+    requests of ``kind`` on ``room`` started one at a time on one worker, each step measured
+    ``warmup`` s after the new egress went ACTIVE (its decoders start and its first frames
+    arrive then)."""
     from livekit.protocol import egress as pe
 
     costs = {
@@ -289,6 +300,7 @@ async def _capacity(
                 )
                 ids.append(info.egress_id)
                 await worker.until(lambda s, n=n: _active(s).count("EGRESS_ACTIVE") == n, 30)
+                await asyncio.sleep(warmup)
                 seen = log.read_text().count("ticks behind real time")
                 cpu0, t0 = worker.cpu(), time.monotonic()
                 samples: list[int] = []
@@ -308,6 +320,7 @@ async def _capacity(
                         "backlog": backlog,
                         "warnings": warnings,
                         "late": late,
+                        "samples": samples[::4],  # the most ticks waiting, about once a second
                     }
                 )
                 print(f"  capacity ({kind}): {steps[-1]}", file=sys.stderr)
@@ -324,11 +337,13 @@ async def _capacity(
 # --- parent -----------------------------------------------------------------------------------
 
 
-def _publishers(room: str, count: int, env: dict[str, str], seconds: float) -> list[subprocess.Popen[bytes]]:
+def _publishers(
+    room: str, count: int, env: dict[str, str], seconds: float, size: tuple[int, int] = (1280, 720)
+) -> list[subprocess.Popen[bytes]]:
     procs = []
     for i in range(count):
         argv = [sys.executable, "-m", "pyegress.testing.publish", "--room", room, "--identity", f"p{i:02d}"]
-        argv += ["--width", "1280", "--height", "720", "--fps", "30", "--duration", str(seconds)]
+        argv += ["--width", str(size[0]), "--height", str(size[1]), "--fps", "30", "--duration", str(seconds)]
         procs.append(
             subprocess.Popen(
                 ["nice", "-n", "19", *argv], env=env, stdin=subprocess.DEVNULL, stderr=subprocess.DEVNULL
@@ -436,13 +451,13 @@ async def _measure(args: argparse.Namespace) -> dict[str, Any]:
                 )
             if not parts or "rooms" in parts:
                 print("running room composite capacity ...", file=sys.stderr)
-                four = _publishers("bench-worker-4", 4, env, 3600)
+                four = _publishers("bench-worker-rooms", 4, env, 3600, ROOM_SENDERS)
                 try:
-                    await _published(server, "bench-worker-4", 4)
+                    await _published(server, "bench-worker-rooms", 4)
                     await asyncio.sleep(3.0)
                     results["rooms"] = await _capacity(
-                        server, redis, out / "r", "bench-worker-4", tracks, args.room_step, args.room_most,
-                        kind="room_composite",
+                        server, redis, out / "r", "bench-worker-rooms", tracks,
+                        args.room_step, args.room_most, kind="room_composite", warmup=ROOM_WARMUP,
                     )  # fmt: skip
                 finally:
                     _stop(four)
@@ -550,6 +565,10 @@ def _held(steps: list[dict[str, Any]]) -> str:
 
 
 def _rooms_report(steps: list[dict[str, Any]], argv: Sequence[str], steps_s: float) -> str:
+    from pyegress.worker.config import DEFAULT_CPU_COST
+
+    cost, share = DEFAULT_CPU_COST["room_composite_cpu_cost"], DEFAULT_CPU_COST["max_cpu_utilization"]
+    cores = os.cpu_count() or 1
     return "\n".join(
         [
             "### Worker capacity: room composites of 4 participants at 720p",
@@ -557,10 +576,13 @@ def _rooms_report(steps: list[dict[str, Any]], argv: Sequence[str], steps_s: flo
             f"Measured {now_utc()} on {machine_line()}, {server_line()}.",
             f"Command: `{command_line(argv)}`.",
             "",
-            "Room composites (grid, 720p30 preset, MP4) of one room of 4 synthetic 1280x720 30 fps",
-            "H.264 + Opus publishers (their own processes at nice 19, on the same 2 CPUs: they get what",
-            "the worker leaves) started one at a time on one `pyegress worker` (admission costs set near",
-            f"0 so it never refuses); each step {steps_s:g} s with the health JSON read every 0.25 s. Late:",
+            "Room composites (grid, 720p30 preset, MP4) of one room of 4 synthetic"
+            f" {ROOM_SENDERS[0]}x{ROOM_SENDERS[1]} 30 fps H.264 + Opus publishers (their own processes",
+            "at nice 19, on the same 2 CPUs: they get what the worker leaves; small senders as in the",
+            "room composite section) started one at a time on one `pyegress worker` (admission costs",
+            f"set near 0 so it never refuses); each step {steps_s:g} s, from {ROOM_WARMUP:g} s after the new",
+            "egress went ACTIVE (its four decoders start then), with the health JSON read every 0.25 s.",
+            "Late:",
             f"an egress had more than {LATE_TICKS} ticks waiting for its encoder (Progress.backlog), the",
             f"most waiting grew by more than {GROWING_TICKS} from the step's first half to its second, or",
             "the log says 'ticks behind real time'.",
@@ -568,6 +590,8 @@ def _rooms_report(steps: list[dict[str, Any]], argv: Sequence[str], steps_s: flo
             _steps_table(steps),
             "",
             _held(steps),
+            f"With the default `cpu_cost` (room composite {cost:g}, `max_cpu_utilization` {share:g}) a",
+            f"worker of {cores} cores admits {int(cores * share / cost + 1e-9)} of them.",
         ]
     )
 
