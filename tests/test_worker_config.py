@@ -72,6 +72,7 @@ backup:
         (BASE + "cpu_cost:\n  web_cpu_cost: -1\n", "cpu_cost.web_cpu_cost"),
         (BASE + "session_limits:\n  file_output_max_duration: x\n", "session_limits.file_output_max_duration"),  # noqa: E501
         ("[not, a, mapping]", "config"),
+        ("api_key: k\napi_secret: s\nws_url: ws://h\nredis:\n  cluster_addresses: [a:1]\n  db: 2\n", "redis.db"),  # noqa: E501
     ],
 )
 def test_a_bad_config_names_the_key(body: str, field: str, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -92,3 +93,9 @@ def test_unknown_keys_are_logged_not_fatal(caplog: pytest.LogCaptureFixture) -> 
 def test_config_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("EGRESS_CONFIG_BODY", BASE)
     assert load_config().api_secret == "secret-value-123"
+
+
+def test_a_redis_cluster_is_its_nodes_addresses() -> None:
+    nodes = "cluster_addresses: [10.0.0.1:7000, 10.0.0.2:7001]"
+    cfg = load_config(body=BASE.replace("address: 127.0.0.1:6379", nodes))
+    assert cfg.redis.cluster_addresses == ["10.0.0.1:7000", "10.0.0.2:7001"] and cfg.redis.address == ""

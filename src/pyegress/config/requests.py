@@ -16,7 +16,7 @@ from livekit.protocol import egress as pe
 
 from ..errors import InvalidRequestError
 from ..storage.config import default_storage
-from . import kinds
+from . import kinds, unified
 from .model import EgressConfig, Kind, Request
 from .outputs import Place, add_other_outputs, check_containers, settle_audio
 from .paths import check_paths
@@ -33,6 +33,11 @@ class RequestType:
     method: str  # the EgressService start method
     source_type: int  # EgressInfo.source_type
     build: Callable[[Any, Place], EgressConfig]
+    source_of: Callable[[Any], int] | None = None  # when the source type depends on the request
+
+    def source(self, req: Message) -> int:
+        """``EgressInfo.source_type`` of ``req``."""
+        return self.source_of(req) if self.source_of is not None else self.source_type
 
 
 REQUEST_TYPES: tuple[RequestType, ...] = (
@@ -80,6 +85,16 @@ REQUEST_TYPES: tuple[RequestType, ...] = (
         "start_web_egress",
         pe.EGRESS_SOURCE_TYPE_WEB,
         kinds.web,
+    ),
+    RequestType(  # LiveKit's unified request: its source picks one of the recorders above, or media
+        Kind.MEDIA,
+        pe.StartEgressRequest,
+        "egress",
+        "egress",
+        "start_egress",
+        pe.EGRESS_SOURCE_TYPE_SDK,
+        unified.egress,
+        unified.source_type,
     ),
 )
 

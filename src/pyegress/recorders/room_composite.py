@@ -77,7 +77,7 @@ class RoomCompositeRecorder(RoomRecorder):
         if self.compositor is not None:
             self.compositor.layout = parsed
         with self.owner.edit() as info:
-            info.room_composite.layout = layout
+            layout_holder(info).layout = layout
         return self.info
 
     # --- hooks --------------------------------------------------------------------------
@@ -153,7 +153,7 @@ class RoomCompositeRecorder(RoomRecorder):
             return
         try:
             layout = json.loads(new).get("layout") if new else None
-            if isinstance(layout, str) and layout != self.info.room_composite.layout:
+            if isinstance(layout, str) and layout != layout_holder(self.info).layout:
                 self.set_layout(layout)
         except (ValueError, AttributeError, EgressError) as e:
             log.warning("egress %s: layout from metadata %r not applied: %s", self.egress_id, new, e)
@@ -187,6 +187,11 @@ class RoomCompositeRecorder(RoomRecorder):
             for task in (self._watch, self._layer_task):
                 if task is not None:
                     task.cancel()
+
+
+def layout_holder(info: pe.EgressInfo) -> pe.RoomCompositeEgressRequest | pe.TemplateSource:
+    """The request message of ``info`` that holds the layout (a unified request's ``template``)."""
+    return info.egress.template if info.WhichOneof("request") == "egress" else info.room_composite
 
 
 def _join_time(p: rtc.RemoteParticipant) -> float:

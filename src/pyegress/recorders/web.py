@@ -21,6 +21,7 @@ from ..sources.room import recorder_token
 from ..sources.web import LAYOUT_EVENT, PageAudio, PageSource
 from .base import Options, Recorder
 from .room import RoomRecorder
+from .room_composite import layout_holder
 
 #: Canvas of an audio-only page (the page still needs a window to lay itself out in).
 _AUDIO_ONLY_SIZE = (1280, 720)
@@ -155,7 +156,7 @@ class TemplateRecorder(RoomRecorder, _PageRecorder):
         ``@livekit/egress-sdk`` listens to) and as ``?layout=`` plus a ``pyegress:layout`` event."""
         self.layout = layout
         with self.owner.edit() as info:
-            info.room_composite.layout = layout
+            layout_holder(info).layout = layout
         task = asyncio.get_running_loop().create_task(self._push_layout(layout))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)

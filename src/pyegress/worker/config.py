@@ -1,7 +1,7 @@
 """The worker's configuration: the YAML keys LiveKit Egress reads, validated with clear errors.
 
-Required: ``api_key``, ``api_secret``, ``ws_url`` and ``redis`` (``address``, or sentinel
-keys). Optional: ``health_port``, ``prometheus_port``, ``log_level``, ``cpu_cost``,
+Required: ``api_key``, ``api_secret``, ``ws_url`` and ``redis`` (``address``, sentinel keys, or
+``cluster_addresses``). Optional: ``health_port``, ``prometheus_port``, ``log_level``, ``cpu_cost``,
 ``session_limits``, ``storage`` (the default store of outputs that name none), ``backup`` (a
 store like ``storage``: an output's uploads go there once its own store failed),
 ``insecure`` (web and template pages run without web security: cross-origin requests and
@@ -93,7 +93,7 @@ class ConfigError(InvalidRequestError):
 @redacted_repr
 @dataclass
 class RedisConfig:
-    """Where the server's Redis is (a plain address, or sentinels)."""
+    """Where the server's Redis is (a plain address, sentinels, or a cluster's nodes)."""
 
     address: str = ""
     username: str = ""
@@ -177,12 +177,15 @@ def _redis(raw: object) -> RedisConfig:
         sentinel_addresses=[str(a) for a in raw.get("sentinel_addresses") or []],
         cluster_addresses=[str(a) for a in raw.get("cluster_addresses") or []],
     )
-    if cfg.cluster_addresses:
+    if cfg.cluster_addresses and cfg.db:
+        raise ConfigError("redis.db", "a Redis Cluster has only db 0")
+    if not (cfg.address or cfg.cluster_addresses) and not (
+        cfg.sentinel_master_name and cfg.sentinel_addresses
+    ):
         raise ConfigError(
-            "redis.cluster_addresses", "Redis Cluster is not supported yet; use address or sentinels"
+            "redis.address",
+            "is required (or cluster_addresses, or sentinel_master_name and sentinel_addresses)",
         )
-    if not cfg.address and not (cfg.sentinel_master_name and cfg.sentinel_addresses):
-        raise ConfigError("redis.address", "is required (or sentinel_master_name and sentinel_addresses)")
     return cfg
 
 

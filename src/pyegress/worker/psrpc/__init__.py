@@ -24,5 +24,7 @@ class Bus(Server, Client):
     """psrpc over Redis pub/sub for one node (server id / client id = node_id).
 
     ``redis`` must return bytes (``decode_responses=False``). Call :meth:`start` before use and
-    :meth:`close` at the end; the Redis client stays the caller's to close.
+    :meth:`close` at the end; the Redis clients stay the caller's to close. ``keys``: the client
+    of psrpc's one key command (the queue lock) when it is not ``redis``: with a Redis Cluster,
+    pub/sub works on any node but a key only on the node owning its slot.
     """

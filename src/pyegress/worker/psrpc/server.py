@@ -53,10 +53,15 @@ class Served:
 
 
 class Server(Connection):
-    """Serves methods with the node id as its server id."""
+    """Serves methods with the node id as its server id. ``keys``: the client of psrpc's one key
+    command (the queue lock) when it is not ``redis``: with a Redis Cluster, pub/sub works on any
+    node but a key only on the node owning its slot."""
 
-    def __init__(self, redis: redis.asyncio.Redis, node_id: str) -> None:
+    def __init__(
+        self, redis: redis.asyncio.Redis, node_id: str, *, keys: redis.asyncio.RedisCluster | None = None
+    ) -> None:
         super().__init__(redis, node_id)
+        self._keys = keys
         # servers waiting for the caller's choice: request id -> future of the chosen server id
         self._claim_waits: dict[str, asyncio.Future[str]] = {}
 
@@ -112,7 +117,8 @@ class Server(Connection):
     async def _queue_lock(self, payload: bytes) -> bool:
         key = base64.b64encode(hashlib.sha256(payload).digest()).decode()
         try:
-            return bool(await self._command(lambda: self._redis.set(key, 1, nx=True, ex=_QUEUE_LOCK_SECONDS)))
+            keys = self._keys or self._redis
+            return bool(await self._command(lambda: keys.set(key, 1, nx=True, ex=_QUEUE_LOCK_SECONDS)))
         except (RedisError, OSError) as e:
             log.warning("psrpc: queue lock failed (%s); request dropped", e)
             return False
