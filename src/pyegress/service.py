@@ -61,7 +61,11 @@ class EgressService:
     A lost room connection is ridden out for up to ``reconnect_timeout`` seconds (the recording
     goes on, the gap held); an egress that fails for a transient reason (the room lost for
     good, the store unreachable) is retried up to ``max_retries`` times under the same id,
-    ``EgressInfo.retry_count`` counting; see "Retries" in the README.
+    ``EgressInfo.retry_count`` counting; see "Retries" in the README. ``backup_storage`` takes an
+    output's uploads once its own store failed for good (bad credentials, missing bucket, down
+    past the retries): the info then says ``backup_storage_used``. ``insecure`` runs web and
+    template pages in Chromium without web security (cross-origin requests need no CORS, mixed
+    content runs), like LiveKit Egress's ``insecure``.
     Starts return at once; the recording runs on the caller's event loop. ``egress_id`` lets
     the caller choose the id (a LiveKit server does when it dispatches a request). Follow an
     egress with ``async for info in service.updates(egress_id)`` or every egress with
@@ -82,6 +86,8 @@ class EgressService:
         wait_timeout: float = 10.0,
         room_empty_timeout: float = 30.0,
         storage: pe.StorageConfig | None = None,
+        backup_storage: pe.StorageConfig | None = None,
+        insecure: bool = False,
         webhooks: Sequence[pm.WebhookConfig] | None = (),
         webhook_keys: Mapping[str, str] | None = None,
         max_retries: int = DEFAULT_MAX_RETRIES,
@@ -99,8 +105,11 @@ class EgressService:
         self.output_dir = Path(output_dir) if output_dir is not None else None
         self.wait_timeout = wait_timeout
         self.room_empty_timeout = room_empty_timeout
+        self.insecure = insecure
         default_storage(storage)  # validate now: InvalidRequestError naming storage.<provider>.<field>
+        default_storage(backup_storage, "backup_storage")
         self._storage = storage
+        self._backup = backup_storage
         self._egresses: dict[str, Recorder | pe.EgressInfo] = {}
         self._listeners: list[Listener] = []
         self._watchers: set[asyncio.Task[None]] = set()
@@ -207,7 +216,7 @@ class EgressService:
         hooks = self._webhooks.defaults
         try:
             hooks = self._webhooks.targets(req)
-            config = build_config(req, output_dir=self.output_dir, default=self._storage)
+            config = build_config(req, output_dir=self.output_dir, default=self._storage, backup=self._backup)
         except NotSupportedError:
             raise
         except EgressError as e:  # a bad request: listed as FAILED, naming the field
@@ -227,6 +236,7 @@ class EgressService:
             egress_id=egress_id,
             max_retries=self.max_retries,
             reconnect_timeout=self.reconnect_timeout,
+            insecure=self.insecure,
         )
         recorder = recorder_for(config, options)
         self._egresses[recorder.egress_id] = recorder

@@ -181,6 +181,7 @@ class EgressConfig:
     await_start_signal: bool = False  # web: wait for the page's START_RECORDING
     audio_routes: list[AudioRoute] = field(default_factory=list)  # media: the routed voices
     capture_all_audio: bool = False  # media: every other audio track too, in both channels
+    backup_storage: StorageMessage | None = field(default=None, repr=False)  # where failed uploads go
 
     @property
     def template(self) -> bool:

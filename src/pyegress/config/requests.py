@@ -112,11 +112,13 @@ def build_config(
     *,
     output_dir: Path | None = None,
     default: pe.StorageConfig | None = None,
+    backup: pe.StorageConfig | None = None,
 ) -> EgressConfig:
     """Validate ``req`` and normalise it; raises ``InvalidRequestError`` naming the field.
 
     ``output_dir`` given: every path stays inside it. None: relative paths go under the working
-    folder and absolute ones where they say. ``default`` is the store of outputs that name none.
+    folder and absolute ones where they say. ``default`` is the store of outputs that name none;
+    ``backup`` the store their uploads go to when their own store fails.
     """
     place = Place(
         (output_dir or Path.cwd()).resolve(),
@@ -127,4 +129,5 @@ def build_config(
     check_containers(cfg)
     settle_audio(cfg)
     check_paths(cfg)
+    cfg.backup_storage = default_storage(backup, "backup")
     return cfg

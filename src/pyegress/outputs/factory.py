@@ -68,7 +68,7 @@ def _file(
         video=video if path.suffix in _VIDEO_CONTAINERS else None,
         audio=audio_for(audio, path.suffix),
         manifest=not target.disable_manifest,
-        store=open_store(target.storage, config.output_dir),
+        store=open_store(target.storage, config.output_dir, backup=config.backup_storage),
     )
 
 
@@ -95,7 +95,7 @@ def build_outputs(
                 video=video,
                 audio=audio_for(audio, "hls"),
                 manifest=not seg.disable_manifest,
-                store=open_store(seg.storage, root),
+                store=open_store(seg.storage, root, backup=config.backup_storage),
             )
         )
     for st in config.streams:
@@ -113,7 +113,7 @@ def build_outputs(
                 height=img.height,
                 suffix=img.suffix,
                 manifest=not img.disable_manifest,
-                store=open_store(img.storage, root),
+                store=open_store(img.storage, root, backup=config.backup_storage),
             )
         )
     if config.websocket_url:

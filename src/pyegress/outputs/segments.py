@@ -217,12 +217,7 @@ class SegmentOutput(PacketOutput):
 
     def _location(self, path: Path) -> str:
         """The object URL of ``path`` unless its (latest) upload failed: then the local path."""
-        future = self._uploaded.get(path)
-        if self.store is None or future is None:
-            return str(path)
-        if future.done() and not future.result().ok:
-            return str(path)
-        return self.store.location(path)
+        return str(path) if self.store is None else self.store.where(path, self._uploaded.get(path))
 
     # --- results (event loop) ------------------------------------------------------------
 

@@ -58,6 +58,8 @@ class Progress:
     size: int
     fps: float
     backlog: int = 0  # ticks waiting for the encoder thread: growing means it cannot keep up
+    frames_dropped: int = 0  # frames (video or audio) a stream or WebSocket output could not send
+    frames_skipped: int = 0  # received video frames never shown (late, or above the frame rate)
 
 
 @dataclass
@@ -74,6 +76,7 @@ class Options:
     egress_id: str | None = None
     max_retries: int = DEFAULT_MAX_RETRIES
     reconnect_timeout: float = RECONNECT_TIMEOUT
+    insecure: bool = False  # web pages and templates run without web security
 
 
 @dataclass
@@ -91,7 +94,8 @@ class Recorder:
     Construct with a request (invalid requests raise ``InvalidRequestError`` naming the field)
     or a config already built from one. ``output_dir`` given: every path stays inside it;
     None: relative paths go under the working folder, absolute ones where they say.
-    ``default_storage`` is where outputs without a store of their own are uploaded.
+    ``default_storage`` is where outputs without a store of their own are uploaded;
+    ``backup_storage`` where uploads go once an output's store failed.
     """
 
     def __init__(
@@ -104,13 +108,14 @@ class Recorder:
         egress_id: str | None = None,
         default_storage: pe.StorageConfig | None = None,
         max_retries: int = DEFAULT_MAX_RETRIES,
+        backup_storage: pe.StorageConfig | None = None,
     ) -> None:
         if config is None:
             if request is None:
                 raise InvalidRequestError("request", "a request or a config is required")
             redaction.remember(self, *redaction.secrets_in(request))  # before a config error quotes one
             out = Path(output_dir) if output_dir is not None else None
-            config = build_config(request, output_dir=out, default=default_storage)
+            config = build_config(request, output_dir=out, default=default_storage, backup=backup_storage)
         else:
             redaction.remember(self, *redaction.secrets_in(config.request))
         self.config = config
@@ -196,14 +201,24 @@ class Recorder:
         return self.owner.listen(listener)
 
     def progress(self) -> Progress:
-        """Elapsed seconds, bytes written, output frame rate and encoder backlog so far."""
+        """Elapsed seconds, bytes written, output frame rate, encoder backlog and frames dropped
+        (by outputs) or skipped (received but never shown) so far."""
         end = self._t1 or time.monotonic()
         elapsed = end - self._t0 if self._t0 else 0.0
         stats = self.pipeline.stats if self.pipeline is not None else self._stats
         size = sum(o.size for o in self.outputs)
         status = pe.EgressStatus.Name(self.info.status)
         fps = stats.video_frames / elapsed if elapsed > 0 else 0.0
-        return Progress(status, elapsed, size, fps, stats.backlog if self.pipeline is not None else 0)
+        video = self.pipeline.video_input if self.pipeline is not None else None
+        return Progress(
+            status,
+            elapsed,
+            size,
+            fps,
+            stats.backlog if self.pipeline is not None else 0,
+            frames_dropped=sum(o.frames_dropped for o in self.outputs),
+            frames_skipped=video.frames_skipped if video is not None else 0,
+        )
 
     async def update_stream(self, add: Sequence[StreamURL], remove: Sequence[str]) -> pe.EgressInfo:
         """Add and remove RTMP URLs of a live egress; the other URLs keep streaming untouched."""
@@ -403,6 +418,7 @@ class Recorder:
             await out.release()
             if location or error:
                 with self.owner.edit() as info:
+                    info.backup_storage_used = info.backup_storage_used or out.backup_used
                     info.manifest_location = info.manifest_location or location
                     if error:
                         info.backup_storage_used = True

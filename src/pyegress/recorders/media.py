@@ -23,17 +23,25 @@ class PreferredPicture:
     def __init__(self) -> None:
         self.camera: VideoInput[Picture] = VideoInput()
         self.screen: VideoInput[Picture] = VideoInput()
+        self._skipped_gone = 0  # frames_skipped of ended screen shares
 
     def input(self, screen: bool) -> VideoInput[Picture]:
         return self.screen if screen else self.camera
 
     def drop_screen(self) -> None:
         """The screen share ended: back to the camera (a new share starts from its first frame)."""
+        self._skipped_gone += self.screen.frames_skipped
         self.screen = VideoInput()
 
+    @property
+    def frames_skipped(self) -> int:
+        """Received frames never shown (late, or above the frame rate), screen and camera."""
+        return self._skipped_gone + self.screen.frames_skipped + self.camera.frames_skipped
+
     def at(self, when: float) -> Picture | None:
+        camera = self.camera.at(when)  # read while the share covers it: those frames are not dropped
         shared = self.screen.at(when)
-        return shared if shared is not None else self.camera.at(when)
+        return shared if shared is not None else camera
 
 
 def route_of(

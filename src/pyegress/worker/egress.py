@@ -80,6 +80,8 @@ class EgressWorker:
             config.api_secret,
             output_dir=config.output_dir,
             storage=config.storage,
+            backup_storage=config.backup,
+            insecure=config.insecure,
             webhooks=None,  # livekit-server sends them, the requests' too (see _for_server)
         )
         cores = cpus if cpus is not None else float(os.cpu_count() or 1)
