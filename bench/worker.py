@@ -22,9 +22,14 @@ starts Debian's redis-server, a livekit-server with a ``redis:`` section and syn
   read every 0.25 s; the worker holds ``n`` when no egress had more than ``LATE_TICKS`` ticks
   waiting for its encoder (the health JSON's ``backlog``), that figure did not keep growing
   through the step, and the log has no "ticks behind real time" warning with ``n`` running.
-  The worker's CPU s/s at each step is reported beside it.
+  The worker's CPU s/s at each step is reported beside it;
+* **rooms** (``--only rooms``): the same with room composites of 4 participants (grid, 720p30)
+  of one room of 4 publishers (640x360, so that their encoders leave the worker the CPUs),
+  ``--room-step`` (default 30) seconds a step, each measured from 5 s after the new egress went
+  ACTIVE.
 
-``--write`` puts the tables into docs/performance.md (``<!-- bench:worker -->``).
+``--write`` puts the tables into docs/performance.md (``<!-- bench:worker -->``, and
+``<!-- bench:worker-rooms -->`` for the rooms part), each only when its parts ran.
 """
 
 from __future__ import annotations
@@ -61,6 +66,13 @@ from bench.common import check_child as _check
 from bench.common import child_env as _child_env
 
 SECTION = "worker"
+ROOMS_SECTION = "worker-rooms"
+#: Seconds a new room composite runs before its step is measured: its four decoders start and
+#: the first key frames arrive then.
+ROOM_WARMUP = 5.0
+#: The senders of the rooms part: 640x360, as bench/room_composite.py's 4 @ 720p, so that four
+#: publishers' encoders (on the same 2 CPUs) leave the worker the machine.
+ROOM_SENDERS = (640, 360)
 TARGET = 0.05
 #: A capacity step is late when an egress has more ticks than this waiting for its encoder
 #: (half a second at 30 fps; a worker that keeps up has 0 or 1).
@@ -257,26 +269,38 @@ async def _answer_times(server: Any, redis: Any, out: Path, room: str, audio: st
 
 
 async def _capacity(
-    server: Any, redis: Any, out: Path, room: str, tracks: dict[str, str], step: float, most: int
+    server: Any,
+    redis: Any,
+    out: Path,
+    room: str,
+    tracks: dict[str, str],
+    step: float,
+    most: int,
+    kind: str = "track_composite",
+    warmup: float = 0.0,
 ) -> list[dict[str, Any]]:
-    """Steps of (running, worker CPU s/s, most ticks waiting, backlog warnings, late) until late."""
+    """Steps of (running, worker CPU s/s, most ticks waiting, backlog warnings, late) until late:
+    requests of ``kind`` on ``room`` started one at a time on one worker, each step measured
+    ``warmup`` s after the new egress went ACTIVE (its decoders start and its first frames
+    arrive then)."""
     from livekit.protocol import egress as pe
 
     costs = {
         f"{k}_cpu_cost": 0.01 for k in ("room_composite", "web", "participant", "track_composite", "track")
     }
-    log = out / "capacity.log"
+    log = out / f"capacity-{kind}.log"
     worker = await _worker(server, redis, out, log, costs)
     steps: list[dict[str, Any]] = []
     ids: list[str] = []
     try:
         async with server.api_client() as lk:
             for n in range(1, most + 1):
-                info = await lk.egress.start_track_composite_egress(
-                    _request("track_composite", room, tracks, f"cap/{n}")
+                info = await getattr(lk.egress, f"start_{kind}_egress")(
+                    _request(kind, room, tracks, f"cap-{kind}/{n}")
                 )
                 ids.append(info.egress_id)
                 await worker.until(lambda s, n=n: _active(s).count("EGRESS_ACTIVE") == n, 30)
+                await asyncio.sleep(warmup)
                 seen = log.read_text().count("ticks behind real time")
                 cpu0, t0 = worker.cpu(), time.monotonic()
                 samples: list[int] = []
@@ -296,9 +320,10 @@ async def _capacity(
                         "backlog": backlog,
                         "warnings": warnings,
                         "late": late,
+                        "samples": samples[::4],  # the most ticks waiting, about once a second
                     }
                 )
-                print(f"  capacity: {steps[-1]}", file=sys.stderr)
+                print(f"  capacity ({kind}): {steps[-1]}", file=sys.stderr)
                 if late:
                     break
             for egress_id in ids:
@@ -312,11 +337,13 @@ async def _capacity(
 # --- parent -----------------------------------------------------------------------------------
 
 
-def _publishers(room: str, count: int, env: dict[str, str], seconds: float) -> list[subprocess.Popen[bytes]]:
+def _publishers(
+    room: str, count: int, env: dict[str, str], seconds: float, size: tuple[int, int] = (1280, 720)
+) -> list[subprocess.Popen[bytes]]:
     procs = []
     for i in range(count):
         argv = [sys.executable, "-m", "pyegress.testing.publish", "--room", room, "--identity", f"p{i:02d}"]
-        argv += ["--width", "1280", "--height", "720", "--fps", "30", "--duration", str(seconds)]
+        argv += ["--width", str(size[0]), "--height", str(size[1]), "--fps", "30", "--duration", str(seconds)]
         procs.append(
             subprocess.Popen(
                 ["nice", "-n", "19", *argv], env=env, stdin=subprocess.DEVNULL, stderr=subprocess.DEVNULL
@@ -374,8 +401,9 @@ async def _measure(args: argparse.Namespace) -> dict[str, Any]:
     from pyegress.testing.redis_server import RedisServer
 
     seconds = args.seconds
-    kinds = [k for k in KINDS if not args.only or k in args.only.split(",")]
-    results: dict[str, Any] = {"cost": {}, "answers": [], "capacity": []}
+    parts = set(args.only.split(",")) if args.only else set()
+    kinds = [k for k in KINDS if not parts or k in parts]
+    results: dict[str, Any] = {"cost": {}, "answers": [], "capacity": [], "rooms": []}
     with (
         tempfile.TemporaryDirectory(prefix="pyegress-bench-") as tmp,
         RedisServer() as redis,
@@ -411,16 +439,28 @@ async def _measure(args: argparse.Namespace) -> dict[str, Any]:
                     results["cost"][kind] = pairs
                 finally:
                     _stop(four)
-            if not args.only or "answers" in args.only:
+            if not parts or "answers" in parts:
                 print("running StartEgress answer times ...", file=sys.stderr)
                 results["answers"] = await _answer_times(
                     server, redis, out / "a", "bench-worker-1", tracks["audio"], 20
                 )
-            if not args.only or "capacity" in args.only:
+            if not parts or "capacity" in parts:
                 print("running capacity ...", file=sys.stderr)
                 results["capacity"] = await _capacity(
                     server, redis, out / "c", "bench-worker-1", tracks, args.step, args.most
                 )
+            if not parts or "rooms" in parts:
+                print("running room composite capacity ...", file=sys.stderr)
+                four = _publishers("bench-worker-rooms", 4, env, 3600, ROOM_SENDERS)
+                try:
+                    await _published(server, "bench-worker-rooms", 4)
+                    await asyncio.sleep(3.0)
+                    results["rooms"] = await _capacity(
+                        server, redis, out / "r", "bench-worker-rooms", tracks,
+                        args.room_step, args.room_most, kind="room_composite", warmup=ROOM_WARMUP,
+                    )  # fmt: skip
+                finally:
+                    _stop(four)
         finally:
             _stop(one)
     return results
@@ -494,7 +534,6 @@ def _report(results: dict[str, Any], argv: Sequence[str], steps_s: float) -> str
         ]
     steps = results["capacity"]
     if steps:
-        held = max((s["running"] for s in steps if not s["late"]), default=0)
         lines += [
             "",
             f"720p30 track composites on one worker, started one at a time ({steps_s:g} s a step; late:",
@@ -502,25 +541,59 @@ def _report(results: dict[str, Any], argv: Sequence[str], steps_s: float) -> str
             f"more than {GROWING_TICKS} from the step's first half to its second, or the log says 'ticks",
             "behind real time'):",
             "",
-            markdown_table(
-                ["running", "worker CPU s/s", "most ticks waiting", "backlog warnings", "late"],
-                [
-                    [
-                        s["running"],
-                        f"{s['cpu_per_s']:.2f}",
-                        s["backlog"],
-                        s["warnings"],
-                        "yes" if s["late"] else "",
-                    ]
-                    for s in steps
-                ],
-            ),
+            _steps_table(steps),
             "",
-            f"Held in real time: {held}"
-            + ("" if any(s["late"] for s in steps) else " (no step fell behind: the bench's limit)")
-            + ".",
+            _held(steps),
         ]
     return "\n".join(lines)
+
+
+def _steps_table(steps: list[dict[str, Any]]) -> str:
+    return markdown_table(
+        ["running", "worker CPU s/s", "most ticks waiting", "backlog warnings", "late"],
+        [
+            [s["running"], f"{s['cpu_per_s']:.2f}", s["backlog"], s["warnings"], "yes" if s["late"] else ""]
+            for s in steps
+        ],
+    )
+
+
+def _held(steps: list[dict[str, Any]]) -> str:
+    held = max((s["running"] for s in steps if not s["late"]), default=0)
+    limit = "" if any(s["late"] for s in steps) else " (no step fell behind: the bench's limit)"
+    return f"Held in real time: {held}{limit}."
+
+
+def _rooms_report(steps: list[dict[str, Any]], argv: Sequence[str], steps_s: float) -> str:
+    from pyegress.worker.config import DEFAULT_CPU_COST
+
+    cost, share = DEFAULT_CPU_COST["room_composite_cpu_cost"], DEFAULT_CPU_COST["max_cpu_utilization"]
+    cores = os.cpu_count() or 1
+    return "\n".join(
+        [
+            "### Worker capacity: room composites of 4 participants at 720p",
+            "",
+            f"Measured {now_utc()} on {machine_line()}, {server_line()}.",
+            f"Command: `{command_line(argv)}`.",
+            "",
+            "Room composites (grid, 720p30 preset, MP4) of one room of 4 synthetic"
+            f" {ROOM_SENDERS[0]}x{ROOM_SENDERS[1]} 30 fps H.264 + Opus publishers (their own processes",
+            "at nice 19, on the same 2 CPUs: they get what the worker leaves; small senders as in the",
+            "room composite section) started one at a time on one `pyegress worker` (admission costs",
+            f"set near 0 so it never refuses); each step {steps_s:g} s, from {ROOM_WARMUP:g} s after the new",
+            "egress went ACTIVE (its four decoders start then), with the health JSON read every 0.25 s.",
+            "Late:",
+            f"an egress had more than {LATE_TICKS} ticks waiting for its encoder (Progress.backlog), the",
+            f"most waiting grew by more than {GROWING_TICKS} from the step's first half to its second, or",
+            "the log says 'ticks behind real time'.",
+            "",
+            _steps_table(steps),
+            "",
+            _held(steps),
+            f"With the default `cpu_cost` (room composite {cost:g}, `max_cpu_utilization` {share:g}) a",
+            f"worker of {cores} cores admits {int(cores * share / cost + 1e-9)} of them.",
+        ]
+    )
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -533,7 +606,15 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--write", action="store_true", help="update docs/performance.md")
     p.add_argument("--json", default="", help="also write the raw figures to this file")
-    p.add_argument("--only", default="", help="comma-separated parts: request kinds, answers, capacity")
+    p.add_argument(
+        "--room-step", type=float, default=30.0, help="seconds per room composite capacity step (default 30)"
+    )
+    p.add_argument(
+        "--room-most", type=int, default=6, help="most room composites in their capacity run (default 6)"
+    )
+    p.add_argument(
+        "--only", default="", help="comma-separated parts: request kinds, answers, capacity, rooms"
+    )
     p.add_argument("--child-inproc", action="store_true", help=argparse.SUPPRESS)
     for name in ("--kind", "--request", "--out-dir", "--result"):
         p.add_argument(name, default="", help=argparse.SUPPRESS)
@@ -550,11 +631,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     results = asyncio.run(_measure(args))
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
-    report = _report(results, ["-m", "bench.worker", *argv], args.step)
-    print(report)
-    if args.write:
-        update_section(SECTION, report)
-        print(f"updated docs/performance.md section {SECTION!r}", file=sys.stderr)
+    command = ["-m", "bench.worker", *argv]
+    sections = []
+    if results["cost"] or results["answers"] or results["capacity"]:
+        sections.append((SECTION, _report(results, command, args.step)))
+    if results["rooms"]:
+        sections.append((ROOMS_SECTION, _rooms_report(results["rooms"], command, args.room_step)))
+    for name, report in sections:
+        print(report)
+        if args.write:
+            update_section(name, report)
+            print(f"updated docs/performance.md section {name!r}", file=sys.stderr)
     return 0
 
 

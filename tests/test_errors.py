@@ -128,9 +128,13 @@ async def test_unwritable_output_folder_fails(livekit_server: LiveKitServer, tmp
     assert status(final) == "EGRESS_FAILED" and final.error.startswith("output_dir"), final.error
 
 
-async def test_later_methods_raise_not_supported(service: pyegress.EgressService) -> None:
-    with pytest.raises(pyegress.NotSupportedError, match="start_egress"):
-        await service.start_egress(pe.StartEgressRequest(room_name="r"))
+async def test_passthrough_raises_not_supported(service: pyegress.EgressService) -> None:
+    with pytest.raises(pyegress.NotSupportedError, match=r"^preset: PASSTHROUGH"):
+        await service.start_egress(
+            pe.StartEgressRequest(
+                room_name="r", media=pe.MediaSource(video_track_id="TR_x"), preset=pe.PASSTHROUGH
+            )
+        )
     bad = await service.start_room_composite_egress(
         pe.RoomCompositeEgressRequest(
             room_name="r", custom_base_url="ftp://127.0.0.1/", file_outputs=[pe.EncodedFileOutput()]

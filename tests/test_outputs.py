@@ -272,7 +272,10 @@ async def test_dropped_connection_is_retried_and_a_dead_url_fails_alone(
             await asyncio.sleep(2.5)
             await asyncio.to_thread(server.restart, 0.5)  # every connection drops
             await asyncio.sleep(4.0)
+            progress = service.recorder(started.egress_id).progress()
             info = await service.stop_egress(pe.StopEgressRequest(egress_id=started.egress_id))
+        # what queued while a URL was away was dropped (stale for a live stream), and counted
+        assert progress.frames_dropped > 0
         recorded = server.recorded(KEY1)
         assert len(recorded) == 2, recorded  # before and after the reconnect
         for flv in recorded:

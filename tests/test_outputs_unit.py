@@ -25,6 +25,7 @@ from pyegress.info import new_info
 from pyegress.media.encoder import AudioEncoder, VideoEncoder
 from pyegress.media.encoding import AudioEncoding, VideoEncoding
 from pyegress.outputs import FileOutput, ImageOutput, SegmentOutput, StreamOutput
+from pyegress.outputs.factory import after_retry
 from pyegress.outputs.images import image_name
 from pyegress.outputs.segments import Segment, SegmentPaths, render_playlist, segment_name, segment_paths
 from pyegress.pipeline import Pipeline
@@ -233,6 +234,46 @@ def test_shared_encoders_cut_key_frame_aligned_segments_and_images(tmp_path: Pat
     with av.open(str(shots.images[0].path)) as c:
         frame = next(c.decode(video=0))
         assert (frame.width, frame.height) == (160, 90)
+
+
+def test_a_retry_continues_the_same_playlist_after_a_discontinuity(tmp_path: Path) -> None:
+    video = VideoEncoding(width=320, height=180, fps=30, bitrate_kbps=400, keyframe_interval=2.0)
+    paths = SegmentPaths(tmp_path / "p.m3u8", None, tmp_path / "seg")
+    first = SegmentOutput("hls", paths, segment_duration=2, video=video, audio=AudioEncoding())
+    encode_into([first], 4.0)
+    again = SegmentOutput("hls", paths, segment_duration=2, video=video, audio=AudioEncoding())
+    again.resume(first)
+    encode_into([again], 4.0)
+    text = paths.playlist.read_text()
+    names = [line for line in text.splitlines() if line.endswith(".ts")]
+    assert names == [f"seg_{i:05d}.ts" for i in range(4)], text
+    head, tail = text.split("#EXT-X-DISCONTINUITY")
+    assert "seg_00001.ts" in head and "seg_00002.ts" in tail and tail.rstrip().endswith("#EXT-X-ENDLIST")
+    info = new_info(part())
+    first.attach(info, 1)
+    again.attach(info, 2)  # the same result, not a second one
+    again.refresh(3)
+    assert len(info.segment_results) == 1 and info.segment_results[0].segment_count == 4
+    with av.open(str(paths.playlist)) as c:  # the whole playlist plays: 8 s of pictures
+        assert sum(1 for _ in c.decode(video=0)) == 240
+    # an output whose playlist is another (its name has {retry}) starts a playlist of its own
+    other = SegmentOutput("hls", SegmentPaths(tmp_path / "q.m3u8", None, tmp_path / "q"), segment_duration=2,
+                          video=video, audio=AudioEncoding())  # fmt: skip
+    other.resume(first)
+    assert other.segments == []
+
+
+def test_a_retry_never_overwrites_an_earlier_file(tmp_path: Path) -> None:
+    path = Path("/out/rec.mp4")
+    assert after_retry(path, "rec.mp4", {"retry": "0"}) == path
+    assert after_retry(path, "rec.mp4", {"retry": "2"}) == Path("/out/rec-2.mp4")
+    assert after_retry(Path("/out/rec-2.mp4"), "rec-{retry}.mp4", {"retry": "2"}) == Path("/out/rec-2.mp4")
+    cfg = build_config(part(file_outputs=[pe.EncodedFileOutput(filepath="{room_name}-{retry}.mp4")]))
+    assert cfg.files[0].filepath == "{room_name}-{retry}.mp4"
+    with pytest.raises(InvalidRequestError, match=r"file_outputs\[0\].filepath.*escapes"):
+        build_config(
+            part(file_outputs=[pe.EncodedFileOutput(filepath="{retry}/../../x.mp4")]), output_dir=tmp_path
+        )
 
 
 def test_video_and_audio_encoders_are_one_per_distinct_encoding(tmp_path: Path) -> None:

@@ -17,10 +17,12 @@ from livekit import api
 from livekit.protocol import egress as lk_egress
 from redis.asyncio.client import PubSub
 
-from pyegress.testing.redis_server import RedisServer, RedisServerError
+from pyegress.testing.redis_server import RedisCluster, RedisServer, RedisServerError
 from pyegress.testing.server import LiveKitServer
 from pyegress.worker import proto
+from pyegress.worker.config import RedisConfig
 from pyegress.worker.psrpc import Bus, RpcError, channel
+from pyegress.worker.redis_clients import make_cluster_keys, make_redis
 
 
 def test_channel_names() -> None:
@@ -281,6 +283,59 @@ async def test_malformed_request(make_bus: Callable[[str], Awaitable[Bus]]) -> N
     good = proto.StartEgressRequest(egress_id="EG_1").SerializeToString()
     assert await client.call(svc, "Start", "", good, timeout=3) == b""
     assert len(handled) == 1
+
+
+@integration
+async def test_a_redis_cluster_pub_sub_on_any_node_queue_lock_on_its_slot() -> None:
+    """A 3-master Redis Cluster: each bus subscribes and publishes on one node (PUBLISH reaches
+    every node), the queue lock goes to the node owning its slot (a plain client on one node
+    gets MOVED for two thirds of them, and the request would be dropped), and a bus whose node
+    stops goes on through the next address of ``cluster_addresses``."""
+    made: list[Any] = []
+
+    async def bus(node_id: str, addresses: list[str]) -> Bus:
+        cfg = RedisConfig(cluster_addresses=addresses)
+        client, keys = make_redis(cfg), make_cluster_keys(cfg)
+        b = Bus(client, node_id, keys=keys)
+        await b.start()
+        made.extend([b, client, keys])
+        return b
+
+    svc = _service()
+    handled: Counter[str] = Counter()
+
+    async def handler(raw: bytes) -> bytes:
+        handled[raw.decode()] += 1
+        return raw
+
+    with RedisCluster() as cluster:
+        first, second, third = cluster.addresses
+        try:
+            servers = [await bus("SRV_c1", [second, third]), await bus("SRV_c2", [third, second])]
+            for server in servers:  # as the worker serves StopEgress: claimed, and queued
+                await server.serve(svc, "Q", "", handler, affinity=lambda _: 1.0, queue=True)
+                await server.serve(svc, "Echo", "", _echo, affinity=lambda _: 0.5)
+            caller = await bus("CLI_c", [first, second, third])
+            for i in range(12):
+                assert await caller.call(svc, "Q", "", b"%d" % i, timeout=3) == b"%d" % i
+            assert handled == {str(i): 1 for i in range(12)}
+
+            await asyncio.to_thread(cluster.stop_node, 0)  # the caller's node
+            deadline = time.monotonic() + 15
+            while True:
+                try:
+                    answer = await caller.call(svc, "Echo", "", b"after", timeout=2)
+                    break
+                except RpcError as e:  # unavailable until it reconnected to the next node
+                    assert time.monotonic() < deadline, e
+            assert answer == b"echo:after"
+            print(f"the caller went on {15 - (deadline - time.monotonic()):.1f} s after its node stopped")
+        finally:
+            for thing in made:
+                if isinstance(thing, Bus):
+                    await thing.close()
+                elif thing is not None:
+                    await thing.aclose()
 
 
 @integration

@@ -309,6 +309,12 @@ def every_request(tag: str) -> list[Message]:
             room_name="r",
             web=pe.WebSource(url=f"https://w.example/?key={tag}-websource"),
             storage=pe.StorageConfig(s3=stores["s3"]),  # type: ignore[arg-type]
+            outputs=[  # each output's own store, and stream URLs
+                pe.Output(file=pe.FileOutput(filepath="f"), storage=pe.StorageConfig(gcp=stores["gcp"])),  # type: ignore[arg-type]
+                pe.Output(segments=pe.SegmentedFileOutput(), storage=pe.StorageConfig(azure=stores["azure"])),  # type: ignore[arg-type]
+                pe.Output(images=pe.ImageOutput(s3=stores["s3"])),  # type: ignore[arg-type]
+                pe.Output(stream=streams[0]),
+            ],
             webhooks=[
                 pm.WebhookConfig(url=f"https://hook.example/?sig={tag}-hooksig", signing_key=f"{tag}-signing")
             ],
@@ -606,6 +612,7 @@ async def test_no_secret_of_a_recording_shows_anywhere(
             svc.start_egress(
                 pe.StartEgressRequest(
                     room_name=room_name,
+                    preset=pe.PASSTHROUGH,
                     webhooks=[
                         pm.WebhookConfig(
                             url=f"http://127.0.0.1:{closed}/hook?token={s['hook_token']}",

@@ -399,6 +399,68 @@ def test_failure_names_store_and_bucket_and_keeps_the_file(
         assert secret not in caplog.text, f"a credential reached the logs ({case}, {store})"
 
 
+# --- a backup store -------------------------------------------------------------------------
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("case", ["bad_credentials", "missing_bucket", "unreachable"])
+def test_backup_store_takes_what_the_primary_refuses(
+    request: pytest.FixtureRequest,
+    case: str,
+    azurite: AzuriteServer,
+    bucket_name: str,
+    recorded_mp4: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """An S3 primary that fails for good: the file and every later one go to the backup store
+    (Azurite), byte for byte; the results are ``ok`` and say so, and nothing stays behind."""
+    caplog.set_level(logging.WARNING, "pyegress.storage")
+    primary, secrets, expect = _fail_case(request, case, "s3", bucket_name, monkeypatch)
+    monkeypatch.setenv(ENDPOINT_ENV, azurite.blob_endpoint)
+    backup = make_uploader(azurite.upload_message(azurite.make_bucket(bucket_name + "-bk")))
+    assert backup is not None
+    first = copy_to(recorded_mp4, tmp_path / "out" / "a.mp4")
+    second = copy_to(recorded_mp4, tmp_path / "out" / "b.mp4")
+    with UploadQueue(primary, backup=backup, backup_dir=tmp_path / "bk", retry=FAST, keep_local=False) as q:
+        results = [q.submit(first, "room/a.mp4").result(60), q.submit(second, "room/b.mp4").result(60)]
+    assert q.backup_used and q.on_backup and not q.errors
+    for r in results:
+        assert r.ok and r.in_backup and r.backup_path is None, r
+        assert r.location == f"{azurite.blob_endpoint}/{bucket_name}-bk/{r.key}"
+        assert azurite.read(bucket_name + "-bk", r.key) == recorded_mp4.read_bytes()
+    assert not first.exists() and not second.exists() and not (tmp_path / "bk").exists()
+    # the primary's failure is logged (no credential); the second file did not try the primary
+    switched = [r.getMessage() for r in caplog.records if "the backup store takes it" in r.getMessage()]
+    assert len(switched) == 1 and "room/a.mp4" in switched[0] and expect in switched[0], switched
+    assert "room/b.mp4" not in caplog.text
+    assert all(secret not in caplog.text for secret in secrets)
+
+
+@pytest.mark.integration
+def test_failing_backup_store_keeps_the_file_and_names_both_errors(
+    minio: MinioServer,
+    azurite: AzuriteServer,
+    recorded_mp4: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    primary = make_uploader(minio.upload_message("no-such-primary"))
+    monkeypatch.setenv(ENDPOINT_ENV, azurite.blob_endpoint)
+    backup = make_uploader(azurite.upload_message("no-such-backup"))
+    assert primary is not None and backup is not None
+    local = copy_to(recorded_mp4, tmp_path / "out" / "a.mp4")
+    with UploadQueue(primary, backup=backup, backup_dir=tmp_path / "bk", retry=FAST, keep_local=False) as q:
+        result = q.submit(local, "a.mp4").result(60)
+    assert not result.ok and not result.in_backup and q.backup_used and q.errors
+    assert result.error is not None
+    assert "primary s3 bucket 'no-such-primary'" in result.error and "NoSuchBucket" in result.error
+    assert "backup azure container 'no-such-backup'" in result.error and "ContainerNotFound" in result.error
+    assert result.backup_path == tmp_path / "bk" / "a.mp4"
+    assert result.backup_path.read_bytes() == recorded_mp4.read_bytes()
+
+
 # --- an outage in the middle of a stream ---------------------------------------------------
 
 

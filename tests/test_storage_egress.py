@@ -12,8 +12,9 @@ from livekit.protocol import egress as pe
 
 import pyegress
 from pyegress.errors import InvalidRequestError
+from pyegress.storage.azure import ENDPOINT_ENV
 from pyegress.testing import LiveKitServer, probe
-from pyegress.testing.storage_emulators import MinioServer
+from pyegress.testing.storage_emulators import AzuriteServer, MinioServer
 
 from .helpers import publisher, record_for, status, wait_active
 
@@ -118,6 +119,66 @@ async def test_default_storage_with_missing_bucket_fails_and_keeps_the_file(
     media = probe(res.location)  # the recording survived, complete
     assert media.video is not None and abs(media.duration - res.duration / 1e9) < 0.25
     assert minio.secret_key not in str(info)
+
+
+async def test_backup_store_takes_the_recording_when_the_primary_bucket_is_missing(
+    livekit_server: LiveKitServer,
+    minio: MinioServer,
+    azurite: AzuriteServer,
+    bucket_name: str,
+    room_name: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """LiveKit Egress's ``backup``: the default S3 store has no such bucket, so the file, its
+    HLS segments and the manifests go to the backup store (Azurite); the egress completes."""
+    monkeypatch.setenv(ENDPOINT_ENV, azurite.blob_endpoint)
+    azurite.make_bucket(bucket_name)
+    async with (
+        pyegress.EgressService(
+            livekit_server.url,
+            livekit_server.api_key,
+            livekit_server.api_secret,
+            output_dir=tmp_path / "out",
+            wait_timeout=4.0,
+            storage=pe.StorageConfig(s3=minio.upload_message("no-such-default-bucket")),
+            backup_storage=pe.StorageConfig(azure=azurite.upload_message(bucket_name)),
+        ) as svc,
+        publisher(livekit_server, room_name) as pub,
+    ):
+        req = pe.TrackCompositeEgressRequest(
+            room_name=room_name,
+            audio_track_id=pub.audio_track_sid,
+            video_track_id=pub.video_track_sid,
+            advanced=SMALL,
+            file_outputs=[pe.EncodedFileOutput(filepath="rec/composite.mp4")],
+            segment_outputs=[pe.SegmentedFileOutput(filename_prefix="rec/seg", segment_duration=1)],
+        )
+        info = await record(svc, req, 3.0)
+    assert status(info) == "EGRESS_COMPLETE", info.error
+    assert info.backup_storage_used and not info.error
+    base = f"{azurite.blob_endpoint}/{bucket_name}"
+    res = info.file_results[0]
+    assert res.location == f"{base}/rec/composite.mp4"
+    downloaded = tmp_path / "downloaded.mp4"
+    downloaded.write_bytes(azurite.read(bucket_name, "rec/composite.mp4"))
+    media = probe(downloaded)
+    assert media.video is not None and media.audio is not None
+    assert abs(media.duration - res.duration / 1e9) < 0.25 and 2.5 < media.duration < 5.0
+    seg = info.segment_results[0]
+    assert seg.playlist_location == f"{base}/rec/seg.m3u8"
+    hls = tmp_path / "hls"
+    for line in ["seg.m3u8", *azurite.read(bucket_name, "rec/seg.m3u8").decode().splitlines()]:
+        if line and not line.startswith("#"):
+            (hls / line).parent.mkdir(parents=True, exist_ok=True)
+            (hls / line).write_bytes(azurite.read(bucket_name, f"rec/{line}"))
+    stream = probe(hls / "seg.m3u8")  # the playlist and every segment it names, from the backup
+    assert stream.video is not None and abs(stream.duration - seg.duration / 1e9) < 0.3
+    assert info.manifest_location.startswith(base)
+    assert json.loads(azurite.read(bucket_name, "rec/composite.mp4.json"))["egress_id"] == info.egress_id
+    segments = json.loads(azurite.read(bucket_name, "rec/seg.m3u8.json"))["segments"]
+    assert segments and all(s["location"] == f"{base}/rec/{s['filename']}" for s in segments), segments
+    assert minio.secret_key not in str(info) and azurite.account_key not in str(info)
 
 
 def test_invalid_default_storage_names_the_field() -> None:

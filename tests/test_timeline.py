@@ -86,3 +86,21 @@ def test_video_frames_hold_or_skip_but_never_go_back() -> None:
     assert vi.at(10.05) == "a"
     assert vi.at(10.10) == "a"  # c is not shown ahead of b
     assert vi.at(10.20) == "c"  # b and c are due together: the newest wins
+
+
+def test_video_frames_never_shown_are_counted_as_skipped() -> None:
+    """Counted from the first frame shown: one a newer frame overtook before any output frame
+    took it (late, or more frames than the output rate) counts once, however often ``at`` runs."""
+    vi: VideoInput[str] = VideoInput()
+    vi.push("early", 9.0)  # before recording began: never shown, not counted
+    vi.push("a", 10.00)
+    assert vi.at(10.01) == "a" and vi.at(10.01) == "a"
+    vi.push("b", 10.02)
+    vi.push("c", 10.03)  # b is overtaken before the next output frame
+    assert vi.at(10.05) == "c" and vi.frames_skipped == 1
+    for t in (10.06, 10.07):  # a frame shown again (held) is not a skip
+        assert vi.at(t) == "c"
+    vi.push("d", 10.08)
+    vi.push("e", 10.09)
+    vi.push("f", 10.10)
+    assert vi.at(10.11) == "f" and vi.frames_skipped == 3

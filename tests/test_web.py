@@ -141,6 +141,47 @@ async def test_web_video_only_with_preset_and_hls(service: pyegress.EgressServic
     assert media.audio is None
 
 
+@pytest.mark.parametrize("insecure", [True, False])
+async def test_insecure_lets_a_page_read_another_origin(
+    livekit_server: LiveKitServer, site: str, tmp_path: Path, insecure: bool
+) -> None:
+    """LiveKit Egress's ``insecure``: the page (one origin) fetches a colour from another origin
+    that sends no CORS header. With ``insecure`` the browser hands it over and the recording
+    shows it; without, the fetch is refused and the page paints red."""
+
+    async def colour(_: web.Request) -> web.Response:
+        return web.Response(text="rgb(40, 60, 220)")
+
+    other = web.Application()
+    other.router.add_get("/colour", colour)
+    runner = web.AppRunner(other)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    data = f"http://127.0.0.1:{runner.addresses[0][1]}/colour"
+    try:
+        async with pyegress.EgressService(
+            livekit_server.url,
+            livekit_server.api_key,
+            livekit_server.api_secret,
+            output_dir=tmp_path,
+            insecure=insecure,
+            **SERVICE_OPTIONS,
+        ) as svc:
+            req = pe.WebEgressRequest(
+                url=f"{site}/cross-origin.html?data={data}",
+                await_start_signal=True,
+                video_only=True,
+                advanced=pe.EncodingOptions(width=640, height=360, framerate=15),
+                file_outputs=[pe.EncodedFileOutput(filepath="page.mp4")],
+            )
+            info = await record_for(svc, await svc.start_web_egress(req), 2.0)
+    finally:
+        await runner.cleanup()
+    check_file_result(info)
+    colour = region_color(info.file_results[0].filename, 1.0, box(320, 180, 40))
+    assert near(colour, BLUE if insecure else RED), colour
+
+
 async def test_missing_start_signal_fails_in_bounded_time(service: pyegress.EgressService, site: str) -> None:
     t0 = time.monotonic()
     info = await service.start_web_egress(

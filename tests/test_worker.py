@@ -41,6 +41,7 @@ from .helpers import publisher, status
 
 REPO = Path(__file__).resolve().parents[1]
 PAGES = Path(__file__).parent / "pages"
+TEMPLATES = REPO / "examples" / "templates" / "dist"
 #: The newest livekit-server release (``scripts/install-livekit-server.sh --latest`` builds it
 #: beside the pinned one). Opt-in with PYEGRESS_LATEST_SERVER=1: v1.13.6 and later need
 #: LiveKit's forks of pion (``replace`` directives) that the Go module proxy does not serve.
@@ -61,6 +62,14 @@ class Hooks:
         return [e.event for e in self.events if e.egress_info.egress_id == egress_id]
 
 
+#: What one worker may reserve: the worker's own formula (cores x max_cpu_utilization); its
+#: subprocess sees the same cores as this one.
+CAPACITY = (os.cpu_count() or 1) * DEFAULT_CPU_COST["max_cpu_utilization"]
+#: The cluster's workers reserve a fifth of their capacity for a track egress (the cheapest
+#: request: an audio track copied to Ogg), so each holds five (test_ten_requests_...).
+TRACK_COST = CAPACITY / 5
+
+
 @dataclass
 class Cluster:
     server: LiveKitServer
@@ -68,12 +77,24 @@ class Cluster:
     hooks: Hooks
     outputs: list[Path]
     workers: list[subprocess.Popen[bytes]]
+    health_ports: list[int]
 
     def api(self) -> api.LiveKitAPI:
         return api.LiveKitAPI(self.server.url, self.server.api_key, self.server.api_secret)
 
+    async def health(self) -> list[dict[str, Any]]:
+        """Each worker's health JSON (capacity, reserved cores, egresses running there)."""
+        async with aiohttp.ClientSession() as s:
+            answers = []
+            for port in self.health_ports:
+                async with s.get(f"http://127.0.0.1:{port}/") as r:
+                    answers.append(await r.json())
+        return answers
 
-def _worker(server: LiveKitServer, redis: RedisServer, out: Path, log: Path) -> subprocess.Popen[bytes]:
+
+def _worker(
+    server: LiveKitServer, redis: RedisServer, out: Path, log: Path, health_port: int
+) -> subprocess.Popen[bytes]:
     body = "\n".join(
         [
             f"api_key: {server.api_key}",
@@ -82,7 +103,9 @@ def _worker(server: LiveKitServer, redis: RedisServer, out: Path, log: Path) -> 
             "redis:",
             f"  address: {redis.address}",
             f"output_dir: {out}",
-            f"health_port: {free_tcp_port()}",
+            f"health_port: {health_port}",
+            "cpu_cost:",
+            f"  track_cpu_cost: {TRACK_COST!r}",
             "log_level: info",
         ]
     )
@@ -123,10 +146,22 @@ async def cluster(
     server = LiveKitServer(binary=binary, redis_address=redis_server.address, webhook_urls=[hooks.url])
     server.start()
     outputs = [root / f"w{i}" for i in range(2)]
-    workers = [_worker(server, redis_server, out, root / f"w{i}.log") for i, out in enumerate(outputs)]
-    await asyncio.sleep(2.0)  # the workers subscribe
+    ports = [free_tcp_port() for _ in outputs]
+    workers = [
+        _worker(server, redis_server, out, root / f"w{i}.log", port)
+        for i, (out, port) in enumerate(zip(outputs, ports, strict=True))
+    ]
+    cluster = Cluster(server, redis_server, hooks, outputs, workers, ports)
+    deadline = time.monotonic() + 20
+    while True:  # each answers its health port once it serves
+        try:
+            await cluster.health()
+            break
+        except aiohttp.ClientError:
+            assert time.monotonic() < deadline, "the workers did not start"
+            await asyncio.sleep(0.2)
     try:
-        yield Cluster(server, redis_server, hooks, outputs, workers)
+        yield cluster
     finally:
         codes = []
         for w in workers:
@@ -215,44 +250,68 @@ async def test_a_bad_request_is_refused_at_once_naming_the_field(cluster: Cluste
     assert "file_outputs[0].filepath" in err.value.message and "escapes" in err.value.message
 
 
-async def test_requests_spread_over_both_workers_within_their_capacity(
+async def _both_empty(cluster: Cluster, timeout: float = 30) -> None:
+    """Wait until no egress runs on either worker (earlier tests' final reports went out)."""
+    deadline = time.monotonic() + timeout
+    while any(h["active"] for h in await cluster.health()):
+        assert time.monotonic() < deadline, "egresses of earlier tests still running"
+        await asyncio.sleep(0.2)
+
+
+async def test_ten_requests_spread_over_both_workers_none_over_its_capacity(
     cluster: Cluster, room_name: str
 ) -> None:
-    fit = int((os.cpu_count() or 1) * 0.8 / DEFAULT_CPU_COST["track_composite_cpu_cost"] + 1e-9)
-    count = fit + 1  # default max_cpu_utilization and cost: one more than fits on one worker
-    async with publisher(cluster.server, room_name, video=False) as pub, cluster.api() as lk:
-        deadline = time.monotonic() + 20  # the earlier tests' egresses over: both workers empty
-        while (await lk.egress.list_egress(api.ListEgressRequest(active=True))).items:
-            assert time.monotonic() < deadline, "egresses of earlier tests still active"
-            await asyncio.sleep(0.2)
-        await asyncio.sleep(1.0)  # their workers free the cores once the final report went out
-        ids = []
-        for i in range(count):  # one more than fit on one worker
-            info = await lk.egress.start_track_composite_egress(
-                api.TrackCompositeEgressRequest(
+    """Ten track egresses (TRACK_COST: five fill a worker) go five to each worker: a busy worker
+    claims with 1.0 against an idle one's 0.5 until it is full. Neither ever reserves more than
+    its capacity (its health port, polled all along), and an eleventh finds no worker to claim it."""
+    seen: list[tuple[float, float]] = []  # (reserved, capacity) of every health answer
+
+    async def watch() -> None:
+        while True:
+            for h in await cluster.health():
+                seen.append((sum(a["cost"] for a in h["active"]), h["cpu_capacity"]))
+            await asyncio.sleep(0.05)
+
+    await _both_empty(cluster)
+    watcher = asyncio.create_task(watch())
+    try:
+        async with publisher(cluster.server, room_name, video=False) as pub, cluster.api() as lk:
+
+            def request(name: str) -> api.TrackEgressRequest:
+                return api.TrackEgressRequest(
                     room_name=room_name,
-                    audio_track_id=pub.audio_track_sid,
-                    file_outputs=[
-                        api.EncodedFileOutput(file_type=api.EncodedFileType.OGG, filepath=f"spread/{i}")
-                    ],
+                    track_id=pub.audio_track_sid,
+                    file=api.DirectFileOutput(filepath=f"ten/{name}.ogg"),
                 )
-            )
-            ids.append(info.egress_id)
-        for egress_id in ids:
-            active = await _until(cluster, egress_id, {pe.EGRESS_ACTIVE}, 15)
-            assert status(active) == "EGRESS_ACTIVE", active.error
-        await asyncio.sleep(2.0)
-        for egress_id in ids:
-            await lk.egress.stop_egress(api.StopEgressRequest(egress_id=egress_id))
-    finals = [await _until(cluster, i, {pe.EGRESS_COMPLETE, pe.EGRESS_FAILED}, 20) for i in ids]
-    assert [status(f) for f in finals] == ["EGRESS_COMPLETE"] * count, [f.error for f in finals]
+
+            ids = [(await lk.egress.start_track_egress(request(str(i)))).egress_id for i in range(10)]
+            for egress_id in ids:
+                await _active(cluster, egress_id)
+            health = await cluster.health()
+            assert sorted(len(h["active"]) for h in health) == [5, 5], health
+            assert all(h["cpu_available"] < TRACK_COST for h in health), health
+            t0 = time.monotonic()
+            with pytest.raises(api.TwirpError) as refused:  # the server tries three times, ~21-25 s
+                await lk.egress.start_track_egress(request("eleventh"))
+            print(f"eleventh refused after {time.monotonic() - t0:.1f} s: {refused.value}")
+            assert refused.value.code == "unavailable", refused.value
+            running = await _list(cluster, room_name=room_name, active=True)
+            assert sorted(running) == sorted(ids), "the eleventh was not started"
+            for egress_id in ids:
+                await lk.egress.stop_egress(api.StopEgressRequest(egress_id=egress_id))
+        finals = [await _complete(cluster, i) for i in ids]
+    finally:
+        watcher.cancel()
+    print(f"{len(seen)} health answers; most reserved {max(r for r, _ in seen):.3f} of {CAPACITY:.3f}")
+    assert len(seen) > 100 and max(r for r, _ in seen) > CAPACITY - TRACK_COST / 2, "seen full"
+    assert all(reserved <= capacity + 1e-6 for reserved, capacity in seen), max(seen)
     homes = [Path(f.file_results[0].filename).parent.parent for f in finals]
-    per_worker = [homes.count(out) for out in cluster.outputs]
-    # packed: a busy worker claims with 1.0 against an idle one's 0.5, until it is full
-    assert sorted(per_worker) == [1, fit], per_worker
+    assert sorted(homes.count(out) for out in cluster.outputs) == [5, 5], homes
+    assert not any(list(out.glob("ten/eleventh*")) for out in cluster.outputs)
     for f in finals:
         media = probe(f.file_results[0].filename)
-        assert media.audio is not None and media.audio.codec == "opus" and media.duration > 1.5
+        assert media.audio is not None and media.audio.codec == "opus" and media.duration > 15
+        assert tone_present(f.file_results[0].filename, 440.0, start=0.5, end=media.duration - 0.5)
 
 
 # --- every request type, and the server's features, through the cluster ----------------------
@@ -473,6 +532,66 @@ async def test_web_egress_of_a_local_page_completes(cluster: Cluster) -> None:
     assert tone_present(path, 440.0, start=0.5, end=media.duration - 0.5)
 
 
+async def test_a_template_room_composite_through_the_server_completes(
+    cluster: Cluster, room_name: str
+) -> None:
+    """``custom_base_url``: the worker's Chromium (inside the tests' namespace) opens the sample
+    livekit-client template (examples/templates, built by scripts/build-templates.sh) served
+    here, with the room's token; two publishers side by side, the first one's tone."""
+    try:
+        find_chromium()
+    except SourceError as e:
+        pytest.fail(f"{e} (run scripts/install-chromium.sh)", pytrace=False)
+    if not (TEMPLATES / "grid" / "index.html").is_file():
+        pytest.fail(f"{TEMPLATES} is not built: run scripts/build-templates.sh", pytrace=False)
+    await _both_empty(cluster)  # a web request (1.5 cores) fits only on an idle worker
+    app = web.Application()
+    app.router.add_static("/templates/", TEMPLATES)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    port = runner.addresses[0][1]
+    try:
+        async with publisher(cluster.server, room_name, "red", color=RED, marker_interval=NO_MARKERS):
+            await asyncio.sleep(0.3)  # a distinct join order: red left, blue right
+            async with (
+                publisher(
+                    cluster.server, room_name, "blue", color=BLUE, audio=False, marker_interval=NO_MARKERS
+                ),
+                cluster.api() as lk,
+            ):
+                started = await lk.egress.start_room_composite_egress(
+                    api.RoomCompositeEgressRequest(
+                        room_name=room_name,
+                        layout="grid",
+                        custom_base_url=f"http://127.0.0.1:{port}/templates/grid/index.html",
+                        advanced=SMALL,
+                        file_outputs=[api.EncodedFileOutput(filepath="template/{room_name}.mp4")],
+                    )
+                )
+                assert started.room_composite.custom_base_url.endswith("/grid/index.html")
+                await _active(cluster, started.egress_id)
+                await asyncio.sleep(5.0)
+                await lk.egress.stop_egress(api.StopEgressRequest(egress_id=started.egress_id))
+                final = await _complete(cluster, started.egress_id)
+    finally:
+        await runner.cleanup()
+    (result,) = final.file_results
+    path = Path(result.filename)
+    assert path.name == f"{room_name}.mp4" and result.size == path.stat().st_size > 50_000
+    media = probe(path)
+    assert media.video is not None and (media.video.codec, media.video.width, media.video.height) == (
+        "h264",
+        640,
+        360,
+    )
+    assert media.audio is not None and media.audio.codec == "aac" and media.duration > 4.0
+    t = media.duration - 1.0
+    assert near(region_color(path, t, box(160, 180)), RED), region_color(path, t, box(160, 180))
+    assert near(region_color(path, t, box(480, 180)), BLUE), region_color(path, t, box(480, 180))
+    assert tone_present(path, 440.0, start=1.0, end=media.duration - 0.5)
+
+
 async def test_update_stream_through_the_server_adds_an_rtmp_url(cluster: Cluster, room_name: str) -> None:
     rtmp = RtmpServer()
     try:
@@ -526,7 +645,7 @@ async def test_a_duplicate_start_egress_answers_the_running_egress(cluster: Clus
                 audio_track_id=pub.audio_track_sid,
                 file_outputs=[api.EncodedFileOutput(file_type=api.EncodedFileType.OGG, filepath=f"dup/{i}")],
             )
-            for i in range(3)  # 3 x 0.5 cores: one worker is full (see the spread test)
+            for i in range(3)  # packed on one worker: a busy worker claims with 1.0, an idle one 0.5
         ]
         ids = [(await lk.egress.start_track_composite_egress(r)).egress_id for r in requests]
         actives = [await _active(cluster, i) for i in ids]

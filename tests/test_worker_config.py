@@ -37,6 +37,11 @@ storage:
     secret: SK
     region: us-east-1
     bucket: recordings
+backup:
+  azure:
+    account_name: backupacct
+    account_key: QkFDS1VQLWtleS1vZi1hLXRlc3Q=
+    container_name: fallback
   """
     cfg = load_config(body=body)
     assert (cfg.api_key, cfg.ws_url, cfg.redis.address) == ("key", "ws://127.0.0.1:7880", "127.0.0.1:6379")
@@ -45,7 +50,9 @@ storage:
     assert cfg.cost("room_composite") == 0.7 and cfg.cpu_cost["max_cpu_utilization"] == 0.9
     assert cfg.session_limits == {"file_output_max_duration": 5400.0, "stream_output_max_duration": 90.0}
     assert cfg.storage is not None and cfg.storage.s3.bucket == "recordings"
+    assert cfg.backup is not None and cfg.backup.azure.container_name == "fallback"
     assert "secret-value-123" not in repr(cfg) and "SK" not in repr(cfg).replace("SK_", "")
+    assert "QkFDS1VQLWtleS1vZi1hLXRlc3Q=" not in repr(cfg)
     path = tmp_path / "egress.yaml"
     path.write_text(BASE)
     assert load_config(str(path)).redis.address == "127.0.0.1:6379"
@@ -60,9 +67,12 @@ storage:
         ("api_key: k\napi_secret: s\nws_url: ws://h\nredis:\n  db: 1\n", "redis.address"),
         (BASE + "health_port: 99999\n", "health_port"),
         (BASE + "storage:\n  s3:\n    region: x\n", "storage.s3.bucket"),
+        (BASE + "backup:\n  s3:\n    bucket: b\n", "backup.s3.region"),
+        (BASE + "backup: /var/backup\n", "backup"),
         (BASE + "cpu_cost:\n  web_cpu_cost: -1\n", "cpu_cost.web_cpu_cost"),
         (BASE + "session_limits:\n  file_output_max_duration: x\n", "session_limits.file_output_max_duration"),  # noqa: E501
         ("[not, a, mapping]", "config"),
+        ("api_key: k\napi_secret: s\nws_url: ws://h\nredis:\n  cluster_addresses: [a:1]\n  db: 2\n", "redis.db"),  # noqa: E501
     ],
 )
 def test_a_bad_config_names_the_key(body: str, field: str, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -83,3 +93,9 @@ def test_unknown_keys_are_logged_not_fatal(caplog: pytest.LogCaptureFixture) -> 
 def test_config_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("EGRESS_CONFIG_BODY", BASE)
     assert load_config().api_secret == "secret-value-123"
+
+
+def test_a_redis_cluster_is_its_nodes_addresses() -> None:
+    nodes = "cluster_addresses: [10.0.0.1:7000, 10.0.0.2:7001]"
+    cfg = load_config(body=BASE.replace("address: 127.0.0.1:6379", nodes))
+    assert cfg.redis.cluster_addresses == ["10.0.0.1:7000", "10.0.0.2:7001"] and cfg.redis.address == ""

@@ -26,11 +26,13 @@ import redis.asyncio as aioredis
 from livekit import api, rtc
 from livekit.protocol import egress as pe
 
-from pyegress.testing import LiveKitServer, netns
+from pyegress.errors import InvalidRequestError
+from pyegress.testing import LiveKitServer, netns, probe
 from pyegress.testing.ports import free_tcp_port
 from pyegress.testing.redis_server import RedisServer
 from pyegress.worker.config import parse_config
 from pyegress.worker.egress import EgressWorker, _Egress
+from pyegress.worker.proto import StartEgressRequest
 from pyegress.worker.psrpc import Bus, RpcError
 from pyegress.worker.state import DEFAULT_NAME
 
@@ -318,6 +320,108 @@ async def test_sigkill_leaves_playable_files_and_the_restart_reports_them_failed
     print(f"restarted worker reported both FAILED {reported_after:.1f} s after starting")
     a.signal(signal.SIGTERM)
     assert await a.exit_code(30) == 0, a.tail()
+
+
+async def test_a_start_egress_resent_while_starting_gets_the_first_starts_answer(
+    server: LiveKitServer,
+    redis_server: RedisServer,
+    room_name: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """livekit-server re-sends StartEgress (same egress id, new request id) when the first try
+    times out. A re-send reaching the worker while the first is still starting must get the
+    first's answer (or its error), not start the egress again. A worker in this process on the
+    real Redis and server; a psrpc Bus plays the server's two tries. The one stand-in: the
+    service's start is held open until the re-send arrived (``EgressService`` starts without
+    waiting today, so no real start is slow enough to catch the second try in the middle)."""
+    caplog.set_level(logging.INFO, logger="pyegress.worker")
+    config = parse_config(
+        {"api_key": server.api_key, "api_secret": server.api_secret, "ws_url": server.url,
+         "redis": {"address": redis_server.address}, "output_dir": str(tmp_path)}
+    )  # fmt: skip
+    client = aioredis.Redis.from_url(redis_server.url)
+    worker_bus, caller = Bus(client, "EW_resend"), Bus(client, "test-resender")
+    await worker_bus.start()
+    await caller.start()
+    worker = EgressWorker(config, worker_bus)
+    await worker.start()
+    real_start = worker.service.start_track_composite_egress
+    gate, entered = asyncio.Event(), asyncio.Event()
+
+    async def held(request: Any, *, egress_id: str) -> pe.EgressInfo:
+        entered.set()
+        await gate.wait()
+        if request.file_outputs[0].filepath == "refused":
+            raise InvalidRequestError("file_outputs[0].filepath", "refused by the test")
+        return await real_start(request, egress_id=egress_id)
+
+    monkeypatch.setattr(worker.service, "start_track_composite_egress", held)
+
+    async def twice(request: Any) -> list[bytes | BaseException]:
+        """The same request twice, the second while the first is held in the service's start."""
+        raw = request.SerializeToString()
+        gate.clear()
+        entered.clear()
+        caplog.clear()
+        first = asyncio.create_task(caller.call("EgressInternal", "StartEgress", "", raw, timeout=10))
+        await asyncio.wait_for(entered.wait(), 5)
+        second = asyncio.create_task(caller.call("EgressInternal", "StartEgress", "", raw, timeout=10))
+        deadline = time.monotonic() + 5
+        while "re-sent while starting" not in caplog.text:
+            assert time.monotonic() < deadline and not second.done(), "the re-send did not wait"
+            await asyncio.sleep(0.02)
+        assert not first.done()
+        gate.set()
+        return list(await asyncio.gather(first, second, return_exceptions=True))
+
+    try:
+        async with (
+            publisher(server, room_name, video=False) as pub,
+            api.LiveKitAPI(server.url, server.api_key, server.api_secret) as lk,
+        ):
+            room = (await lk.room.list_rooms(api.ListRoomsRequest(names=[room_name]))).rooms[0]
+            request: Any = StartEgressRequest()
+            request.room_id = room.sid
+            tc = api.TrackCompositeEgressRequest(room_name=room_name, audio_track_id=pub.audio_track_sid)
+            tc.file_outputs.append(
+                api.EncodedFileOutput(file_type=api.EncodedFileType.OGG, filepath="refused")
+            )
+            request.egress_id = "EG_refused_" + os.urandom(4).hex()
+            request.track_composite.ParseFromString(tc.SerializeToString())
+            errors = await twice(request)
+            assert all(isinstance(e, RpcError) for e in errors), errors
+            assert [(e.code, e.message) for e in errors if isinstance(e, RpcError)] == [
+                ("invalid_argument", "file_outputs[0].filepath: refused by the test")
+            ] * 2
+            assert worker.egresses == {}, "a failed start frees its cores"
+
+            tc.file_outputs[0].filepath = "resent"
+            request.egress_id = egress_id = "EG_resent_" + os.urandom(4).hex()
+            request.track_composite.ParseFromString(tc.SerializeToString())
+            first, second = await twice(request)
+            assert isinstance(first, bytes) and first == second
+            info = pe.EgressInfo.FromString(first)
+            assert info.egress_id == egress_id and info.room_id == room.sid
+            assert list(worker.egresses) == [egress_id]
+            active = await _until(lk, egress_id, {pe.EGRESS_ACTIVE, *ENDED}, 15)
+            assert active is not None and status(active) == "EGRESS_ACTIVE", active
+            await asyncio.sleep(2.0)
+            await lk.egress.stop_egress(api.StopEgressRequest(egress_id=egress_id))
+            final = await _until(lk, egress_id, ENDED, 20)
+    finally:
+        await worker.drain(5)
+        await worker.close()
+        await caller.close()
+        await worker_bus.close()
+        await client.aclose()
+    assert final is not None and status(final) == "EGRESS_COMPLETE", final
+    (result,) = final.file_results
+    assert sorted(tmp_path.rglob("*.ogg")) == [Path(result.filename)], "one recording"
+    media = probe(result.filename)
+    assert media.audio is not None and media.audio.codec == "opus"
+    assert abs(media.duration - result.duration / 1e9) < 0.3 and media.duration > 1.5
 
 
 async def _joined(server: LiveKitServer, room: str, identity: str, timeout: float) -> Any:

@@ -181,3 +181,46 @@ async def test_health_and_metrics_follow_one_recording(node: Node, room_name: st
     peak = after[("pyegress_worker_egress_peak_rss_bytes_summary_sum", _tc(""))]
     assert 50e6 < peak < 4e9, peak
     assert (_PER_EGRESS, _egress(egress_id)) not in after  # per-egress gauges go with the egress
+
+
+async def test_frames_dropped_are_counted_per_egress_and_in_total(node: Node, room_name: str) -> None:
+    """A 30 fps camera recorded at 15 fps: about every other received frame is never shown, which
+    the worker exports as dropped at the input stage (per egress while it runs, then in the
+    total); a file output sends everything (output stage 0)."""
+    before = await _metrics(node.metrics)
+    total = "pyegress_worker_frames_dropped_total"
+    per_egress = "pyegress_worker_egress_frames_dropped_total"
+
+    def stage(name: str) -> tuple[tuple[str, str], ...]:
+        return (("stage", name), ("type", "track_composite"))
+
+    async with publisher(node.server, room_name, fps=30) as pub, node.api() as lk:
+        started = await lk.egress.start_track_composite_egress(
+            api.TrackCompositeEgressRequest(
+                room_name=room_name,
+                audio_track_id=pub.audio_track_sid,
+                video_track_id=pub.video_track_sid,
+                advanced=api.EncodingOptions(width=320, height=240, framerate=15, video_bitrate=400),
+                file_outputs=[api.EncodedFileOutput(filepath="drops/v.mp4")],
+            )
+        )
+        egress_id = started.egress_id
+
+        def key(name: str) -> tuple[str, tuple[tuple[str, str], ...]]:
+            return per_egress, (("egress_id", egress_id), *stage(name))
+
+        live = await _eventually(lambda: _metrics(node.metrics), lambda m: m.get(key("input"), 0) >= 30, 20)
+        assert live[key("input")] >= 30 and live[key("output")] == 0, live.get(key("input"))
+        await lk.egress.stop_egress(api.StopEgressRequest(egress_id=egress_id))
+        await _eventually(lambda: _get_json(node.health), lambda h: h["active"] == [], 20)
+        final = (await lk.egress.list_egress(api.ListEgressRequest(egress_id=egress_id))).items[0]
+    assert status(final) == "EGRESS_COMPLETE", final.error
+    media = probe(final.file_results[0].filename)
+    assert media.video is not None and media.video.measured_fps is not None
+    assert abs(media.video.measured_fps - 15) < 1  # the frames not shown are the ones dropped
+    after = await _metrics(node.metrics)
+    skipped = after[(total, stage("input"))] - before.get((total, stage("input")), 0)
+    # about half of the camera's frames over the recording (no frame is counted twice)
+    assert live[key("input")] <= skipped <= 30 * (media.duration + 1), (skipped, media.duration)
+    assert after[(total, stage("output"))] - before.get((total, stage("output")), 0) == 0
+    assert key("input") not in after  # per-egress series go with the egress

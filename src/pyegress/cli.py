@@ -24,8 +24,11 @@ _TYPES: dict[str, RequestType] = {t.cli: t for t in REQUEST_TYPES}
 
 
 def infer_type(data: dict[str, Any]) -> str:
-    """The request type from its keys, as ``lk egress start`` would need it spelled out."""
+    """The request type from its keys, as ``lk egress start`` would need it spelled out: a
+    ``template`` / ``web`` / ``media`` source or an ``outputs`` list is the unified request."""
     keys = {k.replace("_", "").lower() for k in data}
+    if keys & {"template", "web", "media", "outputs"}:
+        return "egress"
     if "url" in keys:
         return "web"
     if "trackid" in keys:
@@ -95,6 +98,7 @@ async def record(args: argparse.Namespace) -> int:
     finally:
         stopper.cancel()
         follower.cancel()
+        await svc.aclose()  # its last webhooks go out (within a grace) before the process ends
     info = latest[0]
     if not args.quiet:
         print(file=sys.stderr)

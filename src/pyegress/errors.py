@@ -38,3 +38,16 @@ class SourceError(EgressError):
 
 class OutputError(EgressError):
     """An output could not be opened, written or finished."""
+
+
+class TransientError(EgressError):
+    """A failure that a retry of the egress may not meet again (the egress is retried up to
+    ``EgressService(max_retries=...)`` times)."""
+
+
+class RoomConnectionLostError(TransientError, SourceError):
+    """The connection to the room was lost and not regained: the recording ended early."""
+
+
+class StoreUnreachableError(TransientError, OutputError):
+    """Every output's uploads failed past the store's own retries (the files stayed local)."""

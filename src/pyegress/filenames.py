@@ -20,6 +20,7 @@ TEMPLATE_KEYS = (
     "track_id",
     "track_type",
     "track_source",
+    "retry",  # the egress's retry_count: 0, then 1, 2 ... on each retry
 )
 _PLACEHOLDER = re.compile(r"\{([a-z_]+)\}")
 #: Extensions a request may end its path with; anything else gets the output's extension added.

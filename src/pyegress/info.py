@@ -58,7 +58,7 @@ def new_info(req: Request, egress_id: str | None = None) -> pe.EgressInfo:
     redact(copy)
     entry = request_type(req)
     getattr(info, entry.slot).CopyFrom(copy)
-    info.source_type = entry.source_type  # type: ignore[assignment]
+    info.source_type = entry.source(req)  # type: ignore[assignment]
     return info
 
 

@@ -3,19 +3,48 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import builtins
 import os
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Container, Mapping, Sequence
 from pathlib import Path
 
 from livekit import rtc
 from livekit.protocol import egress as pe
+from livekit.protocol import models as pm
 
 from .config import Request, StreamURL, build_config, check_stream_url
 from .errors import EgressError, EgressNotFoundError, InvalidRequestError, NotSupportedError
 from .info import Listener, is_active, new_info, set_status, snapshot
 from .recorders import Options, Recorder, RoomCompositeRecorder, TemplateRecorder, recorder_for
+from .recorders.base import DEFAULT_MAX_RETRIES, RECONNECT_TIMEOUT
 from .redaction import redact_url
 from .storage.config import default_storage
+from .webhooks import EgressWebhooks
+
+#: How long :meth:`EgressService.aclose` lets queued webhooks go out.
+WEBHOOK_GRACE = 5.0
+
+#: Egresses a ``list_egress`` page holds (``EgressService.list_page_size``).
+LIST_PAGE_SIZE = 100
+_TOKEN_PREFIX = "pyeg1."
+
+
+def _token(egress_id: str) -> str:
+    """An opaque page token: the page continues after this egress (they are never reordered)."""
+    return _TOKEN_PREFIX + base64.urlsafe_b64encode(egress_id.encode()).decode().rstrip("=")
+
+
+def _page_after(token: str, known: Container[str]) -> str:
+    """The egress id a page token continues after; ``InvalidRequestError`` for a foreign token."""
+    try:
+        body = token.removeprefix(_TOKEN_PREFIX)
+        egress_id = base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)).decode()
+    except (ValueError, UnicodeDecodeError):
+        egress_id = ""
+    if not token.startswith(_TOKEN_PREFIX) or egress_id not in known:
+        raise InvalidRequestError("page_token", "not a token this service gave")
+    return egress_id
 
 
 class EgressService:
@@ -29,10 +58,22 @@ class EgressService:
     ``room_empty_timeout`` ends a room composite whose room stayed empty that long.
     ``storage`` is where file outputs with no ``s3`` / ``gcp`` / ``azure`` of their own are
     uploaded (None: they stay local); see :mod:`pyegress.storage`.
+    A lost room connection is ridden out for up to ``reconnect_timeout`` seconds (the recording
+    goes on, the gap held); an egress that fails for a transient reason (the room lost for
+    good, the store unreachable) is retried up to ``max_retries`` times under the same id,
+    ``EgressInfo.retry_count`` counting; see "Retries" in the README. ``backup_storage`` takes an
+    output's uploads once its own store failed for good (bad credentials, missing bucket, down
+    past the retries): the info then says ``backup_storage_used``. ``insecure`` runs web and
+    template pages in Chromium without web security (cross-origin requests need no CORS, mixed
+    content runs), like LiveKit Egress's ``insecure``.
     Starts return at once; the recording runs on the caller's event loop. ``egress_id`` lets
     the caller choose the id (a LiveKit server does when it dispatches a request). Follow an
     egress with ``async for info in service.updates(egress_id)`` or every egress with
     :meth:`listen`; a finished egress's recorder is let go, its final info stays listable.
+    The service sends LiveKit's egress webhooks (:mod:`pyegress.webhooks`) to each request's
+    ``webhooks`` and to ``webhooks`` given here; a request's ``signing_key`` names ``api_key``
+    or one of ``webhook_keys`` (API key → secret). ``webhooks=None`` sends none at all, not even
+    the requests' (a LiveKit worker: livekit-server sends them).
     """
 
     def __init__(
@@ -45,18 +86,39 @@ class EgressService:
         wait_timeout: float = 10.0,
         room_empty_timeout: float = 30.0,
         storage: pe.StorageConfig | None = None,
+        backup_storage: pe.StorageConfig | None = None,
+        insecure: bool = False,
+        webhooks: Sequence[pm.WebhookConfig] | None = (),
+        webhook_keys: Mapping[str, str] | None = None,
+        max_retries: int = DEFAULT_MAX_RETRIES,
+        reconnect_timeout: float = RECONNECT_TIMEOUT,
     ) -> None:
+        if max_retries < 0:
+            raise InvalidRequestError("max_retries", "must be 0 or more")
+        if reconnect_timeout <= 0:
+            raise InvalidRequestError("reconnect_timeout", "must be more than 0 seconds")
+        self.max_retries = max_retries
+        self.reconnect_timeout = reconnect_timeout
         self.url = url or os.environ.get("LIVEKIT_URL", "")
         self.api_key = api_key or os.environ.get("LIVEKIT_API_KEY", "")
         self._secret = api_secret or os.environ.get("LIVEKIT_API_SECRET", "")
         self.output_dir = Path(output_dir) if output_dir is not None else None
         self.wait_timeout = wait_timeout
         self.room_empty_timeout = room_empty_timeout
+        self.insecure = insecure
         default_storage(storage)  # validate now: InvalidRequestError naming storage.<provider>.<field>
+        default_storage(backup_storage, "backup_storage")
         self._storage = storage
+        self._backup = backup_storage
         self._egresses: dict[str, Recorder | pe.EgressInfo] = {}
         self._listeners: list[Listener] = []
         self._watchers: set[asyncio.Task[None]] = set()
+        self.list_page_size = LIST_PAGE_SIZE
+        keys = {self.api_key: self._secret} if self.api_key and self._secret else {}
+        self._webhooks = EgressWebhooks(
+            webhooks or (), {**keys, **(webhook_keys or {})}, self.api_key, enabled=webhooks is not None
+        )
+        self.listen(self._webhooks.on_info)
 
     async def __aenter__(self) -> EgressService:
         return self
@@ -109,9 +171,13 @@ class EgressService:
         """Record a web page (picture and sound) rendered by Chromium."""
         return await self._start(start, None, egress_id)
 
-    async def start_egress(self, start: pe.StartEgressRequest) -> pe.EgressInfo:
-        """Not supported yet (the generic StartEgress request comes in a later release)."""
-        raise NotSupportedError("start_egress is not supported yet")
+    async def start_egress(
+        self, start: pe.StartEgressRequest, *, room: rtc.Room | None = None, egress_id: str | None = None
+    ) -> pe.EgressInfo:
+        """LiveKit's unified request: a ``template`` (room composite), ``web`` or ``media``
+        source (one video and routed audio) to a list of ``outputs``. ``PASSTHROUGH`` raises
+        ``NotSupportedError``; see :mod:`pyegress.config.unified`."""
+        return await self._start(start, room, egress_id)
 
     async def update_layout(self, update: pe.UpdateLayoutRequest) -> pe.EgressInfo:
         """Switch a live room composite to another layout (from the next frame on)."""
@@ -147,8 +213,10 @@ class EgressService:
         return await entry.update_stream(add, list(update.remove_output_urls))
 
     async def _start(self, req: Request, room: rtc.Room | None, egress_id: str | None) -> pe.EgressInfo:
+        hooks = self._webhooks.defaults
         try:
-            config = build_config(req, output_dir=self.output_dir, default=self._storage)
+            hooks = self._webhooks.targets(req)
+            config = build_config(req, output_dir=self.output_dir, default=self._storage, backup=self._backup)
         except NotSupportedError:
             raise
         except EgressError as e:  # a bad request: listed as FAILED, naming the field
@@ -156,6 +224,7 @@ class EgressService:
             set_status(info, pe.EGRESS_FAILED, str(e))
             self._egresses[info.egress_id] = info
             self._tell(info)
+            self._webhooks.ended(snapshot(info), hooks)
             return snapshot(info)
         options = Options(
             url=self.url,
@@ -165,11 +234,15 @@ class EgressService:
             wait_timeout=self.wait_timeout,
             empty_timeout=self.room_empty_timeout,
             egress_id=egress_id,
+            max_retries=self.max_retries,
+            reconnect_timeout=self.reconnect_timeout,
+            insecure=self.insecure,
         )
         recorder = recorder_for(config, options)
         self._egresses[recorder.egress_id] = recorder
         recorder.listen(self._tell)
         info = await recorder.start()
+        self._webhooks.follow(info, hooks)
         watcher = asyncio.get_running_loop().create_task(self._let_go_when_done(recorder))
         self._watchers.add(watcher)
         watcher.add_done_callback(self._watchers.discard)
@@ -186,6 +259,7 @@ class EgressService:
             pass
         if self._egresses.get(recorder.egress_id) is recorder:
             self._egresses[recorder.egress_id] = snapshot(recorder.info)
+        self._webhooks.ended(snapshot(recorder.info))
 
     # --- following egresses ---------------------------------------------------------------
 
@@ -222,9 +296,15 @@ class EgressService:
         return entry.info if isinstance(entry, Recorder) else entry
 
     async def list_egress(self, list: pe.ListEgressRequest) -> pe.ListEgressResponse:
-        """Egresses by id, by room, and/or only the active ones (as the hosted API)."""
-        items = []
-        for egress_id in self._egresses:
+        """Egresses by id, by room, and/or only the active ones (as the hosted API), in the
+        order they started, ``list_page_size`` a page: ``next_page_token`` is set while more
+        follow; pass it as ``page_token`` for the next page."""
+        ids = builtins.list(self._egresses)  # in start order: a dict keeps it, nothing is removed
+        start = 0
+        if list.page_token.token:
+            start = ids.index(_page_after(list.page_token.token, self._egresses)) + 1
+        items: builtins.list[pe.EgressInfo] = []
+        for egress_id in ids[start:]:
             info = self._info(egress_id)
             if list.egress_id and info.egress_id != list.egress_id:
                 continue
@@ -232,6 +312,9 @@ class EgressService:
                 continue
             if list.active and not is_active(info.status):
                 continue
+            if len(items) == self.list_page_size:  # one more matches: there is a next page
+                token = pm.TokenPagination(token=_token(items[-1].egress_id))
+                return pe.ListEgressResponse(items=items, next_page_token=token)
             items.append(snapshot(info))
         return pe.ListEgressResponse(items=items)
 
@@ -254,10 +337,12 @@ class EgressService:
         return snapshot(entry)
 
     async def aclose(self) -> None:
-        """Stop every active egress, keeping what each recorded."""
+        """Stop every active egress, keeping what each recorded, and let their last webhooks go
+        out (for up to ``WEBHOOK_GRACE`` seconds)."""
         live = [e for e in self._egresses.values() if isinstance(e, Recorder) and is_active(e.info.status)]
         await asyncio.gather(*(r.stop() for r in live), return_exceptions=True)
         await asyncio.gather(*list(self._watchers), return_exceptions=True)
+        await self._webhooks.aclose(WEBHOOK_GRACE)
 
     def __repr__(self) -> str:
         url = redact_url(self.url)

@@ -5,6 +5,8 @@ Recorders, outputs and the CLI read the :class:`EgressConfig`, never the raw req
 
 from ..redaction import redact_url as redact_stream_url
 from .model import (
+    AudioRoute,
+    Channel,
     EgressConfig,
     FileTarget,
     FileType,
@@ -29,6 +31,8 @@ __all__ = [
     "DEFAULT_CAPTURE_INTERVAL",
     "DEFAULT_SEGMENT_DURATION",
     "REQUEST_TYPES",
+    "AudioRoute",
+    "Channel",
     "EgressConfig",
     "FileTarget",
     "FileType",

@@ -25,6 +25,7 @@ Request: TypeAlias = (
     | pe.TrackEgressRequest
     | pe.RoomCompositeEgressRequest
     | pe.WebEgressRequest
+    | pe.StartEgressRequest
 )
 
 
@@ -36,6 +37,7 @@ class Kind(enum.Enum):
     TRACK = "track"
     ROOM_COMPOSITE = "room_composite"
     WEB = "web"
+    MEDIA = "media"  # the unified request's media source: one video, routed audio
 
 
 class FileType(enum.Enum):
@@ -65,6 +67,26 @@ class ImageSuffix(enum.Enum):
     INDEX = "index"
     TIMESTAMP = "timestamp"
     NONE_OVERWRITE = "none_overwrite"
+
+
+class Channel(enum.Enum):
+    """Where a routed voice goes in the stereo mix (``pe.AudioChannel``)."""
+
+    BOTH = None
+    LEFT = 0
+    RIGHT = 1
+
+
+@dataclass(frozen=True)
+class AudioRoute:
+    """One ``AudioRoute`` of a media source: the audio it matches (exactly one of track id,
+    participant identity, participant kind) and its channel."""
+
+    field: str
+    channel: Channel
+    track_id: str = ""
+    identity: str = ""
+    participant_kind: str = ""  # ParticipantInfo.Kind by name (AGENT, SIP...): rtc numbers them differently
 
 
 @dataclass(frozen=True)
@@ -157,6 +179,9 @@ class EgressConfig:
     audio_mixing: int = 0  # room composite: pe.AudioMixing
     web_url: str = ""  # web: the page; room composite: the template (repr shows it redacted)
     await_start_signal: bool = False  # web: wait for the page's START_RECORDING
+    audio_routes: list[AudioRoute] = field(default_factory=list)  # media: the routed voices
+    capture_all_audio: bool = False  # media: every other audio track too, in both channels
+    backup_storage: StorageMessage | None = field(default=None, repr=False)  # where failed uploads go
 
     @property
     def template(self) -> bool:

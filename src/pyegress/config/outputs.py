@@ -234,17 +234,29 @@ def add_other_outputs(cfg: EgressConfig, req: Any, place: Place) -> EgressConfig
     if legacy == "stream":
         streams.insert(0, _stream_target(req.stream, "stream"))
     images = [_image_target(o, f"image_outputs[{i}]", place) for i, o in enumerate(req.image_outputs)]
+    explicit = req.WhichOneof("options") == "advanced" and req.advanced.key_frame_interval > 0
+    return set_other_outputs(cfg, segs, streams, images, explicit_gop=explicit)
+
+
+def set_other_outputs(
+    cfg: EgressConfig,
+    segs: list[SegmentTarget],
+    streams: list[StreamTarget],
+    images: list[ImageTarget],
+    *,
+    explicit_gop: bool,
+) -> EgressConfig:
+    """Check that segment, stream and image targets fit the media and set them (with the key
+    frame interval HLS needs unless ``explicit_gop``: the request gave its own)."""
     video = cfg.video
     if images and video is None:
         raise InvalidRequestError(images[0].field, "image outputs need video; this egress records audio only")
     if video is not None and video.codec != "h264" and (segs or streams):
         where = segs[0].field if segs else streams[0].field
         raise InvalidRequestError(where, f"HLS and RTMP carry H.264 only; {video.codec} cannot be sent there")
-    if segs and video is not None:
-        explicit = req.WhichOneof("options") == "advanced" and req.advanced.key_frame_interval > 0
-        if not explicit:
-            gop = math.gcd(*(s.segment_duration for s in segs))
-            cfg.video = replace(video, keyframe_interval=float(gop))
+    if segs and video is not None and not explicit_gop:
+        gop = math.gcd(*(s.segment_duration for s in segs))
+        cfg.video = replace(video, keyframe_interval=float(gop))
     cfg.segments, cfg.streams, cfg.images = segs, streams, images
     return cfg
 

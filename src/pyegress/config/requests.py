@@ -16,7 +16,7 @@ from livekit.protocol import egress as pe
 
 from ..errors import InvalidRequestError
 from ..storage.config import default_storage
-from . import kinds
+from . import kinds, unified
 from .model import EgressConfig, Kind, Request
 from .outputs import Place, add_other_outputs, check_containers, settle_audio
 from .paths import check_paths
@@ -33,6 +33,11 @@ class RequestType:
     method: str  # the EgressService start method
     source_type: int  # EgressInfo.source_type
     build: Callable[[Any, Place], EgressConfig]
+    source_of: Callable[[Any], int] | None = None  # when the source type depends on the request
+
+    def source(self, req: Message) -> int:
+        """``EgressInfo.source_type`` of ``req``."""
+        return self.source_of(req) if self.source_of is not None else self.source_type
 
 
 REQUEST_TYPES: tuple[RequestType, ...] = (
@@ -81,6 +86,16 @@ REQUEST_TYPES: tuple[RequestType, ...] = (
         pe.EGRESS_SOURCE_TYPE_WEB,
         kinds.web,
     ),
+    RequestType(  # LiveKit's unified request: its source picks one of the recorders above, or media
+        Kind.MEDIA,
+        pe.StartEgressRequest,
+        "egress",
+        "egress",
+        "start_egress",
+        pe.EGRESS_SOURCE_TYPE_SDK,
+        unified.egress,
+        unified.source_type,
+    ),
 )
 
 
@@ -97,11 +112,13 @@ def build_config(
     *,
     output_dir: Path | None = None,
     default: pe.StorageConfig | None = None,
+    backup: pe.StorageConfig | None = None,
 ) -> EgressConfig:
     """Validate ``req`` and normalise it; raises ``InvalidRequestError`` naming the field.
 
     ``output_dir`` given: every path stays inside it. None: relative paths go under the working
-    folder and absolute ones where they say. ``default`` is the store of outputs that name none.
+    folder and absolute ones where they say. ``default`` is the store of outputs that name none;
+    ``backup`` the store their uploads go to when their own store fails.
     """
     place = Place(
         (output_dir or Path.cwd()).resolve(),
@@ -112,4 +129,5 @@ def build_config(
     check_containers(cfg)
     settle_audio(cfg)
     check_paths(cfg)
+    cfg.backup_storage = default_storage(backup, "backup")
     return cfg

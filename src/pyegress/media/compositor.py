@@ -230,6 +230,17 @@ class Compositor:
         self._last: Scene | None = None
         self._painter = Painter()  # the canvas kept between renders (encode thread)
         self._last_key: tuple[object, ...] = ()
+        self._skipped_gone = 0  # frames_skipped of inputs no longer here
+
+    @property
+    def frames_skipped(self) -> int:
+        """Frames of every video input, past and present, that no scene showed."""
+        live = (v for p in self.participants.values() for v in (p.camera, p.screen) if v is not None)
+        return self._skipped_gone + sum(v.frames_skipped for v in live)
+
+    def _let_go(self, vi: VideoInput[Picture] | None) -> None:
+        if vi is not None:
+            self._skipped_gone += vi.frames_skipped
 
     def tile_sizes(self) -> dict[tuple[str, bool], tuple[int, int]]:
         """(width, height) of each video's tile in the latest scene, by (identity, screen share?)."""
@@ -249,7 +260,10 @@ class Compositor:
 
     def leave(self, identity: str) -> None:
         """Remove a participant and their tiles."""
-        self.participants.pop(identity, None)
+        p = self.participants.pop(identity, None)
+        if p is not None:
+            self._let_go(p.camera)
+            self._let_go(p.screen)
         if self.speaker == identity:
             self.speaker = None
 
@@ -257,6 +271,7 @@ class Compositor:
         """A fresh video input for the participant's camera or screen share."""
         p = self.join(identity, "")
         vi: VideoInput[Picture] = VideoInput(self.ticks)
+        self._let_go(p.screen if screen else p.camera)
         if screen:
             p.screen, p.screen_muted = vi, False
         else:
@@ -267,6 +282,7 @@ class Compositor:
         """The camera or screen share was unpublished: back to a placeholder (or no tile)."""
         p = self.participants.get(identity)
         if p is not None:
+            self._let_go(p.screen if screen else p.camera)
             if screen:
                 p.screen = None
             else:

@@ -31,9 +31,13 @@ Picture: TypeAlias = "rtc.VideoFrame | av.VideoFrame | Renderable"
 
 
 class VideoSource(Protocol):
-    """The picture to show at monotonic time ``when`` (None: nothing yet, black is shown)."""
+    """The picture to show at monotonic time ``when`` (None: nothing yet, black is shown), and
+    how many received frames were never shown (late, or more than the output frame rate)."""
 
     def at(self, when: float) -> Picture | None: ...
+
+    @property
+    def frames_skipped(self) -> int: ...
 
 
 class AudioSource(Protocol):

@@ -38,6 +38,7 @@ class Voice:
     input: AudioInput
     agent: bool = False
     order: int = 0
+    side: int | None = None  # routed to one channel (0 left, 1 right) whatever the mixing
 
 
 class Mixer:
@@ -55,11 +56,14 @@ class Mixer:
         self._gain = 1.0
         self._joined = 0
 
-    def voice(self, identity: str, *, agent: bool = False) -> AudioInput:
-        """The input of ``identity`` (created on first use, kept across republishes)."""
+    def voice(self, identity: str, *, agent: bool = False, side: int | None = None) -> AudioInput:
+        """The input of ``identity`` (created on first use, kept across republishes); ``side``
+        puts it in one channel only (a media source's audio routes)."""
         v = self.voices.get(identity)
         if v is None:
-            v = Voice(identity, AudioInput(self.sample_rate, self.channels, self.t0), agent, self._joined)
+            v = Voice(
+                identity, AudioInput(self.sample_rate, self.channels, self.t0), agent, self._joined, side
+            )
             self._joined += 1
             self.voices[identity] = v
         return v.input
@@ -83,6 +87,8 @@ class Mixer:
         return self._limit(mix)
 
     def _side(self, v: Voice) -> int | None:
+        if v.side is not None:
+            return v.side
         if self.mixing is Mixing.DUAL_CHANNEL_AGENT:
             return 0 if v.agent else 1
         if self.mixing is Mixing.DUAL_CHANNEL_ALTERNATE:

@@ -103,7 +103,12 @@ class PhaseLock:
 
 class VideoInput(Generic[T]):
     """Latest-frame holder with a short arrival history (thread-safe). With the output's
-    ``ticks``, frames are phase-locked to them (:class:`PhaseLock`)."""
+    ``ticks``, frames are phase-locked to them (:class:`PhaseLock`).
+
+    ``frames_skipped`` counts frames received after the first one shown that were never shown:
+    a newer one had arrived by the next output frame (the frame came late, or faster than the
+    output frame rate), what GStreamer's ``videorate`` counts as dropped.
+    """
 
     def __init__(self, ticks: Ticks | None = None, history: float = 0.5) -> None:
         self._frames: collections.deque[tuple[float, T]] = collections.deque()
@@ -111,6 +116,8 @@ class VideoInput(Generic[T]):
         self._lock = threading.Lock()
         self.lock = PhaseLock(ticks) if ticks is not None else None
         self.frames_in = 0
+        self.frames_skipped = 0
+        self._shown = -1  # index (in arrival order) of the newest frame handed out
 
     def push(self, frame: T, arrival: float) -> None:
         """Add a frame received at monotonic time ``arrival`` (never before the previous one's:
@@ -129,11 +136,16 @@ class VideoInput(Generic[T]):
     def at(self, when: float) -> T | None:
         """The newest frame that had arrived by monotonic time ``when`` (None before the first)."""
         with self._lock:
-            chosen = None
+            chosen, pos = None, -1
             for arrival, frame in self._frames:
                 if arrival > when:
                     break
-                chosen = frame
+                chosen, pos = frame, pos + 1
+            index = self.frames_in - len(self._frames) + pos
+            if pos >= 0 and index > self._shown:
+                if self._shown >= 0:
+                    self.frames_skipped += index - self._shown - 1
+                self._shown = index
             return chosen
 
 

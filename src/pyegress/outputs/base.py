@@ -66,6 +66,10 @@ class Output:
             self.error = str(error)
             log.error("output %s failed: %s", self.name, self.error)
 
+    def resume(self, previous: Output) -> None:
+        """Continue what ``previous`` (this output in the attempt before a retry, finished)
+        wrote, where the container allows it (default: a new file of its own)."""
+
     # --- the encode thread ---------------------------------------------------------------
 
     def open(self, video: av.VideoStream | None, audio: av.AudioStream | None) -> None:
@@ -83,7 +87,7 @@ class Output:
         fails the output (its files stay local)."""
         if self.store is not None:
             await self.store.drain()
-            if self.store.backup_used:
+            if self.store.error:
                 self.fail(f"upload failed, files kept locally: {self.store.error}")
 
     def attach(self, info: pe.EgressInfo, started_at: int) -> None:
@@ -95,8 +99,15 @@ class Output:
         raise NotImplementedError
 
     @property
+    def frames_dropped(self) -> int:
+        """Frames (video or audio) this output could not send: a live receiver too slow or
+        away. Files never drop."""
+        return 0
+
+    @property
     def backup_used(self) -> bool:
-        """True when something of this output could not reach its store and stayed local."""
+        """True when something of this output could not reach its store (it went to the backup
+        store, or stayed local)."""
         return self.store is not None and self.store.backup_used
 
     def manifest_entries(self) -> dict[str, object]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping
+from pathlib import Path
 
 from ..config import EgressConfig, FileTarget, FileType, audio_for
 from ..config.paths import image_prefix, segment_paths
@@ -32,6 +33,15 @@ def default_stem(config: EgressConfig, values: Mapping[str, str]) -> str:
     return f"{values.get('room_name') or 'egress'}-{config.kind.value}-{values.get('time', '')}"
 
 
+def after_retry(path: Path, template: str, values: Mapping[str, str]) -> Path:
+    """A retry never overwrites an earlier attempt's file: a name without ``{retry}`` gets
+    ``-<retry_count>`` before its extension (LiveKit does so for the names it generates)."""
+    retry = values.get("retry", "0")
+    if retry == "0" or "{retry}" in template:
+        return path
+    return path.with_name(f"{path.stem}-{retry}{path.suffix}")
+
+
 def _file(
     config: EgressConfig,
     target: FileTarget,
@@ -49,6 +59,7 @@ def _file(
         field=f"{target.field}.filepath",
         jail=config.jail,
     )
+    path = after_retry(path, target.filepath, values)
     if target.file_type is FileType.AUTO and path.suffix != ext:
         raise OutputError(f"{target.field}.filepath: {path.name} does not match the track's container {ext}")
     return FileOutput(
@@ -57,7 +68,7 @@ def _file(
         video=video if path.suffix in _VIDEO_CONTAINERS else None,
         audio=audio_for(audio, path.suffix),
         manifest=not target.disable_manifest,
-        store=open_store(target.storage, config.output_dir),
+        store=open_store(target.storage, config.output_dir, backup=config.backup_storage),
     )
 
 
@@ -84,7 +95,7 @@ def build_outputs(
                 video=video,
                 audio=audio_for(audio, "hls"),
                 manifest=not seg.disable_manifest,
-                store=open_store(seg.storage, root),
+                store=open_store(seg.storage, root, backup=config.backup_storage),
             )
         )
     for st in config.streams:
@@ -95,14 +106,14 @@ def build_outputs(
         outs.append(
             ImageOutput(
                 img.field,
-                image_prefix(img, values, root, stem, jail=jail),
+                after_retry(image_prefix(img, values, root, stem, jail=jail), img.filename_prefix, values),
                 canvas=video,
                 interval=img.capture_interval,
                 width=img.width,
                 height=img.height,
                 suffix=img.suffix,
                 manifest=not img.disable_manifest,
-                store=open_store(img.storage, root),
+                store=open_store(img.storage, root, backup=config.backup_storage),
             )
         )
     if config.websocket_url:

@@ -122,10 +122,7 @@ class ImageOutput(FrameOutput):
 
     def _location(self, image: Image) -> str:
         """The image's object URL, or its local path when it was not uploaded."""
-        up = image.upload
-        if self.store is None or up is None or (up.done() and not up.result().ok):
-            return str(image.path)
-        return self.store.location(image.path)
+        return str(image.path) if self.store is None else self.store.where(image.path, image.upload)
 
     @property
     def size(self) -> int:

@@ -1,7 +1,9 @@
 """HLS output: MPEG-TS segments cut on key frames, playlists rewritten as each segment closes.
 
 Segments are written one container at a time (``<prefix>_00000.ts`` ...); timestamps run on
-across segments, so the playlist plays as one stream. The playlist is an ``EVENT`` playlist
+across segments, so the playlist plays as one stream. A retry of the egress continues the same
+playlist (:meth:`SegmentOutput.resume`): its first segment carries ``#EXT-X-DISCONTINUITY``
+(timestamps start again), numbering goes on. The playlist is an ``EVENT`` playlist
 while recording (playable at once) and gets ``#EXT-X-ENDLIST`` at the end; the optional live
 playlist keeps only the last few segments (a sliding window).
 
@@ -29,7 +31,7 @@ from ..media.encoder import EncodedPacket
 from ..media.encoding import AudioEncoding, VideoEncoding
 from ..storage.base import UploadResult
 from ..storage.upload import Store
-from .base import PacketOutput
+from .base import Output, PacketOutput
 from .manifest import manifest_path
 
 __all__ = ["SegmentOutput", "SegmentPaths", "render_playlist", "segment_name", "segment_paths"]
@@ -55,6 +57,7 @@ class Segment:
     duration: float
     size: int
     wall: float  # unix time of its start
+    discontinuity: bool = False  # the first segment of a retry: timestamps start again
 
 
 def render_playlist(
@@ -73,6 +76,8 @@ def render_playlist(
     for s in segments:
         stamp = dt.datetime.fromtimestamp(s.wall, dt.timezone.utc).isoformat(timespec="milliseconds")
         stamp = stamp.replace("+00:00", "Z")
+        if s.discontinuity:
+            lines.append("#EXT-X-DISCONTINUITY")
         lines += [f"#EXT-X-PROGRAM-DATE-TIME:{stamp}", f"#EXTINF:{s.duration:.6f},", s.name]
     if ended:
         lines.append("#EXT-X-ENDLIST")
@@ -116,6 +121,15 @@ class SegmentOutput(PacketOutput):
         self._wall0 = 0.0
         self._ended = False
         self._result: pe.SegmentsInfo | None = None
+        self._resume_at = 0  # index of the first segment after a retry (0: not resumed)
+
+    def resume(self, previous: Output) -> None:
+        """Go on with ``previous``'s playlist when it is the same one: its segments stay listed,
+        the next one is numbered after them and marked as a discontinuity."""
+        if isinstance(previous, SegmentOutput) and previous.paths == self.paths and previous.segments:
+            self.segments = list(previous.segments)
+            self._uploaded.update(previous._uploaded)
+            self._resume_at = len(self.segments)
 
     # --- pipeline side (encode thread) ---------------------------------------------------
 
@@ -166,7 +180,7 @@ class SegmentOutput(PacketOutput):
         self._streams = {k: container.add_stream_from_template(s) for k, s in self._templates.items()}
         container.start_encoding()
         self._container = container
-        self._current = Segment(name, path, t, 0.0, 0, wall)
+        self._current = Segment(name, path, t, 0.0, 0, wall, 0 < self._resume_at == index)
 
     def _close_segment(self, end: float) -> None:
         container, seg = self._container, self._current
@@ -203,12 +217,7 @@ class SegmentOutput(PacketOutput):
 
     def _location(self, path: Path) -> str:
         """The object URL of ``path`` unless its (latest) upload failed: then the local path."""
-        future = self._uploaded.get(path)
-        if self.store is None or future is None:
-            return str(path)
-        if future.done() and not future.result().ok:
-            return str(path)
-        return self.store.location(path)
+        return str(path) if self.store is None else self.store.where(path, self._uploaded.get(path))
 
     # --- results (event loop) ------------------------------------------------------------
 
@@ -218,8 +227,14 @@ class SegmentOutput(PacketOutput):
 
     def attach(self, info: pe.EgressInfo, started_at: int) -> None:
         live = self.paths.live_playlist
+        playlist = str(self.paths.playlist)
+        if self._resume_at:  # the playlist goes on after a retry: so does its result
+            for res in info.segment_results:
+                if res.playlist_name == playlist:
+                    self._result = res
+                    return
         self._result = info.segment_results.add(
-            playlist_name=str(self.paths.playlist),
+            playlist_name=playlist,
             playlist_location=self._location(self.paths.playlist),
             live_playlist_name=str(live or ""),
             live_playlist_location=self._location(live) if live is not None else "",

@@ -62,7 +62,8 @@ class StreamSink:
         self.last_retry_at = 0
         self.sent_from: float | None = None  # media time of the first and last packet sent
         self.sent_to = 0.0
-        self.dropped = 0
+        self.dropped = 0  # packets not queued: the queue was full (encode thread)
+        self.stale = 0  # packets queued while disconnected, thrown away (sink thread)
         self.result: pe.StreamInfo | None = None  # its entry in EgressInfo (event loop only)
         self._queue: queue.Queue[EncodedPacket | None] = queue.Queue(maxsize=owner.queue_packets)
         self._stop = threading.Event()
@@ -82,6 +83,7 @@ class StreamSink:
             return
         if self._skip_to_key:
             if self.owner.has_video and not (item.kind == "video" and item.keyframe):
+                self.dropped += 1
                 return
             self._skip_to_key = False
         try:
@@ -171,6 +173,7 @@ class StreamSink:
             if item is None:
                 self._queue.put_nowait(None)
                 return
+            self.stale += 1
 
     def _run(self) -> None:
         failures = 0
@@ -256,6 +259,11 @@ class StreamOutput(PacketOutput):
     @property
     def has_video(self) -> bool:
         return "video" in self.templates
+
+    @property
+    def frames_dropped(self) -> int:
+        """Packets (video and audio frames) that did not reach a URL, over every sink so far."""
+        return sum(s.dropped + s.stale for s in list(self.sinks))
 
     @property
     def live(self) -> list[StreamSink]:

@@ -49,7 +49,7 @@ class WebSocketOutput(PcmOutput):
         self.channels = channels
         self.connect_timeout = connect_timeout
         self.bytes_sent = 0
-        self.frames_dropped = 0
+        self._dropped = 0
         self.muted = False
         self._loop = loop
         self._queue: asyncio.Queue[bytes | str | object] = asyncio.Queue(maxsize=queue_frames)
@@ -84,6 +84,11 @@ class WebSocketOutput(PcmOutput):
         self._offer(np.ascontiguousarray(data, dtype="<i2").tobytes())
         self._track_end("audio", t + len(pcm) / 48000)
 
+    @property
+    def frames_dropped(self) -> int:
+        """PCM frames not sent: the receiver was too slow (the queue was full)."""
+        return self._dropped
+
     def set_muted(self, muted: bool) -> None:
         """Tell the receiver the track was muted or unmuted (sent in order with the PCM)."""
         if muted != self.muted:
@@ -93,11 +98,11 @@ class WebSocketOutput(PcmOutput):
     def _offer(self, item: bytes | str | object, *, force: bool = False) -> None:
         if self._queue.full():
             if not force:
-                self.frames_dropped += 1
+                self._dropped += 1
                 return
             with contextlib.suppress(asyncio.QueueEmpty):
                 self._queue.get_nowait()  # make room for a control message
-                self.frames_dropped += 1
+                self._dropped += 1
         self._queue.put_nowait(item)
 
     async def _send_loop(self) -> None:

@@ -2,6 +2,7 @@
 
 from ..config import EgressConfig, Kind
 from .base import Options, Progress, Recorder
+from .media import MediaRecorder
 from .participant import ParticipantRecorder
 from .room import RoomRecorder
 from .room_composite import RoomCompositeRecorder
@@ -16,6 +17,7 @@ RECORDERS: dict[Kind, type[Recorder]] = {
     Kind.TRACK: TrackRecorder,
     Kind.ROOM_COMPOSITE: RoomCompositeRecorder,
     Kind.WEB: WebRecorder,
+    Kind.MEDIA: MediaRecorder,
 }
 
 
@@ -27,6 +29,7 @@ def recorder_for(config: EgressConfig, options: Options) -> Recorder:
 
 __all__ = [
     "RECORDERS",
+    "MediaRecorder",
     "Options",
     "ParticipantRecorder",
     "Progress",

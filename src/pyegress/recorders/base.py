@@ -22,7 +22,14 @@ from livekit.protocol import egress as pe
 
 from .. import redaction
 from ..config import EgressConfig, Request, StreamURL, build_config
-from ..errors import EgressError, InvalidRequestError, OutputError, SourceError
+from ..errors import (
+    EgressError,
+    InvalidRequestError,
+    OutputError,
+    SourceError,
+    StoreUnreachableError,
+    TransientError,
+)
 from ..filenames import time_values
 from ..info import InfoOwner, Listener, is_terminal, new_info, now_ns, snapshot
 from ..media.encoding import AudioEncoding, VideoEncoding
@@ -32,6 +39,14 @@ from ..outputs import FrameOutput, Output, PcmOutput, StreamOutput, build_output
 from ..pipeline import Pipeline, PipelineStats
 
 log = logging.getLogger("pyegress.recorder")
+
+#: Retries of an egress that failed for a transient reason (:class:`TransientError`). LiveKit's
+#: open-source egress leaves the count to the controller that re-dispatches (not open source);
+#: its own retry test expects the first retry (``retry_count`` 1) to succeed.
+DEFAULT_MAX_RETRIES = 1
+#: How long the rtc SDK may try to regain a lost room connection before the recording ends
+#: early; the SDK usually gives up first (10 attempts: 13-23 s measured against a killed server).
+RECONNECT_TIMEOUT = 30.0
 
 
 @dataclass
@@ -43,6 +58,8 @@ class Progress:
     size: int
     fps: float
     backlog: int = 0  # ticks waiting for the encoder thread: growing means it cannot keep up
+    frames_dropped: int = 0  # frames (video or audio) a stream or WebSocket output could not send
+    frames_skipped: int = 0  # received video frames never shown (late, or above the frame rate)
 
 
 @dataclass
@@ -57,6 +74,9 @@ class Options:
     wait_timeout: float = 10.0
     empty_timeout: float = 30.0
     egress_id: str | None = None
+    max_retries: int = DEFAULT_MAX_RETRIES
+    reconnect_timeout: float = RECONNECT_TIMEOUT
+    insecure: bool = False  # web pages and templates run without web security
 
 
 @dataclass
@@ -74,7 +94,8 @@ class Recorder:
     Construct with a request (invalid requests raise ``InvalidRequestError`` naming the field)
     or a config already built from one. ``output_dir`` given: every path stays inside it;
     None: relative paths go under the working folder, absolute ones where they say.
-    ``default_storage`` is where outputs without a store of their own are uploaded.
+    ``default_storage`` is where outputs without a store of their own are uploaded;
+    ``backup_storage`` where uploads go once an output's store failed.
     """
 
     def __init__(
@@ -86,13 +107,15 @@ class Recorder:
         wait_timeout: float = 10.0,
         egress_id: str | None = None,
         default_storage: pe.StorageConfig | None = None,
+        max_retries: int = DEFAULT_MAX_RETRIES,
+        backup_storage: pe.StorageConfig | None = None,
     ) -> None:
         if config is None:
             if request is None:
                 raise InvalidRequestError("request", "a request or a config is required")
             redaction.remember(self, *redaction.secrets_in(request))  # before a config error quotes one
             out = Path(output_dir) if output_dir is not None else None
-            config = build_config(request, output_dir=out, default=default_storage)
+            config = build_config(request, output_dir=out, default=default_storage, backup=backup_storage)
         else:
             redaction.remember(self, *redaction.secrets_in(config.request))
         self.config = config
@@ -108,11 +131,19 @@ class Recorder:
         self._t0 = 0.0
         self.ticks: Ticks | None = None  # the output's frame instants, once the clock runs
         self._t1 = 0.0
+        self.max_retries = max_retries
+        self._end_error: EgressError | None = None  # the recording ended early: fail once finished
+        self._stop_asked = False
 
     @classmethod
     def from_config(cls, config: EgressConfig, options: Options) -> Recorder:
         """The recorder of a validated config, with what it needs of ``options``."""
-        return cls(config=config, wait_timeout=options.wait_timeout, egress_id=options.egress_id)
+        return cls(
+            config=config,
+            wait_timeout=options.wait_timeout,
+            egress_id=options.egress_id,
+            max_retries=options.max_retries,
+        )
 
     # --- public lifecycle ---------------------------------------------------------------
 
@@ -140,6 +171,7 @@ class Recorder:
             self.owner.close()
             return snapshot(self.info)
         if not is_terminal(self.info.status):
+            self._stop_asked = True
             self.end("stopped")
         return await self.wait()
 
@@ -170,14 +202,24 @@ class Recorder:
         return self.owner.listen(listener)
 
     def progress(self) -> Progress:
-        """Elapsed seconds, bytes written, output frame rate and encoder backlog so far."""
+        """Elapsed seconds, bytes written, output frame rate, encoder backlog and frames dropped
+        (by outputs) or skipped (received but never shown) so far."""
         end = self._t1 or time.monotonic()
         elapsed = end - self._t0 if self._t0 else 0.0
         stats = self.pipeline.stats if self.pipeline is not None else self._stats
         size = sum(o.size for o in self.outputs)
         status = pe.EgressStatus.Name(self.info.status)
         fps = stats.video_frames / elapsed if elapsed > 0 else 0.0
-        return Progress(status, elapsed, size, fps, stats.backlog if self.pipeline is not None else 0)
+        video = self.pipeline.video_input if self.pipeline is not None else None
+        return Progress(
+            status,
+            elapsed,
+            size,
+            fps,
+            stats.backlog if self.pipeline is not None else 0,
+            frames_dropped=sum(o.frames_dropped for o in self.outputs),
+            frames_skipped=video.frames_skipped if video is not None else 0,
+        )
 
     async def update_stream(self, add: Sequence[StreamURL], remove: Sequence[str]) -> pe.EgressInfo:
         """Add and remove RTMP URLs of a live egress; the other URLs keep streaming untouched."""
@@ -234,10 +276,14 @@ class Recorder:
     async def _run(self) -> None:
         try:
             self._check_output_dir()
-            await self._connect()
-            media = await self._resolve()
-            self.outputs = build_outputs(self.config, media.values, media.video, media.audio)
-            await self._record()
+            while True:
+                try:
+                    await self._attempt()
+                    break
+                except TransientError as e:
+                    if self._stop_asked or self.info.retry_count >= self.max_retries:
+                        raise
+                    await self._prepare_retry(e)
         except asyncio.CancelledError:
             self.owner.set_status(pe.EGRESS_ABORTED, "cancelled")
             raise
@@ -254,6 +300,35 @@ class Recorder:
                 self._stats, self.pipeline = self.pipeline.stats, None
             self.owner.close()
 
+    async def _attempt(self) -> None:
+        """One run from joining to finished outputs; a retry continues the previous outputs
+        where their container allows (:meth:`Output.resume`)."""
+        previous = {o.name: o for o in self.outputs}
+        await self._connect()
+        media = await self._resolve()
+        self.outputs = build_outputs(self.config, media.values, media.video, media.audio)
+        for o in self.outputs:
+            if o.name in previous:
+                o.resume(previous[o.name])
+        await self._record()
+        if self._end_error is not None:
+            raise self._end_error
+
+    async def _prepare_retry(self, error: EgressError) -> None:
+        """Close this attempt (its manifests written, the source let go) and count the retry."""
+        log.warning("egress %s: retrying (%d of %d) after: %s", self.egress_id,
+                    self.info.retry_count + 1, self.max_retries, error)  # fmt: skip
+        with contextlib.suppress(Exception):
+            await self._disconnect()
+        await self._publish_manifests()
+        if self.pipeline is not None:
+            self._stats, self.pipeline = self.pipeline.stats, None
+        self._end, self._end_error = asyncio.Event(), None
+        self.owner.set_status(pe.EGRESS_STARTING)
+        with self.owner.edit() as info:
+            info.retry_count += 1
+            info.details = f"retry {info.retry_count} after: {error}"
+
     def _check_output_dir(self) -> None:
         root = self.config.output_dir
         try:
@@ -265,6 +340,7 @@ class Recorder:
 
     def _template_values(self, extra: dict[str, str]) -> dict[str, str]:
         values = {"room_name": self.config.room_name, **time_values(), **extra}
+        values["retry"] = str(self.info.retry_count)
         values.setdefault("room_id", self.info.room_id)
         return values
 
@@ -291,7 +367,7 @@ class Recorder:
             o.attach(self.info, started)
             o.notify = lambda: _call_soon(loop, self._sync_results)
         with self.owner.edit() as info:
-            info.started_at = started
+            info.started_at = info.started_at or started  # a retry keeps the first start
             self._mirror_legacy()
         self.owner.set_status(pe.EGRESS_ACTIVE)
         self._on_active()
@@ -330,8 +406,10 @@ class Recorder:
             if failed and len(failed) < len(self.outputs):
                 info.error = "; ".join(f"{o.name}: {o.error}" for o in failed)
         if failed and len(failed) == len(self.outputs):
-            self.owner.set_status(pe.EGRESS_FAILED, "; ".join(f"{o.name}: {o.error}" for o in failed))
-        else:
+            error = "; ".join(f"{o.name}: {o.error}" for o in failed)
+            unreachable = all(o.backup_used for o in failed)  # recorded fine, the store was away
+            self._end_error = StoreUnreachableError(error) if unreachable else OutputError(error)
+        if self._end_error is None:
             self.owner.set_status(pe.EGRESS_COMPLETE)
 
     async def _publish_manifests(self) -> None:
@@ -342,6 +420,7 @@ class Recorder:
             await out.release()
             if location or error:
                 with self.owner.edit() as info:
+                    info.backup_storage_used = info.backup_storage_used or out.backup_used
                     info.manifest_location = info.manifest_location or location
                     if error:
                         info.backup_storage_used = True

@@ -77,7 +77,7 @@ class RoomCompositeRecorder(RoomRecorder):
         if self.compositor is not None:
             self.compositor.layout = parsed
         with self.owner.edit() as info:
-            info.room_composite.layout = layout
+            layout_holder(info).layout = layout
         return self.info
 
     # --- hooks --------------------------------------------------------------------------
@@ -104,6 +104,10 @@ class RoomCompositeRecorder(RoomRecorder):
         self.source.on("track_unmuted", lambda p, pub: self._muted(p, pub, False))
         self.source.on("active_speakers_changed", self._room_speakers)
         self.source.on("participant_metadata_changed", self._own_metadata)
+        for task in (self._watch, self._layer_task):  # a retry's: the first attempt's go
+            if task is not None:
+                task.cancel()
+        self._layer_task = None
         self._watch = asyncio.get_running_loop().create_task(self._end_when_empty(self.empty_timeout))
         if self.compositor is not None and self.source.owns_room:  # never re-tune an app's own room
             self._layer_task = asyncio.get_running_loop().create_task(self._match_layers())
@@ -153,7 +157,7 @@ class RoomCompositeRecorder(RoomRecorder):
             return
         try:
             layout = json.loads(new).get("layout") if new else None
-            if isinstance(layout, str) and layout != self.info.room_composite.layout:
+            if isinstance(layout, str) and layout != layout_holder(self.info).layout:
                 self.set_layout(layout)
         except (ValueError, AttributeError, EgressError) as e:
             log.warning("egress %s: layout from metadata %r not applied: %s", self.egress_id, new, e)
@@ -187,6 +191,11 @@ class RoomCompositeRecorder(RoomRecorder):
             for task in (self._watch, self._layer_task):
                 if task is not None:
                     task.cancel()
+
+
+def layout_holder(info: pe.EgressInfo) -> pe.RoomCompositeEgressRequest | pe.TemplateSource:
+    """The request message of ``info`` that holds the layout (a unified request's ``template``)."""
+    return info.egress.template if info.WhichOneof("request") == "egress" else info.room_composite
 
 
 def _join_time(p: rtc.RemoteParticipant) -> float:

@@ -28,11 +28,12 @@ class TrackRecorder(RoomRecorder):
     """
 
     _owner = ""
+    _source = -1  # the track's source, to follow it when a server restart gives it a new sid
 
     async def _resolve(self) -> Media:
         sid = self.config.track_id
         hit = await self.source.wait_for(
-            lambda: next(((p, pub) for p, pub in self.source.publications() if pub.sid == sid), None),
+            lambda: next(((p, pub) for p, pub in self.source.publications() if self._route(p, pub)), None),
             self.wait_timeout,
         )
         require_found(
@@ -41,7 +42,7 @@ class TrackRecorder(RoomRecorder):
         )
         assert hit is not None
         participant, pub = hit
-        self._owner = participant.identity
+        self._owner, self._source = participant.identity, pub.source
         codec = pub.mime_type.split("/")[-1].lower()
         if codec not in _CONTAINERS:
             raise SourceError(f"track_id: track {sid} has codec {pub.mime_type!r}, which is not supported")
@@ -73,7 +74,8 @@ class TrackRecorder(RoomRecorder):
         return max(16, w), max(16, h)
 
     def _route(self, participant: rtc.RemoteParticipant, pub: rtc.RemoteTrackPublication) -> str | None:
-        if pub.sid != self.config.track_id:
+        same = (participant.identity, pub.source) == (self._owner, self._source)
+        if pub.sid != self.config.track_id and not same:
             return None
         return "video" if pub.kind == rtc.TrackKind.KIND_VIDEO else "audio"
 

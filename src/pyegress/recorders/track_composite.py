@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from livekit import rtc
 
 from .base import Media, require_found
@@ -11,15 +13,18 @@ from .room import RoomRecorder
 class TrackCompositeRecorder(RoomRecorder):
     """Starts with whichever track is there first; follows a republish of the same source."""
 
-    _owners: dict[str, tuple[str, int]]
+    def __init__(self, *args: Any, **kw: Any) -> None:
+        super().__init__(*args, **kw)
+        # track sid -> (identity, source): kept across a retry, whose room has the same
+        # participants' tracks under new sids after a server restart
+        self._owners: dict[str, tuple[str, int]] = {}
 
     async def _resolve(self) -> Media:
         cfg = self.config
         wanted = {cfg.audio_track_id, cfg.video_track_id} - {""}
-        self._owners = {}
 
         def probe() -> list[tuple[rtc.RemoteParticipant, rtc.RemoteTrackPublication]] | None:
-            hits = [(p, pub) for p, pub in self.source.publications() if pub.sid in wanted]
+            hits = [(p, pub) for p, pub in self.source.publications() if self._route(p, pub)]
             return hits or None
 
         hits = await self.source.wait_for(probe, self.wait_timeout)

@@ -13,6 +13,7 @@ from typing import Any
 from livekit import api, rtc
 from livekit.protocol import egress as pe
 
+from ..config import EgressConfig
 from ..errors import SourceError
 from ..media.inputs import MIX_CHANNELS, MIX_RATE, AudioSource, VideoSource
 from ..media.timeline import VideoInput
@@ -20,6 +21,7 @@ from ..sources.room import recorder_token
 from ..sources.web import LAYOUT_EVENT, PageAudio, PageSource
 from .base import Options, Recorder
 from .room import RoomRecorder
+from .room_composite import layout_holder
 
 #: Canvas of an audio-only page (the page still needs a window to lay itself out in).
 _AUDIO_ONLY_SIZE = (1280, 720)
@@ -30,12 +32,16 @@ class _PageRecorder(Recorder):
 
     ``wait_timeout`` bounds the wait for the page's ``START_RECORDING`` (counted from the
     page's load); ``capture`` picks ``x11`` or ``screencast`` (default: see
-    :func:`pyegress.sources.web.default_capture`).
+    :func:`pyegress.sources.web.default_capture`); ``insecure`` runs the page without web
+    security (:class:`PageSource`).
     """
 
-    def __init__(self, request: Any = None, *, capture: str | None = None, **kw: Any) -> None:
+    def __init__(
+        self, request: Any = None, *, capture: str | None = None, insecure: bool = False, **kw: Any
+    ) -> None:
         super().__init__(request, **kw)
         self.capture = capture
+        self.insecure = insecure
         self.page: PageSource | None = None
         self.page_audio: PageAudio | None = None
 
@@ -51,6 +57,7 @@ class _PageRecorder(Recorder):
             fps=enc.fps if enc is not None else 30,
             capture=self.capture,
             allow_hosts=allow_hosts,
+            insecure=self.insecure,
         )
         self.page.on_end = self._page_ended
         await self.page.open()
@@ -95,6 +102,15 @@ class WebRecorder(_PageRecorder):
     """Records ``WebEgressRequest.url``: starts once the page has loaded or, with
     ``await_start_signal``, on its ``START_RECORDING``; ends on ``END_RECORDING`` or ``stop``."""
 
+    @classmethod
+    def from_config(cls, config: EgressConfig, options: Options) -> Recorder:
+        return cls(
+            config=config,
+            wait_timeout=options.wait_timeout,
+            egress_id=options.egress_id,
+            insecure=options.insecure,
+        )
+
     async def _connect(self) -> None:
         await self._open_page(
             self.config.web_url, await_start=self.config.await_start_signal, allow_hosts=None
@@ -127,7 +143,11 @@ class TemplateRecorder(RoomRecorder, _PageRecorder):
 
     @classmethod
     def _options(cls, options: Options) -> dict[str, Any]:
-        return {**super()._options(options), "empty_timeout": options.empty_timeout}
+        return {
+            **super()._options(options),
+            "empty_timeout": options.empty_timeout,
+            "insecure": options.insecure,
+        }
 
     # --- public -------------------------------------------------------------------------
 
@@ -136,7 +156,7 @@ class TemplateRecorder(RoomRecorder, _PageRecorder):
         ``@livekit/egress-sdk`` listens to) and as ``?layout=`` plus a ``pyegress:layout`` event."""
         self.layout = layout
         with self.owner.edit() as info:
-            info.room_composite.layout = layout
+            layout_holder(info).layout = layout
         task = asyncio.get_running_loop().create_task(self._push_layout(layout))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)

@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 import numpy as np
 from livekit import api, rtc
 
-from ..errors import SourceError
+from ..errors import RoomConnectionLostError, SourceError
 from ..media.inputs import Picture
 from ..media.timeline import AudioInput, VideoInput
 from ..redaction import remember
@@ -112,6 +112,7 @@ class RoomSource:
         remember(self, api_secret)
         self._identity = identity or "EG_recorder"
         self._handlers: list[tuple[rtc.room.EventTypes, Callable[..., Any]]] = []
+        self.closed = False
         self._pumps: dict[str, tuple[asyncio.Task[None], Any]] = {}
         self._pumped: dict[str, rtc.Track] = {}
         self.delays = JitterDelays()
@@ -132,8 +133,11 @@ class RoomSource:
         self.room.on(event, handler)
         self._handlers.append((event, handler))
 
-    async def connect(self, wait: float) -> None:
-        """Join hidden (room must exist within ``wait`` seconds), or check a given room."""
+    async def connect(self, wait: float, *, patient: bool = False) -> None:
+        """Join hidden (room must exist within ``wait`` seconds), or check a given room.
+
+        ``patient`` (a retry): a server that does not answer yet is waited for too, and not
+        reaching it within ``wait`` is a :class:`RoomConnectionLostError` (worth a retry)."""
         if not self._own:
             if not self.room.isconnected():
                 raise SourceError("room: the rtc.Room given to the recorder is not connected")
@@ -144,21 +148,28 @@ class RoomSource:
             return
         if not (self._url and self._key and self._secret):
             raise SourceError("url/api_key/api_secret: needed to join the room (or pass an rtc.Room)")
-        await self._wait_for_room(wait)
+        await self._wait_for_room(wait, patient)
         token = recorder_token(self._key, self._secret, self._identity, self.room_name)
         try:
             await self.room.connect(self._url, token, rtc.RoomOptions(auto_subscribe=False))
         except Exception as e:
             raise SourceError(f"room_name: cannot join {self.room_name!r} at {self._url}: {e}") from e
 
-    async def _wait_for_room(self, wait: float) -> None:
+    async def _wait_for_room(self, wait: float, patient: bool) -> None:
         deadline = time.monotonic() + wait
         async with api.LiveKitAPI(self._url, self._key, self._secret) as lk:
             while True:
                 try:
                     rooms = await lk.room.list_rooms(api.ListRoomsRequest(names=[self.room_name]))
                 except Exception as e:
-                    raise SourceError(f"url: cannot reach LiveKit at {self._url}: {e}") from e
+                    if not patient:
+                        raise SourceError(f"url: cannot reach LiveKit at {self._url}: {e}") from e
+                    if time.monotonic() >= deadline:
+                        raise RoomConnectionLostError(
+                            f"url: LiveKit at {self._url} did not answer for {wait:g} s: {e}"
+                        ) from e
+                    await asyncio.sleep(0.5)
+                    continue
                 if rooms.rooms:
                     return
                 if time.monotonic() >= deadline:
@@ -269,6 +280,7 @@ class RoomSource:
 
     async def close(self) -> None:
         """Stop pumps, detach handlers, leave the room if we joined it."""
+        self.closed = True
         await self.delays.close()
         self._pumped.clear()
         for sid in list(self._pumps):

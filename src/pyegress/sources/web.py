@@ -80,6 +80,9 @@ CHROMIUM_FLAGS = (
     "--autoplay-policy=no-user-gesture-required",
 )
 
+#: What ``insecure`` adds (LiveKit Egress's two flags): no same-origin policy, mixed content runs.
+INSECURE_FLAGS = ("--disable-web-security", "--allow-running-insecure-content")
+
 #: How much later than its arrival in Python captured audio is placed on the timeline, so that
 #: it lines up with the picture, which reaches the screen (and the grab) later than the sound
 #: reaches the capture node. Measured with tests/pages/markers.html (flash + beep together).
@@ -119,7 +122,9 @@ class PageSource:
     """One page in its own Chromium, captured at ``width`` x ``height`` and ``fps``.
 
     ``allow_hosts`` (None: any) limits the hosts the browser can resolve and request, e.g. the
-    template's origin and the LiveKit server. ``on_end`` is called with a reason when the page
+    template's origin and the LiveKit server. ``insecure`` turns off the browser's web security
+    (the same-origin policy: cross-origin requests without CORS headers succeed; http content in
+    https pages runs), as LiveKit Egress's ``insecure`` does. ``on_end`` is called with a reason when the page
     sends ``END_RECORDING``, crashes or the browser goes away (``crashed`` then says why).
     """
 
@@ -134,6 +139,7 @@ class PageSource:
         fps: int = 30,
         capture: str | None = None,
         allow_hosts: Sequence[str] | None = None,
+        insecure: bool = False,
     ) -> None:
         self.url, self.width, self.height, self.fps = url, width, height, fps
         self.want_video, self.want_audio = video, audio
@@ -141,6 +147,7 @@ class PageSource:
         if self.capture not in ("x11", "screencast"):
             raise SourceError(f"capture: {self.capture!r} is not x11 or screencast")
         self.allow_hosts = list(allow_hosts) if allow_hosts is not None else None
+        self.insecure = insecure
         self.video_sink: VideoInput[Picture] | None = None
         self.audio_sink: PageAudio | None = None
         self.started = asyncio.Event()
@@ -175,6 +182,8 @@ class PageSource:
         args = list(CHROMIUM_FLAGS)
         if self.allow_hosts is not None:
             args.append(f"--host-resolver-rules={host_rules(self.allow_hosts)}")
+        if self.insecure:
+            args += INSECURE_FLAGS
         env = dict(os.environ)
         x11 = self.capture == "x11" and self.want_video
         if x11:

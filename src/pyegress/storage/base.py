@@ -1,4 +1,4 @@
-"""The uploader interface and the upload queue (retries with backoff, local backup on outage)."""
+"""The uploader interface and the upload queue (retries with backoff, then a backup store or folder)."""
 
 from __future__ import annotations
 
@@ -183,6 +183,7 @@ class UploadResult:
     backup_path: Path | None = None
     error: str | None = None
     attempts: int = 0
+    in_backup: bool = False  # stored, but in the backup store (the primary failed)
 
     @property
     def ok(self) -> bool:
@@ -205,22 +206,28 @@ class UploadQueue:
     With one worker (the default) uploads happen in submission order, so an HLS segment is in
     the bucket before the playlist that names it. A transient failure is retried with
     exponential backoff (``retry``); when the store stays down or refuses the file
-    (credentials, missing bucket), the file goes to ``backup_dir/<key>`` and the result says
-    where (with ``backup_dir=None`` it stays at its local path, which the result gives). Once a
-    file has exhausted its retries the store is considered down and later files
-    get a single try each, until one succeeds, so a long outage does not pile up a backlog.
+    (credentials, missing bucket), it goes to the ``backup`` store when there is one (as do all
+    later files, so an output's objects stay together, as LiveKit Egress does), and when that
+    fails too (or there is none) to ``backup_dir/<key>`` and the result says where (with
+    ``backup_dir=None`` it stays at its local path, which the result gives). ``backup_used`` is
+    then true; ``errors`` lists only files that reached no store. Once a file has exhausted its
+    retries on a store that store is considered down and later files get a single try each,
+    until one succeeds, so a long outage does not pile up a backlog.
     """
 
     def __init__(
         self,
         uploader: Uploader,
         *,
+        backup: Uploader | None = None,
         backup_dir: str | os.PathLike[str] | None,
         retry: RetryPolicy | None = None,
         workers: int = 1,
         keep_local: bool = True,
     ) -> None:
         self.uploader = uploader
+        self.backup = backup
+        self.on_backup = False  # the primary failed for good: files go to ``backup`` from then on
         self.backup_dir = Path(backup_dir) if backup_dir is not None else None
         self.retry = retry or RetryPolicy()
         self.keep_local = keep_local
@@ -230,7 +237,7 @@ class UploadQueue:
         self._cond = threading.Condition()
         self._pending = 0
         self._closed = False
-        self._down = False
+        self._down: set[str] = set()  # stores whose retries ran out: one try per file until one works
         self._stop = threading.Event()
         self._threads = [
             threading.Thread(target=self._worker, name=f"pyegress-upload-{i}", daemon=True)
@@ -286,6 +293,8 @@ class UploadQueue:
             for t in self._threads:
                 t.join(5.0)
             self.uploader.close()
+            if self.backup is not None:
+                self.backup.close()
         return done
 
     def __enter__(self) -> UploadQueue:
@@ -314,36 +323,59 @@ class UploadQueue:
                 self._cond.notify_all()
 
     def _run(self, job: _Job) -> UploadResult:
-        up = self.uploader
-        delays = self.retry.delays() if not self._down else iter(())
+        error = ""
+        try:
+            if not self.on_backup:
+                location, failure, attempts = self._try(self.uploader, job)
+                if failure is None:
+                    return self._stored(job, location, attempts)
+                error = str(failure)
+                if self.backup is None:
+                    return self._backup(job, error, attempts)
+                log.error("upload of %s failed, the backup store takes it and the next: %s", job.key, error)
+                self.on_backup = True  # like LiveKit Egress: one store for the rest of the output
+            assert self.backup is not None
+            location, failure, attempts = self._try(self.backup, job)
+        except FileNotFoundError as e:
+            error = f"{self.uploader.where}: {e}"
+            self._record_error(error)
+            return UploadResult(job.key, str(job.local), None, error, 0)
+        if failure is None:
+            with self._cond:
+                self.backup_used = True
+            return self._stored(job, location, attempts, in_backup=True)
+        both = f"primary {error}; backup {failure}" if error else f"backup {failure}"
+        return self._backup(job, both, attempts)
+
+    def _try(self, up: Uploader, job: _Job) -> tuple[str, StorageError | None, int]:
+        """Upload ``job`` to ``up``, retrying transient failures (one try while ``up`` is known
+        to be down); returns the location, or the last error, and the tries made."""
+        delays = self.retry.delays() if up.where not in self._down else iter(())
         attempts = 0
         while True:
             attempts += 1
             try:
                 location = up.upload_file(job.local, job.key, content_type=job.content_type)
-            except FileNotFoundError as e:
-                error = f"{up.where}: {e}"
-                self._record_error(error)
-                return UploadResult(job.key, str(job.local), None, error, attempts)
             except StorageError as e:
                 delay = next(delays, None) if e.transient else None
                 if delay is not None and not self._stop.is_set():
                     log.warning(
                         "upload of %s failed (try %d), retrying in %.1fs: %s", job.key, attempts, delay, e
                     )
-                    if self._stop.wait(delay):
-                        delay = None
-                    else:
+                    if not self._stop.wait(delay):
                         continue
                 if e.transient:
-                    self._down = True
-                return self._backup(job, str(e), attempts)
-            self._down = False
-            if not job.keep_local:
-                with contextlib.suppress(OSError):
-                    job.local.unlink()
-            log.debug("uploaded %s to %s", job.local, location)
-            return UploadResult(job.key, location, None, None, attempts)
+                    self._down.add(up.where)
+                return "", e, attempts
+            self._down.discard(up.where)
+            return location, None, attempts
+
+    def _stored(self, job: _Job, location: str, attempts: int, *, in_backup: bool = False) -> UploadResult:
+        if not job.keep_local:
+            with contextlib.suppress(OSError):
+                job.local.unlink()
+        log.debug("uploaded %s to %s", job.local, location)
+        return UploadResult(job.key, location, None, None, attempts, in_backup)
 
     def _record_error(self, error: str) -> None:
         with self._cond:

@@ -209,21 +209,49 @@ class LiveKitServer:
             raise LiveKitServerError(f"livekit-server binary {binary} is not executable")
         for attempt in range(_START_ATTEMPTS):
             self._launch(binary)
-            deadline = time.monotonic() + self.start_timeout
-            while time.monotonic() < deadline:
-                assert self._proc is not None
-                if self._proc.poll() is not None:
-                    # a port found free was taken before the server bound it: new ports, again
-                    if "address already in use" in self.log_tail() and attempt + 1 < _START_ATTEMPTS:
-                        self.stop()
-                        break
-                    raise self._fail(f"process exited with code {self._proc.returncode}")
-                if self._http_ok():
-                    return self
-                time.sleep(0.1)
-            else:
-                raise self._fail(f"HTTP port {self.port} did not answer within {self.start_timeout}s")
+            why = self._wait_up()
+            if not why:
+                return self
+            # a port found free was taken before the server bound it: new ports, again
+            exited = self._proc is not None and self._proc.poll() is not None
+            if exited and "address already in use" in self.log_tail() and attempt + 1 < _START_ATTEMPTS:
+                self.stop()
+                continue
+            raise self._fail(why)
         raise self._fail("no free ports")  # not reached: the last attempt raises above
+
+    def _wait_up(self) -> str:
+        """'' once the HTTP port answers, else why it did not (bounded by start_timeout)."""
+        deadline = time.monotonic() + self.start_timeout
+        while time.monotonic() < deadline:
+            assert self._proc is not None
+            if self._proc.poll() is not None:
+                return f"process exited with code {self._proc.returncode}"
+            if self._http_ok():
+                return ""
+            time.sleep(0.1)
+        return f"HTTP port {self.port} did not answer within {self.start_timeout}s"
+
+    def kill(self) -> None:
+        """SIGKILL the server as a crash would (no goodbye to clients); keeps its ports, keys
+        and config for :meth:`restart`."""
+        proc, self._proc = self._proc, None
+        if proc is not None:
+            proc.kill()
+            proc.wait()
+
+    def restart(self) -> LiveKitServer:
+        """Start again, after :meth:`kill`, on the same ports with the same keys (a new, empty
+        server: rooms and sessions are gone, as after a real crash). Blocks until it answers."""
+        if self.running:
+            return self
+        if self._tmpdir is None:
+            raise LiveKitServerError("restart: the server was never started (or was stopped)")
+        self._spawn(self._binary or find_server_binary(), Path(self._tmpdir.name))
+        why = self._wait_up()
+        if why:
+            raise self._fail(f"restart: {why}")
+        return self
 
     def _launch(self, binary: Path) -> None:
         """Pick free ports, write the config and spawn the server (not waited for)."""
@@ -235,16 +263,20 @@ class LiveKitServer:
             self.rtc_tcp_port = free_tcp_port()
         self.udp_port_start = _free_udp_range(_UDP_RANGE, {self.port, self.rtc_tcp_port})
         self.udp_port_end = self.udp_port_start + _UDP_RANGE - 1
-        config = tmp / "livekit.yaml"
-        config.write_text(self._config_yaml())
+        (tmp / "livekit.yaml").write_text(self._config_yaml())
         # Keep the log outside the temp dir so it survives stop() for post-mortems.
         fd, log_name = tempfile.mkstemp(prefix="livekit-server-", suffix=".log")
         os.close(fd)
         self._log_path = Path(log_name)
-        with open(self._log_path, "wb") as log:
+        self._spawn(binary, tmp)
+
+    def _spawn(self, binary: Path, tmp: Path) -> None:
+        """Run the server on the config in ``tmp``, appending to the log."""
+        assert self._log_path is not None
+        with open(self._log_path, "ab") as log:
             try:
                 self._proc = subprocess.Popen(
-                    [str(binary), "--config", str(config)],
+                    [str(binary), "--config", str(tmp / "livekit.yaml")],
                     stdin=subprocess.DEVNULL,
                     stdout=log,
                     stderr=subprocess.STDOUT,

@@ -1,9 +1,11 @@
 """The worker's configuration: the YAML keys LiveKit Egress reads, validated with clear errors.
 
-Required: ``api_key``, ``api_secret``, ``ws_url`` and ``redis`` (``address``, or sentinel
-keys). Optional: ``health_port``, ``prometheus_port``, ``log_level``, ``cpu_cost``,
-``session_limits``, ``storage`` (the default store of outputs that name none), ``backup``,
-``insecure``, and pyegress's own ``output_dir`` (where local files go; default
+Required: ``api_key``, ``api_secret``, ``ws_url`` and ``redis`` (``address``, sentinel keys, or
+``cluster_addresses``). Optional: ``health_port``, ``prometheus_port``, ``log_level``, ``cpu_cost``,
+``session_limits``, ``storage`` (the default store of outputs that name none), ``backup`` (a
+store like ``storage``: an output's uploads go there once its own store failed),
+``insecure`` (web and template pages run without web security: cross-origin requests and
+mixed content allowed), and pyegress's own ``output_dir`` (where local files go; default
 ``./recordings``), ``drain_timeout`` (how long running egresses may go on after SIGTERM before
 they are stopped: seconds or a duration like ``5m``; default 60 s; ``--drain-timeout`` overrides
 it) and ``state_file`` (where the worker keeps its running egresses, so that after a crash its
@@ -73,7 +75,6 @@ _KNOWN = {
     "session_limits",
     "storage",
     "backup",
-    "backup_storage",
     "insecure",
     "output_dir",
     "drain_timeout",
@@ -92,7 +93,7 @@ class ConfigError(InvalidRequestError):
 @redacted_repr
 @dataclass
 class RedisConfig:
-    """Where the server's Redis is (a plain address, or sentinels)."""
+    """Where the server's Redis is (a plain address, sentinels, or a cluster's nodes)."""
 
     address: str = ""
     username: str = ""
@@ -122,7 +123,7 @@ class WorkerConfig:
     cpu_cost: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_CPU_COST))
     session_limits: dict[str, float] = field(default_factory=dict)
     storage: pe.StorageConfig | None = field(default=None, repr=False)  # holds store credentials
-    backup: str = ""
+    backup: pe.StorageConfig | None = field(default=None, repr=False)  # where failed uploads go
     insecure: bool = False
     drain_timeout: float = 60.0
     state_file: Path | None = None
@@ -176,21 +177,25 @@ def _redis(raw: object) -> RedisConfig:
         sentinel_addresses=[str(a) for a in raw.get("sentinel_addresses") or []],
         cluster_addresses=[str(a) for a in raw.get("cluster_addresses") or []],
     )
-    if cfg.cluster_addresses:
+    if cfg.cluster_addresses and cfg.db:
+        raise ConfigError("redis.db", "a Redis Cluster has only db 0")
+    if not (cfg.address or cfg.cluster_addresses) and not (
+        cfg.sentinel_master_name and cfg.sentinel_addresses
+    ):
         raise ConfigError(
-            "redis.cluster_addresses", "Redis Cluster is not supported yet; use address or sentinels"
+            "redis.address",
+            "is required (or cluster_addresses, or sentinel_master_name and sentinel_addresses)",
         )
-    if not cfg.address and not (cfg.sentinel_master_name and cfg.sentinel_addresses):
-        raise ConfigError("redis.address", "is required (or sentinel_master_name and sentinel_addresses)")
     return cfg
 
 
-def _storage(raw: object) -> pe.StorageConfig | None:
-    """LiveKit Egress's ``storage`` block (``s3``, ``azure``, ``gcp``) as a ``StorageConfig``."""
+def _storage(raw: object, key: str = "storage") -> pe.StorageConfig | None:
+    """LiveKit Egress's ``storage`` (or ``backup``) block (``s3``, ``azure``, ``gcp``) as a
+    ``StorageConfig``."""
     if not raw:
         return None
     if not isinstance(raw, Mapping):
-        raise ConfigError("storage", "must be a mapping with s3, azure or gcp")
+        raise ConfigError(key, "must be a mapping with s3, azure or gcp")
     data = dict(raw)
     gcp = data.get("gcp")
     if isinstance(gcp, Mapping) and "credentials_json" in gcp:  # Egress's name for credentials
@@ -202,9 +207,9 @@ def _storage(raw: object) -> pe.StorageConfig | None:
     try:
         msg = ParseDict(data, pe.StorageConfig(), ignore_unknown_fields=True)
     except ParseError as e:
-        raise ConfigError("storage", str(e)) from None
+        raise ConfigError(key, str(e)) from None
     try:
-        default_storage(msg)
+        default_storage(msg, key)
     except InvalidRequestError as e:  # names storage.<provider>.<field>
         raise ConfigError(e.field, e.message) from None
     return msg
@@ -252,14 +257,15 @@ def parse_config(data: Mapping[str, Any]) -> WorkerConfig:
         cpu_cost=cost,
         session_limits=limits,
         storage=_storage(data.get("storage")),
-        backup=_str(data, "backup") or _str(data, "backup_storage"),
+        backup=_storage(data.get("backup"), "backup"),
         insecure=bool(data.get("insecure", False)),
         drain_timeout=_seconds(data.get("drain_timeout", 60.0), "drain_timeout", ""),
         state_file=Path(_str(data, "state_file")) if _str(data, "state_file") else None,
     )
     secrets = [config.api_secret, config.redis.password, config.redis.sentinel_password]
-    if config.storage is not None:
-        secrets += redaction.secrets_in(config.storage)
+    for store in (config.storage, config.backup):
+        if store is not None:
+            secrets += redaction.secrets_in(store)
     redaction.remember(config, *secrets)
     return config
 

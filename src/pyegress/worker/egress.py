@@ -24,11 +24,14 @@ from typing import Any
 
 from google.protobuf.message import DecodeError
 from livekit.protocol import egress as pe
+from livekit.protocol import models as pm
 
 from ..config import REQUEST_TYPES, build_config
+from ..config.unified import source_kind
 from ..errors import EgressError, InvalidRequestError, NotSupportedError
 from ..info import is_terminal, snapshot
 from ..service import EgressService
+from ..webhooks import request_webhooks
 from .config import WorkerConfig
 from .proto import ListActiveEgressResponse, StartEgressRequest, recast, start_request_kind
 from .psrpc import Bus, RpcError, Served
@@ -60,6 +63,9 @@ class _Egress:
     latest: pe.EgressInfo | None = None
     changed: asyncio.Event = field(default_factory=asyncio.Event)
     reporter: asyncio.Task[None] | None = None
+    #: The first start's answer: a re-sent request arriving meanwhile awaits it.
+    started: asyncio.Future[bytes] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+    webhooks: list[pm.WebhookConfig] = field(default_factory=list)
 
 
 class EgressWorker:
@@ -74,6 +80,9 @@ class EgressWorker:
             config.api_secret,
             output_dir=config.output_dir,
             storage=config.storage,
+            backup_storage=config.backup,
+            insecure=config.insecure,
+            webhooks=None,  # livekit-server sends them, the requests' too (see _for_server)
         )
         cores = cpus if cpus is not None else float(os.cpu_count() or 1)
         self.capacity = cores * config.cpu_cost.get("max_cpu_utilization", 0.8)
@@ -146,6 +155,8 @@ class EgressWorker:
         which = start_request_kind(req)
         if which == "room_composite" and req.room_composite.custom_base_url.strip():
             which = "web"
+        elif which == "egress":  # the unified request costs what its source records
+            which = source_kind(req.egress)
         return self.config.cost(which or "room_composite")
 
     def _affinity(self, raw: bytes) -> float | None:
@@ -168,8 +179,13 @@ class EgressWorker:
             raise RpcError("malformed_request", f"StartEgressRequest: {e}") from None
         egress_id: str = req.egress_id
         running = self.egresses.get(egress_id)
-        if running is not None and running.latest is not None:  # the server re-sent it
-            return running.latest.SerializeToString()
+        if running is not None:  # the server re-sent it: the first start's answer, or its error
+            if not running.started.done():
+                log.info("egress %s: re-sent while starting; answering with the first start", egress_id)
+                return await asyncio.shield(running.started)
+            if running.latest is None:
+                return running.started.result()
+            return self._for_server(running.latest).SerializeToString()
         which = start_request_kind(req)
         if which not in _METHODS:
             raise RpcError("invalid_argument", f"request: {which or 'none'} requests are not supported yet")
@@ -182,21 +198,21 @@ class EgressWorker:
         cost = self._cost(raw) or 0.0
         if self.draining or cost > self.available + 1e-9:
             raise RpcError("resource_exhausted", "this worker is full or draining")
-        entry = _Egress(cost, slot=which)
-        self.egresses[egress_id] = entry
-        start: Callable[..., Awaitable[pe.EgressInfo]] = getattr(self.service, _METHODS[which])
+        entry = _Egress(cost, slot=which, webhooks=list(request_webhooks(request)))
+        self.egresses[egress_id] = entry  # no await since the lookup: a re-send finds it
         try:
-            info = await start(request, egress_id=egress_id)
-        except BaseException as e:  # nothing runs: free its cores, answer the error
+            info = await self._begin(which, request, egress_id)
+        except BaseException as e:  # nothing runs: free its cores, answer the error (to re-sends too)
             self.egresses.pop(egress_id, None)
-            if isinstance(e, (InvalidRequestError, NotSupportedError)):
-                raise RpcError("invalid_argument", str(e)) from None
-            if isinstance(e, EgressError):
-                raise RpcError("internal", str(e)) from None
+            failure = e if isinstance(e, RpcError) else RpcError("internal", str(e) or type(e).__name__)
+            entry.started.set_exception(failure)
+            entry.started.exception()  # retrieved: no warning when no re-send awaited it
             raise
         if req.room_id and not info.room_id:
             info.room_id = req.room_id
         entry.latest = info
+        answer = self._for_server(info).SerializeToString()  # the server's CreateEgress may use it
+        entry.started.set_result(answer)
         entry.reporter = asyncio.get_running_loop().create_task(self._report(egress_id, info))
         if not is_terminal(info.status):
             entry.served = [
@@ -206,7 +222,17 @@ class EgressWorker:
                                      affinity=lambda _: 1.0, queue=True),
             ]  # fmt: skip
         log.info("egress %s started (%s, %.2f cores reserved)", egress_id, which, cost)
-        return info.SerializeToString()
+        return answer
+
+    async def _begin(self, which: str, request: Any, egress_id: str) -> pe.EgressInfo:
+        """Start the egress on the service; its errors as psrpc errors."""
+        start: Callable[..., Awaitable[pe.EgressInfo]] = getattr(self.service, _METHODS[which])
+        try:
+            return await start(request, egress_id=egress_id)
+        except (InvalidRequestError, NotSupportedError) as e:
+            raise RpcError("invalid_argument", str(e)) from None
+        except EgressError as e:
+            raise RpcError("internal", str(e)) from None
 
     async def _list_active(self, raw: bytes) -> bytes:
         active = [i for i, e in self.egresses.items() if e.latest is None or not is_terminal(e.latest.status)]
@@ -306,12 +332,29 @@ class EgressWorker:
             await self._io("UpdateEgress", info)
             self.state.remove(info.egress_id)
 
+    def _for_server(self, info: pe.EgressInfo) -> pe.EgressInfo:
+        """``info`` with its request's ``webhooks`` as given: livekit-server sends a request's
+        webhooks itself, from the info it is reported or answered to StartEgress (to the URL as
+        is, signed with the secret of the API key ``signing_key`` names), which a redacted copy
+        would defeat."""
+        entry = self.egresses.get(info.egress_id)
+        slot = info.WhichOneof("request")
+        if entry is None or not entry.webhooks or slot is None:
+            return info
+        out = pe.EgressInfo()
+        out.CopyFrom(info)
+        hooks = getattr(out, slot).webhooks
+        del hooks[:]
+        hooks.extend(entry.webhooks)
+        return out
+
     async def _io(self, method: str, info: pe.EgressInfo) -> None:
         """One IOInfo call, retried with backoff until the server takes it."""
         delay = 0.25
+        raw = self._for_server(info).SerializeToString()
         while True:
             try:
-                await self.bus.call(IOINFO, method, "", info.SerializeToString(), timeout=IO_TIMEOUT)
+                await self.bus.call(IOINFO, method, "", raw, timeout=IO_TIMEOUT)
                 return
             except RpcError as e:
                 self.io_retries[method] = self.io_retries.get(method, 0) + 1

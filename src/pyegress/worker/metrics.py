@@ -16,6 +16,13 @@ stream results), the worker gives its reserved and available CPU and its IOInfo 
   once it ended (count and sum per type);
 * ``pyegress_worker_egress_tick_backlog{egress_id,type}``: ticks queued for the egress's encoder
   (see :func:`tick_backlog`; growing means the worker no longer keeps up in real time);
+* ``pyegress_worker_egress_frames_dropped_total{egress_id,type,stage}`` while an egress runs, and
+  ``pyegress_worker_frames_dropped_total{type,stage}`` over every egress (ended ones too), from
+  the recorder's ``progress()``: ``stage="output"`` counts video and audio frames a stream or
+  WebSocket output could not send (receiver too slow, or away while reconnecting);
+  ``stage="input"`` received video frames never shown (they came late, or faster than the output
+  frame rate: what GStreamer's ``videorate`` counts as dropped). Read every ``interval`` s, at
+  each scrape, and once more when the egress ends;
 * the ``process_*`` metrics of prometheus-client's process collector (the whole worker).
 
 Per-egress CPU and memory: every egress of a worker runs in the one process (its encoders on
@@ -25,9 +32,6 @@ reserved cost** (``cpu_cost``): an egress alone gets the whole process, two equa
 each. Peak RSS is the largest such share seen while it ran. That is an attribution, not a
 measurement per thread: knowing which threads belong to which egress would mean reaching into
 recorders.
-
-Not here: frames dropped. Stream and WebSocket outputs count them, but no ``EgressInfo`` field
-carries them and the worker does not reach into outputs.
 """
 
 from __future__ import annotations
@@ -36,7 +40,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import psutil
@@ -62,6 +66,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("pyegress.worker")
 
 PREFIX = "pyegress_worker"
+#: Where frames are dropped: ``output`` (not sent by a live output), ``input`` (never shown).
+STAGES = ("output", "input")
 
 
 @dataclass
@@ -71,6 +77,16 @@ class _Followed:
     cpu_s: float = 0.0
     peak_rss: float = 0.0
     reconnects: int = 0
+    dropped: dict[str, int] = field(default_factory=lambda: dict.fromkeys(STAGES, 0))
+
+
+def frames_dropped(worker: EgressWorker, egress_id: str) -> dict[str, int] | None:
+    """Frames the egress dropped so far, by stage (None once its recorder is gone)."""
+    try:
+        progress = worker.service.recorder(egress_id).progress()
+    except EgressError:
+        return None
+    return {"output": progress.frames_dropped, "input": progress.frames_skipped}
 
 
 def tick_backlog(worker: EgressWorker, egress_id: str) -> int | None:
@@ -129,9 +145,17 @@ class _Live(Collector):
             ticks = tick_backlog(w, egress_id)
             if ticks is not None:
                 backlog.add_metric([egress_id, f.kind], ticks)
+        dropped = CounterMetricFamily(
+            f"{PREFIX}_egress_frames_dropped", "Frames a running egress dropped, by stage",
+            labels=["egress_id", "type", "stage"],
+        )  # fmt: skip
+        for egress_id, f in sorted(m.running.items()):
+            for stage, n in f.dropped.items():
+                dropped.add_metric([egress_id, f.kind, stage], n)
         yield cpu
         yield rss
         yield backlog
+        yield dropped
 
 
 class WorkerMetrics:
@@ -152,6 +176,10 @@ class WorkerMetrics:
         )  # fmt: skip
         self.reconnects = Counter(
             f"{PREFIX}_stream_reconnects", "Stream output reconnects (stream results' retries)", ["type"],
+            registry=self.registry,
+        )  # fmt: skip
+        self.frames_dropped = Counter(
+            f"{PREFIX}_frames_dropped", "Frames dropped by every egress, by stage", ["type", "stage"],
             registry=self.registry,
         )  # fmt: skip
         self.cpu_summary = Summary(
@@ -207,6 +235,7 @@ class WorkerMetrics:
             followed.reconnects = retries
         if is_terminal(info.status):
             self.sample()
+            self._count_drops(egress_id, followed)  # the last figures, while the recorder is still here
             del self.running[egress_id]
             self.ended.labels(kind, pe.EgressStatus.Name(info.status)).inc()
             self.cpu_summary.labels(kind).observe(followed.cpu_s)
@@ -226,10 +255,20 @@ class WorkerMetrics:
             return
         rss = float(self._process.memory_info().rss)
         total = sum(f.cost for f in self.running.values()) or 1.0
-        for f in self.running.values():
+        for egress_id, f in list(self.running.items()):
             share = f.cost / total
             f.cpu_s += used * share
             f.peak_rss = max(f.peak_rss, rss * share)
+            self._count_drops(egress_id, f)
+
+    def _count_drops(self, egress_id: str, followed: _Followed) -> None:
+        """Bring the egress's dropped-frame figures and the worker's totals up to date."""
+        now = frames_dropped(self.worker, egress_id)
+        for stage, n in (now or {}).items():
+            total = self.frames_dropped.labels(followed.kind, stage)  # shown from 0 on
+            if n > followed.dropped[stage]:
+                total.inc(n - followed.dropped[stage])
+                followed.dropped[stage] = n
 
     async def _sample_forever(self) -> None:
         while True:

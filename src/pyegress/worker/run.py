@@ -10,46 +10,18 @@ import signal
 
 import redis.asyncio as aioredis
 from aiohttp import web
-from redis.asyncio.sentinel import Sentinel
 from redis.exceptions import RedisError
 
-from .config import RedisConfig, WorkerConfig
+from .config import WorkerConfig
 from .egress import EgressWorker
 from .metrics import WorkerMetrics, serve_metrics, tick_backlog
 from .psrpc import Bus
+from .redis_clients import make_cluster_keys, make_redis
 
 log = logging.getLogger("pyegress.worker")
 
 #: How often the worker asks Redis for its run id (a new one means Redis restarted).
 REDIS_CHECK_INTERVAL = 1.0
-
-
-def _host_port(address: str) -> tuple[str, int]:
-    host, _, port = address.rpartition(":")
-    return (host or address), int(port or 6379)
-
-
-def make_redis(cfg: RedisConfig) -> aioredis.Redis:
-    """The redis-py asyncio client of the server's Redis (a plain address, or sentinels)."""
-    username, password = cfg.username or None, cfg.password or None
-    if cfg.sentinel_master_name:
-        sentinel = Sentinel(  # type: ignore[no-untyped-call]
-            [_host_port(a) for a in cfg.sentinel_addresses],
-            sentinel_kwargs={
-                "username": cfg.sentinel_username or None,
-                "password": cfg.sentinel_password or None,
-            },
-            ssl=cfg.use_tls,
-            username=username,
-            password=password,
-            db=cfg.db,
-        )
-        master: aioredis.Redis = sentinel.master_for(cfg.sentinel_master_name)
-        return master
-    host, port = _host_port(cfg.address)
-    return aioredis.Redis(
-        host=host, port=port, ssl=cfg.use_tls, username=username, password=password, db=cfg.db
-    )
 
 
 async def _health_server(worker: EgressWorker, port: int) -> web.AppRunner:
@@ -89,8 +61,9 @@ async def run_worker(config: WorkerConfig, *, drain_timeout: float | None = None
     if drain_timeout is None:
         drain_timeout = config.drain_timeout
     client = make_redis(config.redis)
+    keys = make_cluster_keys(config.redis)
     node_id = "EW_" + secrets.token_hex(6)
-    bus = Bus(client, node_id)
+    bus = Bus(client, node_id, keys=keys)
     await bus.start()
     worker = EgressWorker(config, bus)
     await worker.start()
@@ -123,4 +96,6 @@ async def run_worker(config: WorkerConfig, *, drain_timeout: float | None = None
             await metrics.close()
         await bus.close()
         await client.aclose()
+        if keys is not None:
+            await keys.aclose()
     return 0

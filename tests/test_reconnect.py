@@ -1,0 +1,260 @@
+"""A lost room: livekit-server killed (SIGKILL) mid-recording, restarted on the same port or not.
+
+Each test runs its own livekit-server (the session's shared one must never be killed); the
+recordings are decoded: the gap is a held frame and silence, picture and sound go on after it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+from livekit import rtc
+from livekit.protocol import egress as pe
+
+import pyegress
+from pyegress.testing import LiveKitServer, SyntheticPublisher, netns, probe, tone_present
+from pyegress.testing.checks import audio_samples
+
+from .helpers import publisher, status, wait_active
+
+pytestmark = pytest.mark.integration
+
+SMALL = pe.EncodingOptions(width=320, height=180, framerate=30, video_bitrate=600)
+KILLED_FOR = 4.0
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[LiveKitServer]:
+    """A livekit-server of this test's own, to kill and restart."""
+    if netns.current() is None:
+        pytest.fail("run inside the tests' network namespace (python -m pyegress.testing.netns)")
+    async with LiveKitServer() as srv:
+        yield srv
+
+
+def _service(srv: LiveKitServer, out: Path, **kw: object) -> pyegress.EgressService:
+    return pyegress.EgressService(srv.url, srv.api_key, srv.api_secret, output_dir=out, **kw)  # type: ignore[arg-type]
+
+
+def _request(room: str, pub: SyntheticPublisher, **outputs: object) -> pe.TrackCompositeEgressRequest:
+    return pe.TrackCompositeEgressRequest(
+        room_name=room,
+        audio_track_id=pub.audio_track_sid,
+        video_track_id=pub.video_track_sid,
+        advanced=SMALL,
+        **outputs,  # type: ignore[arg-type]
+    )
+
+
+async def _until(check: object, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():  # type: ignore[operator]
+        assert time.monotonic() < deadline, f"not within {timeout:g} s: {what}"
+        await asyncio.sleep(0.1)
+
+
+def _media_flowing(svc: pyegress.EgressService, egress_id: str) -> bool:
+    """The recorder is in the room again with both tracks subscribed."""
+    room = svc.recorder(egress_id).source.room  # type: ignore[attr-defined]
+    pubs = [pub for p in room.remote_participants.values() for pub in p.track_publications.values()]
+    return (
+        room.connection_state == rtc.ConnectionState.CONN_CONNECTED
+        and len(pubs) == 2
+        and all(pub.track is not None for pub in pubs)
+    )
+
+
+def _motion(paths: list[Path]) -> tuple[np.ndarray, np.ndarray]:
+    """(times, changed fraction of each frame against the one before) over ``paths`` played in order."""
+    times, changed, prev, offset = [], [], None, 0.0
+    for path in paths:
+        with av.open(str(path)) as c:
+            last = 0.0
+            for f in c.decode(c.streams.video[0]):
+                y = f.to_ndarray(format="gray")[::2, ::2].astype(np.int16)
+                t = float(f.time or 0.0)
+                if prev is not None and prev.shape == y.shape:
+                    times.append(offset + t)
+                    changed.append(np.count_nonzero(np.abs(y - prev) > 10) / y.size)
+                prev, last = y, t
+        offset += last + 1 / 30
+    return np.asarray(times), np.asarray(changed)
+
+
+def _longest_still(times: np.ndarray, changed: np.ndarray) -> tuple[float, float]:
+    """The longest run of frames identical to the one before: (start, end) in seconds."""
+    best, start = (0.0, 0.0), None
+    for t, c in zip(times, changed, strict=True):
+        if c < 0.002:
+            start = t if start is None else start
+            if t - start > best[1] - best[0]:
+                best = (start, t)
+        else:
+            start = None
+    return best
+
+
+def _moves(times: np.ndarray, changed: np.ndarray, start: float, end: float) -> bool:
+    window = changed[(times >= start) & (times < end)]
+    return window.size > 20 and float(np.mean(window >= 0.02)) > 0.5
+
+
+def _rms(path: Path, start: float, end: float) -> float:
+    audio = audio_samples(path)
+    a = int((start - audio.start) * audio.sample_rate)
+    b = int((end - audio.start) * audio.sample_rate)
+    return float(np.sqrt(np.mean(np.square(audio.samples[a:b])))) if b > a else 0.0
+
+
+async def test_server_restarted_mid_track_composite_continues_the_same_file(
+    server: LiveKitServer, tmp_path: Path, room_name: str
+) -> None:
+    svc = _service(server, tmp_path, wait_timeout=8.0)
+    async with svc, publisher(server, room_name, width=320, height=180) as pub:
+        req = _request(room_name, pub, file_outputs=[pe.EncodedFileOutput(filepath="rec.mp4")])
+        started = await svc.start_track_composite_egress(req)
+        active = await wait_active(svc, started.egress_id)
+        assert status(active) == "EGRESS_ACTIVE", active.error
+        t_active = time.monotonic()
+        await asyncio.sleep(4.0)
+        await asyncio.to_thread(server.kill)
+        t_kill = time.monotonic()
+        await asyncio.sleep(KILLED_FOR)
+        await asyncio.to_thread(server.restart)
+        assert status((await svc.list_egress(pe.ListEgressRequest())).items[0]) == "EGRESS_ACTIVE"
+        await _until(lambda: _media_flowing(svc, started.egress_id), 20, "media back after the restart")
+        t_back = time.monotonic()
+        await asyncio.sleep(4.0)
+        info = await svc.stop_egress(pe.StopEgressRequest(egress_id=started.egress_id))
+        t_stop = time.monotonic()
+    assert status(info) == "EGRESS_COMPLETE", info.error
+    assert not info.error and info.retry_count == 0
+    assert len(info.file_results) == 1
+    path = Path(info.file_results[0].filename)
+    media = probe(path)
+    assert media.video is not None and media.audio is not None
+    assert abs(media.duration - (t_stop - t_active)) < 1.0, (media.duration, t_stop - t_active)
+    times, changed = _motion([path])
+    still = _longest_still(times, changed)
+    # the gap: from the kill until the media came back, the last frame held
+    assert still[1] - still[0] >= KILLED_FOR, still
+    assert abs(still[0] - (t_kill - t_active)) < 1.0, (still, t_kill - t_active)
+    assert still[1] <= t_back - t_active + 1.0, (still, t_back - t_active)
+    assert _moves(times, changed, 0.5, still[0] - 0.3), "picture before the gap"
+    assert _moves(times, changed, still[1] + 0.5, media.duration), "picture after the gap"
+    assert tone_present(path, 440, start=0.5, end=still[0] - 0.3), "sound before the gap"
+    # silence while the server was down (the sound comes back before the picture, which waits
+    # for a key frame)
+    assert _rms(path, still[0] + 0.5, still[0] + KILLED_FOR - 0.5) < 1e-3, "silence in the gap"
+    assert tone_present(path, 440, start=still[1] + 0.5, end=media.duration - 0.2), "sound after the gap"
+
+
+async def test_server_gone_for_good_fails_with_the_file_recorded_so_far(
+    server: LiveKitServer, tmp_path: Path, room_name: str
+) -> None:
+    """No bound of ours (reconnect_timeout > the SDK's): the SDK gives up, and says so."""
+    svc = _service(server, tmp_path, max_retries=0, reconnect_timeout=60)
+    async with svc, publisher(server, room_name, width=320, height=180) as pub:
+        req = _request(room_name, pub, file_outputs=[pe.EncodedFileOutput(filepath="rec.mp4")])
+        started = await svc.start_track_composite_egress(req)
+        active = await wait_active(svc, started.egress_id)
+        assert status(active) == "EGRESS_ACTIVE", active.error
+        t_active = time.monotonic()
+        await asyncio.sleep(4.0)
+        await asyncio.to_thread(server.kill)
+        t_kill = time.monotonic()
+        info = await svc.wait_egress(started.egress_id, timeout=45)
+        given_up = time.monotonic() - t_kill
+    assert status(info) == "EGRESS_FAILED"
+    assert "connection to room" in info.error and "lost and not regained" in info.error, info.error
+    assert "UNKNOWN_REASON" in info.error, info.error  # the SDK's DisconnectReason after its attempts
+    assert given_up < 40, given_up
+    res = info.file_results[0]
+    path = Path(res.filename)
+    assert res.size == path.stat().st_size > 0
+    media = probe(path)
+    assert media.video is not None and media.audio is not None
+    # what was recorded: the 4 s before the kill, then the gap until the SDK gave up
+    assert media.duration >= t_kill - t_active - 0.5, (media.duration, t_kill - t_active)
+    assert abs(res.duration / 1e9 - media.duration) < 0.25
+    times, changed = _motion([path])
+    assert _moves(times, changed, 0.5, t_kill - t_active - 0.5)
+    assert tone_present(path, 440, start=0.5, end=t_kill - t_active - 0.5)
+
+
+def _decoded(path: Path) -> tuple[int, int]:
+    """Video and audio frames decoded from ``path`` (a decoding error raises)."""
+    counts = {"video": 0, "audio": 0}
+    with av.open(str(path)) as c:
+        for frame in c.decode(*c.streams.video, *c.streams.audio):
+            counts["video" if isinstance(frame, av.VideoFrame) else "audio"] += 1
+    return counts["video"], counts["audio"]
+
+
+def _playlist(path: Path) -> tuple[str, list[Path]]:
+    text = path.read_text()
+    return text, [path.parent / line for line in text.splitlines() if line and not line.startswith("#")]
+
+
+async def test_retry_after_a_restart_continues_the_same_hls_playlist(
+    server: LiveKitServer, tmp_path: Path, room_name: str
+) -> None:
+    """Our bound (reconnect_timeout 2 s) gives up before the server is back: the egress fails
+    for a transient reason and its retry rejoins the restarted server's room."""
+    async with _service(server, tmp_path, wait_timeout=20.0, reconnect_timeout=2.0) as svc:
+        seen: list[pe.EgressInfo] = []
+        svc.listen(seen.append)
+        async with publisher(server, room_name, width=320, height=180) as pub:
+            segments = pe.SegmentedFileOutput(filename_prefix="hls/seg", playlist_name="hls/index.m3u8",
+                                              segment_duration=2)  # fmt: skip
+            started = await svc.start_track_composite_egress(
+                _request(room_name, pub, segment_outputs=[segments])
+            )
+            active = await wait_active(svc, started.egress_id)
+            assert status(active) == "EGRESS_ACTIVE", active.error
+            await asyncio.sleep(5.0)
+            await asyncio.to_thread(server.kill)
+            await _until(lambda: any(i.retry_count == 1 for i in seen), 15, "the retry starting")
+            await asyncio.sleep(KILLED_FOR)
+            await asyncio.to_thread(server.restart)
+            await _until(
+                lambda: seen[-1].retry_count == 1 and seen[-1].status == pe.EGRESS_ACTIVE,
+                30,
+                "the retry active",
+            )
+            await _until(lambda: _media_flowing(svc, started.egress_id), 20, "media back after the retry")
+            await asyncio.sleep(5.0)
+            info = await svc.stop_egress(pe.StopEgressRequest(egress_id=started.egress_id))
+    assert status(info) == "EGRESS_COMPLETE", info.error
+    assert info.retry_count == 1
+    assert info.egress_id == started.egress_id
+    # the listener saw the attempt end and the retry start, never a terminal status in between
+    statuses = [pe.EgressStatus.Name(i.status) for i in seen]
+    assert "EGRESS_FAILED" not in statuses, statuses
+    retry_at = next(k for k, i in enumerate(seen) if i.retry_count == 1)
+    assert statuses[retry_at] == "EGRESS_STARTING" and "connection to room" in seen[retry_at].details
+    assert len(info.segment_results) == 1
+    playlist = tmp_path / "hls" / "index.m3u8"
+    text, files = _playlist(playlist)
+    assert text.count("#EXT-X-DISCONTINUITY") == 1 and text.rstrip().endswith("#EXT-X-ENDLIST"), text
+    before, after = text.split("#EXT-X-DISCONTINUITY")
+    first = [f for f in files if f.name in before]
+    later = [f for f in files if f.name in after]
+    assert len(first) >= 2 and len(later) >= 2, text
+    assert [f.name for f in files] == [f"seg_{i:05d}.ts" for i in range(len(files))], "numbering goes on"
+    assert info.segment_results[0].segment_count == len(files)
+    durations = [float(x) for x in re.findall(r"#EXTINF:([0-9.]+),", text)]
+    assert abs(info.segment_results[0].duration / 1e9 - sum(durations)) < 0.1
+    for f in files:  # every segment decodes, with picture and sound
+        video, audio = _decoded(f)
+        assert video > 10 and audio > 10, (f, video, audio)
+    times, changed = _motion(later)
+    assert _moves(times, changed, 0.0, times[-1]), "picture after the retry"
+    assert tone_present(later[-1], 440), "sound after the retry"
