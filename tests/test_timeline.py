@@ -3,9 +3,13 @@ video frames never going back in time."""
 
 from __future__ import annotations
 
+import itertools
+import random
+from collections import Counter
+
 import numpy as np
 
-from pyegress.media.timeline import SLEW, AudioInput, VideoInput, stretch
+from pyegress.media.timeline import SLEW, AudioInput, Ticks, VideoInput, stretch
 
 RATE = 48000
 CHUNK = 1920  # 40 ms, as the SDK hands them over
@@ -104,3 +108,61 @@ def test_video_frames_never_shown_are_counted_as_skipped() -> None:
     vi.push("e", 10.09)
     vi.push("f", 10.10)
     assert vi.at(10.11) == "f" and vi.frames_skipped == 3
+
+
+def _shown(times: list[float], fps: float, ticks: int, origin: float = 100.0) -> list[int]:
+    """Which frame (index) each of ``ticks`` output frames shows, frames pushed at ``times``
+    and each tick read ``LATENCY`` after its instant, in wall-clock order as the pipeline does."""
+    vi: VideoInput[int] = VideoInput(Ticks(origin, fps))
+    events = [(t, 0, i) for i, t in enumerate(times)]
+    events += [(origin + k / fps + LATENCY, 1, k) for k in range(ticks)]
+    shown = []
+    for _, is_tick, n in sorted(events):
+        if not is_tick:
+            vi.push(n, times[n])
+        elif (f := vi.at(origin + n / fps)) is not None:
+            shown.append(f)
+    return shown
+
+
+LATENCY = 0.15  # Pipeline.latency
+
+
+def _steps(shown: list[int]) -> Counter[int]:
+    return Counter(b - a for a, b in itertools.pairwise(shown))
+
+
+def test_a_steady_source_with_jitter_shows_every_frame_once() -> None:
+    """30 fps frames whose times wobble by up to 8 ms around the ticks (placed as they come,
+    about every fourth frame would land on the wrong side of its tick), with one frame 40 ms
+    late: each is shown on exactly one output frame."""
+    rng = random.Random(7)
+    times = [100.0 + i / 30 + rng.uniform(-0.008, 0.008) for i in range(300)]
+    times[150] += 0.040  # late, and the next one right behind it (frames come in order)
+    times[151] = max(times[151], times[150] + 0.001)
+    shown = _shown(times, 30, 300)
+    steps = _steps(shown[10:])
+    assert steps == Counter({1: len(shown) - 11}), steps
+
+
+def test_a_half_rate_source_shows_each_frame_twice_and_a_lost_frame_is_one_skip() -> None:
+    rng = random.Random(8)
+    times = [100.0 + i / 15 + rng.uniform(-0.006, 0.006) for i in range(150)]
+    shown = _shown(times, 30, 300)
+    runs = Counter(len(list(g)) for f, g in itertools.groupby(shown) if 10 <= f < 140)
+    assert set(runs) == {2}, runs  # the first frames (the rate not yet known) and the last aside
+    times = [100.0 + i / 30 for i in range(300)]
+    del times[100]  # lost on the way: the rest keep their times
+    steps = _steps(_shown(times, 30, 300)[5:])
+    assert steps == Counter({1: steps[1], 0: 1}), steps  # its slot holds the frame before
+
+
+def test_an_unsteady_source_is_placed_as_it_comes() -> None:
+    """24 fps into 30 (and a variable-rate sender) have no steady slots: newest frame wins."""
+    times = [100.0 + i / 24 for i in range(40)]
+    vi: VideoInput[int] = VideoInput(Ticks(100.0, 30))
+    for i, t in enumerate(times):
+        vi.push(i, t)
+    assert vi.slots is not None and vi.slots._steps() == 0
+    when = 100.0 + 40 / 30
+    assert vi.at(when) == max(i for i, t in enumerate(times) if t <= when)

@@ -11,7 +11,6 @@ a new path) re-anchors at once. What is missing reads as silence.
 
 from __future__ import annotations
 
-import cmath
 import collections
 import math
 import threading
@@ -43,13 +42,24 @@ def stretch(samples: np.ndarray, count: int) -> np.ndarray:
     return out
 
 
-#: How fast the phase lock follows the frames' phase (weight of each new frame).
-PHASE_GAIN = 0.05
-#: Below this coherence (length of the mean phase vector, 0..1) frames have no steady phase
-#: against the ticks (a variable-rate sender, 24 fps into 30): they are placed as they come.
-PHASE_COHERENT = 0.5
-#: How far (in tick periods) the lock may move frames before it slips a whole period back.
-PHASE_SLIP = 0.75
+#: Recent frame intervals the source's rate is judged on.
+RATE_WINDOW = 15
+#: A source is steady when its mean frame interval is within this share of a whole number of
+#: output periods (30 fps or 15 fps into 30; not 24) and its intervals stray from that by less
+#: than ``RATE_SPREAD`` periods in the median (not a variable-rate sender); once steady, twice
+#: as much is allowed before it is not (a lost frame or a burst does not end the schedule).
+RATE_TOLERANCE = 0.15
+RATE_SPREAD = 0.25
+#: Weight of each frame in the smoothed difference between where frames come and their slots
+#: (small: one frame 40 ms late must not move the schedule; a lost frame does, in 4 frames).
+SLOT_GAIN = 0.1
+#: Frames are placed at the first mid-slot after they come, half a period later on average (as
+#: the first tick after arrival showed them before): the schedule moves by a whole slot when
+#: frames come, smoothed, this many periods away from that (more than half: a source on the
+#: ticks' phase would otherwise move back and forth).
+SLOT_MOVE = 0.75
+#: A frame this far (seconds) from its slot is a new start (a pause, a new path): re-anchored.
+SLOT_JUMP = 0.25
 
 
 @dataclass(frozen=True)
@@ -65,45 +75,72 @@ class Ticks:
         return 1.0 / self.fps
 
 
-class PhaseLock:
-    """Moves frame times so that they fall midway between two ticks.
+class FrameSlots:
+    """Gives each frame of a steady source its own output slots, in order.
 
-    A source whose frame rate equals the output's (or divides it) sends frames at a steady
-    phase against the ticks. Placed where they arrive, frames near a tick land on either side
-    of it with a millisecond of jitter, and the output shows one frame twice and skips the
-    next: visible judder. Centred between ticks, each frame can be half a period early or late
-    and still be shown exactly as often as due. The shift follows the mean phase slowly (so
-    jitter does not move it), stays within ``PHASE_SLIP`` periods (lip sync moves by at most
-    that much, 25 ms at 30 fps), and slips one whole period when two clocks drift apart.
+    Placed where they arrive, frames of a 30 fps source sampled by 30 fps ticks land on either
+    side of a tick with a millisecond of jitter: the output shows one frame twice and skips the
+    next, visible judder. Here a steady source (its median interval a whole number ``k`` of
+    output periods) is scheduled instead: each frame takes the ``k`` slots after the previous
+    one's, and is placed mid-slot, so it is shown exactly ``k`` times even when it comes up to
+    half a period early or up to the pipeline's latency late. Where frames come stays the
+    reference: when the smoothed difference reaches ``SLOT_MOVE`` periods (a frame lost on the
+    way, two clocks drifting apart) the schedule moves by a whole slot (one skip or one hold,
+    as due); a frame ``SLOT_JUMP`` away re-anchors it. Lip sync moves by at most that much.
+    A source with no steady rate (variable, 24 fps into 30) is placed as it comes.
     """
 
     def __init__(self, ticks: Ticks) -> None:
         self.ticks = ticks
-        self._mean: complex | None = None
-        self.shift = 0.0  # in periods
-        self.slips = 0
+        self._last: float | None = None
+        self._intervals: collections.deque[float] = collections.deque(maxlen=RATE_WINDOW)
+        self._slot: float | None = None  # the time the previous frame was placed at
+        self._error = 0.0  # smoothed (arrival - slot), seconds
+        self.moves = 0  # whole-slot corrections so far
+
+    def _steps(self) -> int:
+        """Output periods per source frame (0: no steady rate)."""
+        if len(self._intervals) < 3:
+            return 0
+        period = self.ticks.period
+        mean = sum(self._intervals) / len(self._intervals)
+        k = round(mean / period)
+        if k < 1:
+            return 0
+        spread = sorted(abs(d - k * period) for d in self._intervals)[len(self._intervals) // 2]
+        slack = 2.0 if self._slot is not None else 1.0
+        close = abs(mean - k * period) <= slack * RATE_TOLERANCE * period
+        return k if close and spread <= slack * RATE_SPREAD * period else 0
 
     def place(self, when: float) -> float:
-        """The time at which a frame that arrived (or is due) at ``when`` is shown."""
-        period = self.ticks.period
-        phase = ((when - self.ticks.origin) / period) % 1.0
-        z = cmath.exp(2j * math.pi * phase)
-        self._mean = z if self._mean is None else self._mean + PHASE_GAIN * (z - self._mean)
-        if abs(self._mean) >= PHASE_COHERENT:
-            mean_phase = (cmath.phase(self._mean) / (2 * math.pi)) % 1.0
-            error = (0.5 - mean_phase - self.shift + 0.5) % 1.0 - 0.5  # wrapped to [-0.5, 0.5)
-            self.shift += error
-            if abs(self.shift) > PHASE_SLIP:
-                self.shift -= math.copysign(1.0, self.shift)
-                self.slips += 1
-        else:
-            self.shift *= 1.0 - PHASE_GAIN  # no steady phase: let go gently
-        return when + self.shift * period
+        """The time at which a frame that came (or is due) at ``when`` is shown."""
+        if self._last is not None:
+            self._intervals.append(when - self._last)
+        self._last = when
+        k, period = self._steps(), self.ticks.period
+        if not k:
+            self._slot = None
+            return when
+        slot = None if self._slot is None else self._slot + k * period
+        if slot is None or abs(when - slot) > SLOT_JUMP:
+            origin = self.ticks.origin
+            mid = math.ceil((when - origin) / period - 0.5) + 0.5  # the first mid-slot from now
+            self._slot, self._error = origin + mid * period, -period / 2
+            return self._slot
+        self._error += SLOT_GAIN * (when - slot - self._error)
+        off = self._error + period / 2
+        if abs(off) >= SLOT_MOVE * period:
+            move = round(off / period)
+            slot += move * period
+            self._error -= move * period
+            self.moves += 1
+        self._slot = slot
+        return slot
 
 
 class VideoInput(Generic[T]):
     """Latest-frame holder with a short arrival history (thread-safe). With the output's
-    ``ticks``, frames are phase-locked to them (:class:`PhaseLock`).
+    ``ticks``, a steady source's frames get their own slots (:class:`FrameSlots`).
 
     ``frames_skipped`` counts frames received after the first one shown that were never shown:
     a newer one had arrived by the next output frame (the frame came late, or faster than the
@@ -114,7 +151,7 @@ class VideoInput(Generic[T]):
         self._frames: collections.deque[tuple[float, T]] = collections.deque()
         self._history = history
         self._lock = threading.Lock()
-        self.lock = PhaseLock(ticks) if ticks is not None else None
+        self.slots = FrameSlots(ticks) if ticks is not None else None
         self.frames_in = 0
         self.frames_skipped = 0
         self._shown = -1  # index (in arrival order) of the newest frame handed out
@@ -123,8 +160,8 @@ class VideoInput(Generic[T]):
         """Add a frame received at monotonic time ``arrival`` (never before the previous one's:
         when arrival times are corrected, frames skip ahead or hold, never go back)."""
         with self._lock:
-            if self.lock is not None:
-                arrival = self.lock.place(arrival)
+            if self.slots is not None:
+                arrival = self.slots.place(arrival)
             if self._frames:
                 arrival = max(arrival, self._frames[-1][0])
             self._frames.append((arrival, frame))
