@@ -13,6 +13,7 @@ from livekit.protocol import egress as pe
 from .config import Request, StreamURL, build_config, check_stream_url
 from .errors import EgressError, EgressNotFoundError, InvalidRequestError, NotSupportedError
 from .info import Listener, is_active, new_info, set_status, snapshot
+from .limits import SessionLimits
 from .recorders import Options, Recorder, RoomCompositeRecorder, TemplateRecorder, recorder_for
 from .redaction import redact_url
 from .storage.config import default_storage
@@ -27,6 +28,8 @@ class EgressService:
     they say.
     ``wait_timeout`` bounds the wait for a room, participant or track to show up;
     ``room_empty_timeout`` ends a room composite whose room stayed empty that long.
+    ``limits`` (:class:`~pyegress.SessionLimits`) ends each egress ``EGRESS_LIMIT_REACHED``
+    when it reaches one, as LiveKit Egress's ``session_limits`` do.
     ``storage`` is where file outputs with no ``s3`` / ``gcp`` / ``azure`` of their own are
     uploaded (None: they stay local); see :mod:`pyegress.storage`.
     Starts return at once; the recording runs on the caller's event loop. ``egress_id`` lets
@@ -45,6 +48,7 @@ class EgressService:
         wait_timeout: float = 10.0,
         room_empty_timeout: float = 30.0,
         storage: pe.StorageConfig | None = None,
+        limits: SessionLimits | None = None,
     ) -> None:
         self.url = url or os.environ.get("LIVEKIT_URL", "")
         self.api_key = api_key or os.environ.get("LIVEKIT_API_KEY", "")
@@ -54,6 +58,7 @@ class EgressService:
         self.room_empty_timeout = room_empty_timeout
         default_storage(storage)  # validate now: InvalidRequestError naming storage.<provider>.<field>
         self._storage = storage
+        self.limits = limits
         self._egresses: dict[str, Recorder | pe.EgressInfo] = {}
         self._listeners: list[Listener] = []
         self._watchers: set[asyncio.Task[None]] = set()
@@ -153,7 +158,7 @@ class EgressService:
             raise
         except EgressError as e:  # a bad request: listed as FAILED, naming the field
             info = new_info(req, egress_id)
-            set_status(info, pe.EGRESS_FAILED, str(e))
+            set_status(info, pe.EGRESS_FAILED, str(e), e.code)
             self._egresses[info.egress_id] = info
             self._tell(info)
             return snapshot(info)
@@ -165,6 +170,7 @@ class EgressService:
             wait_timeout=self.wait_timeout,
             empty_timeout=self.room_empty_timeout,
             egress_id=egress_id,
+            limits=self.limits,
         )
         recorder = recorder_for(config, options)
         self._egresses[recorder.egress_id] = recorder

@@ -22,9 +22,17 @@ from livekit.protocol import egress as pe
 
 from .. import redaction
 from ..config import EgressConfig, Request, StreamURL, build_config
+from ..ending import (
+    MSG_LIMIT_REACHED,
+    MSG_LIMIT_REACHED_WITHOUT_START,
+    MSG_STOPPED_BEFORE_STARTED,
+    EndReason,
+    end_details,
+)
 from ..errors import EgressError, InvalidRequestError, OutputError, SourceError
 from ..filenames import time_values
 from ..info import InfoOwner, Listener, is_terminal, new_info, now_ns, snapshot
+from ..limits import SessionLimits, watch_limits
 from ..media.encoding import AudioEncoding, VideoEncoding
 from ..media.inputs import MIX_CHANNELS, MIX_RATE, AudioSource, Picture, VideoSource
 from ..media.timeline import AudioInput, VideoInput
@@ -57,6 +65,7 @@ class Options:
     wait_timeout: float = 10.0
     empty_timeout: float = 30.0
     egress_id: str | None = None
+    limits: SessionLimits | None = None
 
 
 @dataclass
@@ -75,6 +84,7 @@ class Recorder:
     or a config already built from one. ``output_dir`` given: every path stays inside it;
     None: relative paths go under the working folder, absolute ones where they say.
     ``default_storage`` is where outputs without a store of their own are uploaded.
+    ``limits``: the session limits it ends at (:mod:`pyegress.limits`).
     """
 
     def __init__(
@@ -86,6 +96,7 @@ class Recorder:
         wait_timeout: float = 10.0,
         egress_id: str | None = None,
         default_storage: pe.StorageConfig | None = None,
+        limits: SessionLimits | None = None,
     ) -> None:
         if config is None:
             if request is None:
@@ -98,6 +109,8 @@ class Recorder:
         self.config = config
         self.owner = InfoOwner(new_info(config.request, egress_id))
         self.wait_timeout = wait_timeout
+        self.limits = limits
+        self._final: int = pe.EGRESS_COMPLETE  # how a clean end ends (LIMIT_REACHED at a limit)
         self.outputs: list[Output] = []
         self.pipeline: Pipeline | None = None
         self.video_input: VideoInput[Picture] | None = None
@@ -111,7 +124,12 @@ class Recorder:
     @classmethod
     def from_config(cls, config: EgressConfig, options: Options) -> Recorder:
         """The recorder of a validated config, with what it needs of ``options``."""
-        return cls(config=config, wait_timeout=options.wait_timeout, egress_id=options.egress_id)
+        return cls(
+            config=config,
+            wait_timeout=options.wait_timeout,
+            egress_id=options.egress_id,
+            limits=options.limits,
+        )
 
     # --- public lifecycle ---------------------------------------------------------------
 
@@ -135,11 +153,13 @@ class Recorder:
     async def stop(self) -> pe.EgressInfo:
         """End the recording now and wait until its files are complete."""
         if self._task is None:
-            self.owner.set_status(pe.EGRESS_ABORTED, "stopped before it started")
+            with self.owner.edit() as info:
+                info.details = end_details(EndReason.API)
+            self.owner.set_status(pe.EGRESS_ABORTED, MSG_STOPPED_BEFORE_STARTED)
             self.owner.close()
             return snapshot(self.info)
         if not is_terminal(self.info.status):
-            self.end("stopped")
+            self.end(EndReason.API)
         return await self.wait()
 
     async def wait(self, timeout: float | None = None) -> pe.EgressInfo:
@@ -148,13 +168,31 @@ class Recorder:
             await asyncio.wait_for(asyncio.shield(self._task), timeout)
         return snapshot(self.info)
 
-    def end(self, reason: str) -> None:
-        """Ask the recording to finish (idempotent)."""
+    def end(self, reason: str = EndReason.API, detail: str = "") -> None:
+        """Ask the recording to finish (idempotent); ``details`` becomes ``End reason: <reason>``
+        (one of :class:`~pyegress.ending.EndReason`) with ``detail`` after it. Before it
+        started, the egress ends ABORTED."""
         if not self._end.is_set():
-            log.info("egress %s ending: %s", self.egress_id, reason)
+            log.info("egress %s ending: %s%s", self.egress_id, reason, f" ({detail})" if detail else "")
             with self.owner.edit() as info:
-                info.details = reason
+                info.details = end_details(reason, detail)
             self._end.set()
+
+    @property
+    def ending(self) -> bool:
+        """True once the recording was asked to finish (or is over)."""
+        return self._end.is_set() or is_terminal(self.info.status)
+
+    def reach_limit(self, detail: str) -> None:
+        """A session limit was reached while recording: finish the outputs cleanly, then end
+        ``EGRESS_LIMIT_REACHED``."""
+        self._final = pe.EGRESS_LIMIT_REACHED
+        self.end(EndReason.LIMIT_REACHED, detail)
+
+    def abort_at_limit(self, detail: str) -> None:
+        """A session limit passed before the recording started: ABORTED, as LiveKit does."""
+        self.end(EndReason.LIMIT_REACHED, detail)
+        self.owner.set_status(pe.EGRESS_ABORTED, MSG_LIMIT_REACHED_WITHOUT_START)
 
     def done(self) -> bool:
         """True once the egress is over (files, uploads and manifests finished)."""
@@ -230,22 +268,40 @@ class Recorder:
 
     # --- the run ------------------------------------------------------------------------
 
+    async def _prepare(self) -> None:
+        self._check_output_dir()
+        await self._connect()
+        media = await self._resolve()
+        self.outputs = build_outputs(self.config, media.values, media.video, media.audio)
+
     async def _run(self) -> None:
+        limits = self.limits or SessionLimits()
+        watch = asyncio.get_running_loop().create_task(watch_limits(self, limits))
+        prepare = asyncio.ensure_future(self._prepare())
+        ended = asyncio.ensure_future(self._end.wait())  # a stop or a limit ends the start
         try:
-            self._check_output_dir()
-            await self._connect()
-            media = await self._resolve()
-            self.outputs = build_outputs(self.config, media.values, media.video, media.audio)
+            await asyncio.wait({prepare, ended}, return_when=asyncio.FIRST_COMPLETED)
+            if not prepare.done():
+                self.owner.set_status(pe.EGRESS_ABORTED, MSG_STOPPED_BEFORE_STARTED)
+                return
+            prepare.result()
             await self._record()
         except asyncio.CancelledError:
             self.owner.set_status(pe.EGRESS_ABORTED, "cancelled")
             raise
         except EgressError as e:
-            self.owner.set_status(pe.EGRESS_FAILED, str(e))
+            self.owner.set_status(pe.EGRESS_FAILED, str(e), e.code)
         except Exception as e:
             log.exception("egress %s failed", self.egress_id)
             self.owner.set_status(pe.EGRESS_FAILED, f"{type(e).__name__}: {e}")
         finally:
+            watch.cancel()
+            ended.cancel()
+            if not prepare.done():
+                prepare.cancel()
+                await asyncio.wait({prepare})
+            if not prepare.cancelled():
+                prepare.exception()  # retrieved (raised above, or moot after an abort)
             with contextlib.suppress(Exception):
                 await self._disconnect()
             await self._publish_manifests()
@@ -329,6 +385,8 @@ class Recorder:
                 info.error = "; ".join(f"{o.name}: {o.error}" for o in failed)
         if failed and len(failed) == len(self.outputs):
             self.owner.set_status(pe.EGRESS_FAILED, "; ".join(f"{o.name}: {o.error}" for o in failed))
+        elif self._final == pe.EGRESS_LIMIT_REACHED:
+            self.owner.set_status(pe.EGRESS_LIMIT_REACHED, MSG_LIMIT_REACHED)
         else:
             self.owner.set_status(pe.EGRESS_COMPLETE)
 
@@ -352,6 +410,6 @@ def _call_soon(loop: asyncio.AbstractEventLoop, fn: Callable[[], object]) -> Non
 
 
 def require_found(found: object, what: str) -> None:
-    """Raise the ``SourceError`` for something that never showed up."""
+    """Raise the ``SourceError`` (404) for something that never showed up."""
     if found is None:
-        raise SourceError(what)
+        raise SourceError(what, code=404)

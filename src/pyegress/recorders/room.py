@@ -16,6 +16,7 @@ from typing import Any
 from livekit import rtc
 
 from ..config import EgressConfig
+from ..ending import EndReason
 from ..outputs import PcmOutput
 from ..sources.room import RoomSource
 from .base import Options, Recorder
@@ -60,6 +61,7 @@ class RoomRecorder(Recorder):
             "api_secret": options.api_secret,
             "wait_timeout": options.wait_timeout,
             "egress_id": options.egress_id,
+            "limits": options.limits,
         }
 
     # --- subclass hooks -----------------------------------------------------------------
@@ -87,7 +89,7 @@ class RoomRecorder(Recorder):
 
     async def _connect(self) -> None:
         await self.source.connect(self.wait_timeout)
-        self.source.on("disconnected", lambda *_: self.end("room closed"))
+        self.source.on("disconnected", lambda *_: self.end(EndReason.SOURCE_CLOSED, "room closed"))
 
     async def _disconnect(self) -> None:
         try:
@@ -124,7 +126,7 @@ class RoomRecorder(Recorder):
                 elif empty_since is None:
                     empty_since = time.monotonic()
                 elif time.monotonic() - empty_since >= timeout:
-                    self.end(f"room empty for {timeout:g} s")
+                    self.end(EndReason.SOURCE_CLOSED, f"room empty for {timeout:g} s")
                     return
                 await asyncio.sleep(0.25)
 

@@ -26,6 +26,7 @@ from google.protobuf.message import DecodeError
 from livekit.protocol import egress as pe
 
 from ..config import REQUEST_TYPES, build_config
+from ..ending import EndReason
 from ..errors import EgressError, InvalidRequestError, NotSupportedError
 from ..info import is_terminal, snapshot
 from ..service import EgressService
@@ -74,6 +75,7 @@ class EgressWorker:
             config.api_secret,
             output_dir=config.output_dir,
             storage=config.storage,
+            limits=config.session_limits,
         )
         cores = cpus if cpus is not None else float(os.cpu_count() or 1)
         self.capacity = cores * config.cpu_cost.get("max_cpu_utilization", 0.8)
@@ -225,7 +227,7 @@ class EgressWorker:
             if entry is None or entry.latest is None:
                 raise RpcError("not_found", f"egress_id: {stop.egress_id} is not running here") from None
             return entry.latest.SerializeToString()  # already over: stopping twice is harmless
-        recorder.end("stopped by the server")
+        recorder.end(EndReason.API)
 
         async def ending() -> pe.EgressInfo:
             info = snapshot(recorder.info)
