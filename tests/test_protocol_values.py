@@ -129,6 +129,7 @@ async def test_twitch_without_an_ingest_list_fails_clearly(
         info = await service.wait_egress(started.egress_id, timeout=20)
     assert status(info) == "EGRESS_FAILED"
     assert "Twitch's ingest list" in info.error and KEY not in str(info), info.error
+    assert info.error_code == 503  # a destination that cannot be reached: unavailable
 
 
 def test_mp3_audio_codec_only_in_mp3_files() -> None:

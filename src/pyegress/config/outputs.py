@@ -270,7 +270,7 @@ def check_containers(cfg: EgressConfig) -> None:
     if cfg.audio is not None and cfg.audio.codec == "mp3":  # asked for: AC_MP3
         # LiveKit puts MP3 audio in MP3 files only (its CodecCompatibility table)
         others = [f"{f.field} ({f.file_type.name})" for f in cfg.files if f.file_type is not FileType.MP3]
-        others += [o.field for o in (*cfg.segments, *cfg.streams)]
+        others += [o.field for o in cfg.segments] + [o.field for o in cfg.streams]
         if others:
             raise InvalidRequestError(
                 "advanced.audio_codec", f"AC_MP3 goes only into MP3 files, not {others[0]}; use AAC or OPUS"

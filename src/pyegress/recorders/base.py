@@ -338,7 +338,9 @@ class Recorder:
         )
         await asyncio.to_thread(self.pipeline.open)
         if all(o.failed for o in self.outputs):
-            raise OutputError("; ".join(f"{o.name}: {o.error}" for o in self.outputs))
+            raise OutputError(
+                "; ".join(f"{o.name}: {o.error}" for o in self.outputs), code=_failed(self.outputs)
+            )
         started = now_ns()
         loop = asyncio.get_running_loop()
         for o in self.outputs:
@@ -359,11 +361,14 @@ class Recorder:
             self._finish_results()
 
     def _sync_results(self, ended: int | None = None) -> None:
-        """Copy every output's live state into the info and publish it (event loop)."""
+        """Copy every output's live state into the info and publish it (event loop); once every
+        output has failed there is nothing left to record to: end (FAILED), as LiveKit does."""
         with self.owner.edit():
             for o in self.outputs:
                 o.refresh(ended)
             self._mirror_legacy()
+        if ended is None and self.outputs and all(o.failed for o in self.outputs):
+            self.end(EndReason.FAILURE, "every output failed")
 
     def _mirror_legacy(self) -> None:
         """The deprecated single-result oneof (file, stream or segments): files take it first."""
@@ -384,7 +389,8 @@ class Recorder:
             if failed and len(failed) < len(self.outputs):
                 info.error = "; ".join(f"{o.name}: {o.error}" for o in failed)
         if failed and len(failed) == len(self.outputs):
-            self.owner.set_status(pe.EGRESS_FAILED, "; ".join(f"{o.name}: {o.error}" for o in failed))
+            error = "; ".join(f"{o.name}: {o.error}" for o in failed)
+            self.owner.set_status(pe.EGRESS_FAILED, error, _failed(failed))
         elif self._final == pe.EGRESS_LIMIT_REACHED:
             self.owner.set_status(pe.EGRESS_LIMIT_REACHED, MSG_LIMIT_REACHED)
         else:
@@ -407,6 +413,12 @@ class Recorder:
 def _call_soon(loop: asyncio.AbstractEventLoop, fn: Callable[[], object]) -> None:
     with contextlib.suppress(RuntimeError):  # the loop is gone: nothing left to report to
         loop.call_soon_threadsafe(fn)
+
+
+def _failed(outputs: Sequence[Output]) -> int:
+    """The ``error_code`` of an egress whose every output failed: 503 (unavailable) when they
+    all were destinations to stream to, as LiveKit answers a stream that cannot be reached."""
+    return 503 if all(isinstance(o, (StreamOutput, PcmOutput)) for o in outputs) else 500
 
 
 def require_found(found: object, what: str) -> None:
