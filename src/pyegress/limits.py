@@ -14,16 +14,17 @@ import asyncio
 import math
 import time
 from dataclasses import dataclass, fields
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from livekit.protocol import egress as pe
 
 from .errors import InvalidRequestError
+from .outputs.base import Output
 from .outputs.file import FileOutput
 
 if TYPE_CHECKING:
     from .config import EgressConfig
-    from .recorders.base import Recorder
+    from .pipeline import Pipeline
 
 #: How often the bytes on disk are looked at (a stat per file output).
 SIZE_POLL = 0.5
@@ -64,11 +65,29 @@ class SessionLimits:
         return name, float(seconds)
 
 
+class Limited(Protocol):
+    """What the watch reads of a recorder, and how it ends it (:class:`~pyegress.Recorder`)."""
+
+    config: EgressConfig
+    outputs: list[Output]
+    pipeline: Pipeline | None
+
+    @property
+    def info(self) -> pe.EgressInfo: ...
+
+    @property
+    def ending(self) -> bool: ...
+
+    def reach_limit(self, detail: str) -> None: ...
+
+    def abort_at_limit(self, detail: str) -> None: ...
+
+
 def _seconds(value: float) -> str:
     return f"{value:g} s"
 
 
-async def watch_limits(recorder: Recorder, limits: SessionLimits) -> None:
+async def watch_limits(recorder: Limited, limits: SessionLimits) -> None:
     """End ``recorder`` when it reaches a limit (run as a task for the egress's lifetime)."""
     name, seconds = limits.duration_for(recorder.config)
     max_size = limits.file_output_max_size
