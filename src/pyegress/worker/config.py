@@ -10,7 +10,10 @@ mixed content allowed), and pyegress's own ``output_dir`` (where local files go;
 they are stopped: seconds or a duration like ``5m``; default 60 s; ``--drain-timeout`` overrides
 it) and ``state_file`` (where the worker keeps its running egresses, so that after a crash its
 next start reports them FAILED; default ``<output_dir>/.pyegress-worker-state.json``; workers
-sharing an ``output_dir`` need one each). Unknown keys are logged once and ignored.
+sharing an ``output_dir`` need one each), ``reconnect_timeout`` (how long an egress whose room
+connection was lost waits for it to come back before it fails: a duration; default 30 s) and
+``max_retries`` (how often an egress that failed for a transient reason is retried; default
+1). Unknown keys are logged once and ignored.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from livekit.protocol import egress as pe
 from .. import redaction
 from ..errors import InvalidRequestError
 from ..limits import SessionLimits
+from ..recorders.base import DEFAULT_MAX_RETRIES, RECONNECT_TIMEOUT
 from ..redaction import redacted_repr
 from ..storage.config import default_storage
 
@@ -79,6 +83,8 @@ _KNOWN = {
     "insecure",
     "output_dir",
     "drain_timeout",
+    "reconnect_timeout",
+    "max_retries",
     "state_file",
     "template_base",
     "cluster_id",
@@ -128,6 +134,8 @@ class WorkerConfig:
     insecure: bool = False
     drain_timeout: float = 60.0
     state_file: Path | None = None
+    reconnect_timeout: float = RECONNECT_TIMEOUT
+    max_retries: int = DEFAULT_MAX_RETRIES
 
     @property
     def state_path(self) -> Path:
@@ -257,6 +265,13 @@ def _limits(raw: object) -> SessionLimits:
         raise ConfigError(f"session_limits.{e.field.removeprefix('limits.')}", e.message) from None
 
 
+def _count(data: Mapping[str, Any], key: str, default: int) -> int:
+    value = data.get(key, default)
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise ConfigError(key, f"{value!r} must be a whole number, 0 or more")
+    return value
+
+
 def parse_config(data: Mapping[str, Any]) -> WorkerConfig:
     """Validate a parsed YAML mapping; unknown keys are logged and ignored. Its secrets are
     registered with :mod:`pyegress.redaction`, so no log line shows them."""
@@ -284,6 +299,8 @@ def parse_config(data: Mapping[str, Any]) -> WorkerConfig:
         insecure=bool(data.get("insecure", False)),
         drain_timeout=_seconds(data.get("drain_timeout", 60.0), "drain_timeout", ""),
         state_file=Path(_str(data, "state_file")) if _str(data, "state_file") else None,
+        reconnect_timeout=_seconds(data.get("reconnect_timeout", RECONNECT_TIMEOUT), "reconnect_timeout", ""),
+        max_retries=_count(data, "max_retries", DEFAULT_MAX_RETRIES),
     )
     secrets = [config.api_secret, config.redis.password, config.redis.sentinel_password]
     for store in (config.storage, config.backup):

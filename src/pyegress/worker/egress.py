@@ -85,6 +85,8 @@ class EgressWorker:
             insecure=config.insecure,
             webhooks=None,  # livekit-server sends them, the requests' too (see _for_server)
             limits=config.session_limits,
+            reconnect_timeout=config.reconnect_timeout,
+            max_retries=config.max_retries,
         )
         cores = cpus if cpus is not None else float(os.cpu_count() or 1)
         self.capacity = cores * config.cpu_cost.get("max_cpu_utilization", 0.8)
