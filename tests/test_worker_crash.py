@@ -495,7 +495,9 @@ async def test_a_redis_restart_mid_recording_loses_no_update(cluster: Cluster, r
         delivered_s = time.monotonic() - t_up
         assert final is not None, "the final update never reached the server"
         ended_here = next(e["status"] for e in pending["active"] if e["egress_id"] == held.egress_id)
-        assert status(final) == ended_here == "EGRESS_COMPLETE", (final, ended_here)
+        # the room connection went with Redis and did not come back: FAILED, saying so
+        assert status(final) == ended_here == "EGRESS_FAILED", (final, ended_here)
+        assert "not regained" in final.error, final.error
         assert final.ended_at > 0 and _decoded_seconds(Path(final.file_results[0].filename)) > 1.5
     await a.until(lambda _, body: body["active"] == [], 10)
     print(
