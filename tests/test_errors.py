@@ -39,6 +39,7 @@ async def test_unknown_room_fails_after_bounded_wait(service: pyegress.EgressSer
     final = await _final(service, info)
     assert status(final) == "EGRESS_FAILED"
     assert "room_name" in final.error and "no-such-room" in final.error
+    assert final.error_code == 404 and final.details == "End reason: Failure"  # LiveKit's code and reason
     assert time.monotonic() - t0 < 6
 
 
@@ -70,6 +71,7 @@ async def test_unknown_participant_and_track_fail(
     assert status(who) == "EGRESS_FAILED" and "identity" in who.error and "'bob'" in who.error
     assert status(track) == "EGRESS_FAILED" and "track_id" in track.error and "TR_missing" in track.error
     assert status(comp) == "EGRESS_FAILED" and "video_track_id" in comp.error
+    assert [i.error_code for i in (who, track, comp)] == [404, 404, 404]
 
 
 @pytest.mark.parametrize(
@@ -90,6 +92,7 @@ async def test_invalid_requests_fail_naming_the_field(
     )
     assert status(info) == "EGRESS_FAILED"
     assert info.error.startswith(field), info.error
+    assert info.error_code == 400
     listed = await service.list_egress(pe.ListEgressRequest(egress_id=info.egress_id))
     assert listed.items[0].error == info.error
 
@@ -104,6 +107,7 @@ async def test_invalid_options_fail(service: pyegress.EgressService) -> None:
         )
     )
     assert status(info) == "EGRESS_FAILED" and info.error.startswith("advanced.width")
+    assert info.error_code == 400
 
 
 async def test_unwritable_output_folder_fails(livekit_server: LiveKitServer, tmp_path: Path) -> None:
@@ -126,6 +130,7 @@ async def test_unwritable_output_folder_fails(livekit_server: LiveKitServer, tmp
         if locked.is_dir():
             locked.chmod(0o700)
     assert status(final) == "EGRESS_FAILED" and final.error.startswith("output_dir"), final.error
+    assert final.error_code == 500
 
 
 async def test_passthrough_raises_not_supported(service: pyegress.EgressService) -> None:
@@ -141,6 +146,7 @@ async def test_passthrough_raises_not_supported(service: pyegress.EgressService)
         )
     )
     assert status(bad) == "EGRESS_FAILED" and bad.error.startswith("custom_base_url"), bad.error
+    assert bad.error_code == 400
 
 
 async def test_bad_credentials_fail_and_secret_never_logged(
@@ -157,6 +163,7 @@ async def test_bad_credentials_fail_and_secret_never_logged(
         final = await svc.wait_egress(info.egress_id, timeout=10)
         assert secret not in repr(svc)
     assert status(final) == "EGRESS_FAILED" and final.error.startswith("url"), final.error
+    assert final.error_code == 401, "the server's answer to the bad credentials"
     assert secret not in caplog.text and secret not in str(final)
 
 

@@ -139,7 +139,8 @@ async def sdk_selected_pairs(room: rtc.Room) -> list[Pair]:
             cp = pair.candidate_pair.candidate_pair
             local = by_id[cp.local_candidate_id].local_candidate.candidate.address
             remote = by_id[cp.remote_candidate_id].remote_candidate.candidate.address
-            pairs.append((local, remote))
+            if local and remote:  # a peer-reflexive candidate's address shows only once learnt
+                pairs.append((local, remote))
     return pairs
 
 

@@ -122,8 +122,9 @@ def test_errors_name_the_field(req: pe.ParticipantEgressRequest, field: str) -> 
 def test_unsupported_stream_protocols_are_clear() -> None:
     with pytest.raises(NotSupportedError, match="SRT"):
         build_config(part(stream_outputs=[pe.StreamOutput(protocol=pe.SRT, urls=["srt://h:1"])]))
-    with pytest.raises(NotSupportedError, match="twitch"):
-        check_stream_url("twitch://abc", "urls[0]")
+    assert check_stream_url("twitch://live_123_abc", "urls[0]") == "twitch://live_123_abc"
+    with pytest.raises(InvalidRequestError, match="twitch://<stream_key>"):
+        check_stream_url("twitch://key/extra", "urls[0]")
 
 
 def test_mp3_and_websocket_configs() -> None:

@@ -143,7 +143,7 @@ async def test_participant_survives_mute_and_republish_and_ends_when_they_leave(
     assert wall - 1.5 < media.duration < wall + 1.0, (media.duration, wall)
     path = Path(info.file_results[0].filename)
     assert path.parent.name == "p" and path.name.startswith(room_name)
-    assert "left" in info.details
+    assert info.details.startswith("End reason: Source closed") and "left" in info.details
     # still in sync after the republish: markers across the whole file
     off = av_offset(path)
     assert off.count >= 4 and abs(off.median) <= 0.040, off
@@ -220,7 +220,7 @@ async def test_track_egress_video_ends_when_unpublished(
     assert media.video is not None and media.audio is None and media.video.codec == vcodec
     assert (media.video.width, media.video.height) == (640, 360)
     assert picture_moves(path, min_moving_pairs=0.3)  # the first key frame may take a moment
-    assert "unpublished" in info.details
+    assert info.details == f"End reason: Source closed (track {sid} unpublished)"
 
 
 async def test_track_egress_audio_to_ogg_ends_when_participant_leaves(

@@ -529,6 +529,7 @@ async def test_no_secret_of_a_recording_shows_anywhere(
             "srt_sid",
             "ws_token",
             "signing_key",
+            "signing_secret",
             "hook_token",
         )
     }
@@ -561,6 +562,7 @@ async def test_no_secret_of_a_recording_shows_anywhere(
             livekit_server.api_secret,
             output_dir=tmp_path,
             wait_timeout=4.0,
+            webhook_keys={s["signing_key"]: s["signing_secret"]},  # the key a request signs with
         ) as svc,
         publisher(livekit_server, room_name) as pub,
     ):

@@ -107,6 +107,9 @@ def _worker(
             "cpu_cost:",
             f"  track_cpu_cost: {TRACK_COST!r}",
             "log_level: info",
+            # only test_session_limit_of_the_worker_config has image outputs: the others run unlimited
+            "session_limits:",
+            "  image_output_max_duration: 3s",
         ]
     )
     cmd = [sys.executable, "-m", "pyegress.cli", "worker", "--config-body", body, "--drain-timeout", "5"]
@@ -825,3 +828,36 @@ async def test_the_go_server_sdk_starts_room_and_track_composites(
     tc = probe(track_final.file_results[0].filename)
     assert tc.video is not None and tc.video.codec == "h264" and tc.audio is not None and tc.duration > 3.0
     assert tone_present(track_final.file_results[0].filename, 440.0)
+
+
+async def test_session_limit_of_the_worker_config(cluster: Cluster, room_name: str) -> None:
+    """The workers' ``session_limits`` (3 s for image outputs) end an egress LIMIT_REACHED; the
+    server's egress_ended webhook says so, and the file is complete at 3 s."""
+    async with publisher(cluster.server, room_name) as pub, cluster.api() as lk:
+        started = await lk.egress.start_track_composite_egress(
+            api.TrackCompositeEgressRequest(
+                room_name=room_name,
+                audio_track_id=pub.audio_track_sid,
+                video_track_id=pub.video_track_sid,
+                advanced=api.EncodingOptions(width=640, height=360, framerate=30, video_bitrate=800),
+                file_outputs=[api.EncodedFileOutput(filepath="{room_name}/limited.mp4")],
+                image_outputs=[api.ImageOutput(capture_interval=1, filename_prefix="{room_name}/img")],
+            )
+        )
+        final = await _until(cluster, started.egress_id, {pe.EGRESS_LIMIT_REACHED, pe.EGRESS_FAILED}, 20)
+    assert status(final) == "EGRESS_LIMIT_REACHED", final.error
+    assert final.error == "Session limit reached" and final.error_code == 413
+    assert final.details.startswith("End reason: Session limit reached (image_output_max_duration: 3 s")
+    media = probe(final.file_results[0].filename)
+    assert abs(media.duration - 3.0) < 0.25, media.duration
+    assert abs(media.duration - final.file_results[0].duration / 1e9) < 0.25
+    assert final.image_results[0].image_count in (3, 4)
+    deadline = time.monotonic() + 5
+    while "egress_ended" not in cluster.hooks.of(started.egress_id) and time.monotonic() < deadline:
+        await asyncio.sleep(0.1)
+    ended = [
+        e
+        for e in cluster.hooks.events
+        if e.event == "egress_ended" and e.egress_info.egress_id == started.egress_id
+    ]
+    assert ended and ended[0].egress_info.status == pe.EGRESS_LIMIT_REACHED

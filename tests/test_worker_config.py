@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from pyegress import SessionLimits
 from pyegress.worker.config import ConfigError, load_config
 
 BASE = """
@@ -31,6 +32,9 @@ cpu_cost:
 session_limits:
   file_output_max_duration: 1h30m
   stream_output_max_duration: 90s
+  segment_output_max_duration: 2h
+  image_output_max_duration: 45
+  file_output_max_size: 1073741824
 storage:
   s3:
     access_key: AK
@@ -48,7 +52,14 @@ backup:
     assert (cfg.health_port, cfg.prometheus_port, cfg.log_level, cfg.insecure) == (8080, 9090, "debug", True)
     assert cfg.output_dir == Path("/tmp/rec")
     assert cfg.cost("room_composite") == 0.7 and cfg.cpu_cost["max_cpu_utilization"] == 0.9
-    assert cfg.session_limits == {"file_output_max_duration": 5400.0, "stream_output_max_duration": 90.0}
+    assert cfg.session_limits == SessionLimits(
+        file_output_max_duration=5400.0,
+        stream_output_max_duration=90.0,
+        segment_output_max_duration=7200.0,
+        image_output_max_duration=45.0,
+        file_output_max_size=1 << 30,
+    )
+    assert load_config(body=BASE).session_limits == SessionLimits()  # none by default
     assert cfg.storage is not None and cfg.storage.s3.bucket == "recordings"
     assert cfg.backup is not None and cfg.backup.azure.container_name == "fallback"
     assert "secret-value-123" not in repr(cfg) and "SK" not in repr(cfg).replace("SK_", "")
@@ -71,6 +82,9 @@ backup:
         (BASE + "backup: /var/backup\n", "backup"),
         (BASE + "cpu_cost:\n  web_cpu_cost: -1\n", "cpu_cost.web_cpu_cost"),
         (BASE + "session_limits:\n  file_output_max_duration: x\n", "session_limits.file_output_max_duration"),  # noqa: E501
+        (BASE + "session_limits:\n  stream_output_max_duration: -5\n", "session_limits.stream_output_max_duration"),  # noqa: E501
+        (BASE + "session_limits:\n  file_output_max_size: 1GB\n", "session_limits.file_output_max_size"),
+        (BASE + "session_limits: 3h\n", "session_limits"),
         ("[not, a, mapping]", "config"),
         ("api_key: k\napi_secret: s\nws_url: ws://h\nredis:\n  cluster_addresses: [a:1]\n  db: 2\n", "redis.db"),  # noqa: E501
     ],

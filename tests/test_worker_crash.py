@@ -439,7 +439,9 @@ async def _joined(server: LiveKitServer, room: str, identity: str, timeout: floa
 
 
 async def test_a_redis_restart_mid_recording_loses_no_update(cluster: Cluster, room_name: str) -> None:
-    a = await cluster.worker("a").start().serving()
+    # an egress whose room connection is lost (Redis away: livekit-server cannot take it back)
+    # fails after reconnect_timeout, not retried
+    a = await cluster.worker("a", "reconnect_timeout: 5s", "max_retries: 0").start().serving()
     async with publisher(cluster.server, room_name, identity="bob") as pub, cluster.api() as lk:
         kept = await _start(lk, room_name, pub, "{room_name}/kept.mp4")
         t_kept = time.monotonic()
@@ -493,7 +495,9 @@ async def test_a_redis_restart_mid_recording_loses_no_update(cluster: Cluster, r
         delivered_s = time.monotonic() - t_up
         assert final is not None, "the final update never reached the server"
         ended_here = next(e["status"] for e in pending["active"] if e["egress_id"] == held.egress_id)
-        assert status(final) == ended_here == "EGRESS_COMPLETE", (final, ended_here)
+        # the room connection went with Redis and did not come back: FAILED, saying so
+        assert status(final) == ended_here == "EGRESS_FAILED", (final, ended_here)
+        assert "not regained" in final.error, final.error
         assert final.ended_at > 0 and _decoded_seconds(Path(final.file_results[0].filename)) > 1.5
     await a.until(lambda _, body: body["active"] == [], 10)
     print(
@@ -590,3 +594,15 @@ def test_drain_timeout_and_state_file_are_config_keys(tmp_path: Path) -> None:
     assert custom.drain_timeout == 150.0 and custom.state_path == tmp_path / "s.json"
     with pytest.raises(Exception, match="drain_timeout"):
         parse_config({**base, "drain_timeout": "soon"})
+
+
+def test_reconnect_timeout_and_max_retries_are_config_keys(tmp_path: Path) -> None:
+    base = {"api_key": "k", "api_secret": "s", "ws_url": "ws://x", "redis": {"address": "127.0.0.1:1"}}
+    default = parse_config(base)
+    assert (default.reconnect_timeout, default.max_retries) == (30.0, 1)
+    custom = parse_config({**base, "reconnect_timeout": "1m", "max_retries": 0})
+    assert (custom.reconnect_timeout, custom.max_retries) == (60.0, 0)
+    with pytest.raises(Exception, match="max_retries"):
+        parse_config({**base, "max_retries": -1})
+    with pytest.raises(Exception, match="reconnect_timeout"):
+        parse_config({**base, "reconnect_timeout": "later"})

@@ -26,6 +26,7 @@ from .errors import (
     OutputError,
     SourceError,
 )
+from .limits import SessionLimits
 from .recorders import (
     ParticipantRecorder,
     Recorder,
@@ -59,6 +60,7 @@ __all__ = [
     "Recorder",
     "RoomCompositeEgressRequest",
     "RoomCompositeRecorder",
+    "SessionLimits",
     "SourceError",
     "StopEgressRequest",
     "TemplateRecorder",

@@ -6,7 +6,19 @@ from .redaction import scrub
 
 
 class EgressError(Exception):
-    """Base class of every error pyegress raises; its text never shows a secret (:func:`scrub`)."""
+    """Base class of every error pyegress raises; its text never shows a secret (:func:`scrub`).
+
+    ``code`` is the HTTP status LiveKit reports for it in ``EgressInfo.error_code`` (400 bad
+    request, 404 room or track not found, 412 failed precondition, 500 internal, 503
+    unavailable); a subclass sets its usual one, ``code=`` overrides it where it is raised.
+    """
+
+    code = 500
+
+    def __init__(self, *args: object, code: int | None = None) -> None:
+        super().__init__(*args)
+        if code is not None:
+            self.code = code
 
     def __str__(self) -> str:
         return scrub(super().__str__())
@@ -18,6 +30,8 @@ class EgressError(Exception):
 class InvalidRequestError(EgressError, ValueError):
     """A request field is malformed or inconsistent; ``field`` names it (dotted path)."""
 
+    code = 400
+
     def __init__(self, field: str, message: str) -> None:
         super().__init__(f"{field}: {message}")
         self.field = field
@@ -27,13 +41,20 @@ class InvalidRequestError(EgressError, ValueError):
 class NotSupportedError(EgressError, NotImplementedError):
     """The request type or option is not supported (yet) by pyegress."""
 
+    code = 400  # LiveKit's "... is not yet supported" is an invalid argument
+
 
 class EgressNotFoundError(EgressError, LookupError):
     """No egress with that id is known to this service."""
 
+    code = 404
+
 
 class SourceError(EgressError):
-    """The room, participant or track to record cannot be found or joined."""
+    """The room, participant or track to record cannot be found (``code=404`` where raised)
+    or joined (503, unavailable)."""
+
+    code = 503
 
 
 class OutputError(EgressError):

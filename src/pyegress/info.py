@@ -20,6 +20,7 @@ from google.protobuf.message import Message
 from livekit.protocol import egress as pe
 
 from .config import Request, request_type
+from .ending import EndReason, end_details
 from .redaction import REDACTED as REDACTED
 from .redaction import redact_message as redact
 
@@ -72,8 +73,15 @@ def is_active(status: int) -> bool:
     return status in _ACTIVE
 
 
-def set_status(info: pe.EgressInfo, status: int, error: str = "") -> None:
-    """Move ``info`` to ``status``; terminal states are final and stamp ``ended_at``."""
+#: LiveKit's ``error_code`` of each unsuccessful end when the error names none: 500 internal,
+#: 412 failed precondition (aborted), 413 (a session limit).
+_END_CODES: dict[int, int] = {pe.EGRESS_FAILED: 500, pe.EGRESS_ABORTED: 412, pe.EGRESS_LIMIT_REACHED: 413}
+
+
+def set_status(info: pe.EgressInfo, status: int, error: str = "", code: int = 0) -> None:
+    """Move ``info`` to ``status``; terminal states are final and stamp ``ended_at``. A failed,
+    aborted or limited end takes ``code`` (an ``EgressError.code``) as ``error_code``, else
+    LiveKit's code of that end; a failure with no end reason yet says ``End reason: Failure``."""
     if is_terminal(info.status):
         return
     info.status = status  # type: ignore[assignment]
@@ -84,7 +92,10 @@ def set_status(info: pe.EgressInfo, status: int, error: str = "") -> None:
         info.ended_at = info.updated_at
     if error:
         info.error = error
-        info.error_code = 500 if status == pe.EGRESS_FAILED else info.error_code
+    if status in _END_CODES:
+        info.error_code = code or _END_CODES[status]
+    if status == pe.EGRESS_FAILED and not info.details:
+        info.details = end_details(EndReason.FAILURE)
 
 
 def snapshot(info: pe.EgressInfo) -> pe.EgressInfo:
@@ -108,9 +119,9 @@ class InfoOwner:
         self._queues: list[asyncio.Queue[pe.EgressInfo | None]] = []
         self.closed = False
 
-    def set_status(self, status: int, error: str = "") -> None:
+    def set_status(self, status: int, error: str = "", code: int = 0) -> None:
         """Move to ``status`` (terminal states are final) and publish."""
-        set_status(self.info, status, error)
+        set_status(self.info, status, error, code)
         self.publish()
 
     @contextlib.contextmanager

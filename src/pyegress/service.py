@@ -16,6 +16,7 @@ from livekit.protocol import models as pm
 from .config import Request, StreamURL, build_config, check_stream_url
 from .errors import EgressError, EgressNotFoundError, InvalidRequestError, NotSupportedError
 from .info import Listener, is_active, new_info, set_status, snapshot
+from .limits import SessionLimits
 from .recorders import Options, Recorder, RoomCompositeRecorder, TemplateRecorder, recorder_for
 from .recorders.base import DEFAULT_MAX_RETRIES, RECONNECT_TIMEOUT
 from .redaction import redact_url
@@ -56,6 +57,8 @@ class EgressService:
     they say.
     ``wait_timeout`` bounds the wait for a room, participant or track to show up;
     ``room_empty_timeout`` ends a room composite whose room stayed empty that long.
+    ``limits`` (:class:`~pyegress.SessionLimits`) ends each egress ``EGRESS_LIMIT_REACHED``
+    when it reaches one, as LiveKit Egress's ``session_limits`` do.
     ``storage`` is where file outputs with no ``s3`` / ``gcp`` / ``azure`` of their own are
     uploaded (None: they stay local); see :mod:`pyegress.storage`.
     A lost room connection is ridden out for up to ``reconnect_timeout`` seconds (the recording
@@ -92,6 +95,7 @@ class EgressService:
         webhook_keys: Mapping[str, str] | None = None,
         max_retries: int = DEFAULT_MAX_RETRIES,
         reconnect_timeout: float = RECONNECT_TIMEOUT,
+        limits: SessionLimits | None = None,
     ) -> None:
         if max_retries < 0:
             raise InvalidRequestError("max_retries", "must be 0 or more")
@@ -110,6 +114,7 @@ class EgressService:
         default_storage(backup_storage, "backup_storage")
         self._storage = storage
         self._backup = backup_storage
+        self.limits = limits
         self._egresses: dict[str, Recorder | pe.EgressInfo] = {}
         self._listeners: list[Listener] = []
         self._watchers: set[asyncio.Task[None]] = set()
@@ -221,7 +226,7 @@ class EgressService:
             raise
         except EgressError as e:  # a bad request: listed as FAILED, naming the field
             info = new_info(req, egress_id)
-            set_status(info, pe.EGRESS_FAILED, str(e))
+            set_status(info, pe.EGRESS_FAILED, str(e), e.code)
             self._egresses[info.egress_id] = info
             self._tell(info)
             self._webhooks.ended(snapshot(info), hooks)
@@ -237,6 +242,7 @@ class EgressService:
             max_retries=self.max_retries,
             reconnect_timeout=self.reconnect_timeout,
             insecure=self.insecure,
+            limits=self.limits,
         )
         recorder = recorder_for(config, options)
         self._egresses[recorder.egress_id] = recorder

@@ -79,14 +79,19 @@ class Place:
 def check_stream_url(url: str, where: str) -> str:
     """Validate one RTMP(S) URL (``rtmp(s)://host[:port][/path]/app/stream_key``); returns it cleaned.
 
-    ``mux://<key>`` is expanded to Mux's RTMPS ingest, as LiveKit does.
+    ``mux://<key>`` is expanded to Mux's RTMPS ingest, as LiveKit does; ``twitch://<key>`` is
+    kept, and goes to Twitch's recommended ingest when it connects (:mod:`pyegress.outputs.twitch`).
     """
     raw = url.strip().removesuffix(" live=1").strip()
     parsed = urllib.parse.urlsplit(raw)
     scheme = parsed.scheme.lower()
     if scheme == "mux" and parsed.netloc:
         return f"rtmps://global-live.mux.com:443/app/{parsed.netloc}"
-    if scheme in ("srt", "twitch"):
+    if scheme == "twitch":
+        if not parsed.netloc or parsed.path.strip("/") or parsed.query:
+            raise InvalidRequestError(where, "Twitch URLs look like twitch://<stream_key>")
+        return raw
+    if scheme == "srt":
         raise NotSupportedError(f"{where}: {scheme}:// URLs are not supported yet; use rtmp:// or rtmps://")
     if scheme not in ("rtmp", "rtmps"):
         raise InvalidRequestError(where, f"scheme {scheme or '(none)'!r}: must be rtmp:// or rtmps://")
@@ -274,6 +279,14 @@ def check_containers(cfg: EgressConfig) -> None:
             raise InvalidRequestError(f"{f.field}.file_type", f"{f.file_type.name} needs audio to record")
         if f.file_type is FileType.MP4 and not has_video and cfg.audio is None:
             raise InvalidRequestError(f"{f.field}.file_type", "nothing to record")
+    if cfg.audio is not None and cfg.audio.codec == "mp3":  # asked for: AC_MP3
+        # LiveKit puts MP3 audio in MP3 files only (its CodecCompatibility table)
+        others = [f"{f.field} ({f.file_type.name})" for f in cfg.files if f.file_type is not FileType.MP3]
+        others += [o.field for o in cfg.segments] + [o.field for o in cfg.streams]
+        if others:
+            raise InvalidRequestError(
+                "advanced.audio_codec", f"AC_MP3 goes only into MP3 files, not {others[0]}; use AAC or OPUS"
+            )
 
 
 def settle_audio(cfg: EgressConfig) -> None:

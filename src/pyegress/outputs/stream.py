@@ -37,6 +37,7 @@ from ..media.encoder import EncodedPacket
 from ..media.encoding import AudioEncoding, VideoEncoding
 from ..redaction import remember, scrub, url_secrets
 from .base import PacketOutput
+from .twitch import ingest_url
 
 log = logging.getLogger("pyegress.outputs.stream")
 
@@ -115,12 +116,13 @@ class StreamSink:
         return scrub(text.replace(self.url.url, self.redacted), url_secrets(self.url.url))
 
     def _connect(self) -> None:
+        url = ingest_url(self.url.url)  # twitch:// becomes Twitch's ingest (looked up here, off the loop)
         api = get_avio()
         if api is not None:
-            self._writer = AvioWriter(api, self.url.url, rw_timeout=self.owner.rw_timeout, abort=self._abort)
+            self._writer = AvioWriter(api, url, rw_timeout=self.owner.rw_timeout, abort=self._abort)
             target: Any = self._writer
         else:
-            target = self.url.url
+            target = url
         container = av.open(target, "w", format="flv", options={"flvflags": "no_duration_filesize"})
         self._container = container
         self._streams = {}

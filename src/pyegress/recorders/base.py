@@ -22,6 +22,13 @@ from livekit.protocol import egress as pe
 
 from .. import redaction
 from ..config import EgressConfig, Request, StreamURL, build_config
+from ..ending import (
+    MSG_LIMIT_REACHED,
+    MSG_LIMIT_REACHED_WITHOUT_START,
+    MSG_STOPPED_BEFORE_STARTED,
+    EndReason,
+    end_details,
+)
 from ..errors import (
     EgressError,
     InvalidRequestError,
@@ -32,6 +39,7 @@ from ..errors import (
 )
 from ..filenames import time_values
 from ..info import InfoOwner, Listener, is_terminal, new_info, now_ns, snapshot
+from ..limits import SessionLimits, watch_limits
 from ..media.encoding import AudioEncoding, VideoEncoding
 from ..media.inputs import MIX_CHANNELS, MIX_RATE, AudioSource, Picture, VideoSource
 from ..media.timeline import AudioInput, Ticks, VideoInput
@@ -77,6 +85,7 @@ class Options:
     max_retries: int = DEFAULT_MAX_RETRIES
     reconnect_timeout: float = RECONNECT_TIMEOUT
     insecure: bool = False  # web pages and templates run without web security
+    limits: SessionLimits | None = None
 
 
 @dataclass
@@ -96,6 +105,7 @@ class Recorder:
     None: relative paths go under the working folder, absolute ones where they say.
     ``default_storage`` is where outputs without a store of their own are uploaded;
     ``backup_storage`` where uploads go once an output's store failed.
+    ``limits``: the session limits it ends at (:mod:`pyegress.limits`).
     """
 
     def __init__(
@@ -109,6 +119,7 @@ class Recorder:
         default_storage: pe.StorageConfig | None = None,
         max_retries: int = DEFAULT_MAX_RETRIES,
         backup_storage: pe.StorageConfig | None = None,
+        limits: SessionLimits | None = None,
     ) -> None:
         if config is None:
             if request is None:
@@ -121,6 +132,8 @@ class Recorder:
         self.config = config
         self.owner = InfoOwner(new_info(config.request, egress_id))
         self.wait_timeout = wait_timeout
+        self.limits = limits
+        self._final: int = pe.EGRESS_COMPLETE  # how a clean end ends (LIMIT_REACHED at a limit)
         self.outputs: list[Output] = []
         self.pipeline: Pipeline | None = None
         self.video_input: VideoInput[Picture] | None = None
@@ -143,6 +156,7 @@ class Recorder:
             wait_timeout=options.wait_timeout,
             egress_id=options.egress_id,
             max_retries=options.max_retries,
+            limits=options.limits,
         )
 
     # --- public lifecycle ---------------------------------------------------------------
@@ -167,12 +181,14 @@ class Recorder:
     async def stop(self) -> pe.EgressInfo:
         """End the recording now and wait until its files are complete."""
         if self._task is None:
-            self.owner.set_status(pe.EGRESS_ABORTED, "stopped before it started")
+            with self.owner.edit() as info:
+                info.details = end_details(EndReason.API)
+            self.owner.set_status(pe.EGRESS_ABORTED, MSG_STOPPED_BEFORE_STARTED)
             self.owner.close()
             return snapshot(self.info)
         if not is_terminal(self.info.status):
             self._stop_asked = True
-            self.end("stopped")
+            self.end(EndReason.API)
         return await self.wait()
 
     async def wait(self, timeout: float | None = None) -> pe.EgressInfo:
@@ -181,13 +197,31 @@ class Recorder:
             await asyncio.wait_for(asyncio.shield(self._task), timeout)
         return snapshot(self.info)
 
-    def end(self, reason: str) -> None:
-        """Ask the recording to finish (idempotent)."""
+    def end(self, reason: str = EndReason.API, detail: str = "") -> None:
+        """Ask the recording to finish (idempotent); ``details`` becomes ``End reason: <reason>``
+        (one of :class:`~pyegress.ending.EndReason`) with ``detail`` after it. Before it
+        started, the egress ends ABORTED."""
         if not self._end.is_set():
-            log.info("egress %s ending: %s", self.egress_id, reason)
+            log.info("egress %s ending: %s%s", self.egress_id, reason, f" ({detail})" if detail else "")
             with self.owner.edit() as info:
-                info.details = reason
+                info.details = end_details(reason, detail)
             self._end.set()
+
+    @property
+    def ending(self) -> bool:
+        """True once the recording was asked to finish (or is over)."""
+        return self._end.is_set() or is_terminal(self.info.status)
+
+    def reach_limit(self, detail: str) -> None:
+        """A session limit was reached while recording: finish the outputs cleanly, then end
+        ``EGRESS_LIMIT_REACHED``."""
+        self._final = pe.EGRESS_LIMIT_REACHED
+        self.end(EndReason.LIMIT_REACHED, detail)
+
+    def abort_at_limit(self, detail: str) -> None:
+        """A session limit passed before the recording started: ABORTED, as LiveKit does."""
+        self.end(EndReason.LIMIT_REACHED, detail)
+        self.owner.set_status(pe.EGRESS_ABORTED, MSG_LIMIT_REACHED_WITHOUT_START)
 
     def done(self) -> bool:
         """True once the egress is over (files, uploads and manifests finished)."""
@@ -274,6 +308,8 @@ class Recorder:
     # --- the run ------------------------------------------------------------------------
 
     async def _run(self) -> None:
+        limits = self.limits or SessionLimits()
+        watch = asyncio.get_running_loop().create_task(watch_limits(self, limits))
         try:
             self._check_output_dir()
             while True:
@@ -288,11 +324,12 @@ class Recorder:
             self.owner.set_status(pe.EGRESS_ABORTED, "cancelled")
             raise
         except EgressError as e:
-            self.owner.set_status(pe.EGRESS_FAILED, str(e))
+            self.owner.set_status(pe.EGRESS_FAILED, str(e), e.code)
         except Exception as e:
             log.exception("egress %s failed", self.egress_id)
             self.owner.set_status(pe.EGRESS_FAILED, f"{type(e).__name__}: {e}")
         finally:
+            watch.cancel()
             with contextlib.suppress(Exception):
                 await self._disconnect()
             await self._publish_manifests()
@@ -300,16 +337,34 @@ class Recorder:
                 self._stats, self.pipeline = self.pipeline.stats, None
             self.owner.close()
 
-    async def _attempt(self) -> None:
-        """One run from joining to finished outputs; a retry continues the previous outputs
-        where their container allows (:meth:`Output.resume`)."""
-        previous = {o.name: o for o in self.outputs}
+    async def _prepare(self, previous: dict[str, Output]) -> None:
+        """Join, find what to record, make the outputs (continuing ``previous`` ones)."""
         await self._connect()
         media = await self._resolve()
         self.outputs = build_outputs(self.config, media.values, media.video, media.audio)
         for o in self.outputs:
             if o.name in previous:
                 o.resume(previous[o.name])
+
+    async def _attempt(self) -> None:
+        """One run from joining to finished outputs; a retry continues the previous outputs
+        where their container allows (:meth:`Output.resume`). A stop or a limit while it
+        joins ends it ABORTED."""
+        prepare = asyncio.ensure_future(self._prepare({o.name: o for o in self.outputs}))
+        ended = asyncio.ensure_future(self._end.wait())
+        try:
+            await asyncio.wait({prepare, ended}, return_when=asyncio.FIRST_COMPLETED)
+            if not prepare.done():
+                self.owner.set_status(pe.EGRESS_ABORTED, MSG_STOPPED_BEFORE_STARTED)
+                return
+            prepare.result()
+        finally:
+            ended.cancel()
+            if not prepare.done():
+                prepare.cancel()
+                await asyncio.wait({prepare})
+            if not prepare.cancelled():
+                prepare.exception()  # retrieved (raised above, or moot after an abort)
         await self._record()
         if self._end_error is not None:
             raise self._end_error
@@ -360,7 +415,9 @@ class Recorder:
         )
         await asyncio.to_thread(self.pipeline.open)
         if all(o.failed for o in self.outputs):
-            raise OutputError("; ".join(f"{o.name}: {o.error}" for o in self.outputs))
+            raise OutputError(
+                "; ".join(f"{o.name}: {o.error}" for o in self.outputs), code=_failed(self.outputs)
+            )
         started = now_ns()
         loop = asyncio.get_running_loop()
         for o in self.outputs:
@@ -381,11 +438,14 @@ class Recorder:
             self._finish_results()
 
     def _sync_results(self, ended: int | None = None) -> None:
-        """Copy every output's live state into the info and publish it (event loop)."""
+        """Copy every output's live state into the info and publish it (event loop); once every
+        output has failed there is nothing left to record to: end (FAILED), as LiveKit does."""
         with self.owner.edit():
             for o in self.outputs:
                 o.refresh(ended)
             self._mirror_legacy()
+        if ended is None and self.outputs and all(o.failed for o in self.outputs):
+            self.end(EndReason.FAILURE, "every output failed")
 
     def _mirror_legacy(self) -> None:
         """The deprecated single-result oneof (file, stream or segments): files take it first."""
@@ -408,8 +468,14 @@ class Recorder:
         if failed and len(failed) == len(self.outputs):
             error = "; ".join(f"{o.name}: {o.error}" for o in failed)
             unreachable = all(o.backup_used for o in failed)  # recorded fine, the store was away
-            self._end_error = StoreUnreachableError(error) if unreachable else OutputError(error)
-        if self._end_error is None:
+            end_error: EgressError = StoreUnreachableError(error) if unreachable else OutputError(error)
+            end_error.code = _failed(failed)
+            self._end_error = end_error
+        if self._end_error is not None:  # raised once the outputs are finished: FAILED or retried
+            return
+        if self._final == pe.EGRESS_LIMIT_REACHED:
+            self.owner.set_status(pe.EGRESS_LIMIT_REACHED, MSG_LIMIT_REACHED)
+        else:
             self.owner.set_status(pe.EGRESS_COMPLETE)
 
     async def _publish_manifests(self) -> None:
@@ -432,7 +498,13 @@ def _call_soon(loop: asyncio.AbstractEventLoop, fn: Callable[[], object]) -> Non
         loop.call_soon_threadsafe(fn)
 
 
+def _failed(outputs: Sequence[Output]) -> int:
+    """The ``error_code`` of an egress whose every output failed: 503 (unavailable) when they
+    all were destinations to stream to, as LiveKit answers a stream that cannot be reached."""
+    return 503 if all(isinstance(o, (StreamOutput, PcmOutput)) for o in outputs) else 500
+
+
 def require_found(found: object, what: str) -> None:
-    """Raise the ``SourceError`` for something that never showed up."""
+    """Raise the ``SourceError`` (404) for something that never showed up."""
     if found is None:
-        raise SourceError(what)
+        raise SourceError(what, code=404)

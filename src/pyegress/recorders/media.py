@@ -7,6 +7,7 @@ from __future__ import annotations
 from livekit import rtc
 
 from ..config import AudioRoute, Channel
+from ..ending import EndReason
 from ..errors import SourceError
 from ..media.inputs import MIX_CHANNELS, MIX_RATE, AudioSource, Picture, VideoSource
 from ..media.mixer import Mixer
@@ -97,10 +98,10 @@ class MediaRecorder(RoomRecorder):
         require_found(found, f"{missing()} not in room {cfg.room_name!r} after {self.wait_timeout:g} s")
         kinds = {pub.sid: pub.kind for _, pub in self.source.publications()}
         if kinds.get(cfg.video_track_id, rtc.TrackKind.KIND_VIDEO) != rtc.TrackKind.KIND_VIDEO:
-            raise SourceError(f"media.video_track_id: {cfg.video_track_id} is not a video track")
+            raise SourceError(f"media.video_track_id: {cfg.video_track_id} is not a video track", code=400)
         for r in cfg.audio_routes:
             if kinds.get(r.track_id, rtc.TrackKind.KIND_AUDIO) != rtc.TrackKind.KIND_AUDIO:
-                raise SourceError(f"{r.field}.track_id: {r.track_id} is not an audio track")
+                raise SourceError(f"{r.field}.track_id: {r.track_id} is not an audio track", code=400)
         extra = {}
         if cfg.identity:
             extra["publisher_identity"] = cfg.identity
@@ -156,4 +157,4 @@ class MediaRecorder(RoomRecorder):
                 self.mixer.remove(sid)
         owner = self.config.identity or (self._owner[0] if self._owner else "")
         if self.config.video is not None and participant.identity == owner:
-            self.end(f"participant {participant.identity} left")
+            self.end(EndReason.SOURCE_CLOSED, f"participant {participant.identity} left")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from livekit import rtc
 
+from ..ending import EndReason
 from .base import Media, require_found
 from .room import RoomRecorder
 
@@ -43,4 +44,4 @@ class ParticipantRecorder(RoomRecorder):
 
     def _on_participant_left(self, participant: rtc.RemoteParticipant) -> None:
         if participant.identity == self.config.identity:
-            self.end(f"participant {participant.identity} left")
+            self.end(EndReason.SOURCE_CLOSED, f"participant {participant.identity} left")

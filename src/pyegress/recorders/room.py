@@ -29,6 +29,7 @@ from typing import Any
 from livekit import rtc
 
 from ..config import EgressConfig
+from ..ending import EndReason
 from ..errors import RoomConnectionLostError, SourceError
 from ..outputs import PcmOutput
 from ..sources.room import RoomSource
@@ -90,6 +91,7 @@ class RoomRecorder(Recorder):
             "egress_id": options.egress_id,
             "max_retries": options.max_retries,
             "reconnect_timeout": options.reconnect_timeout,
+            "limits": options.limits,
         }
 
     # --- subclass hooks -----------------------------------------------------------------
@@ -166,7 +168,7 @@ class RoomRecorder(Recorder):
                 elif empty_since is None:
                     empty_since = time.monotonic()
                 elif time.monotonic() - empty_since >= timeout:
-                    self.end(f"room empty for {timeout:g} s")
+                    self.end(EndReason.SOURCE_CLOSED, f"room empty for {timeout:g} s")
                     return
                 await asyncio.sleep(0.25)
 
@@ -204,10 +206,10 @@ class RoomRecorder(Recorder):
     def _disconnected(self, reason: int) -> None:
         name = _Reason.Name(reason)  # type: ignore[arg-type]
         if reason in NORMAL_ENDS:
-            self.end(f"room closed ({name})")
+            self.end(EndReason.SOURCE_CLOSED, f"room closed ({name})")
         elif reason == _Reason.DUPLICATE_IDENTITY:  # another recorder took over: not ours to retry
             self._end_error = SourceError("room: another participant joined with the recorder's identity")
-            self.end(str(self._end_error))
+            self.end(EndReason.FAILURE, str(self._end_error))
         else:
             self._lose(f"the SDK gave up reconnecting ({name})")
 
@@ -219,7 +221,7 @@ class RoomRecorder(Recorder):
         text = f"recording ended early: connection to room {room!r} lost and not regained: {why}"
         # an application's own rtc.Room cannot be rejoined by a retry: not transient for us
         self._end_error = RoomConnectionLostError(text) if self.source.owns_room else SourceError(text)
-        self.end(str(self._end_error))
+        self.end(EndReason.FAILURE, str(self._end_error))
 
     def _on_reconnecting(self) -> None:
         log.warning("egress %s: connection to the room lost, the SDK reconnects", self.egress_id)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from livekit import rtc
 
 from ..config import audio_for
+from ..ending import EndReason
 from ..errors import SourceError
 from ..media.encoding import AudioEncoding, VideoEncoding
 from .base import Media, require_found
@@ -45,7 +46,9 @@ class TrackRecorder(RoomRecorder):
         self._owner, self._source = participant.identity, pub.source
         codec = pub.mime_type.split("/")[-1].lower()
         if codec not in _CONTAINERS:
-            raise SourceError(f"track_id: track {sid} has codec {pub.mime_type!r}, which is not supported")
+            raise SourceError(
+                f"track_id: track {sid} has codec {pub.mime_type!r}, which is not supported", code=400
+            )
         ext, enc = _CONTAINERS[codec]
         video: VideoEncoding | None = None
         audio: AudioEncoding | None = None
@@ -80,8 +83,8 @@ class TrackRecorder(RoomRecorder):
         return "video" if pub.kind == rtc.TrackKind.KIND_VIDEO else "audio"
 
     def _on_unpublished(self, participant: rtc.RemoteParticipant, pub: rtc.RemoteTrackPublication) -> None:
-        self.end(f"track {pub.sid} unpublished")
+        self.end(EndReason.SOURCE_CLOSED, f"track {pub.sid} unpublished")
 
     def _on_participant_left(self, participant: rtc.RemoteParticipant) -> None:
         if participant.identity == self._owner:
-            self.end(f"participant {participant.identity} left")
+            self.end(EndReason.SOURCE_CLOSED, f"participant {participant.identity} left")

@@ -6,6 +6,7 @@ from typing import Any
 
 from livekit import rtc
 
+from ..ending import EndReason
 from .base import Media, require_found
 from .room import RoomRecorder
 
@@ -68,4 +69,4 @@ class TrackCompositeRecorder(RoomRecorder):
             participant.identity
         }
         if participant.identity in owners and not remaining:
-            self.end(f"participant {participant.identity} left")
+            self.end(EndReason.SOURCE_CLOSED, f"participant {participant.identity} left")

@@ -14,6 +14,7 @@ from livekit import api, rtc
 from livekit.protocol import egress as pe
 
 from ..config import EgressConfig
+from ..ending import EndReason
 from ..errors import SourceError
 from ..media.inputs import MIX_CHANNELS, MIX_RATE, AudioSource, VideoSource
 from ..media.timeline import VideoInput
@@ -70,16 +71,17 @@ class _PageRecorder(Recorder):
                 started.cancel()
                 ended.cancel()
             if self.page.crashed:
-                raise SourceError(f"url: {self.page.crashed} before START_RECORDING")
+                raise SourceError(f"url: {self.page.crashed} before START_RECORDING", code=400)
             if not self.page.started.is_set() and not self._end.is_set():
                 raise SourceError(
-                    f"await_start_signal: the page sent no START_RECORDING within {self.wait_timeout:g} s"
+                    f"await_start_signal: the page sent no START_RECORDING within {self.wait_timeout:g} s",
+                    code=412,
                 )
 
     def _page_ended(self, reason: str) -> None:
         if self.page is not None and self.page.crashed:
             self.owner.set_status(pe.EGRESS_FAILED, f"url: {self.page.crashed}")
-        self.end(reason)
+        self.end(EndReason.SOURCE_CLOSED, reason)
 
     async def _disconnect(self) -> None:
         try:
@@ -169,7 +171,7 @@ class TemplateRecorder(RoomRecorder, _PageRecorder):
 
     async def _connect(self) -> None:
         if not (self._lk_url and self._lk_key and self._lk_secret):
-            raise SourceError("url/api_key/api_secret: a template needs them to mint its token")
+            raise SourceError("url/api_key/api_secret: a template needs them to mint its token", code=400)
         await super()._connect()  # join hidden: the room must exist; its end ends the recording
         page_url = self.template_url()
         hosts = [urllib.parse.urlsplit(u).hostname or "" for u in (self.config.web_url, self._lk_url)]

@@ -140,14 +140,16 @@ class RoomSource:
         reaching it within ``wait`` is a :class:`RoomConnectionLostError` (worth a retry)."""
         if not self._own:
             if not self.room.isconnected():
-                raise SourceError("room: the rtc.Room given to the recorder is not connected")
+                raise SourceError("room: the rtc.Room given to the recorder is not connected", code=412)
             if self.room.name != self.room_name:
                 raise SourceError(
-                    f"room_name: the given rtc.Room is {self.room.name!r}, not {self.room_name!r}"
+                    f"room_name: the given rtc.Room is {self.room.name!r}, not {self.room_name!r}", code=400
                 )
             return
         if not (self._url and self._key and self._secret):
-            raise SourceError("url/api_key/api_secret: needed to join the room (or pass an rtc.Room)")
+            raise SourceError(
+                "url/api_key/api_secret: needed to join the room (or pass an rtc.Room)", code=400
+            )
         await self._wait_for_room(wait, patient)
         token = recorder_token(self._key, self._secret, self._identity, self.room_name)
         try:
@@ -161,9 +163,10 @@ class RoomSource:
             while True:
                 try:
                     rooms = await lk.room.list_rooms(api.ListRoomsRequest(names=[self.room_name]))
-                except Exception as e:
-                    if not patient:
-                        raise SourceError(f"url: cannot reach LiveKit at {self._url}: {e}") from e
+                except Exception as e:  # the server's answer (401 for bad credentials), else unreachable
+                    code = e.status if isinstance(e, api.TwirpError) else 503
+                    if not patient or code != 503:
+                        raise SourceError(f"url: cannot reach LiveKit at {self._url}: {e}", code=code) from e
                     if time.monotonic() >= deadline:
                         raise RoomConnectionLostError(
                             f"url: LiveKit at {self._url} did not answer for {wait:g} s: {e}"
@@ -173,7 +176,9 @@ class RoomSource:
                 if rooms.rooms:
                     return
                 if time.monotonic() >= deadline:
-                    raise SourceError(f"room_name: room {self.room_name!r} not found after {wait:g} s")
+                    raise SourceError(
+                        f"room_name: room {self.room_name!r} not found after {wait:g} s", code=404
+                    )
                 await asyncio.sleep(0.25)
 
     async def wait_for(self, probe: Callable[[], T | None], timeout: float) -> T | None:

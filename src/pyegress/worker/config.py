@@ -10,7 +10,10 @@ mixed content allowed), and pyegress's own ``output_dir`` (where local files go;
 they are stopped: seconds or a duration like ``5m``; default 60 s; ``--drain-timeout`` overrides
 it) and ``state_file`` (where the worker keeps its running egresses, so that after a crash its
 next start reports them FAILED; default ``<output_dir>/.pyegress-worker-state.json``; workers
-sharing an ``output_dir`` need one each). Unknown keys are logged once and ignored.
+sharing an ``output_dir`` need one each), ``reconnect_timeout`` (how long an egress whose room
+connection was lost waits for it to come back before it fails: a duration; default 30 s) and
+``max_retries`` (how often an egress that failed for a transient reason is retried; default
+1). Unknown keys are logged once and ignored.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +31,8 @@ from livekit.protocol import egress as pe
 
 from .. import redaction
 from ..errors import InvalidRequestError
+from ..limits import SessionLimits
+from ..recorders.base import DEFAULT_MAX_RETRIES, RECONNECT_TIMEOUT
 from ..redaction import redacted_repr
 from ..storage.config import default_storage
 
@@ -78,6 +83,8 @@ _KNOWN = {
     "insecure",
     "output_dir",
     "drain_timeout",
+    "reconnect_timeout",
+    "max_retries",
     "state_file",
     "template_base",
     "cluster_id",
@@ -121,12 +128,14 @@ class WorkerConfig:
     prometheus_port: int = 0
     log_level: str = "info"
     cpu_cost: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_CPU_COST))
-    session_limits: dict[str, float] = field(default_factory=dict)
+    session_limits: SessionLimits = field(default_factory=SessionLimits)
     storage: pe.StorageConfig | None = field(default=None, repr=False)  # holds store credentials
     backup: pe.StorageConfig | None = field(default=None, repr=False)  # where failed uploads go
     insecure: bool = False
     drain_timeout: float = 60.0
     state_file: Path | None = None
+    reconnect_timeout: float = RECONNECT_TIMEOUT
+    max_retries: int = DEFAULT_MAX_RETRIES
 
     @property
     def state_path(self) -> Path:
@@ -233,6 +242,36 @@ def _seconds(value: object, key: str, where: str = "session_limits.") -> float:
     return total
 
 
+def _limits(raw: object) -> SessionLimits:
+    """LiveKit Egress's ``session_limits``: Go durations, and ``file_output_max_size`` in bytes."""
+    if not raw:
+        return SessionLimits()
+    if not isinstance(raw, Mapping):
+        raise ConfigError("session_limits", "must be a mapping")
+    known = {f.name for f in fields(SessionLimits)}
+    values: dict[str, Any] = {}
+    for key, value in raw.items():
+        if key not in known:
+            log.warning("worker config: unknown key session_limits.%s ignored", key)
+        elif key == "file_output_max_size":
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ConfigError(f"session_limits.{key}", f"{value!r} must be a whole number of bytes")
+            values[key] = value
+        else:
+            values[key] = _seconds(value, key)
+    try:
+        return SessionLimits(**values)
+    except InvalidRequestError as e:
+        raise ConfigError(f"session_limits.{e.field.removeprefix('limits.')}", e.message) from None
+
+
+def _count(data: Mapping[str, Any], key: str, default: int) -> int:
+    value = data.get(key, default)
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise ConfigError(key, f"{value!r} must be a whole number, 0 or more")
+    return value
+
+
 def parse_config(data: Mapping[str, Any]) -> WorkerConfig:
     """Validate a parsed YAML mapping; unknown keys are logged and ignored. Its secrets are
     registered with :mod:`pyegress.redaction`, so no log line shows them."""
@@ -244,7 +283,6 @@ def parse_config(data: Mapping[str, Any]) -> WorkerConfig:
         if not isinstance(value, (int, float)) or value < 0:
             raise ConfigError(f"cpu_cost.{key}", f"{value!r} must be a non-negative number")
         cost[str(key)] = float(value)
-    limits = {str(k): _seconds(v, str(k)) for k, v in (data.get("session_limits") or {}).items()}
     config = WorkerConfig(
         api_key=_required(data, "api_key", "LIVEKIT_API_KEY"),
         api_secret=_required(data, "api_secret", "LIVEKIT_API_SECRET"),
@@ -255,12 +293,14 @@ def parse_config(data: Mapping[str, Any]) -> WorkerConfig:
         prometheus_port=_port(data, "prometheus_port"),
         log_level=_str(data, "log_level") or "info",
         cpu_cost=cost,
-        session_limits=limits,
+        session_limits=_limits(data.get("session_limits")),
         storage=_storage(data.get("storage")),
         backup=_storage(data.get("backup"), "backup"),
         insecure=bool(data.get("insecure", False)),
         drain_timeout=_seconds(data.get("drain_timeout", 60.0), "drain_timeout", ""),
         state_file=Path(_str(data, "state_file")) if _str(data, "state_file") else None,
+        reconnect_timeout=_seconds(data.get("reconnect_timeout", RECONNECT_TIMEOUT), "reconnect_timeout", ""),
+        max_retries=_count(data, "max_retries", DEFAULT_MAX_RETRIES),
     )
     secrets = [config.api_secret, config.redis.password, config.redis.sentinel_password]
     for store in (config.storage, config.backup):

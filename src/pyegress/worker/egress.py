@@ -28,6 +28,7 @@ from livekit.protocol import models as pm
 
 from ..config import REQUEST_TYPES, build_config
 from ..config.unified import source_kind
+from ..ending import EndReason
 from ..errors import EgressError, InvalidRequestError, NotSupportedError
 from ..info import is_terminal, snapshot
 from ..service import EgressService
@@ -83,6 +84,9 @@ class EgressWorker:
             backup_storage=config.backup,
             insecure=config.insecure,
             webhooks=None,  # livekit-server sends them, the requests' too (see _for_server)
+            limits=config.session_limits,
+            reconnect_timeout=config.reconnect_timeout,
+            max_retries=config.max_retries,
         )
         cores = cpus if cpus is not None else float(os.cpu_count() or 1)
         self.capacity = cores * config.cpu_cost.get("max_cpu_utilization", 0.8)
@@ -251,7 +255,7 @@ class EgressWorker:
             if entry is None or entry.latest is None:
                 raise RpcError("not_found", f"egress_id: {stop.egress_id} is not running here") from None
             return entry.latest.SerializeToString()  # already over: stopping twice is harmless
-        recorder.end("stopped by the server")
+        recorder.end(EndReason.API)
 
         async def ending() -> pe.EgressInfo:
             info = snapshot(recorder.info)
