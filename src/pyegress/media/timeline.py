@@ -53,10 +53,11 @@ RATE_SPREAD = 0.25
 #: Weight of each frame in the smoothed difference between where frames come and their slots
 #: (small: one frame 40 ms late must not move the schedule; a lost frame does, in 4 frames).
 SLOT_GAIN = 0.1
-#: Frames are placed at the first mid-slot after they come, half a period later on average (as
-#: the first tick after arrival showed them before): the schedule moves by a whole slot when
-#: frames come, smoothed, this many periods away from that (more than half: a source on the
-#: ticks' phase would otherwise move back and forth).
+#: Frames are placed mid-slot before the first tick from when they come (so they show from that
+#: tick on, as placed where they come, half a period after on average): the schedule moves by
+#: a whole slot when frames come, smoothed, this many periods away from half a period after
+#: their slots (more than half: a source on the ticks' phase would otherwise move back and
+#: forth).
 SLOT_MOVE = 0.75
 #: A frame this far (seconds) from its slot is a new start (a pause, a new path): re-anchored.
 SLOT_JUMP = 0.25
@@ -124,11 +125,11 @@ class FrameSlots:
         slot = None if self._slot is None else self._slot + k * period
         if slot is None or abs(when - slot) > SLOT_JUMP:
             origin = self.ticks.origin
-            mid = math.ceil((when - origin) / period - 0.5) + 0.5  # the first mid-slot from now
-            self._slot, self._error = origin + mid * period, -period / 2
+            mid = math.ceil((when - origin) / period) - 0.5  # shown from the first tick from now
+            self._slot, self._error = origin + mid * period, period / 2
             return self._slot
         self._error += SLOT_GAIN * (when - slot - self._error)
-        off = self._error + period / 2
+        off = self._error - period / 2
         if abs(off) >= SLOT_MOVE * period:
             move = round(off / period)
             slot += move * period

@@ -41,6 +41,9 @@ AUDIO_PATH_DELAY = 0.035
 #: busy (measured: a 2-tile room composite showed 30 repeated frames in 280 placed by handling
 #: time). A stamp further than this from now is on another clock: handling time is used.
 FRAME_TIME_SLACK = 0.5
+#: The render time includes libwebrtc's fixed render delay (10 ms, ``kDefaultRenderDelayMs``):
+#: taken off, a frame is due when it is decoded, as its arrival said before.
+RENDER_DELAY = 0.010
 
 #: Audio arrives in chunks this long: fewer, larger chunks cost the SDK and the event loop less
 #: (measured: about 0.07 of the track composite's CPU ratio against 10 ms chunks).
@@ -88,7 +91,7 @@ def recorder_token(
 def frame_time(timestamp_us: int) -> float:
     """The monotonic time a received video frame is due (see ``FRAME_TIME_SLACK``)."""
     now = time.monotonic()
-    due = timestamp_us / 1e6
+    due = timestamp_us / 1e6 - RENDER_DELAY
     return due if abs(due - now) < FRAME_TIME_SLACK else now
 
 
