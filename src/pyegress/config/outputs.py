@@ -104,11 +104,11 @@ def check_stream_url(url: str, where: str) -> str:
     return raw
 
 
-def check_websocket_url(url: str) -> str:
+def check_websocket_url(url: str, field: str = "websocket_url") -> str:
     """A ``ws://`` or ``wss://`` URL, cleaned."""
     parsed = urllib.parse.urlsplit(url.strip())
     if parsed.scheme.lower() not in ("ws", "wss") or not parsed.hostname:
-        raise InvalidRequestError("websocket_url", "must be a ws:// or wss:// URL")
+        raise InvalidRequestError(field, "must be a ws:// or wss:// URL")
     return url.strip()
 
 
@@ -183,6 +183,11 @@ def _segment_target(out: pe.SegmentedFileOutput, where: str, place: Place) -> Se
 
 
 def _stream_target(out: pe.StreamOutput, where: str) -> StreamTarget:
+    if out.protocol == pe.StreamProtocol.WEBSOCKET:
+        raise InvalidRequestError(
+            f"{where}.protocol",
+            "WebSocket streams are outputs of StartEgressRequest or TrackEgressRequest.websocket_url",
+        )
     if out.protocol not in (pe.DEFAULT_PROTOCOL, pe.RTMP):
         known = out.protocol in pe.StreamProtocol.values()
         name = pe.StreamProtocol.Name(out.protocol) if known else str(out.protocol)
