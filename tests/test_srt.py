@@ -36,11 +36,11 @@ class SrtListener:
     """``srt-live-transmit`` listening on loopback (with a passphrase), writing what one caller
     sends to ``path``; it exits when that caller disconnects."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, port: int = 0) -> None:
         exe = shutil.which("srt-live-transmit")
         if exe is None:
             pytest.fail("srt-live-transmit is missing (scripts/install-srt.sh)", pytrace=False)
-        self.port = free_udp_port()
+        self.port = port or free_udp_port()
         self.path = path
         self._out = path.open("wb")
         self.proc = subprocess.Popen(
@@ -130,3 +130,55 @@ async def test_an_srt_url_with_no_listener_fails_alone(
     (bad,) = info.stream_results
     assert bad.status == pe.StreamInfo.FAILED and bad.retries == 1 and bad.error, bad
     assert PASSPHRASE not in str(info) and STREAM_ID not in str(info)
+
+
+async def test_a_dropped_srt_connection_is_resumed(
+    livekit_server: LiveKitServer,
+    service: pyegress.EgressService,
+    room_name: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The listener goes away mid-stream and comes back on the same port: the sink notices
+    (SRT's peer timeout), reconnects with backoff and the new listener receives a stream that
+    starts on a key frame."""
+    monkeypatch.setattr(StreamOutput, "backoff", 0.5)
+    first = SrtListener(tmp_path / "first.ts")
+    second: SrtListener | None = None
+    try:
+        async with publisher(livekit_server, room_name):
+            req = pe.ParticipantEgressRequest(
+                room_name=room_name,
+                identity="alice",
+                advanced=SMALL,
+                stream_outputs=[pe.StreamOutput(urls=[first.url()])],
+            )
+            started = await service.start_participant_egress(req)
+            await asyncio.sleep(4.0)
+            first.stop()  # killed: no goodbye, the sender finds out by its timeout
+            second = SrtListener(tmp_path / "second.ts", first.port)
+
+            async def retried() -> None:
+                while (
+                    not (await service.list_egress(pe.ListEgressRequest(egress_id=started.egress_id)))
+                    .items[0]
+                    .stream_results[0]
+                    .retries
+                ):
+                    await asyncio.sleep(0.2)
+
+            await asyncio.wait_for(retried(), 20)
+            await asyncio.sleep(7.0)  # from the next key frame (every 4 s for a stream)
+            info = await service.stop_egress(pe.StopEgressRequest(egress_id=started.egress_id))
+        assert await asyncio.to_thread(second.wait, 10) == 0
+    finally:
+        first.stop()
+        if second is not None:
+            second.stop()
+    assert status(info) == "EGRESS_COMPLETE", info.error
+    (result,) = info.stream_results
+    assert result.status == pe.StreamInfo.FINISHED and result.retries >= 1, result
+    for path in (first.path, second.path):
+        got = probe(path)
+        assert got.video is not None and got.video.codec == "h264" and got.video.duration > 1.5, path
+    assert tone_present(second.path, 440.0)
