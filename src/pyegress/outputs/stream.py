@@ -73,7 +73,7 @@ class StreamSink:
         self._abort = threading.Event()
         self._skip_to_key = False
         self._failures = 0  # connection failures in a row (the sink's thread)
-        self._thread = threading.Thread(target=self._run, name=f"pyegress-rtmp {self.redacted}", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=f"pyegress-out {self.redacted}", daemon=True)
         self._container: av.container.OutputContainer | None = None
         self._writer: io.RawIOBase | None = None
         self._streams: dict[str, av.stream.Stream] = {}
