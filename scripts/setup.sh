@@ -19,7 +19,7 @@ if ! command -v unshare >/dev/null || ! command -v ip >/dev/null; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq util-linux iproute2 >/dev/null
 fi
 for extra in scripts/install-storage-emulators.sh scripts/install-rtmp-server.sh scripts/install-redis-server.sh \
-    scripts/install-chromium.sh scripts/install-go-client.sh; do
+    scripts/install-chromium.sh scripts/install-go-client.sh scripts/install-srt.sh; do
   if [[ -f "$extra" ]]; then bash "$extra"; fi
 done
 bash scripts/build-templates.sh

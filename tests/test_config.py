@@ -10,7 +10,7 @@ from livekit.protocol import models as pm
 
 from pyegress.cli import infer_type, parse_request
 from pyegress.config import FileType, Kind, audio_for, build_config
-from pyegress.errors import InvalidRequestError, NotSupportedError
+from pyegress.errors import InvalidRequestError
 from pyegress.filenames import resolve_path, time_values
 from pyegress.info import REDACTED, new_info
 
@@ -108,9 +108,9 @@ def test_custom_base_url_is_a_template() -> None:
         build_config(pe.RoomCompositeEgressRequest(room_name="r", custom_base_url="javascript:alert(1)"))
 
 
-def test_not_yet_supported_is_clear() -> None:
-    with pytest.raises(NotSupportedError, match="SRT"):
-        build_config(tc(stream_outputs=[pe.StreamOutput(protocol=pe.SRT, urls=["srt://127.0.0.1:9000"])]))
+def test_srt_stream_outputs_are_taken() -> None:
+    cfg = build_config(tc(stream_outputs=[pe.StreamOutput(protocol=pe.SRT, urls=["srt://127.0.0.1:9000"])]))
+    assert [u.url for u in cfg.streams[0].urls] == ["srt://127.0.0.1:9000"]
 
 
 def test_audio_only_track_composite_ogg_uses_opus() -> None:

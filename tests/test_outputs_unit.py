@@ -20,7 +20,7 @@ from pyegress.config import (
     check_stream_url,
     redact_stream_url,
 )
-from pyegress.errors import InvalidRequestError, NotSupportedError
+from pyegress.errors import InvalidRequestError
 from pyegress.info import new_info
 from pyegress.media.encoder import AudioEncoder, VideoEncoder
 from pyegress.media.encoding import AudioEncoding, VideoEncoding
@@ -119,9 +119,23 @@ def test_errors_name_the_field(req: pe.ParticipantEgressRequest, field: str) -> 
     assert "sk_0123456789" not in str(err.value)
 
 
-def test_unsupported_stream_protocols_are_clear() -> None:
-    with pytest.raises(NotSupportedError, match="SRT"):
-        build_config(part(stream_outputs=[pe.StreamOutput(protocol=pe.SRT, urls=["srt://h:1"])]))
+def test_stream_protocols_and_their_urls() -> None:
+    """SRT URLs are taken like RTMP ones; as in LiveKit, one output's URLs are all of its protocol."""
+    srt = "srt://h:9000?passphrase=pass-phrase-1&latency=200"
+    cfg = build_config(part(stream_outputs=[pe.StreamOutput(protocol=pe.SRT, urls=[srt])]))
+    assert cfg.streams[0].urls[0].url == srt
+    assert build_config(part(stream_outputs=[pe.StreamOutput(urls=[srt])])).streams[0].urls[0].url == srt
+    mixed = [
+        (pe.StreamOutput(protocol=pe.SRT, urls=["rtmp://h/live/sk_0123456789"]), "stream_outputs[0].urls[0]"),
+        (pe.StreamOutput(protocol=pe.RTMP, urls=[srt]), "stream_outputs[0].urls[0]"),
+        (pe.StreamOutput(urls=[srt, "rtmp://h/live/sk_0123456789"]), "stream_outputs[0].urls[1]"),
+        (pe.StreamOutput(urls=["srt://h?passphrase=pass-phrase-1"]), "stream_outputs[0].urls[0]"),  # no port
+        (pe.StreamOutput(protocol=99, urls=[srt]), "stream_outputs[0].protocol"),  # type: ignore[arg-type]
+    ]
+    for out, field in mixed:
+        with pytest.raises(InvalidRequestError) as err:
+            build_config(part(stream_outputs=[out]))
+        assert err.value.field == field and "pass-phrase-1" not in str(err.value), err.value
     assert check_stream_url("twitch://live_123_abc", "urls[0]") == "twitch://live_123_abc"
     with pytest.raises(InvalidRequestError, match="twitch://<stream_key>"):
         check_stream_url("twitch://key/extra", "urls[0]")

@@ -599,18 +599,20 @@ async def test_no_secret_of_a_recording_shows_anywhere(
             )
         )
         infos += [started, ws]
+        bad_srt = await svc.start_participant_egress(
+            pe.ParticipantEgressRequest(
+                room_name=room_name,
+                identity="alice",
+                stream_outputs=[  # refused: an SRT URL has no path
+                    pe.StreamOutput(
+                        urls=[f"srt://127.0.0.1:9000/x?passphrase={s['srt_pass']}&streamid={s['srt_sid']}"]
+                    )
+                ],
+            )
+        )
+        assert status(bad_srt) == "EGRESS_FAILED" and bad_srt.error.startswith("stream_outputs[0].urls[0]")
+        infos.append(bad_srt)
         for bad in (
-            svc.start_participant_egress(
-                pe.ParticipantEgressRequest(
-                    room_name=room_name,
-                    identity="alice",
-                    stream_outputs=[
-                        pe.StreamOutput(
-                            urls=[f"srt://127.0.0.1:9000?passphrase={s['srt_pass']}&streamid={s['srt_sid']}"]
-                        )
-                    ],
-                )
-            ),
             svc.start_egress(
                 pe.StartEgressRequest(
                     room_name=room_name,

@@ -12,9 +12,11 @@ import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import aiohttp
 import av
 import numpy as np
 import pytest
+from aiohttp import web
 from livekit import api, rtc
 from livekit.protocol import egress as pe
 from livekit.protocol import models as pm
@@ -323,3 +325,64 @@ async def test_web_source_records_the_page(service: pyegress.EgressService, site
     assert media.video is not None and media.audio is None and media.video.width == 640
     assert picture_moves(info.file_results[0].filename, min_moving_pairs=0.8)
     assert info.source_type == pe.EGRESS_SOURCE_TYPE_WEB and info.egress.web.await_start_signal
+
+
+@contextlib.asynccontextmanager
+async def pcm_receiver() -> AsyncIterator[tuple[str, list[bytes], asyncio.Event]]:
+    """A real aiohttp WebSocket server on loopback: the URL, the binary frames it got, closed."""
+    frames: list[bytes] = []
+    closed = asyncio.Event()
+
+    async def handler(request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        async for msg in ws:
+            if msg.type == aiohttp.WSMsgType.BINARY:
+                frames.append(msg.data)
+        closed.set()
+        return ws
+
+    app = web.Application()
+    app.router.add_get("/pcm", handler)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    try:
+        yield f"ws://127.0.0.1:{runner.addresses[0][1]}/pcm", frames, closed
+    finally:
+        await runner.cleanup()
+
+
+async def test_websocket_stream_output_sends_the_routed_audio_as_pcm(
+    livekit_server: LiveKitServer, service: pyegress.EgressService, room_name: str
+) -> None:
+    """A media source with a camera and a voice, a file and a ``protocol: WEBSOCKET`` output:
+    as in LiveKit, the WebSocket makes the egress audio only; it gets the voice's tone as 48 kHz
+    PCM and has its entry in ``stream_results`` (the URL's token hidden)."""
+    async with (
+        pcm_receiver() as (url, frames, closed),
+        publisher(livekit_server, room_name, "cam", video=True, audio=False, marker_interval=NO_MARKERS),
+        voice(livekit_server, room_name, "lefty", 440.0),
+    ):
+        req = pe.StartEgressRequest(
+            room_name=room_name,
+            media=pe.MediaSource(
+                participant_video=pe.ParticipantVideo(identity="cam"),
+                audio=pe.AudioConfig(routes=[pe.AudioRoute(participant_identity="lefty")]),
+            ),
+            outputs=[
+                pe.Output(file=pe.FileOutput(filepath="{room_name}-ws.mp4")),
+                pe.Output(stream=pe.StreamOutput(protocol=pe.WEBSOCKET, urls=[f"{url}?token=ws-s3cret"])),
+            ],
+        )
+        info = await record_for(service, await service.start_egress(req), 4.0)
+        await asyncio.wait_for(closed.wait(), 10)
+    media = check_file_result(info)
+    assert media.video is None and media.audio is not None, "a WebSocket output makes the egress audio only"
+    (result,) = info.stream_results
+    assert result.status == pe.StreamInfo.FINISHED and result.url.startswith(url), result
+    assert "ws-s3cret" not in str(info) and result.duration > 3e9
+    pcm = np.frombuffer(b"".join(frames), "<i2").reshape(-1, 2)
+    assert 3.0 < len(pcm) / 48000 < 6.0, len(pcm) / 48000
+    for ch in (0, 1):
+        assert tone_present(AudioData(pcm[:, ch].astype(np.float32) / 32768, 48000, 0.0), 440.0, start=0.5)

@@ -209,6 +209,62 @@ BAD: list[tuple[pe.StartEgressRequest, str]] = [
 ]
 
 
+def ws(*urls: str, protocol: int = pe.WEBSOCKET) -> pe.Output:
+    return pe.Output(stream=pe.StreamOutput(protocol=protocol, urls=list(urls)))  # type: ignore[arg-type]
+
+
+def test_websocket_stream_output_is_the_pcm_output() -> None:
+    """``protocol: WEBSOCKET`` (or a ws:// URL with the default protocol) is the WebSocket PCM
+    output; as in LiveKit, it makes the whole egress audio only."""
+    audio = media(
+        participant_video=pe.ParticipantVideo(identity="cam"), audio=pe.AudioConfig(capture_all=True)
+    )
+    cfg = build_config(req(media=audio, outputs=[FILE, ws("wss://h/pcm?token=t0k")]))
+    assert cfg.websocket_url == "wss://h/pcm?token=t0k" and cfg.websocket_field == "outputs[1].stream"
+    assert cfg.video is None and cfg.audio is not None and not cfg.streams
+    assert "t0k" not in repr(cfg)
+    by_scheme = build_config(
+        req(template=pe.TemplateSource(), outputs=[ws("ws://h/x", protocol=pe.DEFAULT_PROTOCOL)])
+    )
+    assert by_scheme.websocket_url == "ws://h/x" and by_scheme.video is None
+
+
+WS_BAD = [
+    (req(template=pe.TemplateSource(), outputs=[ws("rtmp://h/live/k")]), "outputs[0].stream.urls[0]"),
+    (req(template=pe.TemplateSource(), outputs=[ws("ws://h/a", "ws://h/b")]), "outputs[0].stream.urls"),
+    (req(template=pe.TemplateSource(), outputs=[ws()]), "outputs[0].stream.urls"),
+    (req(template=pe.TemplateSource(), outputs=[ws("ws://h/a"), ws("ws://h/b")]), "outputs[1].stream"),
+    (
+        req(
+            template=pe.TemplateSource(),
+            outputs=[ws("ws://h/a"), pe.Output(stream=pe.StreamOutput(urls=["rtmp://h/live/k"]))],
+        ),
+        "outputs[1].stream",
+    ),
+    (req(template=pe.TemplateSource(video_only=True), outputs=[ws("ws://h/a")]), "outputs[0].stream"),
+    (req(media=media(video_track_id="TR"), outputs=[ws("ws://h/a")]), "outputs[0].stream"),
+    (
+        req(template=pe.TemplateSource(), outputs=[ws("ws://h/a"), pe.Output(images=pe.ImageOutput())]),
+        "outputs[1].images",
+    ),
+    (
+        pe.ParticipantEgressRequest(
+            room_name="r",
+            identity="a",
+            stream_outputs=[pe.StreamOutput(protocol=pe.WEBSOCKET, urls=["ws://h/a"])],
+        ),
+        "stream_outputs[0].protocol",
+    ),
+]
+
+
+@pytest.mark.parametrize(("request_", "field"), WS_BAD)
+def test_websocket_outputs_refused_where_livekit_refuses_them(request_: Any, field: str) -> None:
+    with pytest.raises(InvalidRequestError) as e:
+        build_config(request_)
+    assert e.value.field == field, e.value
+
+
 @pytest.mark.parametrize(("request_", "field"), BAD)
 def test_bad_fields_are_refused_naming_the_field(request_: pe.StartEgressRequest, field: str) -> None:
     with pytest.raises(InvalidRequestError) as e:

@@ -175,6 +175,7 @@ class EgressConfig:
     streams: list[StreamTarget] = field(default_factory=list)
     images: list[ImageTarget] = field(default_factory=list)
     websocket_url: str = ""  # may carry a token: repr shows it redacted
+    websocket_field: str = "websocket_url"  # the request field it came from (unified: outputs[i].stream)
     layout: str = ""  # room composite: the layout name as requested
     audio_mixing: int = 0  # room composite: pe.AudioMixing
     web_url: str = ""  # web: the page; room composite: the template (repr shows it redacted)

@@ -17,7 +17,7 @@ from typing import Any
 
 from livekit.protocol import egress as pe
 
-from ..errors import InvalidRequestError, NotSupportedError
+from ..errors import InvalidRequestError
 from ..filenames import check_template
 from ..media.encoding import AudioEncoding
 from ..redaction import redact_url
@@ -92,9 +92,15 @@ def check_stream_url(url: str, where: str) -> str:
             raise InvalidRequestError(where, "Twitch URLs look like twitch://<stream_key>")
         return raw
     if scheme == "srt":
-        raise NotSupportedError(f"{where}: {scheme}:// URLs are not supported yet; use rtmp:// or rtmps://")
+        if not parsed.hostname or parsed.port is None or parsed.path.strip("/"):
+            raise InvalidRequestError(
+                where, f"{redact_url(raw)!r}: SRT URLs look like srt://host:port[?params]"
+            )
+        return raw
     if scheme not in ("rtmp", "rtmps"):
-        raise InvalidRequestError(where, f"scheme {scheme or '(none)'!r}: must be rtmp:// or rtmps://")
+        raise InvalidRequestError(
+            where, f"scheme {scheme or '(none)'!r}: must be rtmp://, rtmps:// or srt://"
+        )
     parts = [p for p in parsed.path.split("/") if p]
     if not parsed.hostname or len(parts) < 2 or not _STREAM_PATH.match(raw):
         raise InvalidRequestError(
@@ -104,11 +110,11 @@ def check_stream_url(url: str, where: str) -> str:
     return raw
 
 
-def check_websocket_url(url: str) -> str:
+def check_websocket_url(url: str, field: str = "websocket_url") -> str:
     """A ``ws://`` or ``wss://`` URL, cleaned."""
     parsed = urllib.parse.urlsplit(url.strip())
     if parsed.scheme.lower() not in ("ws", "wss") or not parsed.hostname:
-        raise InvalidRequestError("websocket_url", "must be a ws:// or wss:// URL")
+        raise InvalidRequestError(field, "must be a ws:// or wss:// URL")
     return url.strip()
 
 
@@ -183,10 +189,13 @@ def _segment_target(out: pe.SegmentedFileOutput, where: str, place: Place) -> Se
 
 
 def _stream_target(out: pe.StreamOutput, where: str) -> StreamTarget:
-    if out.protocol not in (pe.DEFAULT_PROTOCOL, pe.RTMP):
-        known = out.protocol in pe.StreamProtocol.values()
-        name = pe.StreamProtocol.Name(out.protocol) if known else str(out.protocol)
-        raise NotSupportedError(f"{where}.protocol: {name} streams are not supported yet; use RTMP")
+    if out.protocol == pe.StreamProtocol.WEBSOCKET:
+        raise InvalidRequestError(
+            f"{where}.protocol",
+            "WebSocket streams are outputs of StartEgressRequest or TrackEgressRequest.websocket_url",
+        )
+    if out.protocol not in (pe.DEFAULT_PROTOCOL, pe.RTMP, pe.SRT):
+        raise InvalidRequestError(f"{where}.protocol", f"unknown stream protocol {out.protocol}")
     urls = [StreamURL(check_stream_url(u, f"{where}.urls[{i}]")) for i, u in enumerate(out.urls)]
     urls += [
         StreamURL(check_stream_url(d.url, f"{where}.destinations[{i}].url"), d.id)
@@ -194,6 +203,18 @@ def _stream_target(out: pe.StreamOutput, where: str) -> StreamTarget:
     ]
     if not urls:
         raise InvalidRequestError(f"{where}.urls", "at least one URL is required")
+    # as LiveKit: the protocol (else the first URL) says RTMP or SRT, and every URL is of it
+    srt = out.protocol == pe.SRT or (out.protocol == pe.DEFAULT_PROTOCOL and urls[0].url.startswith("srt://"))
+    for i, u in enumerate(urls):
+        if u.url.startswith("srt://") != srt:
+            name = (
+                f"{where}.urls[{i}]"
+                if i < len(out.urls)
+                else f"{where}.destinations[{i - len(out.urls)}].url"
+            )
+            raise InvalidRequestError(
+                name, f"must be an {'srt://' if srt else 'rtmp(s)://'} URL like the others"
+            )
     if len({u.url for u in urls}) != len(urls):
         raise InvalidRequestError(f"{where}.urls", "the same URL is listed twice")
     return StreamTarget(where, tuple(urls))

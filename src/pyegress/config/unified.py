@@ -10,6 +10,7 @@ default). Every field is honoured or refused naming it, from the request's root.
 
 from __future__ import annotations
 
+import urllib.parse
 from dataclasses import replace
 from typing import TypeVar
 
@@ -36,6 +37,7 @@ from .outputs import (
     _segment_target,
     _stream_target,
     check_page_url,
+    check_websocket_url,
     file_target,
     set_other_outputs,
 )
@@ -193,7 +195,10 @@ def _outputs(cfg: EgressConfig, req: pe.StartEgressRequest, place: Place) -> Non
         if which == "stream":
             if own is not None:
                 raise InvalidRequestError(f"{where}.storage", "a stream output is not stored")
-            streams.append(_stream_target(out.stream, f"{where}.stream"))
+            if _is_websocket(out.stream):
+                _websocket(cfg, out.stream, f"{where}.stream")
+            else:
+                streams.append(_stream_target(out.stream, f"{where}.stream"))
         elif which == "file":
             f = out.file
             legacy = pe.EncodedFileOutput(
@@ -208,8 +213,35 @@ def _outputs(cfg: EgressConfig, req: pe.StartEgressRequest, place: Place) -> Non
             images.append(_with_store(_image_target(out.images, f"{where}.images", place), own))
         else:
             raise InvalidRequestError(where, "set file, stream, segments or images")
+    if cfg.websocket_url:
+        if streams:  # LiveKit takes one stream output per egress
+            raise InvalidRequestError(streams[0].field, "one stream output per egress; a WebSocket is set")
+        if cfg.audio is None:
+            raise InvalidRequestError(cfg.websocket_field, "WebSocket outputs carry audio; none is recorded")
+        cfg.video = None  # LiveKit: a WebSocket output makes the whole egress audio only
     explicit = req.WhichOneof("encoding") == "advanced" and req.advanced.key_frame_interval > 0
     set_other_outputs(cfg, segs, streams, images, explicit_gop=explicit)
+
+
+def _is_websocket(out: pe.StreamOutput) -> bool:
+    """``protocol: WEBSOCKET``, or the default protocol with a ``ws(s)://`` first URL (as LiveKit)."""
+    if out.protocol == pe.StreamProtocol.WEBSOCKET:
+        return True
+    first = [*out.urls, *(d.url for d in out.destinations)][:1]
+    scheme = urllib.parse.urlsplit(first[0].strip()).scheme.lower() if first else ""
+    return out.protocol == pe.DEFAULT_PROTOCOL and scheme in ("ws", "wss")
+
+
+def _websocket(cfg: EgressConfig, out: pe.StreamOutput, where: str) -> None:
+    """The egress's WebSocket PCM output (one URL), as ``TrackEgressRequest.websocket_url``."""
+    if cfg.websocket_url:
+        raise InvalidRequestError(where, "only one WebSocket output per egress")
+    if out.destinations:
+        raise InvalidRequestError(f"{where}.destinations", "a WebSocket output takes one URL in urls")
+    if len(out.urls) != 1:
+        raise InvalidRequestError(f"{where}.urls", "a WebSocket output takes exactly one ws:// or wss:// URL")
+    cfg.websocket_url = check_websocket_url(out.urls[0], f"{where}.urls[0]")
+    cfg.websocket_field = where
 
 
 def _one_store(msg: pe.SegmentedFileOutput | pe.ImageOutput, own: StorageMessage | None, where: str) -> None:

@@ -117,9 +117,10 @@ def build_outputs(
             )
         )
     if config.websocket_url:
+        field = config.websocket_field
         if video is not None:
-            raise InvalidRequestError(
-                "websocket_url", "WebSocket egress carries audio only; this track is video"
-            )
-        outs.append(WebSocketOutput("websocket_url", config.websocket_url, loop=asyncio.get_running_loop()))
+            raise InvalidRequestError(field, "WebSocket egress carries audio only; this track is video")
+        loop = asyncio.get_running_loop()
+        # the unified request's form reports in stream_results, as LiveKit's does
+        outs.append(WebSocketOutput(field, config.websocket_url, loop=loop, report=field != "websocket_url"))
     return outs

@@ -1,4 +1,4 @@
-"""RTMP(S) output: one encode multicast to many URLs, each on its own thread and connection.
+"""RTMP(S) and SRT output: one encode multicast to many URLs, each on its own thread and connection.
 
 Every URL is a :class:`StreamSink`: a bounded packet queue and a thread that muxes FLV and
 sends it. The encode thread only copies each packet once and offers it to every sink without
@@ -6,7 +6,8 @@ ever blocking; a sink that falls behind drops packets and resumes at the next ke
 dropped connection is retried with exponential backoff (sending resumes at a key frame),
 up to ``max_retries`` failures in a row; then that URL is FAILED and the others go on.
 
-Connections are opened through FFmpeg's own ``rtmp``/``rtmps`` protocols. PyAV opens output
+Connections are opened through FFmpeg's own ``rtmp``/``rtmps`` protocols; ``srt://`` URLs get
+MPEG-TS sent by an ``ffmpeg`` process (:mod:`pyegress.outputs.srt`). PyAV opens output
 URLs without any timeout, so when the wheel's libavformat is reachable with ``ctypes`` the
 sink opens the connection itself (:mod:`pyegress.compat.avio`: ``rw_timeout`` plus an interrupt
 callback, so a stalled server or a removal never hangs a thread) and PyAV writes FLV into it.
@@ -37,6 +38,7 @@ from ..media.encoder import EncodedPacket
 from ..media.encoding import AudioEncoding, VideoEncoding
 from ..redaction import remember, scrub, url_secrets
 from .base import PacketOutput
+from .srt import SrtPipe
 from .twitch import ingest_url
 
 log = logging.getLogger("pyegress.outputs.stream")
@@ -70,7 +72,8 @@ class StreamSink:
         self._stop = threading.Event()
         self._abort = threading.Event()
         self._skip_to_key = False
-        self._thread = threading.Thread(target=self._run, name=f"pyegress-rtmp {self.redacted}", daemon=True)
+        self._failures = 0  # connection failures in a row (the sink's thread)
+        self._thread = threading.Thread(target=self._run, name=f"pyegress-out {self.redacted}", daemon=True)
         self._container: av.container.OutputContainer | None = None
         self._writer: io.RawIOBase | None = None
         self._streams: dict[str, av.stream.Stream] = {}
@@ -118,12 +121,17 @@ class StreamSink:
     def _connect(self) -> None:
         url = ingest_url(self.url.url)  # twitch:// becomes Twitch's ingest (looked up here, off the loop)
         api = get_avio()
-        if api is not None:
-            self._writer = AvioWriter(api, url, rw_timeout=self.owner.rw_timeout, abort=self._abort)
+        fmt, options = "flv", {"flvflags": "no_duration_filesize"}
+        if url.startswith("srt://"):  # MPEG-TS through an ffmpeg process (PyAV has no libsrt)
+            self._writer = SrtPipe(url, rw_timeout=self.owner.rw_timeout, abort=self._abort)
             target: Any = self._writer
+            fmt, options = "mpegts", {}
+        elif api is not None:
+            self._writer = AvioWriter(api, url, rw_timeout=self.owner.rw_timeout, abort=self._abort)
+            target = self._writer
         else:
             target = url
-        container = av.open(target, "w", format="flv", options={"flvflags": "no_duration_filesize"})
+        container = av.open(target, "w", format=fmt, options=options)
         self._container = container
         self._streams = {}
         with self.owner.template_lock:
@@ -161,6 +169,8 @@ class StreamSink:
             if stream is None:
                 continue
             container.mux(item.to_av(stream))
+            if self._failures:
+                self._connected()
             if item.pts is not None:
                 self.sent_from = item.start if self.sent_from is None else self.sent_from
                 self.sent_to = max(self.sent_to, item.end)
@@ -177,14 +187,17 @@ class StreamSink:
                 return
             self.stale += 1
 
+    def _connected(self) -> None:
+        """A connection counts once the writer says so (an SRT sender connects after its start)."""
+        if self._failures and getattr(self._writer, "connected", True):
+            log.info("stream %s reconnected", self.redacted)
+            self._failures = 0
+
     def _run(self) -> None:
-        failures = 0
         while True:
             try:
                 self._connect()
-                if failures:
-                    log.info("stream %s reconnected", self.redacted)
-                failures = 0
+                self._connected()
                 self._pump()
                 self._disconnect(graceful=True)
                 break
@@ -192,7 +205,7 @@ class StreamSink:
                 self._disconnect(graceful=False)
                 if self._stop.is_set() and (self._abort.is_set() or self._queue.empty()):
                     break
-                failures += 1
+                self._failures = failures = self._failures + 1
                 self.error = self._scrub(str(e)) or type(e).__name__
                 if failures > self.owner.max_retries:
                     self.status = FAILED

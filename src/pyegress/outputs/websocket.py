@@ -16,12 +16,14 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
 
 import aiohttp
 import av
 import numpy as np
 from livekit.protocol import egress as pe
 
+from ..redaction import redact_url, scrub, url_secrets
 from .base import PcmOutput
 
 log = logging.getLogger("pyegress.outputs.websocket")
@@ -41,11 +43,14 @@ class WebSocketOutput(PcmOutput):
         channels: int = 2,
         connect_timeout: float = 10.0,
         queue_frames: int = 250,
+        report: bool = False,
     ) -> None:
         super().__init__(name)
         if channels not in (1, 2):
             raise ValueError("channels must be 1 or 2")
         self.url = url
+        self.report = report
+        self._result: pe.StreamInfo | None = None
         self.channels = channels
         self.connect_timeout = connect_timeout
         self.bytes_sent = 0
@@ -151,7 +156,20 @@ class WebSocketOutput(PcmOutput):
         return self.bytes_sent
 
     def attach(self, info: pe.EgressInfo, started_at: int) -> None:
-        """A WebSocket has no entry of its own in ``EgressInfo`` (as in LiveKit's)."""
+        """With ``report`` (the unified request's ``StreamOutput``), an entry in
+        ``stream_results`` as LiveKit gives it; a track egress's ``websocket_url`` has none."""
+        if self.report:
+            self._result = info.stream_results.add(url=redact_url(self.url), started_at=started_at)
+            self.refresh()
 
     def refresh(self, ended_at: int | None = None) -> None:
-        """Nothing to copy: see :meth:`attach`."""
+        r = self._result
+        if r is None:
+            return
+        ended = bool(ended_at) or self.failed
+        info = pe.StreamInfo
+        r.status = info.FAILED if self.failed else info.FINISHED if ended else info.ACTIVE
+        r.error = scrub(self.error, url_secrets(self.url))
+        if ended and not r.ended_at:
+            r.ended_at = ended_at or time.time_ns()
+            r.duration = r.ended_at - r.started_at

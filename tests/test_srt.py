@@ -1,0 +1,184 @@
+"""SRT stream outputs against a real SRT listener (``srt-live-transmit`` from Debian's
+``srt-tools``, ``scripts/install-srt.sh``): what the listener received is decoded."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import socket
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from livekit.protocol import egress as pe
+
+import pyegress
+from pyegress.outputs.stream import StreamOutput
+from pyegress.testing import LiveKitServer, picture_moves, probe, tone_present
+
+from .helpers import check_file_result, publisher, record_for, status
+
+pytestmark = pytest.mark.integration
+
+SMALL = pe.EncodingOptions(width=640, height=360, framerate=30, video_bitrate=1200)
+PASSPHRASE = "srt-pass-0123456789"
+STREAM_ID = "stream-id-abcdefgh"
+
+
+def free_udp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class SrtListener:
+    """``srt-live-transmit`` listening on loopback (with a passphrase), writing what one caller
+    sends to ``path``; it exits when that caller disconnects."""
+
+    def __init__(self, path: Path, port: int = 0) -> None:
+        exe = shutil.which("srt-live-transmit")
+        if exe is None:
+            pytest.fail("srt-live-transmit is missing (scripts/install-srt.sh)", pytrace=False)
+        self.port = port or free_udp_port()
+        self.path = path
+        self._out = path.open("wb")
+        self.proc = subprocess.Popen(
+            [
+                exe,
+                "-q",
+                "-a:no",
+                f"srt://127.0.0.1:{self.port}?mode=listener&passphrase={PASSPHRASE}",
+                "file://con",
+            ],
+            stdout=self._out,
+            stderr=subprocess.PIPE,
+        )
+
+    def url(self) -> str:
+        return f"srt://127.0.0.1:{self.port}?passphrase={PASSPHRASE}&streamid={STREAM_ID}&latency=120"
+
+    def wait(self, timeout: float) -> int:
+        code = self.proc.wait(timeout)
+        self._out.close()
+        return code
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self._out.close()
+
+
+@pytest.fixture
+def listener(tmp_path: Path) -> Iterator[SrtListener]:
+    srt = SrtListener(tmp_path / "received.ts")
+    yield srt
+    srt.stop()
+
+
+async def test_participant_egress_streams_to_an_srt_listener(
+    livekit_server: LiveKitServer, service: pyegress.EgressService, room_name: str, listener: SrtListener
+) -> None:
+    async with publisher(livekit_server, room_name):
+        req = pe.ParticipantEgressRequest(
+            room_name=room_name,
+            identity="alice",
+            advanced=SMALL,
+            stream_outputs=[pe.StreamOutput(protocol=pe.SRT, urls=[listener.url()])],
+        )
+        info = await record_for(service, await service.start_participant_egress(req), 5.0)
+    assert await asyncio.to_thread(listener.wait, 10) == 0, "the caller disconnected cleanly"
+    assert status(info) == "EGRESS_COMPLETE", info.error
+    (result,) = info.stream_results
+    assert result.status == pe.StreamInfo.FINISHED and result.duration > 3e9, result
+    assert result.url.startswith(f"srt://127.0.0.1:{listener.port}?"), result.url
+    assert PASSPHRASE not in str(info) and STREAM_ID not in str(info)
+    got = probe(listener.path)
+    assert (
+        got.video is not None
+        and got.video.codec == "h264"
+        and (got.video.width, got.video.height) == (640, 360)
+    )
+    assert got.audio is not None and got.audio.codec == "aac"
+    assert got.video.duration > 3.0, got.video.duration
+    assert picture_moves(listener.path)
+    assert tone_present(listener.path, 440.0)
+
+
+async def test_an_srt_url_with_no_listener_fails_alone(
+    livekit_server: LiveKitServer,
+    service: pyegress.EgressService,
+    room_name: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(StreamOutput, "backoff", 0.3)
+    monkeypatch.setattr(StreamOutput, "max_retries", 1)
+    monkeypatch.setattr(StreamOutput, "rw_timeout", 2.0)
+    dead = f"srt://127.0.0.1:{free_udp_port()}?passphrase={PASSPHRASE}&streamid={STREAM_ID}"
+    async with publisher(livekit_server, room_name):
+        req = pe.ParticipantEgressRequest(
+            room_name=room_name,
+            identity="alice",
+            advanced=SMALL,
+            file_outputs=[pe.EncodedFileOutput(filepath="kept.mp4")],
+            stream_outputs=[pe.StreamOutput(urls=[dead])],
+        )
+        info = await record_for(service, await service.start_participant_egress(req), 8.0)
+    assert status(info) == "EGRESS_COMPLETE", info.error
+    check_file_result(info)
+    (bad,) = info.stream_results
+    assert bad.status == pe.StreamInfo.FAILED and bad.retries == 1 and bad.error, bad
+    assert PASSPHRASE not in str(info) and STREAM_ID not in str(info)
+
+
+async def test_a_dropped_srt_connection_is_resumed(
+    livekit_server: LiveKitServer,
+    service: pyegress.EgressService,
+    room_name: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The listener goes away mid-stream and comes back on the same port: the sink notices
+    (SRT's peer timeout), reconnects with backoff and the new listener receives a stream that
+    starts on a key frame."""
+    monkeypatch.setattr(StreamOutput, "backoff", 0.5)
+    first = SrtListener(tmp_path / "first.ts")
+    second: SrtListener | None = None
+    try:
+        async with publisher(livekit_server, room_name):
+            req = pe.ParticipantEgressRequest(
+                room_name=room_name,
+                identity="alice",
+                advanced=SMALL,
+                stream_outputs=[pe.StreamOutput(urls=[first.url()])],
+            )
+            started = await service.start_participant_egress(req)
+            await asyncio.sleep(4.0)
+            first.stop()  # killed: no goodbye, the sender finds out by its timeout
+            second = SrtListener(tmp_path / "second.ts", first.port)
+
+            async def retried() -> None:
+                while (
+                    not (await service.list_egress(pe.ListEgressRequest(egress_id=started.egress_id)))
+                    .items[0]
+                    .stream_results[0]
+                    .retries
+                ):
+                    await asyncio.sleep(0.2)
+
+            await asyncio.wait_for(retried(), 20)
+            await asyncio.sleep(7.0)  # from the next key frame (every 4 s for a stream)
+            info = await service.stop_egress(pe.StopEgressRequest(egress_id=started.egress_id))
+        assert await asyncio.to_thread(second.wait, 10) == 0
+    finally:
+        first.stop()
+        if second is not None:
+            second.stop()
+    assert status(info) == "EGRESS_COMPLETE", info.error
+    (result,) = info.stream_results
+    assert result.status == pe.StreamInfo.FINISHED and result.retries >= 1, result
+    for path in (first.path, second.path):
+        got = probe(path)
+        assert got.video is not None and got.video.codec == "h264" and got.video.duration > 1.5, path
+    assert tone_present(second.path, 440.0)
