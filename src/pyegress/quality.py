@@ -98,22 +98,26 @@ class QualityReport:
         """One line for ``EgressInfo.details``."""
         parts = [
             f"video {v.name}: {v.frames_received} in, {v.frames_repeated} repeated, "
-            f"{v.frames_skipped} skipped, longest freeze {v.longest_freeze_s:.2f} s"
+            f"{v.frames_skipped} skipped, longest freeze {v.longest_freeze_s:.2f} s{_lag(v.lag)}"
             for v in self.video
         ]
         for a in self.audio:
             rate = a.sample_rate or 1
-            text = (
+            parts.append(
                 f"audio {a.name}: {a.silence_inserted / rate:.2f} s silence inserted, "
                 f"{(a.samples_stretched + a.samples_squeezed) / rate * 1000:.0f} ms stretched, "
-                f"{a.samples_dropped / rate * 1000:.0f} ms dropped"
+                f"{a.samples_dropped / rate * 1000:.0f} ms dropped{_lag(a.lag)}"
             )
-            if a.lag is not None and a.lag.max > 0:
-                text += f", lag {a.lag.min * 1000:.0f}-{a.lag.max * 1000:.0f} ms"
-            parts.append(text)
         for o in self.outputs:
             parts.append(f"{o.name}: {o.video_frames} frames, {(o.video_bytes + o.audio_bytes) / 1e6:.2f} MB")
         return "quality: " + "; ".join(parts) if parts else ""
+
+
+def _lag(lag: LagRange | None) -> str:
+    """The lag corrections' range for the summary (nothing when none was applied)."""
+    if lag is None or lag.max <= 0:
+        return ""
+    return f", lag {lag.min * 1000:.0f}-{lag.max * 1000:.0f} ms"
 
 
 def video_quality(name: str, vi: VideoInput[Any], lag: LagRange | None = None) -> VideoQuality:

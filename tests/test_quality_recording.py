@@ -1,0 +1,92 @@
+"""The quality report of real recordings: a track composite of the synthetic publisher, its
+manifest's ``quality`` block checked against the decoded file and what the publisher sent, and
+``details`` carrying the summary after the end reason."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from livekit.protocol import egress as pe
+
+import pyegress
+from pyegress.testing import LiveKitServer
+
+from .helpers import check_file_result, manifest, publisher, status, wait_active
+
+pytestmark = pytest.mark.integration
+
+SMALL = pe.EncodingOptions(width=640, height=360, framerate=30, video_bitrate=1200)
+
+
+def _request(room: str, pub: Any) -> pe.TrackCompositeEgressRequest:
+    return pe.TrackCompositeEgressRequest(
+        room_name=room, video_track_id=pub.video_track_sid, audio_track_id=pub.audio_track_sid,
+        advanced=SMALL, file_outputs=[pe.EncodedFileOutput(filepath="q.mp4")],
+    )  # fmt: skip
+
+
+async def test_the_report_matches_the_file_and_what_was_sent(
+    livekit_server: LiveKitServer, service: pyegress.EgressService, room_name: str
+) -> None:
+    async with publisher(livekit_server, room_name) as pub:
+        started = await service.start_track_composite_egress(_request(room_name, pub))
+        assert status(await wait_active(service, started.egress_id)) == "EGRESS_ACTIVE"
+        sent0 = pub.frames_sent
+        await asyncio.sleep(6)
+        sent1 = pub.frames_sent
+        info = await service.stop_egress(pe.StopEgressRequest(egress_id=started.egress_id))
+        sent2 = pub.frames_sent
+    assert info.status == pe.EGRESS_COMPLETE, info.error
+    media = check_file_result(info)
+    assert media.video is not None
+    path = info.file_results[0].filename
+    q: Any = manifest(path)["quality"]
+    (video,) = q["video"]
+    (audio,) = q["audio"]
+    (out,) = q["outputs"]
+    assert video["name"] == "alice/camera" and audio["name"] == "alice/microphone"
+    # every frame the encoder made is in the file, and the bytes are most of it
+    assert out["video_frames"] == media.video.frame_count, (out, media.video.frame_count)
+    assert 0.9 * media.size < out["video_bytes"] + out["audio_bytes"] <= media.size, (out, media.size)
+    # the frames sent while recording came (the first wait for a key frame; the last may
+    # still come while the recording ends)
+    assert sent1 - sent0 - 10 <= video["frames_received"] <= sent2 - sent0, (video, sent0, sent1, sent2)
+    # a steady 30 fps source at 30 fps: at most the schedule's start repeats or skips
+    assert video["frames_repeated"] <= 3 and video["frames_skipped"] <= 3, video
+    assert video["longest_freeze_s"] < 0.15, video
+    # audio: continuous (a few ms of silence at most, e.g. while the schedule starts)
+    rate = audio["sample_rate"]
+    assert audio["samples_received"] > 5.5 * rate, audio
+    assert audio["silence_inserted"] < 0.1 * rate and audio["samples_dropped"] < 0.05 * rate, audio
+    assert audio["lag"]["count"] > 0 and 0 <= audio["lag"]["min"] <= audio["lag"]["max"] <= 0.2, audio
+    # the summary follows the end reason
+    reason, summary = info.details.split("; quality: ", 1)
+    assert "stop" in reason, info.details
+    assert summary.startswith(f"video alice/camera: {video['frames_received']} in,"), info.details
+    assert f"{out['name']}: {out['video_frames']} frames" in summary, info.details
+
+
+async def test_a_paused_camera_is_a_freeze_of_the_pause(
+    livekit_server: LiveKitServer, service: pyegress.EgressService, room_name: str
+) -> None:
+    async with publisher(livekit_server, room_name) as pub:
+        started = await service.start_track_composite_egress(_request(room_name, pub))
+        assert status(await wait_active(service, started.egress_id)) == "EGRESS_ACTIVE"
+        await asyncio.sleep(2)
+        await pub.mute("video")  # the camera sends nothing while muted
+        paused = time.monotonic()
+        await asyncio.sleep(2)
+        await pub.unmute("video")
+        paused = time.monotonic() - paused
+        await asyncio.sleep(2)
+        info = await service.stop_egress(pe.StopEgressRequest(egress_id=started.egress_id))
+    assert info.status == pe.EGRESS_COMPLETE, info.error
+    (video,) = manifest(info.file_results[0].filename)["quality"]["video"]  # type: ignore[index]
+    # the frame before the pause stayed until the first after it (a key frame, asked for)
+    assert paused - 0.1 < video["longest_freeze_s"] < paused + 0.6, (video, paused)
+    assert f"longest freeze {video['longest_freeze_s']:.2f} s" in info.details
+    assert Path(info.file_results[0].filename).exists()
