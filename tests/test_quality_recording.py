@@ -90,3 +90,30 @@ async def test_a_paused_camera_is_a_freeze_of_the_pause(
     assert paused - 0.1 < video["longest_freeze_s"] < paused + 0.6, (video, paused)
     assert f"longest freeze {video['longest_freeze_s']:.2f} s" in info.details
     assert Path(info.file_results[0].filename).exists()
+
+
+async def test_a_room_composite_reports_each_tile_and_voice(
+    livekit_server: LiveKitServer, service: pyegress.EgressService, room_name: str
+) -> None:
+    pubs = [publisher(livekit_server, room_name, identity=name) for name in ("alice", "bob")]
+    for p in pubs:
+        await p.start()
+    try:
+        req = pe.RoomCompositeEgressRequest(
+            room_name=room_name, layout="grid", file_outputs=[pe.EncodedFileOutput(filepath="grid.mp4")]
+        )
+        started = await service.start_room_composite_egress(req)
+        assert status(await wait_active(service, started.egress_id)) == "EGRESS_ACTIVE"
+        await asyncio.sleep(4)
+        info = await service.stop_egress(pe.StopEgressRequest(egress_id=started.egress_id))
+    finally:
+        for p in pubs:
+            await p.stop()
+    assert info.status == pe.EGRESS_COMPLETE, info.error
+    media = check_file_result(info)
+    q: Any = manifest(info.file_results[0].filename)["quality"]
+    assert sorted(v["name"] for v in q["video"]) == ["alice/camera", "bob/camera"], q
+    assert sorted(a["name"] for a in q["audio"]) == ["alice/microphone", "bob/microphone"], q
+    for v in q["video"]:
+        assert v["frames_received"] > 3.5 * 30 and v["frames_repeated"] <= 3, v
+    assert media.video is not None and q["outputs"][0]["video_frames"] == media.video.frame_count
