@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import av
 import psutil
@@ -25,7 +26,7 @@ from pyegress.sources.processes import start_xvfb, stop_process
 from pyegress.sources.web import PROFILE_PREFIX, browser_pids, find_chromium
 from pyegress.testing import LiveKitServer, av_offset, picture_moves, probe, region_color, tone_present
 
-from .helpers import check_file_result, publisher, record_for, status, wait_active
+from .helpers import check_file_result, manifest, publisher, record_for, status, wait_active
 
 pytestmark = pytest.mark.integration
 
@@ -107,6 +108,9 @@ async def test_web_page_picture_and_sound_are_recorded(service: pyegress.EgressS
     path = info.file_results[0].filename
     assert picture_moves(path, min_moving_pairs=0.8), "every frame is a new picture (capture at 30 fps)"
     assert tone_present(path, 440.0, start=1.0, end=4.0)
+    q: Any = manifest(path)["quality"]  # the page's picture and each capturing AudioContext
+    assert [v["name"] for v in q["video"]] == ["page"] and q["video"][0]["frames_received"] > 3 * 30, q
+    assert q["audio"] and all(a["name"].startswith("page/audio") for a in q["audio"]), q
     assert info.source_type == pe.EGRESS_SOURCE_TYPE_WEB
     assert not our_browsers(), "the browser was reaped"
 

@@ -84,6 +84,13 @@ class Pipeline:
         """Distinct encoders in use (one per distinct encoding)."""
         return len(self._video_enc) + len(self._audio_enc)
 
+    def encoders(self, out: Output) -> tuple[VideoEncoder | None, AudioEncoder | None]:
+        """The encoders feeding ``out`` (none for frame and PCM outputs)."""
+        if not isinstance(out, PacketOutput):
+            return None, None
+        video = self._video_enc.get(out.video) if out.video is not None else None
+        return video, self._audio_enc.get(out.audio) if out.audio is not None else None
+
     def open(self) -> None:
         """Open every output; one that cannot open is marked failed, the others go on."""
         for out in self.outputs:

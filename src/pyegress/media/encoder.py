@@ -63,6 +63,7 @@ class VideoEncoder:
         self._box: av.container.OutputContainer | None = box
         self.stream = stream
         self.frames = 0
+        self.packets_out = self.bytes_out = 0  # what came out (the quality report)
 
     def encode(self, frame: av.VideoFrame | None, pts: int = 0) -> list[Packet]:
         """Encode one frame at ``pts`` (ticks); ``None`` flushes."""
@@ -70,7 +71,7 @@ class VideoEncoder:
             frame.pts = pts
             frame.time_base = self.stream.codec_context.time_base
             self.frames += 1
-        return list(self.stream.encode(frame))
+        return _counted(self, list(self.stream.encode(frame)))
 
     def close(self) -> None:
         """Free the codec context (idempotent); the encoder cannot be used after."""
@@ -105,6 +106,7 @@ class AudioEncoder:
             frame_size=ctx.frame_size or None,
         )
         self.samples = 0  # samples fed so far
+        self.packets_out = self.bytes_out = 0  # what came out (the quality report)
         # FFmpeg's AAC encoder puts 1024 priming samples first, so its packets would start at
         # pts -1024, which fragmented MP4 cannot hold without shifting the video. Starting the
         # input at pts +1024 makes the packets start at 0; the stream's initial padding (1024)
@@ -131,7 +133,7 @@ class AudioEncoder:
             packets.extend(self.stream.encode(f))
         if pcm is None:
             packets.extend(self.stream.encode(None))
-        return packets
+        return _counted(self, packets)
 
     def close(self) -> None:
         """Free the codec context (idempotent); the encoder cannot be used after."""
@@ -139,6 +141,13 @@ class AudioEncoder:
         if box is not None:
             with contextlib.suppress(Exception):
                 box.close()
+
+
+def _counted(encoder: VideoEncoder | AudioEncoder, packets: list[Packet]) -> list[Packet]:
+    """``packets``, counted into the encoder's ``packets_out`` and ``bytes_out``."""
+    encoder.packets_out += len(packets)
+    encoder.bytes_out += sum(p.size for p in packets)
+    return packets
 
 
 @dataclass(frozen=True, slots=True)

@@ -156,11 +156,22 @@ class VideoInput(Generic[T]):
         self.frames_in = 0
         self.frames_skipped = 0
         self._shown = -1  # index (in arrival order) of the newest frame handed out
+        # quality counters (pyegress.quality): see _count_shown
+        self.repeats = 0  # ticks that showed a frame again when the next one was due
+        self.longest_freeze = 0.0  # longest time (s) one frame stayed on screen before a newer one
+        self._gaps: collections.deque[float] = collections.deque(maxlen=RATE_WINDOW)
+        self._last_push: float | None = None
+        self._shown_due = 0.0  # when the frame on screen was due
+        self._shown_since = 0.0  # the first tick that showed it
+        self._held = 0  # its repeats so far (counted once a newer frame ends the run)
 
     def push(self, frame: T, arrival: float) -> None:
         """Add a frame received at monotonic time ``arrival`` (never before the previous one's:
         when arrival times are corrected, frames skip ahead or hold, never go back)."""
         with self._lock:
+            if self._last_push is not None:
+                self._gaps.append(arrival - self._last_push)
+            self._last_push = arrival
             if self.slots is not None:
                 arrival = self.slots.place(arrival)
             if self._frames:
@@ -174,17 +185,36 @@ class VideoInput(Generic[T]):
     def at(self, when: float) -> T | None:
         """The newest frame that had arrived by monotonic time ``when`` (None before the first)."""
         with self._lock:
-            chosen, pos = None, -1
+            chosen, pos, due = None, -1, 0.0
             for arrival, frame in self._frames:
                 if arrival > when:
                     break
-                chosen, pos = frame, pos + 1
+                chosen, pos, due = frame, pos + 1, arrival
             index = self.frames_in - len(self._frames) + pos
+            if pos >= 0:
+                self._count_shown(index, when, due)
             if pos >= 0 and index > self._shown:
                 if self._shown >= 0:
                     self.frames_skipped += index - self._shown - 1
                 self._shown = index
             return chosen
+
+    def _count_shown(self, index: int, when: float, due: float) -> None:
+        """Quality counters of a tick at ``when`` showing frame ``index`` (due at ``due``).
+
+        A tick repeats the frame on screen when the next one was due by then (one source
+        interval, the median of the recent ones, after it was due): a 15 fps source at 30 fps
+        shows each frame twice without a repeat. Repeats and freezes count once a newer frame
+        ends the run, so the last frame held after a track ends is neither."""
+        if index > self._shown:
+            if self._shown >= 0:
+                self.repeats += self._held
+                self.longest_freeze = max(self.longest_freeze, when - self._shown_since)
+            self._shown_due, self._shown_since, self._held = due, when, 0
+        elif index == self._shown and self._gaps:
+            interval = sorted(self._gaps)[len(self._gaps) // 2]
+            if when >= self._shown_due + interval:
+                self._held += 1
 
 
 class AudioInput:
@@ -212,6 +242,13 @@ class AudioInput:
         self.samples_in = 0
         self.reanchors = 0
         self.slewed = 0  # samples added (+) or removed (-) by stretching, in total
+        # quality counters (pyegress.quality)
+        self.stretched = 0  # samples added by stretching
+        self.squeezed = 0  # samples removed by squeezing
+        self.dropped = 0  # samples that came after their place had been played out
+        self.silence = 0  # samples read that nothing wrote, since the first sample came
+        self._filled = np.zeros(self._size, bool)  # ring slots written since last read
+        self._first: int | None = None  # timeline position of the first sample written
 
     def reset(self) -> None:
         """Forget continuity (a new track); the next chunk anchors by its arrival."""
@@ -248,16 +285,22 @@ class AudioInput:
                     n += k
                     self._offset -= k  # the write position moves by k: so does the difference
                     self.slewed += k
+                    self.stretched, self.squeezed = self.stretched + max(k, 0), self.squeezed - min(k, 0)
             start = self._write_pos
             self._write_pos += n
             self.samples_in += n
             late = self._read_pos - start  # already played out: those samples are dropped
+            if self._first is None:
+                self._first = start
             if late >= n:
+                self.dropped += n
                 return
             if late > 0:
                 samples, start, n = samples[late:], self._read_pos, n - late
+                self.dropped += late
             for lo, hi, a, b in self._spans(start, n):
                 self._ring[lo:hi] = samples[a:b]
+                self._filled[lo:hi] = True
 
     def _spans(self, start: int, count: int) -> list[tuple[int, int, int, int]]:
         """Ring slices ``[lo:hi]`` holding timeline positions ``start+a .. start+b`` (1 or 2)."""
@@ -275,5 +318,9 @@ class AudioInput:
             for lo, hi, a, b in self._spans(start, count):
                 out[a:b] = self._ring[lo:hi]
                 self._ring[lo:hi] = 0  # consumed: the ring slot is silence until written again
+                if self._first is not None:  # silence inserted: read, never written
+                    after = min(b - a, max(0, start + b - self._first))  # the span's last ones
+                    self.silence += after - int(np.count_nonzero(self._filled[hi - after : hi]))
+                self._filled[lo:hi] = False
             self._read_pos = max(self._read_pos, start + count)
         return out

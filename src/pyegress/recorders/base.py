@@ -45,6 +45,15 @@ from ..media.inputs import MIX_CHANNELS, MIX_RATE, AudioSource, Picture, VideoSo
 from ..media.timeline import AudioInput, Ticks, VideoInput
 from ..outputs import FrameOutput, Output, PcmOutput, StreamOutput, build_outputs
 from ..pipeline import Pipeline, PipelineStats
+from ..quality import (
+    AudioQuality,
+    OutputQuality,
+    QualityReport,
+    VideoQuality,
+    audio_quality,
+    video_quality,
+    with_details,
+)
 
 log = logging.getLogger("pyegress.recorder")
 
@@ -147,6 +156,7 @@ class Recorder:
         self.max_retries = max_retries
         self._end_error: EgressError | None = None  # the recording ended early: fail once finished
         self._stop_asked = False
+        self._quality: QualityReport | None = None  # the final report, once the recording ended
 
     @classmethod
     def from_config(cls, config: EgressConfig, options: Options) -> Recorder:
@@ -254,6 +264,30 @@ class Recorder:
             frames_dropped=sum(o.frames_dropped for o in self.outputs),
             frames_skipped=video.frames_skipped if video is not None else 0,
         )
+
+    def quality(self) -> QualityReport:
+        """The quality report so far (final once the recording ended): per input what came and
+        how the timeline bent it, per output what its encoders made (:mod:`pyegress.quality`)."""
+        if self._quality is not None:
+            return self._quality
+        video, audio = self._quality_inputs()
+        report = QualityReport(video, audio)
+        pipeline = self.pipeline
+        for o in self.outputs:
+            v, a = pipeline.encoders(o) if pipeline is not None else (None, None)
+            out = OutputQuality(o.name)
+            if v is not None:
+                out.video_frames, out.video_bytes = v.packets_out, v.bytes_out
+            if a is not None:
+                out.audio_packets, out.audio_bytes = a.packets_out, a.bytes_out
+            report.outputs.append(out)
+        return report
+
+    def _quality_inputs(self) -> tuple[list[VideoQuality], list[AudioQuality]]:
+        """The quality of each input (default: the one video and one audio input)."""
+        video = [video_quality("video", self.video_input)] if self.video_input is not None else []
+        audio = [audio_quality("audio", self.audio_input)] if self.audio_input is not None else []
+        return video, audio
 
     async def update_stream(self, add: Sequence[StreamURL], remove: Sequence[str]) -> pe.EgressInfo:
         """Add and remove RTMP URLs of a live egress; the other URLs keep streaming untouched."""
@@ -408,6 +442,7 @@ class Recorder:
         with self.owner.edit() as info:
             info.room_id = room_id
         self._t0 = t0 = time.monotonic()
+        self._quality = None
         self.ticks = Ticks(t0, fps)
         video_source, audio_sources = self._make_inputs(t0, media_video, media_audio)
         self.pipeline = Pipeline(
@@ -432,6 +467,9 @@ class Recorder:
             await self.pipeline.run(t0, self._end)
         finally:
             self._t1 = time.monotonic()
+            self._quality = report = self.quality()  # encoders flushed: the counts are final
+            with self.owner.edit() as info:
+                info.details = with_details(info.details, report)
             self.owner.set_status(pe.EGRESS_ENDING)
             for o in self.outputs:
                 await o.finish()  # uploads on worker threads, not the loop
@@ -481,6 +519,8 @@ class Recorder:
     async def _publish_manifests(self) -> None:
         """Each output's manifest beside its media (with the final info), then its store closes."""
         data = MessageToDict(snapshot(self.info), preserving_proto_field_name=True)
+        if self._quality is not None:
+            data["quality"] = self._quality.to_dict()
         for out in self.outputs:
             location, error = await out.publish_manifest(data)
             await out.release()

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import time
@@ -31,7 +32,9 @@ from livekit import rtc
 from ..config import EgressConfig
 from ..ending import EndReason
 from ..errors import RoomConnectionLostError, SourceError
+from ..media.timeline import AudioInput
 from ..outputs import PcmOutput
+from ..quality import AudioQuality, LagRange, VideoQuality, audio_quality, video_quality
 from ..sources.room import RoomSource
 from .base import RECONNECT_TIMEOUT, Options, Recorder
 
@@ -93,6 +96,20 @@ class RoomRecorder(Recorder):
             "reconnect_timeout": options.reconnect_timeout,
             "limits": options.limits,
         }
+
+    def _quality_inputs(self) -> tuple[list[VideoQuality], list[AudioQuality]]:
+        """One report per input the room fed (a tile, a voice), named ``identity/source``,
+        with the lag corrections applied to its tracks."""
+        video: list[VideoQuality] = []
+        audio: list[AudioQuality] = []
+        for name, sink, sids in self.source.fed.values():
+            lags = (self.source.lags.get(s, LagRange()) for s in sorted(sids))
+            lag = functools.reduce(LagRange.merged, lags)
+            if isinstance(sink, AudioInput):
+                audio.append(audio_quality(name, sink, lag))
+            else:
+                video.append(video_quality(name, sink, lag))
+        return video, audio
 
     # --- subclass hooks -----------------------------------------------------------------
 

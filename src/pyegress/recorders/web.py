@@ -18,6 +18,7 @@ from ..ending import EndReason
 from ..errors import SourceError
 from ..media.inputs import MIX_CHANNELS, MIX_RATE, AudioSource, VideoSource
 from ..media.timeline import VideoInput
+from ..quality import AudioQuality, VideoQuality, audio_quality, video_quality
 from ..sources.room import recorder_token
 from ..sources.web import LAYOUT_EVENT, PageAudio, PageSource
 from .base import Options, Recorder
@@ -89,6 +90,12 @@ class _PageRecorder(Recorder):
                 await self.page.close()
         finally:
             await super()._disconnect()
+
+    def _quality_inputs(self) -> tuple[list[VideoQuality], list[AudioQuality]]:
+        """The page's picture and each of its capturing AudioContexts."""
+        video = [video_quality("page", self.video_input)] if self.video_input is not None else []
+        contexts = self.page_audio.inputs.items() if self.page_audio is not None else []
+        return video, [audio_quality(f"page/audio{n}", ai) for n, ai in contexts]
 
     def _make_inputs(
         self, t0: float, video: bool, audio: bool

@@ -15,6 +15,7 @@ from livekit import api, rtc
 from ..errors import RoomConnectionLostError, SourceError
 from ..media.inputs import Picture
 from ..media.timeline import AudioInput, VideoInput
+from ..quality import LagRange
 from ..redaction import remember
 from .delays import MAX_LAG, JitterDelays
 
@@ -121,6 +122,9 @@ class RoomSource:
         self.delays = JitterDelays()
         self._partners: dict[str, str | None] = {}  # track sid -> the pumped track it syncs with
         self._changed = asyncio.Event()
+        # quality report (pyegress.quality): every input fed, by sink, and the lags applied
+        self.fed: dict[int, tuple[str, VideoInput[Picture] | AudioInput, set[str]]] = {}
+        self.lags: dict[str, LagRange] = {}
         self.on("participant_connected", lambda *_: self._changed.set())
         self.on("participant_disconnected", lambda *_: self._changed.set())
         self.on("track_published", lambda *_: self._changed.set())
@@ -216,9 +220,11 @@ class RoomSource:
         if sid not in self._partners:
             self._partners[sid] = self._partner(sid)
         partner = self._partners[sid]
-        if partner is None:
-            return 0.0
-        return min(MAX_LAG, max(0.0, self.delays.excess(partner) - self.delays.excess(sid)))
+        lag = 0.0
+        if partner is not None:
+            lag = min(MAX_LAG, max(0.0, self.delays.excess(partner) - self.delays.excess(sid)))
+        self.lags.setdefault(sid, LagRange()).add(lag)
+        return lag
 
     def _partner(self, sid: str) -> str | None:
         """The pumped track paired with ``sid`` for lip sync: a participant's audio with their
@@ -238,6 +244,7 @@ class RoomSource:
     def pump_video(self, track: rtc.Track, sink: VideoInput[Picture]) -> None:
         """Feed ``sink`` with decoded I420 frames of ``track`` until it ends."""
         stream = video_stream(track)
+        self._note_fed(track, sink)
 
         async def run() -> None:
             async for ev in stream:
@@ -251,6 +258,7 @@ class RoomSource:
     ) -> None:
         """Feed ``sink`` with PCM of ``track`` (resampled by the SDK to the sink's format)."""
         stream = audio_stream(track, sink.sample_rate, sink.channels)
+        self._note_fed(track, sink)
         sink.reset()
 
         async def run() -> None:
@@ -262,6 +270,16 @@ class RoomSource:
                     on_frame()
 
         self._start(track, run(), stream)
+
+    def _note_fed(self, track: rtc.Track, sink: VideoInput[Picture] | AudioInput) -> None:
+        """Remember ``sink`` for the quality report, named after the track's owner and source."""
+        name = track.sid
+        for p in self.room.remote_participants.values():
+            pub = p.track_publications.get(track.sid)
+            if pub is not None:
+                name = f"{p.identity}/{rtc.TrackSource.Name(pub.source).removeprefix('SOURCE_').lower()}"
+        _, _, sids = self.fed.get(id(sink), (name, sink, set()))
+        self.fed[id(sink)] = (name, sink, sids | {track.sid})
 
     def _start(self, track: rtc.Track, coro: Any, stream: Any) -> None:
         sid = track.sid
