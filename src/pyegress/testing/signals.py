@@ -19,6 +19,7 @@ import numpy.typing as npt
 __all__ = [
     "BEEP_AMPLITUDE",
     "MARKER_DURATION",
+    "PATTERN_SPEED",
     "TONE_AMPLITUDE",
     "PatternGenerator",
     "ToneGenerator",
@@ -34,7 +35,8 @@ BEEP_AMPLITUDE = 0.6
 """Amplitude (fraction of full scale) of the marker beep."""
 
 _WHITE_Y = 235  # limited-range (BT.601) white
-_PATTERN_SPEED = 120.0  # pixels per second
+PATTERN_SPEED = 120.0
+"""How far the test pattern moves, in pixels per second (4 px per frame at 30 fps)."""
 
 
 def in_marker(t: float, interval: float) -> bool:
@@ -143,7 +145,9 @@ class PatternGenerator:
             return np.copy(self._flash)
         if self._static is not None:
             return np.copy(self._static)
-        shift = 2 * (int(t * _PATTERN_SPEED) // 2)  # even, so chroma stays aligned
+        # even, so chroma stays aligned; the epsilon keeps k / fps * speed on its integer (float
+        # rounding made 4 of 300 frames at 30 fps step 2 or 6 px instead of 4)
+        shift = 2 * (int(t * PATTERN_SPEED + 1e-6) // 2)
         return self._pack(
             np.roll(self._y, shift, axis=1),
             np.roll(self._u, shift // 2, axis=1),

@@ -1,0 +1,96 @@
+"""Browsers as publishers: livekit-client in Debian's Chromium (VP8 simulcast, Opus DTX, the
+browser's own frame pacing) recorded by participant egress and a two-participant grid; the
+files are decoded and their picture, sound, lip sync and motion cadence measured."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from livekit.protocol import egress as pe
+
+import pyegress
+from pyegress.media.layout import grid
+from pyegress.testing import LiveKitServer, av_offset, region_color, tone_present
+from pyegress.testing.browser_publisher import BrowserPublisher
+from pyegress.testing.cadence import cadence
+
+from .helpers import check_file_result, publisher, record_for
+
+pytestmark = pytest.mark.integration
+
+OUT = pe.EncodingOptions(width=640, height=360, framerate=30, video_bitrate=1500)
+SECONDS = 8.0
+MIN_CADENCE = 0.98
+MAX_OFFSET = 0.040
+
+
+def browser(server: LiveKitServer, room: str, identity: str, **kw: object) -> BrowserPublisher:
+    """A browser participant of ``room`` on the test server (not started yet)."""
+    return BrowserPublisher(
+        server.url,
+        api_key=server.api_key,
+        api_secret=server.api_secret,
+        room=room,
+        identity=identity,
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+def _not_black(rgb: tuple[int, int, int]) -> bool:
+    return max(rgb) > 40
+
+
+async def test_participant_egress_of_a_browser(
+    livekit_server: LiveKitServer, service: pyegress.EgressService, room_name: str
+) -> None:
+    async with browser(livekit_server, room_name, "chrome") as pub:
+        assert pub.identity == "chrome" and pub.video_track_sid and pub.audio_track_sid
+        req = pe.ParticipantEgressRequest(
+            room_name=room_name, identity="chrome", advanced=OUT,
+            file_outputs=[pe.EncodedFileOutput(filepath="browser.mp4")],
+        )  # fmt: skip
+        info = await record_for(service, await service.start_participant_egress(req), SECONDS)
+    media = check_file_result(info)
+    path = Path(info.file_results[0].filename)
+    assert media.video is not None and media.audio is not None
+    assert (media.video.width, media.video.height) == (640, 360)
+    assert _not_black(region_color(path, media.duration - 1.3))
+    assert tone_present(str(path), 440, start=1.0, end=media.duration - 0.5)
+    off = av_offset(path)
+    assert off.count >= 5, off
+    assert abs(off.median) <= MAX_OFFSET and max(abs(o) for o in off.offsets) <= MAX_OFFSET, off
+    c = cadence(path, source_fps=30)
+    assert c.judged > SECONDS * 30 * 0.7, c.summary()
+    assert c.share >= MIN_CADENCE, c.summary()
+
+
+async def test_grid_of_a_browser_and_a_python_publisher(
+    livekit_server: LiveKitServer, service: pyegress.EgressService, room_name: str
+) -> None:
+    # join order decides the cells: the browser first (left), then the SDK publisher (right),
+    # whose markers are off so that every flash and beep is the browser's
+    async with (
+        browser(livekit_server, room_name, "chrome", tone_hz=440),
+        publisher(livekit_server, room_name, "python", tone_hz=660, marker_interval=3600.0),
+    ):
+        req = pe.RoomCompositeEgressRequest(
+            room_name=room_name, layout="grid", file_outputs=[pe.EncodedFileOutput(filepath="grid.mp4")]
+        )
+        info = await record_for(service, await service.start_room_composite_egress(req), SECONDS)
+    media = check_file_result(info)
+    path = Path(info.file_results[0].filename)
+    assert media.video is not None and (media.video.width, media.video.height) == (1280, 720)
+    for hz in (440, 660):  # both voices are mixed in
+        assert tone_present(str(path), hz, start=1.0, end=media.duration - 0.5, min_relative_db=-12), hz
+    off = av_offset(path)  # the browser's cell flashes, its beep is in the mix
+    assert off.count >= 5, off
+    assert abs(off.median) <= MAX_OFFSET and max(abs(o) for o in off.offsets) <= MAX_OFFSET, off
+    for name, cell in zip(("chrome", "python"), grid(2, 1280, 720), strict=True):
+        box = (cell.x, cell.y, cell.w, cell.h)
+        assert _not_black(
+            region_color(path, media.duration - 1.3, (cell.x, cell.y, cell.x + cell.w, cell.y + cell.h))
+        )
+        c = cadence(path, source_fps=30, box=box, scale=max(cell.w / 640, cell.h / 360))
+        assert c.judged > SECONDS * 30 * 0.6, f"{name}: {c.summary()}"
+        assert c.share >= MIN_CADENCE, f"{name}: {c.summary()}"
