@@ -11,7 +11,7 @@ from livekit.protocol import egress as pe
 
 import pyegress
 from pyegress.media.layout import grid
-from pyegress.testing import LiveKitServer, av_offset, region_color, tone_present
+from pyegress.testing import AvOffset, LiveKitServer, av_offset, region_color, tone_present
 from pyegress.testing.browser_publisher import BrowserPublisher
 from pyegress.testing.cadence import cadence
 
@@ -37,6 +37,16 @@ def browser(server: LiveKitServer, room: str, identity: str, **kw: object) -> Br
     )
 
 
+def _lip_sync(off: AvOffset) -> list[str]:
+    """What is wrong with the A/V offset of a recording: every marker, the first one included,
+    within ±40 ms (issue 14: lip sync from the start)."""
+    worst = max(off.offsets, key=abs)
+    if off.count >= 5 and abs(off.median) <= MAX_OFFSET and abs(worst) <= MAX_OFFSET:
+        return []
+    ms = ", ".join(f"{o * 1000:+.0f}" for o in off.offsets)
+    return [f"A/V offsets (ms, audio later +): median {off.median * 1000:+.0f}, each: {ms}"]
+
+
 def _not_black(rgb: tuple[int, int, int]) -> bool:
     return max(rgb) > 40
 
@@ -57,12 +67,10 @@ async def test_participant_egress_of_a_browser(
     assert (media.video.width, media.video.height) == (640, 360)
     assert _not_black(region_color(path, media.duration - 1.3))
     assert tone_present(str(path), 440, start=1.0, end=media.duration - 0.5)
-    off = av_offset(path)
-    assert off.count >= 5, off
-    assert abs(off.median) <= MAX_OFFSET and max(abs(o) for o in off.offsets) <= MAX_OFFSET, off
     c = cadence(path, source_fps=30)
     assert c.judged > SECONDS * 30 * 0.7, c.summary()
-    assert c.share >= MIN_CADENCE, c.summary()
+    problems = _lip_sync(av_offset(path)) + ([] if c.share >= MIN_CADENCE else [c.summary()])
+    assert not problems, problems
 
 
 async def test_grid_of_a_browser_and_a_python_publisher(
@@ -83,9 +91,7 @@ async def test_grid_of_a_browser_and_a_python_publisher(
     assert media.video is not None and (media.video.width, media.video.height) == (1280, 720)
     for hz in (440, 660):  # both voices are mixed in
         assert tone_present(str(path), hz, start=1.0, end=media.duration - 0.5, min_relative_db=-12), hz
-    off = av_offset(path)  # the browser's cell flashes, its beep is in the mix
-    assert off.count >= 5, off
-    assert abs(off.median) <= MAX_OFFSET and max(abs(o) for o in off.offsets) <= MAX_OFFSET, off
+    problems = _lip_sync(av_offset(path))  # the browser's cell flashes, its beep is in the mix
     for name, cell in zip(("chrome", "python"), grid(2, 1280, 720), strict=True):
         box = (cell.x, cell.y, cell.w, cell.h)
         assert _not_black(
@@ -93,4 +99,6 @@ async def test_grid_of_a_browser_and_a_python_publisher(
         )
         c = cadence(path, source_fps=30, box=box, scale=max(cell.w / 640, cell.h / 360))
         assert c.judged > SECONDS * 30 * 0.6, f"{name}: {c.summary()}"
-        assert c.share >= MIN_CADENCE, f"{name}: {c.summary()}"
+        if c.share < MIN_CADENCE:
+            problems.append(f"{name}: {c.summary()}")
+    assert not problems, problems

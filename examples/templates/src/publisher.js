@@ -31,7 +31,10 @@ function startPicture(c, t0) {
   canvas.height = c.height;
   const ctx = canvas.getContext("2d", { alpha: false });
   const base = patternCanvas(c);
-  const stream = canvas.captureStream(c.fps);
+  // every drawn picture is one captured frame (captureStream(fps) samples the canvas on the
+  // compositor's clock, which in headless Chromium took only 15-20 of the 30 pictures a second)
+  const stream = canvas.captureStream(0);
+  const track = stream.getVideoTracks()[0];
   let k = 0;
   const draw = () => {
     const late = (performance.now() - t0) / 1000 - k / c.fps;
@@ -45,12 +48,13 @@ function startPicture(c, t0) {
       ctx.drawImage(base, shift, 0);
       if (shift) ctx.drawImage(base, shift - c.width, 0);
     }
+    track.requestFrame();
     window.pyegressFrames = (window.pyegressFrames || 0) + 1;
     k += 1;
     setTimeout(draw, Math.max(0, t0 + (k * 1000) / c.fps - performance.now()));
   };
   setTimeout(draw, Math.max(0, t0 - performance.now()));
-  return stream.getVideoTracks()[0];
+  return track;
 }
 
 // A quiet tone, replaced by a loud beep during each marker: gains scheduled on the audio clock
@@ -96,11 +100,13 @@ window.pyegressPublish = async (c) => {
   await room.connect(c.url, c.token, { autoSubscribe: false });
   const t0 = performance.now() + c.startLead * 1000;
   const result = { identity: room.localParticipant.identity, t0Ago: 0 };
-  // browser defaults on purpose: VP8, simulcast, Opus with DTX (and RED)
+  // browser defaults on purpose: VP8, simulcast, Opus with DTX (and RED); only the frame rate
+  // and bitrate are set, as livekit-client's preset for 640x360 would send 20 fps
   if (c.video) {
     const pub = await room.localParticipant.publishTrack(startPicture(c, t0), {
       name: "camera",
       source: Track.Source.Camera,
+      videoEncoding: { maxBitrate: c.maxBitrate, maxFramerate: c.fps },
     });
     result.videoSid = pub.trackSid;
   }
@@ -113,6 +119,21 @@ window.pyegressPublish = async (c) => {
   }
   result.t0Ago = (performance.now() - t0) / 1000;
   return result;
+};
+
+// What the browser's encoder does with the picture, per simulcast layer (frame rate, size and
+// why it is limited): a browser adapts to CPU and bandwidth, which is part of what is tested.
+window.pyegressStats = async () => {
+  const out = [];
+  for (const pub of window.pyegressRoom.localParticipant.trackPublications.values()) {
+    if (pub.track && pub.track.kind === Track.Kind.Video) {
+      for (const s of await pub.track.getSenderStats()) {
+        out.push({ rid: s.rid, fps: s.framesPerSecond, width: s.frameWidth, height: s.frameHeight,
+          framesSent: s.framesSent, limitation: s.qualityLimitationReason });
+      }
+    }
+  }
+  return out;
 };
 
 window.pyegressStop = async () => {

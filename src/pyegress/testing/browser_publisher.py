@@ -28,7 +28,7 @@ import av
 from aiohttp import web
 
 from ..sources.web import PageSource
-from .publisher import join_token
+from .publisher import _default_bitrate, join_token
 from .signals import BEEP_AMPLITUDE, MARKER_DURATION, PATTERN_SPEED, TONE_AMPLITUDE, PatternGenerator
 
 __all__ = ["BrowserPublisher", "publisher_js"]
@@ -123,6 +123,14 @@ class BrowserPublisher:
             return 0
         return int(await self._page.page.evaluate("window.pyegressFrames || 0"))
 
+    async def sender_stats(self) -> list[dict[str, Any]]:
+        """The browser's video encoder per simulcast layer (``rid``, ``fps``, ``width``,
+        ``height``, ``framesSent``, ``limitation``: why WebRTC lowered the quality, if it did)."""
+        if self._page is None or self._page.page is None:
+            return []
+        stats: list[dict[str, Any]] = await self._page.page.evaluate("window.pyegressStats()")
+        return stats
+
     def _config(self) -> dict[str, Any]:
         flash = (
             _rgb(self.pattern.frame_at(self.marker_interval))[0, 0] if self.marker_interval > 0 else (0, 0, 0)
@@ -149,6 +157,7 @@ class BrowserPublisher:
             "toneAmplitude": TONE_AMPLITUDE,
             "beepAmplitude": BEEP_AMPLITUDE,
             "startLead": _START_LEAD,
+            "maxBitrate": _default_bitrate(self.width, self.height),
         }
 
     async def start(self) -> None:
