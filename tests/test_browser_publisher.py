@@ -73,6 +73,23 @@ async def test_participant_egress_of_a_browser(
     assert not problems, problems
 
 
+async def test_track_egress_keeps_every_frame_the_browser_sent(
+    livekit_server: LiveKitServer, service: pyegress.EgressService, room_name: str
+) -> None:
+    # no decoding or re-encoding on the way: the file holds the browser's own VP8 frames, so this
+    # measures the publisher (one new picture per frame at 30 fps, no frame dropped by Chromium)
+    async with browser(livekit_server, room_name, "chrome", audio=False) as pub:
+        req = pe.TrackEgressRequest(
+            room_name=room_name, track_id=pub.video_track_sid, file=pe.DirectFileOutput(filepath="track.webm")
+        )
+        info = await record_for(service, await service.start_track_egress(req), SECONDS)
+        sent = await pub.sender_stats()
+    assert info.status == pe.EGRESS_COMPLETE, info.error
+    c = cadence(info.file.filename if info.HasField("file") else info.file_results[0].filename, source_fps=30)
+    assert c.judged > SECONDS * 30 * 0.6, c.summary()  # flashes and the start are not judged
+    assert c.share >= MIN_CADENCE, (c.summary(), sent)
+
+
 async def test_grid_of_a_browser_and_a_python_publisher(
     livekit_server: LiveKitServer, service: pyegress.EgressService, room_name: str
 ) -> None:

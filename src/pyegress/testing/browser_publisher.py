@@ -191,10 +191,20 @@ class BrowserPublisher:
 
     async def _serve(self, script: Path) -> str:
         """Serve the page on 127.0.0.1 (a free port); its address."""
+
+        async def page(_: web.Request) -> web.StreamResponse:
+            return web.Response(text=_PAGE, content_type="text/html")
+
+        async def code(_: web.Request) -> web.StreamResponse:
+            return web.FileResponse(script)
+
+        async def nothing(_: web.Request) -> web.StreamResponse:
+            return web.Response(status=204)
+
         app = web.Application()
-        app.router.add_get("/", lambda _: web.Response(text=_PAGE, content_type="text/html"))
-        app.router.add_get("/publisher.js", lambda _: web.FileResponse(script))
-        app.router.add_get("/favicon.ico", lambda _: web.Response(status=204))
+        app.router.add_get("/", page)
+        app.router.add_get("/publisher.js", code)
+        app.router.add_get("/favicon.ico", nothing)
         self._site = web.AppRunner(app, access_log=None)
         await self._site.setup()
         site = web.TCPSite(self._site, "127.0.0.1", 0)
