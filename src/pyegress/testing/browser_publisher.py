@@ -1,9 +1,10 @@
 """A LiveKit participant that is a real browser: ``livekit-client`` in Debian's Chromium.
 
 Most participants of a LiveKit room are browsers, which publish differently from the Python SDK:
-VP8 with simulcast, Opus with DTX (and RED), frames paced by the browser's own canvas capture.
+VP8 with simulcast, Opus with DTX (and RED), their own encoder's pacing and rate adaptation.
 This publisher sends the same self-describing signal as
-:class:`~pyegress.testing.publisher.SyntheticPublisher`: a canvas showing
+:class:`~pyegress.testing.publisher.SyntheticPublisher`: a canvas (each picture one frame of the
+track, through Chromium's ``MediaStreamTrackGenerator``) showing
 :class:`~pyegress.testing.signals.PatternGenerator`'s moving pattern (its pixels are computed
 here and handed to the page, so :func:`~pyegress.testing.cadence.cadence` can follow it) with white
 flashes, and a WebAudio tone that beeps at the same instants, so ``av_offset`` measures a
