@@ -29,7 +29,7 @@ function startPicture(c, t0) {
   const canvas = document.getElementById("canvas");
   canvas.width = c.width;
   canvas.height = c.height;
-  const ctx = canvas.getContext("2d", { alpha: false });
+  const ctx = canvas.getContext("2d", { alpha: false, willReadFrequently: true });
   const base = patternCanvas(c);
   // every drawn picture is one frame of the track, written as a VideoFrame (Chromium's
   // MediaStreamTrackGenerator): canvas.captureStream(30) samples the canvas on the compositor's
@@ -50,7 +50,15 @@ function startPicture(c, t0) {
       ctx.drawImage(base, shift, 0);
       if (shift) ctx.drawImage(base, shift - c.width, 0);
     }
-    const frame = new VideoFrame(canvas, { timestamp: Math.round(performance.now() * 1000) });
+    // from the canvas's pixels: a VideoFrame of the canvas element itself sometimes still showed
+    // the picture before (12 of 194 frames), reading the pixels back waits for this one
+    const pixels = ctx.getImageData(0, 0, c.width, c.height).data;
+    const frame = new VideoFrame(pixels, {
+      format: "RGBA",
+      codedWidth: c.width,
+      codedHeight: c.height,
+      timestamp: Math.round(performance.now() * 1000),
+    });
     writer.write(frame).catch(() => frame.close()); // the track ended: stopping
     window.pyegressFrames = (window.pyegressFrames || 0) + 1;
     k += 1;
