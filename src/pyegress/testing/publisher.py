@@ -21,7 +21,7 @@ from livekit import api, rtc
 
 from .signals import PatternGenerator, ToneGenerator
 
-__all__ = ["SyntheticPublisher", "TrackKind"]
+__all__ = ["SyntheticPublisher", "TrackKind", "join_token"]
 
 logger = logging.getLogger(__name__)
 
@@ -64,13 +64,7 @@ class SyntheticPublisher:
         audio_burst: float = 0.0,
     ) -> None:
         if token is None:
-            if not (api_key and api_secret and room and identity):
-                raise ValueError("pass token, or api_key + api_secret + room + identity")
-            grants = api.VideoGrants(room_join=True, room=room, can_publish=True)
-            builder = api.AccessToken(api_key, api_secret).with_identity(identity).with_grants(grants)
-            if name is not None:
-                builder = builder.with_name(name)
-            token = builder.to_jwt()
+            token = join_token(api_key, api_secret, room, identity, name)
         if video_codec not in ("h264", "vp8"):
             raise ValueError(f"unsupported video_codec {video_codec!r}")
         self.url = url
@@ -290,6 +284,23 @@ class SyntheticPublisher:
             await source.capture_frame(frame)
             self.audio_frames_sent += 1
             n += _AUDIO_FRAME_SAMPLES
+
+
+def join_token(
+    api_key: str | None,
+    api_secret: str | None,
+    room: str | None,
+    identity: str | None,
+    name: str | None = None,
+) -> str:
+    """A token that lets ``identity`` join ``room`` and publish (all four are required)."""
+    if not (api_key and api_secret and room and identity):
+        raise ValueError("pass token, or api_key + api_secret + room + identity")
+    grants = api.VideoGrants(room_join=True, room=room, can_publish=True)
+    builder = api.AccessToken(api_key, api_secret).with_identity(identity).with_grants(grants)
+    if name is not None:
+        builder = builder.with_name(name)
+    return builder.to_jwt()
 
 
 def _default_bitrate(width: int, height: int) -> int:
