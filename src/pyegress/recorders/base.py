@@ -15,6 +15,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from google.protobuf.json_format import MessageToDict
 from livekit import rtc
@@ -161,13 +162,17 @@ class Recorder:
     @classmethod
     def from_config(cls, config: EgressConfig, options: Options) -> Recorder:
         """The recorder of a validated config, with what it needs of ``options``."""
-        return cls(
-            config=config,
-            wait_timeout=options.wait_timeout,
-            egress_id=options.egress_id,
-            max_retries=options.max_retries,
-            limits=options.limits,
-        )
+        return cls(config=config, **cls._options(options))
+
+    @classmethod
+    def _options(cls, options: Options) -> dict[str, Any]:
+        """The constructor's keywords taken from ``options`` (subclasses add theirs)."""
+        return {
+            "wait_timeout": options.wait_timeout,
+            "egress_id": options.egress_id,
+            "max_retries": options.max_retries,
+            "limits": options.limits,
+        }
 
     # --- public lifecycle ---------------------------------------------------------------
 

@@ -29,7 +29,6 @@ from typing import Any
 
 from livekit import rtc
 
-from ..config import EgressConfig
 from ..ending import EndReason
 from ..errors import RoomConnectionLostError, SourceError
 from ..media.timeline import AudioInput
@@ -79,22 +78,14 @@ class RoomRecorder(Recorder):
         self._gone: list[tuple[rtc.RemoteParticipant, rtc.RemoteTrackPublication]] = []
 
     @classmethod
-    def from_config(cls, config: EgressConfig, options: Options) -> Recorder:
-        return cls(config=config, **cls._options(options))
-
-    @classmethod
     def _options(cls, options: Options) -> dict[str, Any]:
-        """The constructor's keywords taken from ``options`` (subclasses add theirs)."""
         return {
+            **super()._options(options),
             "room": options.room,
             "url": options.url,
             "api_key": options.api_key,
             "api_secret": options.api_secret,
-            "wait_timeout": options.wait_timeout,
-            "egress_id": options.egress_id,
-            "max_retries": options.max_retries,
             "reconnect_timeout": options.reconnect_timeout,
-            "limits": options.limits,
         }
 
     def _quality_inputs(self) -> tuple[list[VideoQuality], list[AudioQuality]]:

@@ -13,7 +13,6 @@ from typing import Any
 from livekit import api, rtc
 from livekit.protocol import egress as pe
 
-from ..config import EgressConfig
 from ..ending import EndReason
 from ..errors import SourceError
 from ..media.inputs import MIX_CHANNELS, MIX_RATE, AudioSource, VideoSource
@@ -112,13 +111,8 @@ class WebRecorder(_PageRecorder):
     ``await_start_signal``, on its ``START_RECORDING``; ends on ``END_RECORDING`` or ``stop``."""
 
     @classmethod
-    def from_config(cls, config: EgressConfig, options: Options) -> Recorder:
-        return cls(
-            config=config,
-            wait_timeout=options.wait_timeout,
-            egress_id=options.egress_id,
-            insecure=options.insecure,
-        )
+    def _options(cls, options: Options) -> dict[str, Any]:
+        return {**super()._options(options), "insecure": options.insecure}
 
     async def _connect(self) -> None:
         await self._open_page(
