@@ -29,9 +29,9 @@ def _run(times: list[float], ticks: int, fps: float = FPS, origin: float = 100.0
     return vi
 
 
-#: Until a source's rate is known (its first few frames) frames are placed as they come; the
-#: schedule then starts half a period later, which shows one frame twice (and with jitter may
-#: skip one): what a recording's first tenth of a second really looks like.
+#: Until a source's rate is known (its first three frames) frames are placed as they come: a
+#: source on the ticks' phase with jitter shows one of them twice or skips one, each at most
+#: twice: what a recording's first tenth of a second really looks like.
 START = 2
 
 
@@ -41,7 +41,7 @@ def test_a_steady_source_has_no_repeats_skips_or_freezes_after_its_start() -> No
     vi = _run(times, 300)
     q = video_quality("alice/camera", vi)
     assert q.frames_received == 300
-    assert q.frames_repeated <= START and q.frames_skipped <= 1, q
+    assert q.frames_repeated <= START and q.frames_skipped <= START, q
     assert q.longest_freeze_s < 2.5 / 30, q
 
 
