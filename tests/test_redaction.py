@@ -740,3 +740,18 @@ async def test_no_secret_of_a_web_or_template_egress_shows_anywhere(
     assert_clean("a manifest", "\n".join(manifests), hidden)
     assert_clean("a repr", "\n".join(reprs), hidden)
     assert_clean("a log record", collect_log_text(caplog), hidden)
+
+
+def test_an_owner_finalized_while_the_pattern_is_built_does_not_hang() -> None:
+    """Compiling the pattern can let the garbage collector finalize an owner on the same
+    thread: its ``_drop`` must get in (a whole test run once hung there)."""
+    import threading
+
+    def build_while_dropping() -> None:
+        with redaction._lock:  # as _registered holds it
+            redaction._drop(-1)  # as a finalizer run by the collector does
+
+    t = threading.Thread(target=build_while_dropping, daemon=True)
+    t.start()
+    t.join(2.0)
+    assert not t.is_alive(), "a finalizer blocked on the redaction lock"

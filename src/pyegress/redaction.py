@@ -203,7 +203,10 @@ _TRAILING = ".,;:!?)]"
 #: structural redaction of fields and URLs still hides them.
 MIN_SECRET_LEN = 4
 
-_lock = threading.Lock()
+#: Re-entrant: an owner's finalizer (:func:`_drop`) can run in the middle of :func:`_registered`
+#: on the same thread, when compiling the pattern lets the garbage collector run (a plain lock
+#: hung a whole test run there).
+_lock = threading.RLock()
 _live: dict[int, frozenset[str]] = {}
 _ids = itertools.count()
 _pattern: re.Pattern[str] | None = None
@@ -238,9 +241,9 @@ def _registered() -> re.Pattern[str] | None:
     global _pattern, _stale
     if _stale:
         with _lock:
+            _stale = False  # before compiling: a finalizer that runs meanwhile marks it again
             words = sorted(set().union(*_live.values()), key=len, reverse=True)
             _pattern = re.compile("|".join(map(re.escape, words))) if words else None
-            _stale = False
     return _pattern
 
 
