@@ -74,7 +74,7 @@ async def test_the_report_matches_the_file_and_what_was_sent(
     assert audio["lag"]["count"] > 0 and 0 <= audio["lag"]["min"] <= audio["lag"]["max"] <= 0.2, audio
     # the summary follows the end reason
     reason, summary = info.details.split("; quality: ", 1)
-    assert "stop" in reason, info.details
+    assert reason == "End reason: StopEgress API", info.details
     assert summary.startswith(f"video alice/camera: {video['frames_received']} in,"), info.details
     assert f"{out['name']}: {out['video_frames']} frames" in summary, info.details
 
