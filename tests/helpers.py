@@ -102,3 +102,8 @@ def service_account(token_uri: str, key_id: str = "") -> tuple[str, list[str]]:
     }
     body = [line for line in pem.splitlines() if not line.startswith("-----")]
     return json.dumps(creds), [key_id, *body]
+
+
+def end_reason(info: pe.EgressInfo) -> str:
+    """``details`` without the quality summary that follows the end reason."""
+    return info.details.split("; quality: ", 1)[0]

@@ -17,7 +17,7 @@ from livekit.protocol import egress as pe
 import pyegress
 from pyegress.testing import LiveKitServer, SyntheticPublisher, probe
 
-from .helpers import cli_env, status
+from .helpers import cli_env, end_reason, status
 
 pytestmark = pytest.mark.integration
 
@@ -39,7 +39,7 @@ async def test_unknown_room_fails_after_bounded_wait(service: pyegress.EgressSer
     final = await _final(service, info)
     assert status(final) == "EGRESS_FAILED"
     assert "room_name" in final.error and "no-such-room" in final.error
-    assert final.error_code == 404 and final.details == "End reason: Failure"  # LiveKit's code and reason
+    assert final.error_code == 404 and end_reason(final) == "End reason: Failure"  # LiveKit's code and reason
     assert time.monotonic() - t0 < 6
 
 

@@ -17,7 +17,7 @@ import pyegress
 from pyegress.testing import LiveKitServer, picture_moves, probe, tone_present
 from pyegress.testing.rtmp_server import RtmpServer
 
-from .helpers import publisher, status, wait_active
+from .helpers import end_reason, publisher, status, wait_active
 from .test_outputs import playlist_entries, start_rtmp
 
 pytestmark = pytest.mark.integration
@@ -229,9 +229,9 @@ async def test_stop_says_stop_egress_api_and_a_stop_before_start_aborts(
         t0 = time.monotonic()
         aborted = await service.stop_egress(pe.StopEgressRequest(egress_id=early.egress_id))
         took = time.monotonic() - t0
-    assert status(info) == "EGRESS_COMPLETE" and info.details == "End reason: StopEgress API"
+    assert status(info) == "EGRESS_COMPLETE" and end_reason(info) == "End reason: StopEgress API"
     assert not info.error and info.error_code == 0
-    assert status(aborted) == "EGRESS_ABORTED" and aborted.details == "End reason: StopEgress API"
+    assert status(aborted) == "EGRESS_ABORTED" and end_reason(aborted) == "End reason: StopEgress API"
     assert aborted.error == "Stop called before pipeline could start" and aborted.error_code == 412
     assert took < 1.0, "a stop does not wait out the wait for the participant"
 

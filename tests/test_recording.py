@@ -22,7 +22,7 @@ from pyegress.testing import (
     tone_present,
 )
 
-from .helpers import check_file_result, manifest, publisher, record_for, status, wait_active
+from .helpers import check_file_result, end_reason, manifest, publisher, record_for, status, wait_active
 
 pytestmark = pytest.mark.integration
 
@@ -220,7 +220,7 @@ async def test_track_egress_video_ends_when_unpublished(
     assert media.video is not None and media.audio is None and media.video.codec == vcodec
     assert (media.video.width, media.video.height) == (640, 360)
     assert picture_moves(path, min_moving_pairs=0.3)  # the first key frame may take a moment
-    assert info.details == f"End reason: Source closed (track {sid} unpublished)"
+    assert end_reason(info) == f"End reason: Source closed (track {sid} unpublished)"
 
 
 async def test_track_egress_audio_to_ogg_ends_when_participant_leaves(

@@ -20,7 +20,7 @@ from pyegress.testing import (
     tone_present,
 )
 
-from .helpers import check_file_result, publisher, status, wait_active
+from .helpers import check_file_result, end_reason, publisher, status, wait_active
 
 pytestmark = pytest.mark.integration
 
@@ -183,7 +183,7 @@ async def test_audio_only_mix_has_every_voice_and_ends_when_room_empties(
     final = await service.wait_egress(info.egress_id, timeout=20)  # empty room: ends by itself
     media = check_file_result(final)
     assert media.video is None and media.audio is not None and media.audio.codec == "opus"
-    assert final.details == "End reason: Source closed (room empty for 2 s)", final.details
+    assert end_reason(final) == "End reason: Source closed (room empty for 2 s)", final.details
     path = final.file_results[0].filename
     for hz in tones.values():
         assert tone_present(path, hz, start=0.5, end=3.5), hz
