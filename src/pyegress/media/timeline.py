@@ -63,6 +63,28 @@ SLOT_MOVE = 0.75
 SLOT_JUMP = 0.25
 
 
+class Intervals:
+    """The last ``RATE_WINDOW`` intervals between the times a source's frames came."""
+
+    def __init__(self) -> None:
+        self._last: float | None = None
+        self.recent: collections.deque[float] = collections.deque(maxlen=RATE_WINDOW)
+
+    def add(self, when: float) -> None:
+        """Note a frame that came at ``when``."""
+        if self._last is not None:
+            self.recent.append(when - self._last)
+        self._last = when
+
+    def mean(self) -> float:
+        """The mean recent interval (0 before two frames)."""
+        return sum(self.recent) / len(self.recent) if self.recent else 0.0
+
+    def median(self) -> float:
+        """The median recent interval (0 before two frames)."""
+        return sorted(self.recent)[len(self.recent) // 2] if self.recent else 0.0
+
+
 @dataclass(frozen=True)
 class Ticks:
     """The output's sampling instants: ``origin + k / fps`` (monotonic seconds)."""
@@ -81,7 +103,7 @@ class FrameSlots:
 
     Placed where they arrive, frames of a 30 fps source sampled by 30 fps ticks land on either
     side of a tick with a millisecond of jitter: the output shows one frame twice and skips the
-    next, visible judder. Here a steady source (its median interval a whole number ``k`` of
+    next, visible judder. Here a steady source (its mean interval a whole number ``k`` of
     output periods) is scheduled instead: each frame takes the ``k`` slots after the previous
     one's, and is placed mid-slot, so it is shown exactly ``k`` times even when it comes up to
     half a period early or up to the pipeline's latency late. Where frames come stays the
@@ -91,33 +113,31 @@ class FrameSlots:
     A source with no steady rate (variable, 24 fps into 30) is placed as it comes.
     """
 
-    def __init__(self, ticks: Ticks) -> None:
+    def __init__(self, ticks: Ticks, intervals: Intervals) -> None:
         self.ticks = ticks
-        self._last: float | None = None
-        self._intervals: collections.deque[float] = collections.deque(maxlen=RATE_WINDOW)
+        self.intervals = intervals  # the source's, noted by its owner as frames come
         self._slot: float | None = None  # the time the previous frame was placed at
         self._error = 0.0  # smoothed (arrival - slot), seconds
         self.moves = 0  # whole-slot corrections so far
 
     def _steps(self) -> int:
         """Output periods per source frame (0: no steady rate)."""
-        if len(self._intervals) < 3:
+        recent = self.intervals.recent
+        if len(recent) < 3:
             return 0
         period = self.ticks.period
-        mean = sum(self._intervals) / len(self._intervals)
+        mean = self.intervals.mean()
         k = round(mean / period)
         if k < 1:
             return 0
-        spread = sorted(abs(d - k * period) for d in self._intervals)[len(self._intervals) // 2]
+        spread = sorted(abs(d - k * period) for d in recent)[len(recent) // 2]
         slack = 2.0 if self._slot is not None else 1.0
         close = abs(mean - k * period) <= slack * RATE_TOLERANCE * period
         return k if close and spread <= slack * RATE_SPREAD * period else 0
 
     def place(self, when: float) -> float:
-        """The time at which a frame that came (or is due) at ``when`` is shown."""
-        if self._last is not None:
-            self._intervals.append(when - self._last)
-        self._last = when
+        """The time at which a frame that came (or is due) at ``when`` is shown (``when``
+        already noted in ``intervals``)."""
         k, period = self._steps(), self.ticks.period
         if not k:
             self._slot = None
@@ -152,15 +172,14 @@ class VideoInput(Generic[T]):
         self._frames: collections.deque[tuple[float, T]] = collections.deque()
         self._history = history
         self._lock = threading.Lock()
-        self.slots = FrameSlots(ticks) if ticks is not None else None
+        self.intervals = Intervals()  # where frames came: the source's rate
+        self.slots = FrameSlots(ticks, self.intervals) if ticks is not None else None
         self.frames_in = 0
         self.frames_skipped = 0
         self._shown = -1  # index (in arrival order) of the newest frame handed out
         # quality counters (pyegress.quality): see _count_shown
         self.repeats = 0  # ticks that showed a frame again when the next one was due
         self.longest_freeze = 0.0  # longest time (s) one frame stayed on screen before a newer one
-        self._gaps: collections.deque[float] = collections.deque(maxlen=RATE_WINDOW)
-        self._last_push: float | None = None
         self._shown_due = 0.0  # when the frame on screen was due
         self._shown_since = 0.0  # the first tick that showed it
         self._held = 0  # its repeats so far (counted once a newer frame ends the run)
@@ -169,9 +188,7 @@ class VideoInput(Generic[T]):
         """Add a frame received at monotonic time ``arrival`` (never before the previous one's:
         when arrival times are corrected, frames skip ahead or hold, never go back)."""
         with self._lock:
-            if self._last_push is not None:
-                self._gaps.append(arrival - self._last_push)
-            self._last_push = arrival
+            self.intervals.add(arrival)
             if self.slots is not None:
                 arrival = self.slots.place(arrival)
             if self._frames:
@@ -211,9 +228,9 @@ class VideoInput(Generic[T]):
                 self.repeats += self._held
                 self.longest_freeze = max(self.longest_freeze, when - self._shown_since)
             self._shown_due, self._shown_since, self._held = due, when, 0
-        elif index == self._shown and self._gaps:
-            interval = sorted(self._gaps)[len(self._gaps) // 2]
-            if when >= self._shown_due + interval:
+        elif index == self._shown and self.intervals.recent:
+            due_next = self._shown_due + self.intervals.median()
+            if when >= due_next:
                 self._held += 1
 
 
