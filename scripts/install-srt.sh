@@ -1,25 +1,26 @@
 #!/usr/bin/env bash
-# Install what SRT stream outputs need: Debian's ffmpeg (built with libsrt; pyegress pipes MPEG-TS
-# into it, PyAV's wheels have no SRT) and srt-tools (srt-live-transmit, the SRT listener the
-# tests receive with). Idempotent.
+# Install what SRT stream outputs need: Debian's libsrt (pyegress loads it with ctypes and sends
+# SRT from its own process; PyAV's wheels have no SRT) and srt-tools (srt-live-transmit, the SRT
+# listener the tests receive with). Idempotent.
 set -euo pipefail
 
-if command -v ffmpeg >/dev/null 2>&1 && ffmpeg -hide_banner -protocols 2>/dev/null | grep -qx ' *srt' \
-   && command -v srt-live-transmit >/dev/null 2>&1; then
-  echo "ffmpeg with SRT and srt-live-transmit are already installed"
+have_libsrt() { ldconfig -p 2>/dev/null | grep -Eq 'libsrt(-gnutls|-openssl)?\.so\.1\.5 '; }
+
+if have_libsrt && command -v srt-live-transmit >/dev/null 2>&1; then
+  echo "libsrt 1.5 and srt-live-transmit are already installed"
   exit 0
 fi
 if ! command -v apt-get >/dev/null 2>&1; then
-  echo "error: no apt-get; install ffmpeg (with libsrt) and srt-live-transmit yourself" >&2
+  echo "error: no apt-get; install libsrt 1.5 and srt-live-transmit yourself" >&2
   exit 1
 fi
 SUDO=""
 if [[ "$(id -u)" != 0 ]]; then SUDO="sudo"; fi
 export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update -qq
-$SUDO apt-get install -y -qq --no-install-recommends ffmpeg srt-tools >/dev/null
-if ! ffmpeg -hide_banner -protocols 2>/dev/null | grep -qx ' *srt'; then
-  echo "error: this ffmpeg has no srt protocol" >&2
+$SUDO apt-get install -y -qq --no-install-recommends libsrt1.5-gnutls srt-tools >/dev/null
+if ! have_libsrt; then
+  echo "error: libsrt 1.5 is still missing" >&2
   exit 1
 fi
-echo "installed: $(ffmpeg -version | head -1); $(command -v srt-live-transmit)"
+echo "installed: libsrt 1.5; $(command -v srt-live-transmit)"

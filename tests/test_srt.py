@@ -17,7 +17,7 @@ import pyegress
 from pyegress.outputs.stream import StreamOutput
 from pyegress.testing import LiveKitServer, picture_moves, probe, tone_present
 
-from .helpers import check_file_result, publisher, record_for, status
+from .helpers import check_file_result, publisher, record_for, status, wait_active
 
 pytestmark = pytest.mark.integration
 
@@ -182,3 +182,81 @@ async def test_a_dropped_srt_connection_is_resumed(
         got = probe(path)
         assert got.video is not None and got.video.codec == "h264" and got.video.duration > 1.5, path
     assert tone_present(second.path, 440.0)
+
+
+def command_lines() -> dict[int, bytes]:
+    """Every process's command line (those readable; processes that ended meanwhile left out)."""
+    lines = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                lines[int(entry.name)] = (entry / "cmdline").read_bytes()
+            except OSError:
+                continue
+    return lines
+
+
+async def test_srt_secrets_are_on_no_command_line(
+    livekit_server: LiveKitServer, service: pyegress.EgressService, room_name: str, listener: SrtListener
+) -> None:
+    """While the stream runs (the listener receiving), no process but the test's own listener
+    (which takes its passphrase as an argument) has the passphrase or the stream id in its
+    command line: the sender is this process, not a child given the URL."""
+    async with publisher(livekit_server, room_name):
+        req = pe.ParticipantEgressRequest(
+            room_name=room_name,
+            identity="alice",
+            advanced=SMALL,
+            stream_outputs=[pe.StreamOutput(protocol=pe.SRT, urls=[listener.url()])],
+        )
+        started = await service.start_participant_egress(req)
+        assert status(await wait_active(service, started.egress_id)) == "EGRESS_ACTIVE"
+        deadline = asyncio.get_running_loop().time() + 15
+        while listener.path.stat().st_size < 100_000:  # the stream is flowing
+            assert asyncio.get_running_loop().time() < deadline, "the listener received nothing"
+            await asyncio.sleep(0.1)
+        lines = command_lines()
+        info = await service.stop_egress(pe.StopEgressRequest(egress_id=started.egress_id))
+    assert await asyncio.to_thread(listener.wait, 10) == 0
+    assert PASSPHRASE.encode() in lines[listener.proc.pid]  # the scan sees arguments
+    for pid, line in lines.items():
+        assert STREAM_ID.encode() not in line, (pid, line)
+        assert pid == listener.proc.pid or PASSPHRASE.encode() not in line, (pid, line)
+    assert status(info) == "EGRESS_COMPLETE", info.error
+    got = probe(listener.path)
+    assert got.video is not None and got.video.codec == "h264" and got.video.duration > 1.0
+
+
+async def test_a_wrong_srt_passphrase_is_a_clear_error(
+    livekit_server: LiveKitServer,
+    service: pyegress.EgressService,
+    room_name: str,
+    listener: SrtListener,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(StreamOutput, "backoff", 0.3)
+    monkeypatch.setattr(StreamOutput, "max_retries", 1)
+    wrong = "wrong-pass-9876543210"
+    url = f"srt://127.0.0.1:{listener.port}?passphrase={wrong}&streamid={STREAM_ID}"
+    async with publisher(livekit_server, room_name):
+        req = pe.ParticipantEgressRequest(
+            room_name=room_name,
+            identity="alice",
+            advanced=SMALL,
+            stream_outputs=[pe.StreamOutput(urls=[url])],
+        )
+        started = await service.start_participant_egress(req)
+        deadline = asyncio.get_running_loop().time() + 20
+        while True:
+            info = (await service.list_egress(pe.ListEgressRequest(egress_id=started.egress_id))).items[0]
+            if info.status not in (pe.EGRESS_STARTING, pe.EGRESS_ACTIVE):
+                break
+            assert asyncio.get_running_loop().time() < deadline, "the egress did not end"
+            await asyncio.sleep(0.2)
+    assert status(info) == "EGRESS_FAILED", info
+    (bad,) = info.stream_results
+    assert bad.status == pe.StreamInfo.FAILED and bad.retries == 1, bad
+    assert bad.error == "SRT connection failed: Incorrect passphrase", bad.error
+    assert "Incorrect passphrase" in info.error, info.error
+    assert wrong not in str(info) and STREAM_ID not in str(info)
+    assert listener.proc.poll() is None  # the listener refused the caller and still waits

@@ -33,6 +33,7 @@ from .model import (
     StreamTarget,
     StreamURL,
 )
+from .srt import parse_srt_url
 
 #: What an RTMP URL with a stream key looks like: ``rtmp(s)://host[:port][/path]/app/key``.
 _STREAM_PATH = re.compile(r"^rtmps?://[^/\s]+(?:/[^/\s]+)*/[^/\s]+$")
@@ -92,10 +93,10 @@ def check_stream_url(url: str, where: str) -> str:
             raise InvalidRequestError(where, "Twitch URLs look like twitch://<stream_key>")
         return raw
     if scheme == "srt":
-        if not parsed.hostname or parsed.port is None or parsed.path.strip("/"):
-            raise InvalidRequestError(
-                where, f"{redact_url(raw)!r}: SRT URLs look like srt://host:port[?params]"
-            )
+        try:
+            parse_srt_url(raw)
+        except ValueError as e:
+            raise InvalidRequestError(where, f"{redact_url(raw)!r}: {e}") from None
         return raw
     if scheme not in ("rtmp", "rtmps"):
         raise InvalidRequestError(

@@ -1,129 +1,86 @@
-"""SRT transport for stream outputs: MPEG-TS piped into an ``ffmpeg`` process that sends it.
+"""SRT transport for stream outputs: MPEG-TS muxed by PyAV, sent from this process by libsrt.
 
-PyAV's wheels are built without libsrt, so the FFmpeg inside this process cannot open
-``srt://``. Debian's ``ffmpeg`` (``scripts/install-srt.sh``) has it: the sink muxes MPEG-TS as
-for any stream and writes it into ``ffmpeg -f mpegts -i pipe:0 -c copy -f mpegts srt://...``,
-which only re-muxes (no decode, no encode). A connection that fails or drops ends that
-process; the next write raises with its error, and the stream sink reconnects as for RTMP.
+PyAV's wheels have no libsrt, so the sink muxes MPEG-TS into this file object, which cuts it
+into live-mode messages of seven TS packets and sends them through Debian's libsrt
+(:mod:`pyegress.compat.libsrt`). Nothing runs beside this process: the URL, its passphrase and
+stream id never appear on a command line. A refused or dropped connection raises from the next
+write, and the stream sink reconnects with backoff as for RTMP.
 
-URL parameters follow LiveKit's (GStreamer's ``srtsink``): ``latency`` is in milliseconds (FFmpeg
-counts microseconds) and ``mode``, ``passphrase``, ``pbkeylen``, ``streamid`` pass through.
+URL parameters follow LiveKit's (GStreamer's ``srtsink``), checked with the request
+(:mod:`pyegress.config.srt`): ``latency`` in milliseconds, ``passphrase``, ``pbkeylen``,
+``streamid``; caller mode.
 """
 
 from __future__ import annotations
 
-import contextlib
 import io
-import shutil
-import subprocess
-import tempfile
 import threading
-import urllib.parse
 
-from ..errors import OutputError
-from ..redaction import redact_url, scrub, url_secrets
+from ..compat import libsrt
+from ..config.srt import parse_srt_url
 
-#: Seven TS packets: what one SRT live-mode packet carries.
-PAYLOAD = 1316
-
-
-def ffmpeg_url(url: str, *, rw_timeout: float) -> str:
-    """``url`` with FFmpeg's names and units, the payload size and a bounded linger set."""
-    parts = urllib.parse.urlsplit(url)
-    query = urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
-    params = {k: v for k, v in query}
-    if "latency" in params and params["latency"].isdigit():
-        params["latency"] = str(int(params["latency"]) * 1000)  # ms → µs
-    params.setdefault("pkt_size", str(PAYLOAD))
-    params.setdefault("linger", str(max(1, int(rw_timeout / 2))))  # deliver what is sent before closing
-    params.setdefault("connect_timeout", str(int(rw_timeout * 1000)))  # ms
-    return urllib.parse.urlunsplit(parts._replace(query=urllib.parse.urlencode(params)))
+#: Seven TS packets: what one SRT live-mode message carries.
+PAYLOAD = libsrt.PAYLOAD
 
 
-def ffmpeg_binary() -> str:
-    """The ``ffmpeg`` that can send SRT (the first on ``PATH``)."""
-    exe = shutil.which("ffmpeg")
-    if exe is None:
-        raise OutputError("srt:// needs the ffmpeg program with SRT support (scripts/install-srt.sh)")
-    return exe
+class SrtSender(io.RawIOBase):
+    """A writable file whose bytes (MPEG-TS) go to ``url`` over SRT; connects when made.
 
-
-class SrtPipe(io.RawIOBase):
-    """A writable file that sends what is written to ``url`` through an ``ffmpeg`` process.
-
-    ``abort`` (set from another thread) kills the process, so a write stuck on a stalled
-    connection returns at once; :meth:`close` waits (bounded) for FFmpeg to deliver the rest.
+    ``abort`` (set from another thread) ends any wait (connect, a full send buffer, the final
+    drain) at once; :meth:`close` first lets the listener receive and play out what was sent.
     """
 
     def __init__(self, url: str, *, rw_timeout: float, abort: threading.Event) -> None:
         super().__init__()
-        self._url = url
-        self._secrets = url_secrets(url)
-        self._target = ffmpeg_url(url, rw_timeout=rw_timeout)
+        params = parse_srt_url(url)
         self._timeout = rw_timeout
-        self._log = tempfile.TemporaryFile()  # noqa: SIM115 - FFmpeg's stderr, closed in close()
-        #: True once FFmpeg has connected and sends (its first progress report)
-        self.connected = False
-        args = [ffmpeg_binary(), "-hide_banner", "-loglevel", "error", "-nostats", "-progress", "pipe:1"]
-        args += ["-analyzeduration", "1000000", "-f", "mpegts", "-i", "pipe:0"]
-        args += ["-map", "0", "-c", "copy", "-f", "mpegts", self._target]
-        self._proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log)
-        self._watch = threading.Thread(target=self._kill_on, args=(abort,), name="pyegress-srt", daemon=True)
-        self._watch.start()
-        threading.Thread(target=self._progress, name="pyegress-srt-progress", daemon=True).start()
-
-    def _progress(self) -> None:
-        assert self._proc.stdout is not None
-        for line in self._proc.stdout:
-            if line.startswith(b"progress="):
-                self.connected = True
-
-    def _kill_on(self, abort: threading.Event) -> None:
-        while self._proc.poll() is None:
-            if abort.wait(0.2):
-                self._proc.kill()
-                return
+        self._abort = abort
+        self._pending = bytearray()
+        self._sock = libsrt.Caller(libsrt.load())
+        try:
+            s = self._sock
+            s.set_int(libsrt.SRTO_TRANSTYPE, libsrt.SRTT_LIVE)
+            s.set_int(libsrt.SRTO_PAYLOADSIZE, PAYLOAD)
+            s.set_int(libsrt.SRTO_PEERIDLETIMEO, max(1000, int(rw_timeout * 1000)))
+            s.set_int(libsrt.SRTO_SNDTIMEO, 200)  # a blocked send wakes to look at ``abort``
+            if params.latency is not None:
+                s.set_int(libsrt.SRTO_LATENCY, params.latency)
+            if params.passphrase:
+                s.set_bytes(libsrt.SRTO_PASSPHRASE, params.passphrase.encode())
+                if params.pbkeylen:
+                    s.set_int(libsrt.SRTO_PBKEYLEN, params.pbkeylen)
+            if params.streamid:
+                s.set_bytes(libsrt.SRTO_STREAMID, params.streamid.encode())
+            s.connect(params.host, params.port, timeout=rw_timeout, aborted=abort.is_set)
+        except BaseException:
+            self._sock.close()
+            raise
 
     def writable(self) -> bool:
         return True
 
     def write(self, data: bytes | bytearray | memoryview) -> int:  # type: ignore[override]
-        stdin = self._proc.stdin
-        assert stdin is not None
-        try:
-            stdin.write(data)
-            stdin.flush()
-        except (BrokenPipeError, ValueError):
-            raise OSError(self.error()) from None
+        if self.closed:
+            raise ValueError("write to a closed SRT sender")
+        self._pending += data
+        whole = len(self._pending) - len(self._pending) % PAYLOAD
+        for i in range(0, whole, PAYLOAD):
+            self._send(bytes(self._pending[i : i + PAYLOAD]))
+        del self._pending[:whole]
         return len(data)
 
-    def error(self) -> str:
-        """Why FFmpeg ended (its last line), without the URL's secrets."""
-        try:
-            self._proc.wait(self._timeout)
-        except subprocess.TimeoutExpired:
-            self._proc.kill()
-            return "the SRT sender did not answer"
-        self._log.seek(0)
-        lines = self._log.read().decode(errors="replace").strip().splitlines()
-        text = lines[-1] if lines else f"the SRT sender ended (exit code {self._proc.returncode})"
-        text = text.replace(self._target, redact_url(self._url)).replace(self._url, redact_url(self._url))
-        return scrub(text, self._secrets)
+    def _send(self, message: bytes) -> None:
+        self._sock.send(message, timeout=self._timeout, aborted=self._abort.is_set)
 
     def close(self) -> None:
-        """End of stream: FFmpeg sends what it has (bounded), then exits."""
+        """Send the rest, let the listener play it out (bounded), then close the connection."""
         if self.closed:
             return
         try:
-            if self._proc.stdin is not None:
-                with contextlib.suppress(BrokenPipeError):
-                    self._proc.stdin.close()
-            code = self._proc.wait(self._timeout + 2.0)
-            if code != 0 and code != -9:
-                raise OSError(self.error())
-        except subprocess.TimeoutExpired:
-            self._proc.kill()
-            self._proc.wait()
+            if self._pending and not self._abort.is_set():
+                self._send(bytes(self._pending))
+            self._sock.drain(timeout=self._timeout, aborted=self._abort.is_set)
         finally:
-            self._log.close()
+            self._pending.clear()
+            self._sock.close()
             super().close()

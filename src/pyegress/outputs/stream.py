@@ -7,7 +7,7 @@ dropped connection is retried with exponential backoff (sending resumes at a key
 up to ``max_retries`` failures in a row; then that URL is FAILED and the others go on.
 
 Connections are opened through FFmpeg's own ``rtmp``/``rtmps`` protocols; ``srt://`` URLs get
-MPEG-TS sent by an ``ffmpeg`` process (:mod:`pyegress.outputs.srt`). PyAV opens output
+MPEG-TS sent by libsrt from this process (:mod:`pyegress.outputs.srt`). PyAV opens output
 URLs without any timeout, so when the wheel's libavformat is reachable with ``ctypes`` the
 sink opens the connection itself (:mod:`pyegress.compat.avio`: ``rw_timeout`` plus an interrupt
 callback, so a stalled server or a removal never hangs a thread) and PyAV writes FLV into it.
@@ -38,7 +38,7 @@ from ..media.encoder import EncodedPacket
 from ..media.encoding import AudioEncoding, VideoEncoding
 from ..redaction import remember, scrub, url_secrets
 from .base import PacketOutput
-from .srt import SrtPipe
+from .srt import SrtSender
 from .twitch import ingest_url
 
 log = logging.getLogger("pyegress.outputs.stream")
@@ -122,8 +122,8 @@ class StreamSink:
         url = ingest_url(self.url.url)  # twitch:// becomes Twitch's ingest (looked up here, off the loop)
         api = get_avio()
         fmt, options = "flv", {"flvflags": "no_duration_filesize"}
-        if url.startswith("srt://"):  # MPEG-TS through an ffmpeg process (PyAV has no libsrt)
-            self._writer = SrtPipe(url, rw_timeout=self.owner.rw_timeout, abort=self._abort)
+        if url.startswith("srt://"):  # MPEG-TS sent through libsrt (PyAV has no SRT)
+            self._writer = SrtSender(url, rw_timeout=self.owner.rw_timeout, abort=self._abort)
             target: Any = self._writer
             fmt, options = "mpegts", {}
         elif api is not None:
@@ -188,8 +188,8 @@ class StreamSink:
             self.stale += 1
 
     def _connected(self) -> None:
-        """A connection counts once the writer says so (an SRT sender connects after its start)."""
-        if self._failures and getattr(self._writer, "connected", True):
+        """A connection that opened ends the run of failures."""
+        if self._failures:
             log.info("stream %s reconnected", self.redacted)
             self._failures = 0
 
