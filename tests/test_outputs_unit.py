@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+from dataclasses import replace
 from pathlib import Path
 
 import av
@@ -29,6 +31,7 @@ from pyegress.outputs.factory import after_retry
 from pyegress.outputs.images import image_name
 from pyegress.outputs.segments import Segment, SegmentPaths, render_playlist, segment_name, segment_paths
 from pyegress.pipeline import Pipeline
+from pyegress.testing import probe
 
 URL = "rtmp://127.0.0.1:1935/live/sk_0123456789abcdefghijkl"
 
@@ -314,3 +317,51 @@ def test_the_pipeline_closes_its_encoders_and_gives_each_output_its_own_packets(
         with av.open(str(o.path)) as c:
             stamps.append([(p.pts, p.dts) for p in c.demux(video=0) if p.size])
     assert stamps[0] == stamps[1] and len(stamps[0]) == 60
+
+
+def test_a_retry_continues_the_same_fragmented_mp4(tmp_path: Path) -> None:
+    """The retry's fragments go on in the first attempt's file: one file that decodes end to
+    end, both attempts' pictures in order, a timeline without a hole, one result."""
+    video = VideoEncoding(width=320, height=180, fps=30, bitrate_kbps=400, keyframe_interval=1.0)
+    first = FileOutput("file", tmp_path / "rec.mp4", video=video, audio=AudioEncoding(), manifest=True)
+    encode_into([first], 4.0)
+    again = FileOutput("file", tmp_path / "rec-1.mp4", video=video, audio=AudioEncoding(), manifest=True)
+    again.resume(first)
+    encode_into([again], 3.0)
+    assert again.continued and again.path == first.path and not (tmp_path / "rec-1.mp4").exists()
+    assert again.manifest_path == tmp_path / "rec.mp4.json"
+    assert abs(again.duration - 7.0) < 0.05, again.duration
+    with av.open(str(first.path)) as c:
+        frames = [(float(f.time or 0), float(f.to_ndarray()[:180].mean())) for f in c.decode(video=0)]
+    with av.open(str(first.path)) as c:
+        audio_end = max(float(f.time or 0) + f.samples / f.sample_rate for f in c.decode(audio=0))
+    times = [t for t, _ in frames]
+    assert len(frames) == 210 and times == sorted(set(times)), "every frame, in order, once"
+    steps = [b - a for a, b in itertools.pairwise(times)]
+    # no hole: the retry starts where the longer track (audio: the AAC tail, 1024 samples)
+    # ended, so one picture shows that much longer
+    assert all(abs(d - 1 / 30) < 1e-3 for i, d in enumerate(steps) if i != 119), steps
+    assert abs(steps[119] - (1 / 30 + 1024 / 48000)) < 2e-3, steps[119]
+    # the canvas of tick k has luma 16 + 7k mod 200: the retry's first frame (k = 0) follows the
+    # first attempt's last (k = 119)
+    assert abs(frames[119][1] - (16 + 119 * 7 % 200)) < 3 and abs(frames[120][1] - 16) < 3
+    assert abs(audio_end - 7.0) < 0.1, audio_end
+    media = probe(first.path)
+    assert abs(media.duration - again.duration) < 0.1, (media.duration, again.duration)
+    info = new_info(part())
+    first.attach(info, 1)
+    again.attach(info, 2)  # the same result, not a second one
+    again.refresh(3)
+    assert len(info.file_results) == 1 and info.file_results[0].size == first.path.stat().st_size
+    # a name with {retry} asked for a file per attempt; other encodings cannot continue the file
+    own = FileOutput("file", tmp_path / "rec_1.mp4", video=video, audio=AudioEncoding(), per_attempt=True)
+    own.resume(first)
+    other = FileOutput("file", tmp_path / "rec-2.mp4", video=replace(video, width=640, height=360),
+                       audio=AudioEncoding())  # fmt: skip
+    other.resume(first)
+    size = first.path.stat().st_size
+    encode_into([own, other], 1.0)
+    assert not own.continued and own.path == tmp_path / "rec_1.mp4"
+    assert not other.continued and other.path == tmp_path / "rec-2.mp4" and not other.failed
+    assert first.path.stat().st_size == size, "the continued file is left alone"
+    assert probe(other.path).video is not None and probe(other.path).video.width == 640  # type: ignore[union-attr]

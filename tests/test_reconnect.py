@@ -258,3 +258,54 @@ async def test_retry_after_a_restart_continues_the_same_hls_playlist(
     times, changed = _motion(later)
     assert _moves(times, changed, 0.0, times[-1]), "picture after the retry"
     assert tone_present(later[-1], 440), "sound after the retry"
+
+
+async def test_retry_after_a_restart_continues_the_same_mp4_file(
+    server: LiveKitServer, tmp_path: Path, room_name: str
+) -> None:
+    """As the HLS retry above, with file outputs: ``rec.mp4`` goes on in the same file (one
+    result, both attempts' picture and sound, a timeline without a hole), while ``rec_{retry}``
+    asked for a file per attempt and gets two."""
+    async with _service(server, tmp_path, wait_timeout=20.0, reconnect_timeout=2.0) as svc:
+        seen: list[pe.EgressInfo] = []
+        svc.listen(seen.append)
+        async with publisher(server, room_name, width=320, height=180) as pub:
+            files = [pe.EncodedFileOutput(filepath=n) for n in ("rec.mp4", "rec_{retry}.mp4")]
+            started = await svc.start_track_composite_egress(_request(room_name, pub, file_outputs=files))
+            active = await wait_active(svc, started.egress_id)
+            assert status(active) == "EGRESS_ACTIVE", active.error
+            t_active = time.monotonic()
+            await asyncio.sleep(3.0)
+            await asyncio.to_thread(server.kill)
+            killed_at = time.monotonic() - t_active  # on the file's timeline (within ~0.3 s)
+            await _until(lambda: any(i.retry_count == 1 for i in seen), 15, "the retry starting")
+            await asyncio.to_thread(server.restart)
+            await _until(lambda: _media_flowing(svc, started.egress_id), 30, "media back after the retry")
+            await asyncio.sleep(3.0)
+            info = await svc.stop_egress(pe.StopEgressRequest(egress_id=started.egress_id))
+    assert status(info) == "EGRESS_COMPLETE", info.error
+    assert info.retry_count == 1
+    names = sorted(Path(r.filename).name for r in info.file_results)
+    assert names == ["rec.mp4", "rec_0.mp4", "rec_1.mp4"], names
+    assert sorted(p.name for p in tmp_path.glob("*.mp4")) == names, "no rec-1.mp4 beside them"
+    result = {Path(r.filename).name: r for r in info.file_results}
+    path = tmp_path / "rec.mp4"
+    res = result["rec.mp4"]
+    assert res.size == path.stat().st_size and res.started_at == result["rec_0.mp4"].started_at
+    media = probe(path)
+    assert media.video is not None and media.audio is not None
+    assert abs(media.duration - res.duration / 1e9) < 0.25, (media.duration, res.duration)
+    # the continued file holds both attempts, as the per-attempt files show them
+    first, second = (probe(tmp_path / n).duration for n in ("rec_0.mp4", "rec_1.mp4"))
+    assert abs(media.duration - (first + second)) < 0.3, (media.duration, first, second)
+    video, audio = _decoded(path)  # end to end, no decoding error
+    assert video >= 30 * (first + second) - 15 and audio > 40 * (first + second), (video, audio)
+    with av.open(str(path)) as c:
+        stamps = [float(f.time or 0) for f in c.decode(video=0)]
+    steps = np.diff(stamps)
+    assert steps.min() > 0 and steps.max() < 0.1, (steps.min(), steps.max())  # in order, no hole
+    times, changed = _motion([path])
+    assert _moves(times, changed, 0.5, killed_at - 0.5), "picture of the first attempt"
+    assert _moves(times, changed, first + 1.0, media.duration), "picture of the retry"
+    assert tone_present(path, 440, start=0.5, end=killed_at - 0.5), "sound of the first attempt"
+    assert tone_present(path, 440, start=first + 1.0, end=media.duration - 0.2), "sound of the retry"

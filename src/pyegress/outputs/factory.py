@@ -69,6 +69,7 @@ def _file(
         audio=audio_for(audio, path.suffix),
         manifest=not target.disable_manifest,
         store=open_store(target.storage, config.output_dir, backup=config.backup_storage),
+        per_attempt="{retry}" in target.filepath,
     )
 
 
