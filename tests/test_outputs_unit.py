@@ -28,6 +28,7 @@ from pyegress.media.encoder import AudioEncoder, VideoEncoder
 from pyegress.media.encoding import AudioEncoding, VideoEncoding
 from pyegress.outputs import FileOutput, ImageOutput, SegmentOutput, StreamOutput
 from pyegress.outputs.factory import after_retry
+from pyegress.outputs.fmp4 import CannotContinue, resume_point
 from pyegress.outputs.images import image_name
 from pyegress.outputs.segments import Segment, SegmentPaths, render_playlist, segment_name, segment_paths
 from pyegress.pipeline import Pipeline
@@ -365,3 +366,30 @@ def test_a_retry_continues_the_same_fragmented_mp4(tmp_path: Path) -> None:
     assert not other.continued and other.path == tmp_path / "rec-2.mp4" and not other.failed
     assert first.path.stat().st_size == size, "the continued file is left alone"
     assert probe(other.path).video is not None and probe(other.path).video.width == 640  # type: ignore[union-attr]
+
+
+def test_a_retry_continues_a_file_cut_short_where_its_last_whole_fragment_ends(tmp_path: Path) -> None:
+    """A first attempt whose last fragment is incomplete (cut mid-write) and whose index
+    (``mfra``) is gone: the retry cuts the partial fragment and goes on after the last whole
+    one, which decodes as before."""
+    video = VideoEncoding(width=320, height=180, fps=30, bitrate_kbps=400, keyframe_interval=1.0)
+    first = FileOutput("file", tmp_path / "rec.mp4", video=video, audio=AudioEncoding())
+    encode_into([first], 3.0)
+    whole = resume_point(first.path)
+    data = first.path.read_bytes()
+    assert data[whole.cut_at + 4 : whole.cut_at + 8] == b"mfra", "FFmpeg's index is what follows"
+    assert whole.fragments == 3 and abs(whole.seconds - 3.02) < 0.02, (whole.fragments, whole.seconds)
+    moofs = [i - 4 for i in range(len(data)) if data[i : i + 4] == b"moof"]
+    first.path.write_bytes(data[: moofs[-1] + 100])  # the last fragment cut off mid-moof
+    cut = resume_point(first.path)
+    assert (cut.fragments, cut.cut_at) == (2, moofs[-1]) and abs(cut.seconds - 2.0) < 0.05, cut.seconds
+    again = FileOutput("file", tmp_path / "rec-1.mp4", video=video, audio=AudioEncoding())
+    again.resume(first)
+    encode_into([again], 2.0)
+    assert again.continued and abs(again.duration - (cut.seconds + 2.02)) < 0.05, again.duration
+    with av.open(str(first.path)) as c:
+        assert sum(1 for _ in c.decode(video=0)) == 120
+    assert resume_point(first.path).fragments == 4
+    (tmp_path / "junk.mp4").write_bytes(b"\0\0\0\x10ftypisom\0\0\0\0")
+    with pytest.raises(CannotContinue, match="not a fragmented MP4"):
+        resume_point(tmp_path / "junk.mp4")
