@@ -50,6 +50,7 @@ class FileOutput(PacketOutput):
         self._result: pe.FileInfo | None = None
         self._resume: tuple[Path, ResumePoint] | None = None  # (own path, where the file ends)
         self._offset = 0.0  # seconds of media the earlier attempts wrote to this file
+        self._appender: FragmentAppender | None = None
 
     def resume(self, previous: Output) -> None:
         """Continue ``previous``'s fragmented MP4 (see the module); checked again in :meth:`open`."""
@@ -80,12 +81,16 @@ class FileOutput(PacketOutput):
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if self._resume is not None:
             try:
-                self._open_mp4(FragmentAppender(self.path, self._resume[1]), video, audio)
+                self._appender = FragmentAppender(self.path, self._resume[1])
+                self._open_mp4(self._appender, video, audio)
                 self._offset = self._resume[1].seconds
                 return
             except (OSError, CannotContinue) as e:
                 log.warning("%s: a file of its own after the retry: %s", self.name, e)
                 self._close_quietly()
+                if self._appender is not None:
+                    self._appender.close()
+                    self._appender = None
                 self.path = self._resume[0]
                 if self.manifest_path is not None:
                     self.manifest_path = manifest_path(self.path)
@@ -130,9 +135,13 @@ class FileOutput(PacketOutput):
         self._container.mux(packet.to_av(stream))
 
     def close(self) -> None:
-        if self._container is not None:
-            container, self._container = self._container, None
-            container.close()
+        try:
+            if self._container is not None:
+                container, self._container = self._container, None
+                container.close()
+        finally:
+            if self._appender is not None:  # PyAV leaves a file object it was given open
+                self._appender.close()
 
     async def finish(self) -> None:
         """Upload the finished file; its result's ``location`` becomes the object URL, or stays
