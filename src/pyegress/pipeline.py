@@ -7,6 +7,8 @@ through the protocols of :mod:`pyegress.media.inputs`.
 from __future__ import annotations
 
 import asyncio
+import collections
+import concurrent.futures
 import logging
 import queue
 import threading
@@ -38,6 +40,7 @@ class PipelineStats:
     audio_samples: int = 0
     backlog: int = 0
     encode_seconds: float = 0.0
+    still_seconds: float = 0.0  # of ``encode_seconds``: scaling the stills previews asked for
 
 
 class Pipeline:
@@ -78,11 +81,25 @@ class Pipeline:
         self._last_src: Picture | None = None
         self._fitted: dict[tuple[int, int], av.VideoFrame] = {}
         self._last_av: av.VideoFrame | None = None
+        self._stills: collections.deque[tuple[int, concurrent.futures.Future[av.VideoFrame | None]]]
+        self._stills = collections.deque()
+        self.last_pcm: list[np.ndarray] = []  # each audio source's chunk of the latest tick
 
     @property
     def encoder_count(self) -> int:
         """Distinct encoders in use (one per distinct encoding)."""
         return len(self._video_enc) + len(self._audio_enc)
+
+    def still(self, width: int) -> concurrent.futures.Future[av.VideoFrame | None]:
+        """The picture of the next encoded tick as composited, scaled to ``width`` (height by
+        its aspect) in RGB: taken on the encode thread between two ticks, so never half drawn,
+        from the frame the tick already made (no decode, no encode). None without video."""
+        future: concurrent.futures.Future[av.VideoFrame | None] = concurrent.futures.Future()
+        if self.video_input is None:
+            future.set_result(None)
+        else:
+            self._stills.append((width, future))
+        return future
 
     def encoders(self, out: Output) -> tuple[VideoEncoder | None, AudioEncoder | None]:
         """The encoders feeding ``out`` (none for frame and PCM outputs)."""
@@ -130,7 +147,8 @@ class Pipeline:
         if self.audio_inputs:
             start = round(tau * MIX_RATE)
             count = round((k + 1) / self.fps * MIX_RATE) - start
-            pcm = add_clipped([a.read(start, count) for a in self.audio_inputs])
+            self.last_pcm = [a.read(start, count) for a in self.audio_inputs]
+            pcm = add_clipped(self.last_pcm)
             self._feed_pcm(pcm, tau)
         self._queue.put((k, frame, pcm))
         self.stats.ticks = k + 1
@@ -199,6 +217,8 @@ class Pipeline:
             self._deliver(packets, "video", enc, None)
         self.stats.video_frames = k + 1 if self._video_enc else 0
         self._feed_frames(k, frame)
+        while self._stills:
+            self._take_still(*self._stills.popleft())
         if pcm is not None:
             for aenc, aencoder in self._audio_enc.items():
                 self._deliver(aencoder.encode(pcm), "audio", None, aenc)
@@ -227,7 +247,24 @@ class Pipeline:
             except Exception as e:
                 out.fail(e)
 
+    def _take_still(self, width: int, future: concurrent.futures.Future[av.VideoFrame | None]) -> None:
+        src = self._last_av  # what this tick's canvas was made from (drawn on this thread)
+        if not future.set_running_or_notify_cancel():  # the asker gave up
+            return
+        if src is None:
+            future.set_result(None)
+            return
+        started = time.thread_time()
+        height = max(2, round(width * src.height / src.width / 2) * 2)
+        still = src.reformat(width, height, "rgb24", interpolation="FAST_BILINEAR")  # half the cost
+        self.stats.still_seconds += time.thread_time() - started
+        future.set_result(still)
+
     def _flush(self) -> None:
+        while self._stills:
+            _, future = self._stills.popleft()
+            if future.set_running_or_notify_cancel():
+                future.set_result(None)
         for enc, encoder in self._video_enc.items():
             self._safe_flush(encoder.encode, "video", enc, None)
         for aenc, aencoder in self._audio_enc.items():

@@ -8,6 +8,7 @@ import builtins
 import os
 from collections.abc import AsyncIterator, Callable, Container, Mapping, Sequence
 from pathlib import Path
+from typing import TextIO
 
 from livekit import rtc
 from livekit.protocol import egress as pe
@@ -17,6 +18,7 @@ from .config import Request, StreamURL, build_config, check_stream_url
 from .errors import EgressError, EgressNotFoundError, InvalidRequestError, NotSupportedError
 from .info import Listener, is_active, new_info, set_status, snapshot
 from .limits import SessionLimits
+from .preview import Preview, View
 from .recorders import Options, Recorder, RoomCompositeRecorder, TemplateRecorder, recorder_for
 from .recorders.base import DEFAULT_MAX_RETRIES, RECONNECT_TIMEOUT
 from .redaction import redact_url
@@ -294,6 +296,36 @@ class EgressService:
         if not isinstance(entry, Recorder):
             raise EgressNotFoundError(f"egress_id: no recorder for {egress_id!r}")
         return entry
+
+    def preview(
+        self,
+        egress_id: str,
+        *,
+        interval: float = 0.25,
+        width: int = 480,
+        view: View = "auto",
+        stream: TextIO | None = None,
+    ) -> Preview:
+        """Show a running egress live until it ends: in Jupyter the latest picture, a level meter
+        per audio input, status, elapsed time, size and quality figures (ipywidgets, the
+        ``notebook`` extra); elsewhere a text line on ``stream``. Call it with the event loop
+        running (a notebook cell, async code); it refreshes in the background.
+
+        Args:
+            egress_id: the egress to show.
+            interval: seconds between refreshes (the still is taken that often).
+            width: the still's width in pixels (its height follows the picture's aspect).
+            view: ``"widget"``, ``"text"`` or ``"auto"`` (widgets inside Jupyter).
+            stream: where the text view writes (default stdout).
+
+        Returns:
+            The running :class:`~pyegress.preview.Preview`; ``await preview.wait()`` waits
+            for the egress to end.
+
+        Raises:
+            EgressNotFoundError: no running egress has this id (unknown, or already over).
+        """
+        return self.recorder(egress_id).preview(interval=interval, width=width, view=view, stream=stream)
 
     def _info(self, egress_id: str) -> pe.EgressInfo:
         entry = self._egresses.get(egress_id)

@@ -15,7 +15,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from google.protobuf.json_format import MessageToDict
 from livekit import rtc
@@ -46,6 +46,7 @@ from ..media.inputs import MIX_CHANNELS, MIX_RATE, AudioSource, Picture, VideoSo
 from ..media.timeline import AudioInput, Ticks, VideoInput
 from ..outputs import FrameOutput, Output, PcmOutput, StreamOutput, build_outputs
 from ..pipeline import Pipeline, PipelineStats
+from ..preview import Preview, View
 from ..quality import (
     AudioQuality,
     OutputQuality,
@@ -269,6 +270,12 @@ class Recorder:
             frames_dropped=sum(o.frames_dropped for o in self.outputs),
             frames_skipped=video.frames_skipped if video is not None else 0,
         )
+
+    def preview(
+        self, *, interval: float = 0.25, width: int = 480, view: View = "auto", stream: TextIO | None = None
+    ) -> Preview:
+        """Show this egress live until it ends (see :meth:`pyegress.EgressService.preview`)."""
+        return Preview(self, interval=interval, width=width, view=view, stream=stream).start()
 
     def quality(self) -> QualityReport:
         """The quality report so far (final once the recording ended): per input what came and
