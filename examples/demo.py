@@ -14,12 +14,15 @@ import asyncio
 from pathlib import Path
 
 from livekit.protocol import egress as pe
+from rich.console import Console
 
 import pyegress
+from pyegress.console import follow_progress, results_table
 from pyegress.testing import LiveKitServer, SyntheticPublisher, probe
 
 
 async def main(seconds: float, out: Path) -> None:
+    console = Console()
     with LiveKitServer() as server:
         print(f"livekit-server running at {server.url}")
         pubs = [
@@ -76,11 +79,14 @@ async def main(seconds: float, out: Path) -> None:
                     )
                 ),
             ]
-            print(f"recording {len(started)} egresses for {seconds:g} s ...")
-            await asyncio.sleep(seconds)
+            console.print(f"recording {len(started)} egresses for {seconds:g} s ...")
+            elapsed = asyncio.Event()
+            asyncio.get_running_loop().call_later(seconds, elapsed.set)
+            await follow_progress(egress, [i.egress_id for i in started], elapsed, console)
             ended = await asyncio.gather(
                 *(egress.stop_egress(pe.StopEgressRequest(egress_id=i.egress_id)) for i in started)
             )
+            console.print(results_table(ended, out.resolve()))
             for info in ended:
                 if info.status != pe.EGRESS_COMPLETE:
                     print(f"{pe.EgressStatus.Name(info.status)}: {info.egress_id} {info.error}")

@@ -14,10 +14,11 @@ from typing import Any
 
 from google.protobuf.json_format import MessageToJson, ParseDict, ParseError
 from livekit.protocol import egress as pe
+from rich.console import Console
 
 from .config import REQUEST_TYPES, RequestType
+from .console import follow_progress, results_table
 from .errors import EgressError
-from .info import is_terminal
 from .service import EgressService
 
 _TYPES: dict[str, RequestType] = {t.cli: t for t in REQUEST_TYPES}
@@ -55,14 +56,6 @@ def parse_request(text: str, kind: str | None) -> tuple[str, Any]:
         raise SystemExit(f"request: {e}") from e
 
 
-def _fmt_size(n: int) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1024 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024  # type: ignore[assignment]
-    return str(n)
-
-
 async def record(args: argparse.Namespace) -> int:
     """Start the egress, show progress until it ends, Ctrl-C or ``--duration``."""
     kind, req = parse_request(Path(args.request).read_text(), args.type)
@@ -89,19 +82,19 @@ async def record(args: argparse.Namespace) -> int:
         over.set()
 
     follower = loop.create_task(follow())
+    console = Console(stderr=True)
     try:
-        while not over.is_set():  # and the progress line once a second meanwhile
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(over.wait(), 1.0)
-            if not args.quiet and not is_terminal(latest[0].status):
-                _show_progress(svc, info.egress_id)
+        if args.quiet:
+            await over.wait()
+        else:  # a live progress line meanwhile (stderr: stdout is the final info)
+            await follow_progress(svc, [info.egress_id], over, console)
     finally:
         stopper.cancel()
         follower.cancel()
         await svc.aclose()  # its last webhooks go out (within a grace) before the process ends
     info = latest[0]
     if not args.quiet:
-        print(file=sys.stderr)
+        console.print(results_table([info], Path(args.output_dir or ".").resolve()))
     print(MessageToJson(info, preserving_proto_field_name=True))
     return 0 if info.status == pe.EGRESS_COMPLETE else 1
 
@@ -109,17 +102,6 @@ async def record(args: argparse.Namespace) -> int:
 async def _stop_on(stop: asyncio.Event, svc: EgressService, egress_id: str) -> None:
     await stop.wait()
     await svc.stop_egress(pe.StopEgressRequest(egress_id=egress_id))
-
-
-def _show_progress(svc: EgressService, egress_id: str) -> None:
-    with contextlib.suppress(EgressError):  # over meanwhile: its recorder was let go
-        p = svc.recorder(egress_id).progress()
-        print(
-            f"\r{p.status:<16} {p.elapsed:7.1f} s  {_fmt_size(p.size):>9}  {p.fps:5.1f} fps",
-            end="",
-            file=sys.stderr,
-            flush=True,
-        )
 
 
 def main(argv: list[str] | None = None) -> int:

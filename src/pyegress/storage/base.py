@@ -270,6 +270,11 @@ class UploadQueue:
         self._jobs.put(_Job(Path(local), key, content_type, keep, fut))
         return fut
 
+    @property
+    def pending(self) -> int:
+        """Files submitted and not yet uploaded (or backed up): the queue a progress line shows."""
+        return self._pending
+
     def drain(self, timeout: float | None = None) -> bool:
         """Wait until every submitted file is uploaded or backed up; False on timeout."""
         deadline = None if timeout is None else time.monotonic() + timeout
