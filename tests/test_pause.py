@@ -1,0 +1,143 @@
+"""Pause and resume against a real livekit-server and a real RTMP server (nginx-rtmp).
+
+One recording goes to an MP4 file, HLS and RTMP at once and is paused for 1.5 s: the decoded
+file and playlist leave the paused span out (markers before and after, their one-second
+rhythm intact across the cut once the paused time is added back, audio in sync with the
+picture after it), HLS marks the cut with a discontinuity, and the RTMP capture shows a black,
+silent slate for the paused span instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from livekit.protocol import egress as pe
+
+import pyegress
+from pyegress.testing import LiveKitServer, av_offset, probe
+from pyegress.testing.checks import audio_samples, flash_onsets, luma_means
+from pyegress.testing.rtmp_server import RtmpServer, RtmpServerError
+
+from .helpers import check_file_result, publisher, status, wait_active
+
+pytestmark = pytest.mark.integration
+
+SMALL = pe.EncodingOptions(width=640, height=360, framerate=30, video_bitrate=1200)
+KEY = "sk_pause_0123456789abcdef"
+PAUSED = 1.5
+
+
+@pytest.fixture(scope="module")
+def rtmp() -> RtmpServer:
+    server = RtmpServer()
+    try:
+        server.start()
+    except RtmpServerError as e:
+        pytest.fail(f"cannot start the RTMP server (scripts/install-rtmp-server.sh): {e}", pytrace=False)
+    yield server  # type: ignore[misc]
+    server.stop()
+
+
+def _phase(times: list[float], ref: float) -> np.ndarray:
+    """Each time's distance (s) from the nearest whole second after ``ref``."""
+    t = np.asarray(times) - ref
+    return np.abs(t - np.round(t))
+
+
+async def test_pause_cuts_files_and_hls_and_shows_a_slate_on_rtmp(
+    livekit_server: LiveKitServer,
+    service: pyegress.EgressService,
+    rtmp: RtmpServer,
+    room_name: str,
+    tmp_path: Path,
+) -> None:
+    async with publisher(livekit_server, room_name):
+        req = pe.ParticipantEgressRequest(
+            room_name=room_name,
+            identity="alice",
+            advanced=SMALL,
+            file_outputs=[pe.EncodedFileOutput(filepath="cut.mp4")],
+            segment_outputs=[
+                pe.SegmentedFileOutput(
+                    filename_prefix="hls/seg", playlist_name="hls/index.m3u8", segment_duration=2
+                )
+            ],
+            stream_outputs=[pe.StreamOutput(protocol=pe.RTMP, urls=[rtmp.url(KEY)])],
+        )
+        started = await service.start_participant_egress(req)
+        assert status(await wait_active(service, started.egress_id)) == "EGRESS_ACTIVE"
+        recorder = service.recorder(started.egress_id)
+        with pytest.raises(pyegress.InvalidRequestError, match="fill"):
+            await service.pause_egress(started.egress_id, fill="grey")  # type: ignore[arg-type]
+        await asyncio.sleep(2.3)
+        await service.pause_egress(started.egress_id)
+        await asyncio.sleep(PAUSED)
+        await service.resume_egress(started.egress_id)
+        await asyncio.sleep(2.3)
+        info = await service.stop_egress(pe.StopEgressRequest(egress_id=started.egress_id))
+    elapsed = recorder.progress().elapsed
+
+    # the manifest lists the pause in wall and media time
+    media = check_file_result(info)
+    path = Path(info.file_results[0].filename)
+    (pause,) = json.loads(Path(str(path) + ".json").read_text())["pauses"]
+    paused = pause["duration"]
+    assert pause["fill"] == "cut" and pause["media_start"] == pause["media_end"]
+    assert abs(paused - PAUSED) < 0.3 and 1.8 < pause["media_start"] < 3.5, pause
+    assert pause["wall_end"] - pause["wall_start"] == pytest.approx(paused * 1e9, abs=1e6)
+
+    # the file: recorded minus paused, markers on both sides, their rhythm kept across the cut
+    assert abs(media.duration - (elapsed - paused)) < 0.3, (media.duration, elapsed, paused)
+    cut = pause["media_start"]
+    flashes = flash_onsets(path)
+    before = [f for f in flashes if f < cut]
+    after = [f for f in flashes if f > cut]
+    assert before and len(after) >= 2, (flashes, cut)
+    restored = [f + paused for f in after]  # the paused time added back: the same rhythm
+    assert _phase(restored, before[-1]).max() < 0.05, (before, restored, paused)
+    off = av_offset(path)
+    assert off.count >= 3 and abs(off.median) <= 0.040, off
+    beeps = np.asarray(off.beep_times)
+    after_sync = [float(beeps[np.argmin(np.abs(beeps - f))] - f) for f in after]  # audio - video
+    print(f"A/V after the cut: {after_sync}, overall median {off.median:+.3f}")
+    assert abs(float(np.median(after_sync))) <= 0.040 and max(map(abs, after_sync)) <= 0.060, after_sync
+
+    # HLS: the same cut, marked with a discontinuity
+    playlist = (tmp_path / "hls" / "index.m3u8").read_text()
+    assert playlist.count("#EXT-X-DISCONTINUITY") == 1, playlist
+    listed = sum(float(x.split(":")[1].rstrip(",")) for x in playlist.splitlines() if x.startswith("#EXTINF"))
+    assert abs(listed - media.duration) < 0.3, (listed, media.duration)
+
+    # RTMP: never cut, a black and silent slate while paused
+    (flv,) = rtmp.recorded(KEY)
+    live = probe(flv)
+    assert abs(live.duration - media.duration - paused) < 0.3, (live.duration, media.duration)
+    times, luma = luma_means(flv)
+    lo, hi = _longest_run(times, luma < 20)  # black before the first frame too: the longest run
+    print(f"RTMP slate {lo:.3f}..{hi:.3f} s, paused {paused:.3f} s")
+    assert abs((hi - lo) - paused) < 0.15, (lo, hi, paused)
+    assert lo > 1.5 and (luma[(times > lo - 1.0) & (times < lo - 0.05)] > 40).all(), "the room before"
+    assert (luma[times > hi + 0.05] > 40).all(), "the room after"
+    sound = audio_samples(flv)
+    at = np.arange(len(sound.samples)) / sound.sample_rate
+    slate = np.abs(sound.samples[(at > lo + 0.1) & (at < hi - 0.1)])
+    assert slate.size and slate.max() < 0.01, "silence while paused"
+    assert np.abs(sound.samples[(at > lo - 1.0) & (at < lo - 0.1)]).max() > 0.02, "sound before"
+    assert np.abs(sound.samples[at > hi + 0.2]).max() > 0.02, "sound after"
+
+
+def _longest_run(times: np.ndarray, mask: np.ndarray) -> tuple[float, float]:
+    """First and last time of the longest run of consecutive frames where ``mask`` holds."""
+    best, start, out = 0, None, (0.0, 0.0)
+    for i, m in enumerate([*mask, False]):
+        if m and start is None:
+            start = i
+        elif not m and start is not None:
+            if i - start > best:
+                best, out = i - start, (float(times[start]), float(times[i - 1]))
+            start = None
+    return out
