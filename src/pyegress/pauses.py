@@ -104,14 +104,13 @@ class PauseClock:
         """Whether tick ``k`` is the first after a cut (its video frame must be a key frame)."""
         return any(p.end == k and p.fill == "cut" for p in self.pauses)
 
-    def cut_before(self, k: float) -> int:
-        """Ticks cut out before tick ``k`` (a fractional ``k`` inside a cut counts to there)."""
-        total = 0
+    def cut_before(self, k: float) -> float:
+        """Ticks cut out before tick ``k`` (whole ones, but for a fractional ``k`` inside a cut)."""
+        total = 0.0
         for p in self.pauses:
             if p.fill != "cut" or p.start >= k:
                 continue
-            end = k if p.end is None else min(p.end, k)
-            total += math.ceil(end - p.start)
+            total += (k if p.end is None else min(p.end, k)) - p.start
         return total
 
     def in_cut(self, k: float) -> bool:
@@ -119,7 +118,7 @@ class PauseClock:
 
     def media_tick(self, k: int) -> int:
         """Tick ``k`` on the recorded outputs' timeline."""
-        return k - self.cut_before(k)
+        return k - round(self.cut_before(k))
 
     def cut(self, packet: EncodedPacket) -> EncodedPacket | None:
         """``packet`` as a recorded output takes it: None inside a cut, moved earlier after one."""

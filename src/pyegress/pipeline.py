@@ -81,7 +81,7 @@ class Pipeline:
         self._last_av: av.VideoFrame | None = None
         self.pauses = PauseClock(self.fps)  # pause / resume (:mod:`pyegress.pauses`)
         self._still: Picture | None = None  # the last frame recorded (a "still" slate)
-        self._cuts: dict[int, int] = {}  # per output: ticks cut so far that it was told of
+        self._cuts: dict[int, float] = {}  # per output: ticks cut so far that it was told of
 
     @property
     def encoder_count(self) -> int:

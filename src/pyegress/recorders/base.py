@@ -356,10 +356,10 @@ class Recorder:
             raise InvalidRequestError("sidecars", "marks go to the events sidecar: enable 'events'")
         self.note("mark", label=label, data=data)
 
-    def note(self, kind: str, **data: object) -> None:
+    def note(self, event: str, /, **data: Any) -> None:
         """An event for the events sidecar (nothing without one)."""
         if self.sidecars is not None:
-            self.sidecars.note(kind, **data)
+            self.sidecars.note(event, **data)
 
     def _sidecar_room(self) -> rtc.Room | None:
         """The room whose events and text streams the sidecars follow (none by default)."""

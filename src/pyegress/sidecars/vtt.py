@@ -6,7 +6,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 #: The shortest cue written (a cue must end after it starts).
-MIN_CUE = 0.2
+MIN_CUE = 0.04
 
 
 @dataclass(frozen=True)
