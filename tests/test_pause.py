@@ -18,8 +18,8 @@ import pytest
 from livekit.protocol import egress as pe
 
 import pyegress
-from pyegress.testing import LiveKitServer, probe
-from pyegress.testing.checks import audio_samples, beep_onsets, flash_onsets, luma_means
+from pyegress.testing import LiveKitServer, probe, tone_present
+from pyegress.testing.checks import audio_samples, beep_onsets, flash_onsets, frame_at, luma_means
 from pyegress.testing.rtmp_server import RtmpServer, RtmpServerError
 from pyegress.testing.signals import MARKER_DURATION
 
@@ -145,3 +145,78 @@ def _longest_run(times: np.ndarray, mask: np.ndarray) -> tuple[float, float]:
                 best, out = i - start, (float(times[start]), float(times[i - 1]))
             start = None
     return out
+
+
+async def _paused_recording(
+    service: pyegress.EgressService, egress_id: str, fill: str, before: float, paused: float, after: float
+) -> pe.EgressInfo:
+    assert status(await wait_active(service, egress_id)) == "EGRESS_ACTIVE"
+    await asyncio.sleep(before)
+    await service.pause_egress(egress_id, fill=fill)  # type: ignore[arg-type]
+    await asyncio.sleep(paused)
+    await service.resume_egress(egress_id)
+    await asyncio.sleep(after)
+    return await service.stop_egress(pe.StopEgressRequest(egress_id=egress_id))
+
+
+def _frame(path: Path, t: float) -> np.ndarray:
+    return frame_at(path, t).to_ndarray(format="gray").astype(np.int16)
+
+
+async def test_a_still_slate_keeps_the_paused_span_in_a_room_composite(
+    livekit_server: LiveKitServer, service: pyegress.EgressService, room_name: str
+) -> None:
+    async with publisher(livekit_server, room_name, marker_interval=3600.0):
+        req = pe.RoomCompositeEgressRequest(
+            room_name=room_name,
+            layout="grid",
+            advanced=SMALL,
+            file_outputs=[pe.EncodedFileOutput(filepath="still.mp4")],
+        )
+        started = await service.start_room_composite_egress(req)
+        recorder = service.recorder(started.egress_id)
+        info = await _paused_recording(service, started.egress_id, "still", 2.0, 1.2, 1.5)
+    media = check_file_result(info)
+    path = Path(info.file_results[0].filename)
+    (pause,) = json.loads(Path(str(path) + ".json").read_text())["pauses"]
+    assert pause["fill"] == "still"
+    assert pause["media_end"] - pause["media_start"] == pytest.approx(pause["duration"], abs=1e-3)
+    encoded = recorder.quality().outputs[0].video_frames / 30
+    assert abs(media.duration - encoded) < 0.1, (media.duration, encoded)  # nothing cut
+    m0, m1 = pause["media_start"], pause["media_end"]
+    frozen = np.abs(_frame(path, m0 + 0.2) - _frame(path, m1 - 0.1)).mean()
+    moving = np.abs(_frame(path, m0 - 0.6) - _frame(path, m0 - 0.2)).mean()
+    moving_after = np.abs(_frame(path, m1 + 0.2) - _frame(path, m1 + 0.6)).mean()
+    print(f"still slate: frozen {frozen:.2f}, moving {moving:.2f} / {moving_after:.2f}")
+    assert frozen < 1.0 < 3.0 < min(moving, moving_after), (frozen, moving, moving_after)
+    assert tone_present(path, 440.0, start=m0 - 1.0, end=m0 - 0.1)
+    sound = audio_samples(path)
+    at = np.arange(len(sound.samples)) / sound.sample_rate
+    assert np.abs(sound.samples[(at > m0 + 0.1) & (at < m1 - 0.1)]).max() < 0.01, "silence while paused"
+    assert tone_present(path, 440.0, start=m1 + 0.2, end=m1 + 1.2)
+
+
+async def test_an_audio_track_recording_cuts_the_pause(
+    livekit_server: LiveKitServer, service: pyegress.EgressService, room_name: str
+) -> None:
+    async with publisher(livekit_server, room_name, video=False) as pub:
+        req = pe.TrackEgressRequest(
+            room_name=room_name, track_id=pub.audio_track_sid, file=pe.DirectFileOutput(filepath="voice")
+        )
+        started = await service.start_track_egress(req)
+        recorder = service.recorder(started.egress_id)
+        info = await _paused_recording(service, started.egress_id, "cut", 2.2, 1.3, 2.2)
+    media = check_file_result(info)
+    path = Path(info.file_results[0].filename)
+    assert path.suffix == ".ogg"
+    (pause,) = json.loads(Path(str(path) + ".json").read_text())["pauses"]
+    out = recorder.quality().outputs[0]
+    encoded = out.audio_packets * 0.020  # 20 ms Opus packets, the paused ones too
+    assert abs(media.duration - (encoded - pause["duration"])) < 0.06, (media.duration, encoded, pause)
+    cut, beeps = pause["media_start"], beep_onsets(path)
+    before = [b for b in beeps if b < cut - MARKER_DURATION]
+    after = [b + pause["duration"] for b in beeps if b > cut + MARKER_DURATION]  # paused time back
+    assert before and len(after) >= 2, (beeps, cut)
+    rhythm = [abs(b - before[-1] - round(b - before[-1])) for b in after]
+    print(f"audio cut: beeps after it off the rhythm by {[f'{r * 1000:.0f} ms' for r in rhythm]}")
+    assert max(rhythm) < 0.030, (before, after)
