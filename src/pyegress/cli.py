@@ -9,6 +9,7 @@ import json
 import logging
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from rich.console import Console
 from .config import REQUEST_TYPES, RequestType
 from .console import follow_progress, results_table
 from .errors import EgressError
+from .pauses import FILLS
 from .service import EgressService
 
 _TYPES: dict[str, RequestType] = {t.cli: t for t in REQUEST_TYPES}
@@ -59,8 +61,11 @@ def parse_request(text: str, kind: str | None) -> tuple[str, Any]:
 async def record(args: argparse.Namespace) -> int:
     """Start the egress, show progress until it ends, Ctrl-C or ``--duration``."""
     kind, req = parse_request(Path(args.request).read_text(), args.type)
-    svc = EgressService(args.url, args.api_key, args.api_secret, output_dir=args.output_dir)
     try:
+        sidecars = [s for s in args.sidecars.split(",") if s] if args.sidecars else []
+        svc = EgressService(
+            args.url, args.api_key, args.api_secret, output_dir=args.output_dir, sidecars=sidecars
+        )
         info = await getattr(svc, _TYPES[kind].method)(req)
     except EgressError as e:
         print(f"error: {e}", file=sys.stderr)
@@ -70,6 +75,13 @@ async def record(args: argparse.Namespace) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
+    pause = {
+        signal.SIGUSR1: lambda: svc.recorder(info.egress_id).pause(args.pause_fill),
+        signal.SIGUSR2: lambda: svc.recorder(info.egress_id).resume(),
+    }
+    for sig, act in pause.items():
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, _quietly, act)
     if args.duration:
         loop.call_later(args.duration, stop.set)
     stopper = loop.create_task(_stop_on(stop, svc, info.egress_id))
@@ -99,6 +111,14 @@ async def record(args: argparse.Namespace) -> int:
     return 0 if info.status == pe.EGRESS_COMPLETE else 1
 
 
+def _quietly(act: Callable[[], object]) -> None:
+    """Pause or resume on a signal; one that comes before the egress is active says why."""
+    try:
+        act()
+    except EgressError as e:
+        print(f"\n{e}", file=sys.stderr)
+
+
 async def _stop_on(stop: asyncio.Event, svc: EgressService, egress_id: str) -> None:
     await stop.wait()
     await svc.stop_egress(pe.StopEgressRequest(egress_id=egress_id))
@@ -121,6 +141,17 @@ def main(argv: list[str] | None = None) -> int:
         "absolute ones where they say)",
     )
     rec.add_argument("--quiet", action="store_true", help="no progress line")
+    rec.add_argument(
+        "--sidecars",
+        help="time-aligned sidecars beside the media, comma-separated: events,transcript,chat",
+    )
+    rec.add_argument(
+        "--pause-fill",
+        choices=FILLS,
+        default="cut",
+        help="SIGUSR1 pauses, SIGUSR2 resumes: files leave the paused span out (cut) or show a "
+        "black or still slate (default: cut)",
+    )
     wrk = sub.add_parser("worker", help="serve a LiveKit cluster as an egress worker (Redis dispatch)")
     wrk.add_argument("--config", help="worker config YAML file (default: EGRESS_CONFIG_FILE)")
     wrk.add_argument("--config-body", help="worker config as YAML text (default: EGRESS_CONFIG_BODY)")

@@ -25,6 +25,7 @@ from .media.frames import fit_on_canvas, solid_canvas, to_av
 from .media.inputs import MIX_CHANNELS, MIX_RATE, AudioSource, Picture, Renderable, VideoSource
 from .media.mixer import add_clipped
 from .outputs.base import FrameOutput, Output, PacketOutput, PcmOutput
+from .pauses import PauseClock
 
 __all__ = ["MIX_CHANNELS", "MIX_RATE", "Pipeline", "PipelineStats"]
 
@@ -76,7 +77,7 @@ class Pipeline:
                 self._video_enc[out.video] = VideoEncoder(out.video)
             if out.audio is not None and out.audio not in self._audio_enc:
                 self._audio_enc[out.audio] = AudioEncoder(out.audio, in_rate=MIX_RATE)
-        self._queue: queue.Queue[tuple[int, Picture | None, np.ndarray | None] | None] = queue.Queue()
+        self._queue: queue.Queue[tuple[int, Picture | None, np.ndarray | None, bool] | None] = queue.Queue()
         self._thread = threading.Thread(target=self._work, name="pyegress-encode", daemon=True)
         self._last_src: Picture | None = None
         self._fitted: dict[tuple[int, int], av.VideoFrame] = {}
@@ -84,6 +85,9 @@ class Pipeline:
         self._stills: collections.deque[tuple[int, concurrent.futures.Future[av.VideoFrame | None]]]
         self._stills = collections.deque()
         self.last_pcm: list[np.ndarray] = []  # each audio source's chunk of the latest tick
+        self.pauses = PauseClock(self.fps)  # pause / resume (:mod:`pyegress.pauses`)
+        self._still: Picture | None = None  # the last frame recorded (a "still" slate)
+        self._cuts: dict[int, float] = {}  # per output: ticks cut so far that it was told of
 
     @property
     def encoder_count(self) -> int:
@@ -122,6 +126,7 @@ class Pipeline:
     async def run(self, t0: float, stop: asyncio.Event) -> None:
         """Tick from monotonic ``t0`` until ``stop`` is set, then drain and close outputs."""
         self.t0 = t0
+        self.pauses.start(t0)
         self._thread.start()
         k = 0
         try:
@@ -136,21 +141,29 @@ class Pipeline:
                         pass
                 self._tick(k)
                 k += 1
+                self.pauses.next_tick = k
         finally:
             self._queue.put(None)
             await asyncio.to_thread(self._thread.join)
 
     def _tick(self, k: int) -> None:
         tau = k / self.fps
+        fill = self.pauses.fill_at(k)
         frame = self.video_input.at(self.t0 + tau) if self.video_input is not None else None
+        if fill is None:
+            self._still = frame
+        else:  # paused: the slate (the inputs are still read, so their buffers move on)
+            frame = self._still if fill == "still" else None
         pcm = None
         if self.audio_inputs:
             start = round(tau * MIX_RATE)
             count = round((k + 1) / self.fps * MIX_RATE) - start
             self.last_pcm = [a.read(start, count) for a in self.audio_inputs]
             pcm = add_clipped(self.last_pcm)
+            if fill is not None:
+                pcm = np.zeros_like(pcm)
             self._feed_pcm(pcm, tau)
-        self._queue.put((k, frame, pcm))
+        self._queue.put((k, frame, pcm, self.pauses.key_at(k)))
         self.stats.ticks = k + 1
         self.stats.backlog = self._queue.qsize()
         if self.stats.backlog > 2 * self.fps and k % self.fps == 0:
@@ -202,8 +215,11 @@ class Pipeline:
                     out.fail(e)
 
     def _feed_frames(self, k: int, frame: Picture | None) -> None:
-        """Raw frame outputs (images) take the canvas of the ticks they ask for."""
-        t = k / self.fps
+        """Raw frame outputs (images) take the canvas of the ticks they ask for (on the recorded
+        timeline: none of a cut span)."""
+        if self.pauses.fill_at(k) == "cut":
+            return
+        t = self.pauses.media_tick(k) / self.fps
         for out in self._frames:
             if not out.failed and out.wants_frame(t):
                 try:
@@ -211,9 +227,9 @@ class Pipeline:
                 except Exception as e:
                     out.fail(e)
 
-    def _encode(self, k: int, frame: Picture | None, pcm: np.ndarray | None) -> None:
+    def _encode(self, k: int, frame: Picture | None, pcm: np.ndarray | None, key: bool) -> None:
         for enc, encoder in self._video_enc.items():
-            packets = encoder.encode(self._canvas(frame, enc), k)
+            packets = encoder.encode(self._canvas(frame, enc), k, key=key)
             self._deliver(packets, "video", enc, None)
         self.stats.video_frames = k + 1 if self._video_enc else 0
         self._feed_frames(k, frame)
@@ -243,7 +259,12 @@ class Pipeline:
                 continue
             try:
                 for p in encoded:
-                    out.write(p)
+                    q = p if out.streams_live else self.pauses.cut(p)
+                    if q is None:
+                        continue
+                    if q is not p:
+                        self._tell_cut(out, p)
+                    out.write(q)
             except Exception as e:
                 out.fail(e)
 
@@ -259,6 +280,12 @@ class Pipeline:
         still = src.reformat(width, height, "rgb24", interpolation="FAST_BILINEAR")  # half the cost
         self.stats.still_seconds += time.thread_time() - started
         future.set_result(still)
+    def _tell_cut(self, out: Output, packet: EncodedPacket) -> None:
+        """The first packet after a cut goes to ``out``: let it mark the cut (HLS)."""
+        cut = self.pauses.cut_before(packet.start * self.fps + 1e-6)
+        if cut > self._cuts.get(id(out), 0):
+            self._cuts[id(out)] = cut
+            out.on_cut()
 
     def _flush(self) -> None:
         while self._stills:

@@ -6,7 +6,7 @@ import asyncio
 import base64
 import builtins
 import os
-from collections.abc import AsyncIterator, Callable, Container, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Container, Mapping, Sequence
 from pathlib import Path
 from typing import TextIO
 
@@ -18,10 +18,12 @@ from .config import Request, StreamURL, build_config, check_stream_url
 from .errors import EgressError, EgressNotFoundError, InvalidRequestError, NotSupportedError
 from .info import Listener, is_active, new_info, set_status, snapshot
 from .limits import SessionLimits
+from .pauses import PauseFill
 from .preview import Preview, View
 from .recorders import Options, Recorder, RoomCompositeRecorder, TemplateRecorder, recorder_for
 from .recorders.base import DEFAULT_MAX_RETRIES, RECONNECT_TIMEOUT
 from .redaction import redact_url
+from .sidecars import check_kinds
 from .storage.config import default_storage
 from .webhooks import EgressWebhooks
 
@@ -79,6 +81,8 @@ class EgressService:
     ``webhooks`` and to ``webhooks`` given here; a request's ``signing_key`` names ``api_key``
     or one of ``webhook_keys`` (API key → secret). ``webhooks=None`` sends none at all, not even
     the requests' (a LiveKit worker: livekit-server sends them).
+    ``sidecars`` names the time-aligned sidecars written beside each recording (``"events"``,
+    ``"transcript"``, ``"chat"``; :mod:`pyegress.sidecars`).
     """
 
     def __init__(
@@ -98,7 +102,9 @@ class EgressService:
         max_retries: int = DEFAULT_MAX_RETRIES,
         reconnect_timeout: float = RECONNECT_TIMEOUT,
         limits: SessionLimits | None = None,
+        sidecars: Collection[str] = (),
     ) -> None:
+        self.sidecars = check_kinds(sidecars)
         if max_retries < 0:
             raise InvalidRequestError("max_retries", "must be 0 or more")
         if reconnect_timeout <= 0:
@@ -196,7 +202,33 @@ class EgressService:
         recorder = entry
         if not isinstance(recorder, (RoomCompositeRecorder, TemplateRecorder)):
             raise InvalidRequestError("egress_id", f"{update.egress_id} is not a room composite egress")
-        return snapshot(recorder.set_layout(update.layout))
+        info = snapshot(recorder.set_layout(update.layout))
+        recorder.note("layout_changed", layout=update.layout)
+        return info
+
+    async def pause_egress(self, egress_id: str, *, fill: PauseFill = "cut") -> pe.EgressInfo:
+        """Stop recording the room until :meth:`resume_egress`. Files and HLS leave the paused
+        span out (``fill="cut"``: the timeline goes on seamlessly, HLS marks the cut with a
+        discontinuity) or show a slate (``"black"``, or ``"still"``: the last frame; silence);
+        RTMP keeps sending the slate. The manifest lists the pauses (:mod:`pyegress.pauses`)."""
+        return self._live(egress_id).pause(fill)
+
+    async def resume_egress(self, egress_id: str) -> pe.EgressInfo:
+        """Record the room again after :meth:`pause_egress`."""
+        return self._live(egress_id).resume()
+
+    async def mark(self, egress_id: str, label: str, data: object = None) -> None:
+        """Put an application marker (``label``, JSON-serializable ``data``) in the events sidecar
+        at the recording's current media time."""
+        self._live(egress_id).mark(label, data)
+
+    def _live(self, egress_id: str) -> Recorder:
+        entry = self._egresses.get(egress_id)
+        if entry is None:
+            raise EgressNotFoundError(f"egress_id: egress {egress_id!r} not found")
+        if not isinstance(entry, Recorder):
+            raise InvalidRequestError("egress_id", f"egress {egress_id} is not active")
+        return entry
 
     async def update_stream(self, update: pe.UpdateStreamRequest) -> pe.EgressInfo:
         """Add and remove RTMP(S) URLs of an active egress; the other URLs are not disturbed.
@@ -245,6 +277,7 @@ class EgressService:
             reconnect_timeout=self.reconnect_timeout,
             insecure=self.insecure,
             limits=self.limits,
+            sidecars=self.sidecars,
         )
         recorder = recorder_for(config, options)
         self._egresses[recorder.egress_id] = recorder

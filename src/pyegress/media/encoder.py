@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 import av
 import numpy as np
+from av.video.frame import PictureType
 
 from .encoding import AudioEncoding, VideoEncoding
 
@@ -65,9 +66,10 @@ class VideoEncoder:
         self.frames = 0
         self.packets_out = self.bytes_out = 0  # what came out (the quality report)
 
-    def encode(self, frame: av.VideoFrame | None, pts: int = 0) -> list[Packet]:
-        """Encode one frame at ``pts`` (ticks); ``None`` flushes."""
+    def encode(self, frame: av.VideoFrame | None, pts: int = 0, *, key: bool = False) -> list[Packet]:
+        """Encode one frame at ``pts`` (ticks), a key frame when ``key``; ``None`` flushes."""
         if frame is not None:
+            frame.pict_type = PictureType.I if key else PictureType.NONE  # frames are reused
             frame.pts = pts
             frame.time_base = self.stream.codec_context.time_base
             self.frames += 1

@@ -36,6 +36,9 @@ class Output:
 
     #: Set by the recorder; called from any thread when this output's result changed.
     notify: Callable[[], None] | None = None
+    #: A live destination (RTMP, SRT, WebSocket): it takes the slate while the egress is paused
+    #: and is never cut (:mod:`pyegress.pauses`).
+    streams_live = False
 
     def __init__(
         self,
@@ -65,6 +68,10 @@ class Output:
         if not self.error:
             self.error = str(error)
             log.error("output %s failed: %s", self.name, self.error)
+
+    def on_cut(self) -> None:
+        """The next packet comes after a paused span that was cut out (encode thread; HLS marks
+        it with a discontinuity)."""
 
     def resume(self, previous: Output) -> None:
         """Continue what ``previous`` (this output in the attempt before a retry, finished)

@@ -122,6 +122,7 @@ class SegmentOutput(PacketOutput):
         self._ended = False
         self._result: pe.SegmentsInfo | None = None
         self._resume_at = 0  # index of the first segment after a retry (0: not resumed)
+        self._cut = False  # a paused span was cut: the next key frame starts a discontinuity
 
     def resume(self, previous: Output) -> None:
         """Go on with ``previous``'s playlist when it is the same one: its segments stay listed,
@@ -156,12 +157,17 @@ class SegmentOutput(PacketOutput):
         t = packet.start
         if kind == self._split_kind:
             due = self._current is None or t - self._current.start >= self.segment_duration - 1e-3
-            if due and (kind == "audio" or packet.keyframe):
+            if (due or self._cut) and (kind == "audio" or packet.keyframe):
                 self._next_segment(t)
         if self._container is None:
             return  # nothing opened yet: wait for the first key frame
         self._track_end(kind, packet.end)
         self._container.mux(packet.to_av(self._streams[kind]))
+
+    def on_cut(self) -> None:
+        """A paused span was cut out: a new segment, marked as a discontinuity, starts at the
+        next key frame (the encoder makes one there)."""
+        self._cut = True
 
     def close(self) -> None:
         self._close_segment(max(self.duration, self._current.start if self._current else 0.0))
@@ -180,7 +186,8 @@ class SegmentOutput(PacketOutput):
         self._streams = {k: container.add_stream_from_template(s) for k, s in self._templates.items()}
         container.start_encoding()
         self._container = container
-        self._current = Segment(name, path, t, 0.0, 0, wall, 0 < self._resume_at == index)
+        cut, self._cut = self._cut and index > 0, False
+        self._current = Segment(name, path, t, 0.0, 0, wall, 0 < self._resume_at == index or cut)
 
     def _close_segment(self, end: float) -> None:
         container, seg = self._container, self._current

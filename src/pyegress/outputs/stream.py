@@ -244,6 +244,8 @@ class StreamSink:
 class StreamOutput(PacketOutput):
     """Streams one encode to every URL at once; URLs can be added and removed while live."""
 
+    streams_live = True  # a paused egress keeps sending the slate
+
     #: Failures in a row before a URL is FAILED; backoff doubles from ``backoff`` to ``max_backoff``.
     max_retries = 5
     backoff = 1.0

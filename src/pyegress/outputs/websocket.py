@@ -34,6 +34,8 @@ _CLOSE = object()
 class WebSocketOutput(PcmOutput):
     """Sends the track's PCM to ``url``; the connection closes when the egress ends."""
 
+    streams_live = True  # a paused egress sends silence
+
     def __init__(
         self,
         name: str,

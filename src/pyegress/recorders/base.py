@@ -12,7 +12,7 @@ import contextlib
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -45,6 +45,9 @@ from ..media.encoding import AudioEncoding, VideoEncoding
 from ..media.inputs import MIX_CHANNELS, MIX_RATE, AudioSource, Picture, VideoSource
 from ..media.timeline import AudioInput, Ticks, VideoInput
 from ..outputs import FrameOutput, Output, PcmOutput, StreamOutput, build_outputs
+from ..outputs.file import FileOutput
+from ..outputs.segments import SegmentOutput
+from ..pauses import PauseFill, check_fill
 from ..pipeline import Pipeline, PipelineStats
 from ..preview import Preview, View
 from ..quality import (
@@ -56,6 +59,7 @@ from ..quality import (
     video_quality,
     with_details,
 )
+from ..sidecars import Sidecars, check_kinds
 
 log = logging.getLogger("pyegress.recorder")
 
@@ -97,6 +101,7 @@ class Options:
     reconnect_timeout: float = RECONNECT_TIMEOUT
     insecure: bool = False  # web pages and templates run without web security
     limits: SessionLimits | None = None
+    sidecars: frozenset[str] = frozenset()  # time-aligned sidecars written beside the media
 
 
 @dataclass
@@ -131,7 +136,10 @@ class Recorder:
         max_retries: int = DEFAULT_MAX_RETRIES,
         backup_storage: pe.StorageConfig | None = None,
         limits: SessionLimits | None = None,
+        sidecars: Collection[str] = (),
     ) -> None:
+        self.sidecar_kinds = check_kinds(sidecars)
+        self.sidecars: Sidecars | None = None  # while recording, with sidecar_kinds
         if config is None:
             if request is None:
                 raise InvalidRequestError("request", "a request or a config is required")
@@ -173,6 +181,7 @@ class Recorder:
             "egress_id": options.egress_id,
             "max_retries": options.max_retries,
             "limits": options.limits,
+            "sidecars": options.sidecars,
         }
 
     # --- public lifecycle ---------------------------------------------------------------
@@ -322,6 +331,60 @@ class Recorder:
         await asyncio.gather(*(sink.owner.remove(sink) for sink in gone))
         self._sync_results()
         return snapshot(self.info)
+
+    # --- pause, marks (pyegress.pauses, pyegress.sidecars) ---------------------------------
+
+    def _recording(self) -> Pipeline:
+        if self.pipeline is None or self.info.status != pe.EGRESS_ACTIVE:
+            raise InvalidRequestError("egress_id", f"egress {self.egress_id} is not active")
+        return self.pipeline
+
+    def pause(self, fill: PauseFill | str = "cut") -> pe.EgressInfo:
+        """Stop recording the room from the next frame on: recorded outputs leave the span out
+        (``fill="cut"``) or show a slate (``"black"``, ``"still"``: the last frame; silence);
+        live outputs show the slate. Pausing a paused egress changes nothing."""
+        fill = check_fill(fill)
+        pipeline = self._recording()
+        if not pipeline.pauses.paused:
+            pipeline.pauses.pause(fill)
+            self.note("paused", fill=fill)
+        return snapshot(self.info)
+
+    def resume(self) -> pe.EgressInfo:
+        """Record the room again from the next frame on (a cut continues the timeline)."""
+        if self._recording().pauses.resume() is not None:
+            self.note("resumed")
+        return snapshot(self.info)
+
+    def mark(self, label: str, data: object = None) -> None:
+        """Put an application marker in the events sidecar at the current media time."""
+        self._recording()
+        if self.sidecars is None or "events" not in self.sidecar_kinds:
+            raise InvalidRequestError("sidecars", "marks go to the events sidecar: enable 'events'")
+        self.note("mark", label=label, data=data)
+
+    def note(self, event: str, /, **data: Any) -> None:
+        """An event for the events sidecar (nothing without one)."""
+        if self.sidecars is not None:
+            self.sidecars.note(event, **data)
+
+    def _sidecar_room(self) -> rtc.Room | None:
+        """The room whose events and text streams the sidecars follow (none by default)."""
+        return None
+
+    async def _publish_sidecars(self) -> list[dict[str, str]]:
+        """Write the sidecars beside the first file or playlist (else in the output folder)
+        and upload them with it."""
+        if self.sidecars is None:
+            return []
+        media, store = self.config.output_dir / self.egress_id, None
+        for o in self.outputs:
+            if isinstance(o, (FileOutput, SegmentOutput)):
+                media = o.path if isinstance(o, FileOutput) else o.paths.playlist
+                store = o.store
+                break
+        header = {"egress_id": self.egress_id, "room_name": self.config.room_name}
+        return await self.sidecars.publish(media, store, header)
 
     # --- subclass hooks -----------------------------------------------------------------
 
@@ -473,12 +536,20 @@ class Recorder:
         with self.owner.edit() as info:
             info.started_at = info.started_at or started  # a retry keeps the first start
             self._mirror_legacy()
+        self.pipeline.pauses.start(t0)
+        if self.sidecar_kinds:
+            self.sidecars = Sidecars(self.sidecar_kinds, self.pipeline.pauses)
+            room = self._sidecar_room()
+            if room is not None:
+                self.sidecars.attach(room)
         self.owner.set_status(pe.EGRESS_ACTIVE)
         self._on_active()
         try:
             await self.pipeline.run(t0, self._end)
         finally:
             self._t1 = time.monotonic()
+            if self.sidecars is not None:
+                await self.sidecars.close()
             self._quality = report = self.quality()  # encoders flushed: the counts are final
             with self.owner.edit() as info:
                 info.details = with_details(info.details, report)
@@ -533,6 +604,10 @@ class Recorder:
         data = MessageToDict(snapshot(self.info), preserving_proto_field_name=True)
         if self._quality is not None:
             data["quality"] = self._quality.to_dict()
+        if self.pipeline is not None and self.pipeline.pauses.pauses:
+            data["pauses"] = self.pipeline.pauses.to_list()
+        if self.sidecars is not None:
+            data["sidecars"] = await self._publish_sidecars()
         for out in self.outputs:
             location, error = await out.publish_manifest(data)
             await out.release()

@@ -102,6 +102,9 @@ class RoomRecorder(Recorder):
                 video.append(video_quality(name, sink, lag))
         return video, audio
 
+    def _sidecar_room(self) -> rtc.Room | None:
+        return self.source.room
+
     # --- subclass hooks -----------------------------------------------------------------
 
     def _route(self, participant: rtc.RemoteParticipant, pub: rtc.RemoteTrackPublication) -> str | None:

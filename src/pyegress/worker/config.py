@@ -11,9 +11,10 @@ they are stopped: seconds or a duration like ``5m``; default 60 s; ``--drain-tim
 it) and ``state_file`` (where the worker keeps its running egresses, so that after a crash its
 next start reports them FAILED; default ``<output_dir>/.pyegress-worker-state.json``; workers
 sharing an ``output_dir`` need one each), ``reconnect_timeout`` (how long an egress whose room
-connection was lost waits for it to come back before it fails: a duration; default 30 s) and
+connection was lost waits for it to come back before it fails: a duration; default 30 s),
 ``max_retries`` (how often an egress that failed for a transient reason is retried; default
-1). Unknown keys are logged once and ignored.
+1) and ``sidecars`` (the time-aligned sidecars written beside each recording: a list of
+``events``, ``transcript``, ``chat``; default none). Unknown keys are logged once and ignored.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from ..errors import InvalidRequestError
 from ..limits import SessionLimits
 from ..recorders.base import DEFAULT_MAX_RETRIES, RECONNECT_TIMEOUT
 from ..redaction import redacted_repr
+from ..sidecars import check_kinds
 from ..storage.config import default_storage
 
 log = logging.getLogger("pyegress.worker")
@@ -85,6 +87,7 @@ _KNOWN = {
     "drain_timeout",
     "reconnect_timeout",
     "max_retries",
+    "sidecars",
     "state_file",
     "template_base",
     "cluster_id",
@@ -136,6 +139,7 @@ class WorkerConfig:
     state_file: Path | None = None
     reconnect_timeout: float = RECONNECT_TIMEOUT
     max_retries: int = DEFAULT_MAX_RETRIES
+    sidecars: frozenset[str] = frozenset()  # time-aligned sidecars beside each recording
 
     @property
     def state_path(self) -> Path:
@@ -301,6 +305,7 @@ def parse_config(data: Mapping[str, Any]) -> WorkerConfig:
         state_file=Path(_str(data, "state_file")) if _str(data, "state_file") else None,
         reconnect_timeout=_seconds(data.get("reconnect_timeout", RECONNECT_TIMEOUT), "reconnect_timeout", ""),
         max_retries=_count(data, "max_retries", DEFAULT_MAX_RETRIES),
+        sidecars=check_kinds(data.get("sidecars") or ()),
     )
     secrets = [config.api_secret, config.redis.password, config.redis.sentinel_password]
     for store in (config.storage, config.backup):

@@ -87,6 +87,7 @@ class EgressWorker:
             limits=config.session_limits,
             reconnect_timeout=config.reconnect_timeout,
             max_retries=config.max_retries,
+            sidecars=config.sidecars,
         )
         cores = cpus if cpus is not None else float(os.cpu_count() or 1)
         self.capacity = cores * config.cpu_cost.get("max_cpu_utilization", 0.8)

@@ -1,0 +1,161 @@
+"""Pause and resume: which output ticks are paused, and how recorded media is cut around them.
+
+While paused the pipeline keeps ticking on the wall clock but hands its encoders a slate (black,
+or the last frame shown; silence) instead of the room. What each output makes of that:
+
+- live outputs (RTMP, SRT, WebSocket) take the slate, so a viewer's player never stalls;
+- recorded outputs (files, HLS, images) take it too when the pause's fill is ``"black"`` or
+  ``"still"``; with ``"cut"`` (the default) the paused span is left out: its packets dropped,
+  every later packet moved earlier by what was cut, so the timeline goes on seamlessly and audio
+  and video stay in sync (both move by the same whole number of ticks). The video encoders make
+  a key frame on the first tick after a cut, so a file continues and HLS starts a new segment
+  (marked ``#EXT-X-DISCONTINUITY``) there.
+
+Ticks are the pipeline's (``k / fps`` seconds of output time, wall time ``t0 + k / fps``). A pause
+or resume takes effect on the first tick not yet handed out, so what the room did before the call
+is kept and nothing after it is recorded.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from dataclasses import dataclass
+from typing import Literal, get_args
+
+from .errors import InvalidRequestError
+from .media.encoder import EncodedPacket
+
+PauseFill = Literal["cut", "black", "still"]
+FILLS: tuple[str, ...] = get_args(PauseFill)
+
+
+def check_fill(fill: str) -> PauseFill:
+    """``fill`` as a :data:`PauseFill`, or ``InvalidRequestError`` naming the field."""
+    if fill not in FILLS:
+        raise InvalidRequestError("fill", f"must be one of {', '.join(FILLS)}, not {fill!r}")
+    return fill  # type: ignore[return-value]
+
+
+@dataclass(frozen=True)
+class Pause:
+    """One pause: output ticks ``[start, end)`` (``end`` None while it lasts)."""
+
+    start: int
+    end: int | None
+    fill: PauseFill
+
+
+class PauseClock:
+    """The pauses of one recording on the pipeline's ticks; read by the encode thread too (the
+    tuple of pauses is replaced, never changed in place)."""
+
+    def __init__(self, fps: float) -> None:
+        self.fps = fps
+        self.t0 = 0.0  # monotonic time of tick 0 (set when the pipeline runs)
+        self.wall0 = 0.0  # unix time of tick 0
+        self.next_tick = 0  # the first tick not handed out yet (the pipeline keeps it)
+        self.pauses: tuple[Pause, ...] = ()
+
+    def start(self, t0: float) -> None:
+        """The clock runs: tick 0 is at monotonic ``t0``."""
+        self.t0 = t0
+        self.wall0 = time.time() - (time.monotonic() - t0)
+
+    @property
+    def paused(self) -> bool:
+        return bool(self.pauses) and self.pauses[-1].end is None
+
+    def _tick_now(self) -> int:
+        return max(self.next_tick, math.ceil((time.monotonic() - self.t0) * self.fps - 1e-9))
+
+    def pause(self, fill: PauseFill = "cut") -> Pause:
+        """Pause from the next tick on (idempotent: an ongoing pause is returned as it is)."""
+        if self.paused:
+            return self.pauses[-1]
+        start = self._tick_now()
+        if self.pauses and self.pauses[-1].end == start:  # resumed and paused on one tick
+            self.pauses = self.pauses[:-1]
+        self.pauses = (*self.pauses, Pause(start, None, fill))
+        return self.pauses[-1]
+
+    def resume(self) -> Pause | None:
+        """Record again from the next tick on; the pause that ended (None when not paused)."""
+        if not self.paused:
+            return None
+        last = self.pauses[-1]
+        ended = dataclasses.replace(last, end=max(last.start, self._tick_now()))
+        self.pauses = (*self.pauses[:-1], ended) if ended.end != ended.start else self.pauses[:-1]
+        return ended
+
+    # --- the pipeline --------------------------------------------------------------------
+
+    def fill_at(self, k: int) -> PauseFill | None:
+        """How tick ``k`` is filled (None: it records the room)."""
+        for p in reversed(self.pauses):
+            if p.start <= k and (p.end is None or k < p.end):
+                return p.fill
+            if p.end is not None and p.end <= k:
+                return None
+        return None
+
+    def key_at(self, k: int) -> bool:
+        """Whether tick ``k`` is the first after a cut (its video frame must be a key frame)."""
+        return any(p.end == k and p.fill == "cut" for p in self.pauses)
+
+    def cut_before(self, k: float) -> float:
+        """Ticks cut out before tick ``k`` (whole ones, but for a fractional ``k`` inside a cut)."""
+        total = 0.0
+        for p in self.pauses:
+            if p.fill != "cut" or p.start >= k:
+                continue
+            total += (k if p.end is None else min(p.end, k)) - p.start
+        return total
+
+    def in_cut(self, k: float) -> bool:
+        return any(p.fill == "cut" and p.start <= k and (p.end is None or k < p.end) for p in self.pauses)
+
+    def media_tick(self, k: int) -> int:
+        """Tick ``k`` on the recorded outputs' timeline."""
+        return k - round(self.cut_before(k))
+
+    def cut(self, packet: EncodedPacket) -> EncodedPacket | None:
+        """``packet`` as a recorded output takes it: None inside a cut, moved earlier after one."""
+        if packet.pts is None or not self.pauses:
+            return packet
+        k = packet.start * self.fps + 1e-6
+        if self.in_cut(k):
+            return None
+        cut = self.cut_before(k)
+        if not cut:
+            return packet
+        d = round(cut / self.fps / packet.time_base)
+        dts = packet.dts - d if packet.dts is not None else None
+        return dataclasses.replace(packet, pts=packet.pts - d, dts=dts)
+
+    # --- times ---------------------------------------------------------------------------
+
+    def media_time(self, when: float) -> float:
+        """Seconds on the recorded timeline of monotonic ``when`` (inside a cut: where it is)."""
+        k = max(0.0, (when - self.t0) * self.fps)
+        return max(0.0, (k - self.cut_before(k)) / self.fps)
+
+    def to_list(self) -> list[dict[str, object]]:
+        """The pauses for manifests and sidecars: wall time (unix ns) and media time (s)."""
+        out: list[dict[str, object]] = []
+        for p in self.pauses:
+            end = p.end if p.end is not None else self.next_tick
+            m0 = (p.start - self.cut_before(p.start)) / self.fps
+            m1 = m0 if p.fill == "cut" else m0 + (end - p.start) / self.fps
+            out.append(
+                {
+                    "fill": p.fill,
+                    "wall_start": int((self.wall0 + p.start / self.fps) * 1e9),
+                    "wall_end": int((self.wall0 + end / self.fps) * 1e9),
+                    "media_start": round(m0, 6),
+                    "media_end": round(m1, 6),
+                    "duration": round((end - p.start) / self.fps, 6),
+                }
+            )
+        return out

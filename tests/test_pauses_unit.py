@@ -1,0 +1,89 @@
+"""Pause bookkeeping and sidecar documents without a server: ticks cut, packets moved, media
+times, WebVTT."""
+
+from __future__ import annotations
+
+import json
+import time
+from fractions import Fraction
+
+import pytest
+
+from pyegress import InvalidRequestError
+from pyegress.media.encoder import EncodedPacket
+from pyegress.pauses import PauseClock, check_fill
+from pyegress.sidecars import Cue, Sidecars, check_kinds, render_vtt
+
+
+def _clock() -> PauseClock:
+    clock = PauseClock(30)
+    clock.start(time.monotonic() - 10.0)  # tick 0 was 10 s ago: tick 300 is now
+    clock.next_tick = 300
+    return clock
+
+
+def _packet(kind: str, pts: int, tb: Fraction) -> EncodedPacket:
+    return EncodedPacket(kind, b"x", pts, pts, 1, tb, kind == "video")
+
+
+def test_a_cut_pause_drops_its_ticks_and_moves_the_later_ones_by_whole_ticks() -> None:
+    clock = _clock()
+    start = clock.pause().start
+    assert start >= 300 and clock.paused and clock.fill_at(start) == "cut"
+    clock.next_tick = start + 45
+    ended = clock.resume()
+    assert ended is not None and ended.end is not None and ended.end >= start + 45
+    n = ended.end - start
+    assert clock.fill_at(ended.end) is None and clock.key_at(ended.end) and not clock.key_at(start)
+    video, audio = Fraction(1, 30), Fraction(1, 48000)
+    assert clock.cut(_packet("video", start - 1, video)) == _packet("video", start - 1, video)
+    assert clock.cut(_packet("video", start + 5, video)) is None
+    assert clock.cut(_packet("video", ended.end, video)) == _packet("video", start, video)
+    after = clock.cut(_packet("audio", ended.end * 1600 + 7, audio))
+    assert after is not None and after.pts == start * 1600 + 7 and after.dts == after.pts
+    assert clock.media_tick(ended.end + 3) == ended.end + 3 - n
+    (listed,) = clock.to_list()
+    assert listed["media_start"] == listed["media_end"] == pytest.approx(start / 30)
+    assert listed["duration"] == pytest.approx(n / 30)
+
+
+def test_a_slate_pause_cuts_nothing_and_fills_are_checked() -> None:
+    clock = _clock()
+    clock.pause("still")
+    clock.next_tick += 30
+    clock.resume()
+    assert clock.cut_before(10_000) == 0 and clock.fill_at(clock.pauses[0].start) == "still"
+    (listed,) = clock.to_list()
+    assert listed["media_end"] > listed["media_start"]  # type: ignore[operator]
+    with pytest.raises(InvalidRequestError, match="fill"):
+        check_fill("grey")
+    with pytest.raises(InvalidRequestError, match="sidecars"):
+        check_kinds(["events", "video"])
+
+
+def test_events_written_during_a_cut_land_on_the_cut() -> None:
+    clock = _clock()
+    side = Sidecars(frozenset({"events", "transcript", "chat"}), clock)
+    side.note("mark", label="a")
+    clock.pause()
+    start = clock.pauses[0].start
+    assert clock.media_time(clock.t0 + (start + 20) / 30) == pytest.approx(start / 30)
+    docs = side.documents({"egress_id": "EG_x"})
+    (event,) = json.loads(docs["events.json"])["events"]
+    assert event["media_time"] == pytest.approx(10.0, abs=0.1) and event["label"] == "a"
+    assert docs["transcript.vtt"] == "WEBVTT\n" and docs["chat.vtt"] == "WEBVTT\n"
+
+
+def test_webvtt_cues_are_ordered_escaped_and_voiced() -> None:
+    text = render_vtt([Cue(3661.5, 3662.0, "b <i>", "bob"), Cue(1.0, 1.0, "a & b")])
+    assert text.splitlines() == [
+        "WEBVTT",
+        "",
+        "1",
+        "00:00:01.000 --> 00:00:01.040",
+        "a &amp; b",
+        "",
+        "2",
+        "01:01:01.500 --> 01:01:02.000",
+        "<v bob>b &lt;i&gt;",
+    ]
