@@ -55,6 +55,7 @@ from ..quality import (
     video_quality,
     with_details,
 )
+from ..selection import Selection
 
 log = logging.getLogger("pyegress.recorder")
 
@@ -96,6 +97,8 @@ class Options:
     reconnect_timeout: float = RECONNECT_TIMEOUT
     insecure: bool = False  # web pages and templates run without web security
     limits: SessionLimits | None = None
+    selection: Selection | None = None  # room composites: who is recorded
+    speaker_tracks: bool = False  # room composites: one audio track per participant in files
 
 
 @dataclass
