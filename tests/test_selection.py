@@ -4,6 +4,7 @@ the decoded files: who is seen in the grid, who is heard in the mix and on which
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from pathlib import Path
 
@@ -14,10 +15,11 @@ from livekit import api, rtc
 from livekit.protocol import egress as pe
 
 import pyegress
-from pyegress import Rule, Selection
+from pyegress import Rule, Selection, cli
 from pyegress.errors import InvalidRequestError
 from pyegress.testing import LiveKitServer, SyntheticPublisher, mean_color
 from pyegress.testing.checks import AudioData, audio_samples
+from pyegress.worker.config import ConfigError, load_config
 
 from .helpers import check_file_result, publisher, status, wait_active
 
@@ -45,6 +47,51 @@ def test_rules_parse_and_name_the_bad_field() -> None:
         Selection.of(include=["attribute:consent"])
     with pytest.raises(InvalidRequestError, match=r"selection\.include\[0\].*unknown rule 'name'"):
         Selection.of(include=["name:bob"])
+
+
+WORKER = """
+api_key: key
+api_secret: secret-value-123
+ws_url: ws://127.0.0.1:7880
+redis:
+  address: 127.0.0.1:6379
+"""
+
+
+def test_worker_config_sets_every_room_composites_rules() -> None:
+    body = (
+        WORKER
+        + """
+room_composite:
+  exclude: ["attribute:recording_consent=false", "kind:sip"]
+  hide_without_video: true
+  speaker_tracks: true
+"""
+    )
+    config = load_config(body=body)
+    assert config.selection == Selection.of(exclude=[CONSENT, "kind:sip"], hide_without_video=True)
+    assert config.speaker_tracks
+    plain = load_config(body=WORKER)
+    assert plain.selection is None and not plain.speaker_tracks
+    with pytest.raises(ConfigError, match=r"room_composite\.exclude\[0\].*unknown kind"):
+        load_config(body=WORKER + "room_composite:\n  exclude: [kind:robot]\n")
+    with pytest.raises(ConfigError, match=r"room_composite\.speakers: unknown key"):
+        load_config(body=WORKER + "room_composite:\n  speakers: true\n")
+
+
+def test_cli_flags_name_the_bad_rule_and_the_request_that_cannot_take_them(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    composite = tmp_path / "composite.json"
+    composite.write_text(json.dumps({"roomName": "r", "fileOutputs": [{"filepath": "x.mp4"}]}))
+    assert cli.main(["record", str(composite), "--exclude", "kind:robot", "--url", "ws://127.0.0.1:9"]) == 2
+    assert "selection.exclude[0]: 'kind:robot': unknown kind" in capsys.readouterr().err
+    participant = tmp_path / "participant.json"
+    participant.write_text(
+        json.dumps({"roomName": "r", "identity": "a", "fileOutputs": [{"filepath": "x.mp4"}]})
+    )
+    assert cli.main(["record", str(participant), "--speaker-tracks", "--url", "ws://127.0.0.1:9"]) == 2
+    assert "speaker_tracks: a participant request records no room composite" in capsys.readouterr().err
 
 
 # --- recordings -------------------------------------------------------------------------------

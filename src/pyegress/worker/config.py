@@ -13,7 +13,9 @@ next start reports them FAILED; default ``<output_dir>/.pyegress-worker-state.js
 sharing an ``output_dir`` need one each), ``reconnect_timeout`` (how long an egress whose room
 connection was lost waits for it to come back before it fails: a duration; default 30 s) and
 ``max_retries`` (how often an egress that failed for a transient reason is retried; default
-1). Unknown keys are logged once and ignored.
+1) and ``room_composite`` (for every native room composite: ``include`` / ``exclude`` rules and
+``hide_without_video`` as in :mod:`pyegress.selection`, ``speaker_tracks``). Unknown keys are
+logged once and ignored.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from ..errors import InvalidRequestError
 from ..limits import SessionLimits
 from ..recorders.base import DEFAULT_MAX_RETRIES, RECONNECT_TIMEOUT
 from ..redaction import redacted_repr
+from ..selection import Selection
 from ..storage.config import default_storage
 
 log = logging.getLogger("pyegress.worker")
@@ -86,6 +89,7 @@ _KNOWN = {
     "reconnect_timeout",
     "max_retries",
     "state_file",
+    "room_composite",
     "template_base",
     "cluster_id",
     "enable_chrome_sandbox",
@@ -136,6 +140,8 @@ class WorkerConfig:
     state_file: Path | None = None
     reconnect_timeout: float = RECONNECT_TIMEOUT
     max_retries: int = DEFAULT_MAX_RETRIES
+    selection: Selection | None = None  # room composites: who is recorded (consent rules)
+    speaker_tracks: bool = False  # room composites: one audio track per participant
 
     @property
     def state_path(self) -> Path:
@@ -272,6 +278,28 @@ def _count(data: Mapping[str, Any], key: str, default: int) -> int:
     return value
 
 
+def _composite(raw: object) -> tuple[Selection | None, bool]:
+    """``room_composite``: the selection and speaker tracks of every native room composite."""
+    if raw is None:
+        return None, False
+    if not isinstance(raw, Mapping):
+        raise ConfigError("room_composite", "must be a mapping")
+    for key in raw:
+        if key not in ("include", "exclude", "hide_without_video", "speaker_tracks"):
+            raise ConfigError(f"room_composite.{key}", "unknown key")
+    rules = {k: raw.get(k) or [] for k in ("include", "exclude")}
+    for k, v in rules.items():
+        if not isinstance(v, list):
+            raise ConfigError(f"room_composite.{k}", "must be a list of rules")
+    hide = bool(raw.get("hide_without_video", False))
+    try:
+        selection = Selection.of(*rules.values(), hide_without_video=hide, field="room_composite")
+    except InvalidRequestError as e:
+        raise ConfigError(e.field, e.message) from None
+    chosen = selection != Selection()
+    return (selection if chosen else None), bool(raw.get("speaker_tracks", False))
+
+
 def parse_config(data: Mapping[str, Any]) -> WorkerConfig:
     """Validate a parsed YAML mapping; unknown keys are logged and ignored. Its secrets are
     registered with :mod:`pyegress.redaction`, so no log line shows them."""
@@ -302,6 +330,7 @@ def parse_config(data: Mapping[str, Any]) -> WorkerConfig:
         reconnect_timeout=_seconds(data.get("reconnect_timeout", RECONNECT_TIMEOUT), "reconnect_timeout", ""),
         max_retries=_count(data, "max_retries", DEFAULT_MAX_RETRIES),
     )
+    config.selection, config.speaker_tracks = _composite(data.get("room_composite"))
     secrets = [config.api_secret, config.redis.password, config.redis.sentinel_password]
     for store in (config.storage, config.backup):
         if store is not None:
