@@ -239,11 +239,14 @@ async def test_speaker_tracks_hold_each_voice_aligned_with_the_mix(
         livekit_server.url, token, video=False, tone_hz=660.0, marker_interval=NO_MARKERS
     )
     await a.start()
-    req = pe.RoomCompositeEgressRequest(room_name=room_name, layout="grid", advanced=CANVAS)
-    req.file_outputs.add(filepath="speakers.mp4")
-    req.file_outputs.add(filepath="speakers.ogg")
+    req = pe.StartEgressRequest(  # the unified request's template: the same room composite
+        room_name=room_name,
+        template=pe.TemplateSource(layout="grid"),
+        advanced=CANVAS,
+        outputs=[pe.Output(file=pe.FileOutput(filepath=f"speakers.{ext}")) for ext in ("mp4", "ogg")],
+    )
     selection = Selection(hide_without_video=True)  # the agent only speaks: no tile
-    info = await service.start_room_composite_egress(req, selection=selection, speaker_tracks=True)
+    info = await service.start_egress(req, selection=selection, speaker_tracks=True)
     assert status(await wait_active(service, info.egress_id)) == "EGRESS_ACTIVE"
     await asyncio.sleep(1.5)
     t_join = await _now(service, info.egress_id)
@@ -281,3 +284,36 @@ async def test_speaker_tracks_hold_each_voice_aligned_with_the_mix(
     video = final.file_results[0].filename
     frames = {k: _colours(video, _box(x, 360)) for k, x in (("l", 400), ("r", 880))}
     assert all(_near(_shown(f, t_mute), RED) for f in frames.values()), frames
+
+
+@pytest.mark.integration
+async def test_media_source_mix_follows_a_consent_attribute(
+    livekit_server: LiveKitServer, service: pyegress.EgressService, room_name: str
+) -> None:
+    a = publisher(livekit_server, room_name, "a", color=RED, tone_hz=440.0, marker_interval=NO_MARKERS)
+    b = publisher(livekit_server, room_name, "b", video=False, tone_hz=660.0, marker_interval=NO_MARKERS)
+    for p in (a, b):
+        await p.start()
+    req = pe.StartEgressRequest(
+        room_name=room_name,
+        media=pe.MediaSource(
+            participant_video=pe.ParticipantVideo(identity="a"), audio=pe.AudioConfig(capture_all=True)
+        ),
+        advanced=pe.EncodingOptions(width=640, height=360, framerate=30),
+        outputs=[pe.Output(file=pe.FileOutput(filepath="media.mp4"))],
+    )
+    info = await service.start_egress(req, selection=Selection.of(exclude=[CONSENT]))
+    assert status(await wait_active(service, info.egress_id)) == "EGRESS_ACTIVE"
+    await asyncio.sleep(2.0)
+    t_out = await _now(service, info.egress_id)
+    await _set_consent(livekit_server, room_name, "b", "false")
+    await asyncio.sleep(2.0)
+    final = await service.stop_egress(pe.StopEgressRequest(egress_id=info.egress_id))
+    for p in (a, b):
+        await p.stop()
+    media = check_file_result(final)
+    audio = audio_samples(final.file_results[0].filename)
+    before = {hz: _level(audio, hz, 0.5, t_out - 0.3) for hz in (440.0, 660.0)}
+    after = {hz: _level(audio, hz, t_out + 0.4, media.duration - 0.3) for hz in (440.0, 660.0)}
+    assert before[440.0] > 0.02 and before[660.0] > 0.02, before
+    assert after[440.0] > 0.02 and after[660.0] < 0.01 * after[440.0], after

@@ -17,7 +17,14 @@ from .config import EgressConfig, Kind, Request, StreamURL, build_config, check_
 from .errors import EgressError, EgressNotFoundError, InvalidRequestError, NotSupportedError
 from .info import Listener, is_active, new_info, set_status, snapshot
 from .limits import SessionLimits
-from .recorders import Options, Recorder, RoomCompositeRecorder, TemplateRecorder, recorder_for
+from .recorders import (
+    MediaRecorder,
+    Options,
+    Recorder,
+    RoomCompositeRecorder,
+    TemplateRecorder,
+    recorder_for,
+)
 from .recorders.base import DEFAULT_MAX_RETRIES, RECONNECT_TIMEOUT
 from .redaction import redact_url
 from .selection import Selection
@@ -198,7 +205,8 @@ class EgressService:
         """LiveKit's unified request: a ``template`` (room composite), ``web`` or ``media``
         source (one video and routed audio) to a list of ``outputs``. ``PASSTHROUGH`` raises
         ``NotSupportedError``; see :mod:`pyegress.config.unified`. ``selection`` and
-        ``speaker_tracks`` as for :meth:`start_room_composite_egress` (a native template)."""
+        ``speaker_tracks`` as for :meth:`start_room_composite_egress` (a native template; a
+        ``media`` source takes ``selection`` for its mix)."""
         return await self._start(start, room, egress_id, selection, speaker_tracks)
 
     async def update_layout(self, update: pe.UpdateLayoutRequest) -> pe.EgressInfo:
@@ -216,14 +224,16 @@ class EgressService:
     async def update_selection(self, egress_id: str, selection: Selection) -> pe.EgressInfo:
         """Change who a live room composite records (:class:`~pyegress.Selection`), from the
         next frame on: excluded participants leave the picture (the layout re-flows) and the
-        mix."""
+        mix; for a unified request's ``media`` source, the mix."""
         entry = self._egresses.get(egress_id)
         if entry is None:
             raise EgressNotFoundError(f"egress_id: egress {egress_id!r} not found")
         if not isinstance(entry, Recorder) or not is_active(entry.info.status):
             raise InvalidRequestError("egress_id", f"{egress_id} has already ended")
-        if not isinstance(entry, RoomCompositeRecorder):
-            raise InvalidRequestError("egress_id", f"{egress_id} is not a native room composite egress")
+        if not isinstance(entry, (RoomCompositeRecorder, MediaRecorder)):
+            raise InvalidRequestError(
+                "egress_id", f"{egress_id} is not a native room composite or media egress"
+            )
         return snapshot(entry.set_selection(selection))
 
     async def update_stream(self, update: pe.UpdateStreamRequest) -> pe.EgressInfo:
@@ -283,9 +293,10 @@ class EgressService:
             selection=selection,
             speaker_tracks=speaker_tracks,
         )
-        if (selection is not None or speaker_tracks) and not _native_composite(config):
-            field = "selection" if selection is not None else "speaker_tracks"
-            raise InvalidRequestError(field, "only a room composite with a native layout takes it")
+        if speaker_tracks and not _native_composite(config):
+            raise InvalidRequestError("speaker_tracks", "only a room composite with a native layout takes it")
+        if selection is not None and not (_native_composite(config) or config.kind is Kind.MEDIA):
+            raise InvalidRequestError("selection", "only a native room composite or a media source takes it")
         recorder = recorder_for(config, options)
         self._egresses[recorder.egress_id] = recorder
         recorder.listen(self._tell)
