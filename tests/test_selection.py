@@ -315,5 +315,6 @@ async def test_media_source_mix_follows_a_consent_attribute(
     audio = audio_samples(final.file_results[0].filename)
     before = {hz: _level(audio, hz, 0.5, t_out - 0.3) for hz in (440.0, 660.0)}
     after = {hz: _level(audio, hz, t_out + 0.4, media.duration - 0.3) for hz in (440.0, 660.0)}
+    print(f"media mix levels before {before}, after b withdrew consent {after}")
     assert before[440.0] > 0.02 and before[660.0] > 0.02, before
     assert after[440.0] > 0.02 and after[660.0] < 0.01 * after[440.0], after
