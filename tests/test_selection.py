@@ -272,7 +272,7 @@ async def test_speaker_tracks_hold_each_voice_aligned_with_the_mix(
         assert _level(tb, 660.0, *both) > 0.02 and _level(tb, 440.0, *both) < 0.01 * _level(tb, 660.0, *both)
         # sample-aligned: the same length, and the mix is the sum of the tracks at lag 0
         lengths = [x.samples.size for x in (mix, ta, tb)]
-        assert max(lengths) - min(lengths) <= 0.021 * mix.sample_rate, lengths
+        assert max(lengths) - min(lengths) <= 1, lengths
         i0, i1 = (round(t * mix.sample_rate) for t in both)
         m, s = mix.samples[i0:i1], ta.samples[i0:i1] + tb.samples[i0:i1]
         lags = range(-48, 49)

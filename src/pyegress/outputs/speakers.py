@@ -1,13 +1,14 @@
 """One audio track per speaker beside the mix, in the same file (MP4, Ogg, WebM).
 
 A container's streams are fixed when its header is written, but participants join at any
-time: so each speaker's track is encoded while recording into a side file (NUT, which keeps the
-encoder's sample time base) and merged into the finished file by stream copy, before it is
-uploaded: the mix first, titled ``mix``, then one mono track per participant, titled with the
-identity. Every track is fed from the same mixer read as the mix, span for span, so each holds
-exactly the mix's samples; a track is silent before its participant first spoke, while they are
-absent, muted or excluded. A participant who joins late has the silence before encoded at once
-(about 180x real time per track: a second of one core per three minutes before the join).
+time: so each speaker's track is encoded while recording into a side file (:func:`side_format`)
+and merged into the finished file by stream copy, before it is uploaded: the mix first, titled
+``mix``, then one mono track per participant, titled with the identity. Every track is fed from
+the same mixer read as the mix, span for span, so each holds exactly the mix's samples; a track
+is silent before its participant first spoke, while they are absent, muted or excluded (one
+excluded throughout gets no track). A participant who joins late has the silence before encoded
+at once (about 180x real time per track: a second of one core per three minutes before the
+join).
 """
 
 from __future__ import annotations
@@ -39,13 +40,22 @@ log = logging.getLogger("pyegress.speakers")
 MIX_TITLE = "mix"
 #: Containers that can hold several audio streams.
 MULTITRACK = frozenset({".mp4", ".ogg", ".webm"})
+
+
+def side_format(suffix: str) -> str:
+    """The side file format for a file ``suffix``: one that keeps the encoder's sample time base
+    and ends the tracks where the file's muxer ends the mix (Ogg trims Opus's padding at the
+    end, WebM and MP4 as FFmpeg writes them here do not, nor does NUT)."""
+    return "ogg" if suffix == ".ogg" else "nut"
+
+
 _CATCH_UP = MIX_RATE  # silence before a late joiner is encoded a second at a time
 
 
 @dataclass
 class _Track:
     identity: str
-    encoding: AudioEncoding  # the file's, mono
+    target: tuple[AudioEncoding, str]  # the file's encoding (mono) and side format
     path: Path
     encoder: AudioEncoder
     container: av.container.OutputContainer
@@ -59,10 +69,11 @@ class _Track:
 
 class SpeakerTracks:
     """Encodes each identity's span of every mixer read on a thread of its own, for the audio
-    ``encodings`` of the files that carry speaker tracks; :meth:`merge` puts them into a file."""
+    encodings and containers of the ``files`` (path, audio encoding) that carry speaker tracks;
+    :meth:`merge` puts them into a file."""
 
-    def __init__(self, encodings: list[AudioEncoding], folder: Path) -> None:
-        self.encodings = [replace(e, channels=1) for e in dict.fromkeys(encodings)]
+    def __init__(self, files: list[tuple[Path, AudioEncoding]], folder: Path) -> None:
+        self.targets = list(dict.fromkeys((replace(e, channels=1), side_format(p.suffix)) for p, e in files))
         self.folder = folder
         self.tracks: dict[str, list[_Track]] = {}
         self.position = 0  # timeline samples every track holds
@@ -135,13 +146,13 @@ class SpeakerTracks:
     def _open(self, identity: str) -> list[_Track]:
         self.folder.mkdir(parents=True, exist_ok=True)
         opened = []
-        for k, enc in enumerate(self.encodings):
-            path = self.folder / f"{len(self.tracks)}-{k}.nut"
+        for k, (enc, fmt) in enumerate(self.targets):
+            path = self.folder / f"{len(self.tracks)}-{k}.{fmt}"
             encoder = AudioEncoder(enc, in_rate=MIX_RATE)
-            container = av.open(str(path), "w", format="nut")
+            container = av.open(str(path), "w", format=fmt)
             stream = container.add_stream_from_template(encoder.stream)
             container.start_encoding()
-            opened.append(_Track(identity, enc, path, encoder, container, stream))
+            opened.append(_Track(identity, (enc, fmt), path, encoder, container, stream))
         return opened
 
     # --- the merge ---------------------------------------------------------------------------
@@ -152,8 +163,8 @@ class SpeakerTracks:
         self.close()
         if self.error:
             raise RuntimeError(f"speaker tracks not recorded: {self.error}")
-        mono = replace(encoding, channels=1)
-        sides = [t for ts in self.tracks.values() for t in ts if t.encoding == mono]
+        target = (replace(encoding, channels=1), side_format(path.suffix))
+        sides = [t for ts in self.tracks.values() for t in ts if t.target == target]
         if not sides:
             return
         fmt = CONTAINER_FORMATS[path.suffix]

@@ -172,7 +172,7 @@ class RoomCompositeRecorder(RoomRecorder):
             return
         folder = self.config.output_dir / f".{self.egress_id}.speakers"
         encodings = [o.audio for o in files if o.audio is not None]
-        self.tracks = SpeakerTracks(encodings, folder)
+        self.tracks = SpeakerTracks([(o.path, enc) for o, enc in zip(files, encodings, strict=True)], folder)
         mixer.keep_voices = True
         for o, enc in zip(files, encodings, strict=True):
             o.before_upload = functools.partial(self.tracks.merge, encoding=enc)
