@@ -66,7 +66,8 @@ def test_the_layers_point_down() -> None:
         "storage": {"errors", "redaction"},
         "config": {"errors", "filenames", "media", "storage", "redaction"},
         "outputs": {"errors", "filenames", "media", "storage", "config", "redaction"},
-        "pipeline": {"media", "outputs"},
+        "pauses": {"errors", "media"},
+        "pipeline": {"media", "outputs", "pauses"},
     }
     for unit, allowed in below.items():
         extra = graph.get(unit, set()) - allowed - {"compat"}

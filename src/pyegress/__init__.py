@@ -36,6 +36,7 @@ from .recorders import (
     TrackRecorder,
     WebRecorder,
 )
+from .selection import Rule, Selection
 from .service import EgressService
 
 __version__ = "0.1.0"
@@ -60,6 +61,8 @@ __all__ = [
     "Recorder",
     "RoomCompositeEgressRequest",
     "RoomCompositeRecorder",
+    "Rule",
+    "Selection",
     "SessionLimits",
     "SourceError",
     "StopEgressRequest",

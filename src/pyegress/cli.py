@@ -19,8 +19,9 @@ from rich.console import Console
 
 from .config import REQUEST_TYPES, RequestType
 from .console import follow_progress, results_table
-from .errors import EgressError
+from .errors import EgressError, InvalidRequestError
 from .pauses import FILLS
+from .selection import Selection
 from .service import EgressService
 
 _TYPES: dict[str, RequestType] = {t.cli: t for t in REQUEST_TYPES}
@@ -66,7 +67,7 @@ async def record(args: argparse.Namespace) -> int:
         svc = EgressService(
             args.url, args.api_key, args.api_secret, output_dir=args.output_dir, sidecars=sidecars
         )
-        info = await getattr(svc, _TYPES[kind].method)(req)
+        info = await getattr(svc, _TYPES[kind].method)(req, **_composite_options(args, kind))
     except EgressError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -119,6 +120,19 @@ def _quietly(act: Callable[[], object]) -> None:
         print(f"\n{e}", file=sys.stderr)
 
 
+def _composite_options(args: argparse.Namespace, kind: str) -> dict[str, Any]:
+    """``selection`` / ``speaker_tracks`` of a room composite, when the flags ask for them."""
+    options: dict[str, Any] = {}
+    if args.include or args.exclude or args.hide_without_video:
+        hide = args.hide_without_video
+        options["selection"] = Selection.of(args.include, args.exclude, hide_without_video=hide)
+    if args.speaker_tracks:
+        options["speaker_tracks"] = True
+    if options and kind not in ("room-composite", "egress"):
+        raise InvalidRequestError(next(iter(options)), f"a {kind} request records no room composite")
+    return options
+
+
 async def _stop_on(stop: asyncio.Event, svc: EgressService, egress_id: str) -> None:
     await stop.wait()
     await svc.stop_egress(pe.StopEgressRequest(egress_id=egress_id))
@@ -151,6 +165,21 @@ def main(argv: list[str] | None = None) -> int:
         default="cut",
         help="SIGUSR1 pauses, SIGUSR2 resumes: files leave the paused span out (cut) or show a "
         "black or still slate (default: cut)",
+    )
+    rules = "identity:<id>, kind:<agent|sip|standard|...> or attribute:<key>=<value>"
+    rec.add_argument(
+        "--include", action="append", default=[], metavar="RULE", help=f"room composite: record only {rules}"
+    )
+    rec.add_argument(
+        "--exclude", action="append", default=[], metavar="RULE", help=f"room composite: never record {rules}"
+    )
+    rec.add_argument(
+        "--hide-without-video", action="store_true", help="room composite: no tile for who publishes no video"
+    )
+    rec.add_argument(
+        "--speaker-tracks",
+        action="store_true",
+        help="room composite: one audio track per participant beside the mix (MP4, OGG, WebM files)",
     )
     wrk = sub.add_parser("worker", help="serve a LiveKit cluster as an egress worker (Redis dispatch)")
     wrk.add_argument("--config", help="worker config YAML file (default: EGRESS_CONFIG_FILE)")

@@ -227,7 +227,7 @@ class Pipeline:
                 except Exception as e:
                     out.fail(e)
 
-    def _encode(self, k: int, frame: Picture | None, pcm: np.ndarray | None, key: bool) -> None:
+    def _encode(self, k: int, frame: Picture | None, pcm: np.ndarray | None, key: bool = False) -> None:
         for enc, encoder in self._video_enc.items():
             packets = encoder.encode(self._canvas(frame, enc), k, key=key)
             self._deliver(packets, "video", enc, None)

@@ -14,15 +14,16 @@ from livekit import rtc
 from livekit.protocol import egress as pe
 from livekit.protocol import models as pm
 
-from .config import Request, StreamURL, build_config, check_stream_url
+from .config import EgressConfig, Kind, Request, StreamURL, build_config, check_stream_url
 from .errors import EgressError, EgressNotFoundError, InvalidRequestError, NotSupportedError
 from .info import Listener, is_active, new_info, set_status, snapshot
 from .limits import SessionLimits
 from .pauses import PauseFill
 from .preview import Preview, View
-from .recorders import Options, Recorder, RoomCompositeRecorder, TemplateRecorder, recorder_for
+from .recorders import MediaRecorder, Options, Recorder, RoomCompositeRecorder, TemplateRecorder, recorder_for
 from .recorders.base import DEFAULT_MAX_RETRIES, RECONNECT_TIMEOUT
 from .redaction import redact_url
+from .selection import Selection
 from .sidecars import check_kinds
 from .storage.config import default_storage
 from .webhooks import EgressWebhooks
@@ -38,6 +39,10 @@ _TOKEN_PREFIX = "pyeg1."
 def _token(egress_id: str) -> str:
     """An opaque page token: the page continues after this egress (they are never reordered)."""
     return _TOKEN_PREFIX + base64.urlsafe_b64encode(egress_id.encode()).decode().rstrip("=")
+
+
+def _native_composite(config: EgressConfig) -> bool:
+    return config.kind is Kind.ROOM_COMPOSITE and not config.template
 
 
 def _page_after(token: str, known: Container[str]) -> str:
@@ -173,10 +178,15 @@ class EgressService:
         *,
         room: rtc.Room | None = None,
         egress_id: str | None = None,
+        selection: Selection | None = None,
+        speaker_tracks: bool = False,
     ) -> pe.EgressInfo:
         """Record the whole room in one picture (native grid / speaker layouts) and one mix, or
-        through a web template in Chromium when ``custom_base_url`` is set."""
-        return await self._start(start, room, egress_id)
+        through a web template in Chromium when ``custom_base_url`` is set. ``selection``: who
+        is recorded (native layouts; :meth:`update_selection` changes it live);
+        ``speaker_tracks``: one audio track per participant beside the mix in MP4 / Ogg / WebM
+        files."""
+        return await self._start(start, room, egress_id, selection, speaker_tracks)
 
     async def start_web_egress(
         self, start: pe.WebEgressRequest, *, egress_id: str | None = None
@@ -185,12 +195,20 @@ class EgressService:
         return await self._start(start, None, egress_id)
 
     async def start_egress(
-        self, start: pe.StartEgressRequest, *, room: rtc.Room | None = None, egress_id: str | None = None
+        self,
+        start: pe.StartEgressRequest,
+        *,
+        room: rtc.Room | None = None,
+        egress_id: str | None = None,
+        selection: Selection | None = None,
+        speaker_tracks: bool = False,
     ) -> pe.EgressInfo:
         """LiveKit's unified request: a ``template`` (room composite), ``web`` or ``media``
         source (one video and routed audio) to a list of ``outputs``. ``PASSTHROUGH`` raises
-        ``NotSupportedError``; see :mod:`pyegress.config.unified`."""
-        return await self._start(start, room, egress_id)
+        ``NotSupportedError``; see :mod:`pyegress.config.unified`. ``selection`` and
+        ``speaker_tracks`` as for :meth:`start_room_composite_egress` (a native template; a
+        ``media`` source takes ``selection`` for its mix)."""
+        return await self._start(start, room, egress_id, selection, speaker_tracks)
 
     async def update_layout(self, update: pe.UpdateLayoutRequest) -> pe.EgressInfo:
         """Switch a live room composite to another layout (from the next frame on)."""
@@ -230,6 +248,21 @@ class EgressService:
             raise InvalidRequestError("egress_id", f"egress {egress_id} is not active")
         return entry
 
+    async def update_selection(self, egress_id: str, selection: Selection) -> pe.EgressInfo:
+        """Change who a live room composite records (:class:`~pyegress.Selection`), from the
+        next frame on: excluded participants leave the picture (the layout re-flows) and the
+        mix; for a unified request's ``media`` source, the mix."""
+        entry = self._egresses.get(egress_id)
+        if entry is None:
+            raise EgressNotFoundError(f"egress_id: egress {egress_id!r} not found")
+        if not isinstance(entry, Recorder) or not is_active(entry.info.status):
+            raise InvalidRequestError("egress_id", f"{egress_id} has already ended")
+        if not isinstance(entry, (RoomCompositeRecorder, MediaRecorder)):
+            raise InvalidRequestError(
+                "egress_id", f"{egress_id} is not a native room composite or media egress"
+            )
+        return snapshot(entry.set_selection(selection))
+
     async def update_stream(self, update: pe.UpdateStreamRequest) -> pe.EgressInfo:
         """Add and remove RTMP(S) URLs of an active egress; the other URLs are not disturbed.
 
@@ -251,7 +284,14 @@ class EgressService:
             raise InvalidRequestError("egress_id", f"egress {update.egress_id} is not active")
         return await entry.update_stream(add, list(update.remove_output_urls))
 
-    async def _start(self, req: Request, room: rtc.Room | None, egress_id: str | None) -> pe.EgressInfo:
+    async def _start(
+        self,
+        req: Request,
+        room: rtc.Room | None,
+        egress_id: str | None,
+        selection: Selection | None = None,
+        speaker_tracks: bool = False,
+    ) -> pe.EgressInfo:
         hooks = self._webhooks.defaults
         try:
             hooks = self._webhooks.targets(req)
@@ -278,7 +318,13 @@ class EgressService:
             insecure=self.insecure,
             limits=self.limits,
             sidecars=self.sidecars,
+            selection=selection,
+            speaker_tracks=speaker_tracks,
         )
+        if speaker_tracks and not _native_composite(config):
+            raise InvalidRequestError("speaker_tracks", "only a room composite with a native layout takes it")
+        if selection is not None and not (_native_composite(config) or config.kind is Kind.MEDIA):
+            raise InvalidRequestError("selection", "only a native room composite or a media source takes it")
         recorder = recorder_for(config, options)
         self._egresses[recorder.egress_id] = recorder
         recorder.listen(self._tell)

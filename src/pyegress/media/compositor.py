@@ -217,6 +217,8 @@ class Compositor:
     """Holds the room's participants and their video inputs; snapshots scenes by layout.
 
     Mutated from the event loop (joins, tracks, mutes, speaker); read by ``at`` on the loop too.
+    Participants in ``excluded`` get no tile (the layout flows as if they had left); with
+    ``hide_without_video`` neither do those who publish no video.
     """
 
     def __init__(self, width: int, height: int, layout: Layout, *, ticks: Ticks | None = None) -> None:
@@ -231,6 +233,8 @@ class Compositor:
         self._painter = Painter()  # the canvas kept between renders (encode thread)
         self._last_key: tuple[object, ...] = ()
         self._skipped_gone = 0  # frames_skipped of inputs no longer here
+        self.excluded: set[str] = set()
+        self.hide_without_video = False
 
     @property
     def frames_skipped(self) -> int:
@@ -299,7 +303,7 @@ class Compositor:
 
     def at(self, when: float) -> Scene:
         """The scene at monotonic time ``when``; the same object while nothing changed."""
-        people = sorted(self.participants.values(), key=lambda p: p.order)
+        people = sorted((p for p in self.participants.values() if self._shown(p)), key=lambda p: p.order)
         shares = [(p, p.screen.at(when)) for p in people if p.screen is not None and not p.screen_muted]
         shares = [(p, f) for p, f in shares if f is not None]
         cams = [
@@ -311,6 +315,11 @@ class Compositor:
             self._last = Scene(self.width, self.height, self.layout.light, tiles, self._painter)
             self._last_key = key
         return self._last
+
+    def _shown(self, p: Participant) -> bool:
+        if p.identity in self.excluded:
+            return False
+        return not self.hide_without_video or p.camera is not None or p.screen is not None
 
     def _place(
         self,

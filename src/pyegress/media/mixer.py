@@ -46,6 +46,9 @@ class Mixer:
 
     Same ``read(start, count)`` interface as :class:`AudioInput`, so the pipeline treats a room
     like a single source. ``levels`` holds each voice's RMS of the last span (for speakers).
+    Voices whose identity is in ``excluded`` are read (their buffer moves on) but neither mixed
+    nor measured; with ``keep_voices`` the last span of every other voice stays in ``last``
+    (per-speaker tracks).
     """
 
     def __init__(self, sample_rate: int, channels: int, t0: float, mixing: Mixing = Mixing.DEFAULT) -> None:
@@ -55,6 +58,9 @@ class Mixer:
         self.levels: dict[str, float] = {}
         self._gain = 1.0
         self._joined = 0
+        self.excluded: set[str] = set()
+        self.keep_voices = False
+        self.last: dict[str, np.ndarray] = {}
 
     def voice(self, identity: str, *, agent: bool = False, side: int | None = None) -> AudioInput:
         """The input of ``identity`` (created on first use, kept across republishes); ``side``
@@ -76,8 +82,15 @@ class Mixer:
     def read(self, start: int, count: int) -> np.ndarray:
         """The mix for output samples ``[start, start+count)``, int16 (count, channels)."""
         mix = np.zeros((count, self.channels), np.float32)
+        self.last = {}
         for v in list(self.voices.values()):
-            pcm = v.input.read(start, count).astype(np.float32)
+            raw = v.input.read(start, count)
+            if v.identity in self.excluded:
+                self.levels.pop(v.identity, None)
+                continue
+            if self.keep_voices:
+                self.last[v.identity] = raw
+            pcm = raw.astype(np.float32)
             self.levels[v.identity] = float(np.sqrt(np.mean(np.square(pcm)))) if count else 0.0
             side = self._side(v)
             if side is None:

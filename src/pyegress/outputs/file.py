@@ -7,7 +7,9 @@ as asked) or the file cannot take the new fragments (then a file of its own, as 
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 import av
@@ -25,8 +27,25 @@ log = logging.getLogger("pyegress.outputs.file")
 CONTAINER_FORMATS = {".mp4": "mp4", ".ogg": "ogg", ".webm": "webm", ".mp3": "mp3"}
 
 
+def container_options(fmt: str) -> dict[str, str]:
+    """Muxer options of a file format.
+
+    Fragmented MP4: what was written before a crash stays playable (up to the last key frame);
+    the AAC encoder's packets start at 0, so no edit list is needed. Each fragment goes to disk
+    when it is cut (flush_packets): FFmpeg's 32 KB write buffer would otherwise hold seconds of
+    a low-bitrate recording back from a crash-surviving file.
+    """
+    if fmt == "mp4":
+        return {"movflags": "+frag_keyframe+empty_moov+default_base_moof", "flush_packets": "1"}
+    return {}
+
+
 class FileOutput(PacketOutput):
-    """Writes one container file; its manifest (``<file>.json``) unless ``manifest`` is False."""
+    """Writes one container file; its manifest (``<file>.json``) unless ``manifest`` is False.
+    ``before_upload`` (set by a recorder) completes the closed file before it goes up, on a
+    worker thread (speaker tracks merged in); when it fails the file stays as it was."""
+
+    before_upload: Callable[[Path], None] | None = None
 
     def __init__(
         self,
@@ -102,11 +121,7 @@ class FileOutput(PacketOutput):
         self._add_streams(video, audio)
 
     def _open_mp4(self, target: object, video: av.VideoStream | None, audio: av.AudioStream | None) -> None:
-        # fragmented MP4: what was written before a crash stays playable (up to the last key
-        # frame); the AAC encoder's packets start at 0, so no edit list is needed. Each fragment
-        # goes to disk when it is cut (flush_packets): FFmpeg's 32 KB write buffer would
-        # otherwise hold seconds of a low-bitrate recording back from a crash-surviving file.
-        options = {"movflags": "+frag_keyframe+empty_moov+default_base_moof", "flush_packets": "1"}
+        options = container_options("mp4")
         self._container = av.open(target, "w", format="mp4", options=options)  # type: ignore[call-overload]
         self._add_streams(video, audio)
 
@@ -146,6 +161,11 @@ class FileOutput(PacketOutput):
     async def finish(self) -> None:
         """Upload the finished file; its result's ``location`` becomes the object URL, or stays
         the local path when the upload failed for good (the output then fails)."""
+        if self.before_upload is not None and self.path.is_file():
+            try:
+                await asyncio.to_thread(self.before_upload, self.path)
+            except Exception as e:
+                log.warning("output %s: %s", self.name, e)
         if self.store is None or not self.path.is_file():
             return
         up = await self.store.upload(self.path)

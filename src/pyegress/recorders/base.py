@@ -59,6 +59,7 @@ from ..quality import (
     video_quality,
     with_details,
 )
+from ..selection import Selection
 from ..sidecars import Sidecars, check_kinds
 
 log = logging.getLogger("pyegress.recorder")
@@ -102,6 +103,8 @@ class Options:
     insecure: bool = False  # web pages and templates run without web security
     limits: SessionLimits | None = None
     sidecars: frozenset[str] = frozenset()  # time-aligned sidecars written beside the media
+    selection: Selection | None = None  # room composites: who is recorded
+    speaker_tracks: bool = False  # room composites: one audio track per participant in files
 
 
 @dataclass

@@ -4,7 +4,10 @@ the channel its route names."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from livekit import rtc
+from livekit.protocol import egress as pe
 
 from ..config import AudioRoute, Channel
 from ..ending import EndReason
@@ -12,7 +15,8 @@ from ..errors import SourceError
 from ..media.inputs import MIX_CHANNELS, MIX_RATE, AudioSource, Picture, VideoSource
 from ..media.mixer import Mixer
 from ..media.timeline import VideoInput
-from .base import Media, require_found
+from ..selection import Selection
+from .base import Media, Options, require_found
 from .room import RoomRecorder
 
 _CAMERA, _SCREEN = rtc.TrackSource.SOURCE_CAMERA, rtc.TrackSource.SOURCE_SCREENSHARE
@@ -69,12 +73,38 @@ class MediaRecorder(RoomRecorder):
     while it is published. Audio tracks matched by ``audio.routes`` (first match wins) go to
     their channel, every other one to both with ``capture_all``. Waits (bounded) for the
     participants and tracks the request names; ends when the participant whose video is
-    recorded leaves, when the room closes, or on ``stop``.
+    recorded leaves, when the room closes, or on ``stop``. ``selection`` keeps participants out
+    of the mix (:mod:`pyegress.selection`; the picture is the one the request names).
     """
 
     _owner: tuple[str, int] | None = None  # (identity, source) of the video track
     picture: PreferredPicture | None = None
     mixer: Mixer | None = None
+
+    def __init__(self, request: Any = None, *, selection: Selection | None = None, **kw: Any) -> None:
+        super().__init__(request, **kw)
+        self.selection = selection or Selection()
+        self.excluded: set[str] = set()  # audio track sids kept out of the mix, now
+
+    @classmethod
+    def _options(cls, options: Options) -> dict[str, Any]:
+        return {**super()._options(options), "selection": options.selection}
+
+    def set_selection(self, selection: Selection) -> pe.EgressInfo:
+        """Change whose audio is mixed, from the next span of the mix on."""
+        self.selection = selection
+        for p in list(self.source.room.remote_participants.values()) if not self.source.closed else []:
+            self._judge(p)
+        return self.info
+
+    def _judge(self, participant: rtc.Participant) -> None:
+        sids = [
+            s for s, pub in participant.track_publications.items() if pub.kind == rtc.TrackKind.KIND_AUDIO
+        ]
+        if self.selection.records(participant):
+            self.excluded.difference_update(sids)
+        else:
+            self.excluded.update(sids)
 
     async def _resolve(self) -> Media:
         cfg = self.config
@@ -132,6 +162,9 @@ class MediaRecorder(RoomRecorder):
     ) -> tuple[VideoSource | None, list[AudioSource]]:
         self.picture = PreferredPicture() if video else None
         self.mixer = Mixer(MIX_RATE, MIX_CHANNELS, t0) if audio else None
+        if self.mixer is not None:
+            self.mixer.excluded = self.excluded  # voices are keyed by track sid here
+            self.source.on("participant_attributes_changed", lambda _changed, p: self._judge(p))
         return self.picture, [self.mixer] if self.mixer is not None else []
 
     def _attach(
@@ -142,6 +175,7 @@ class MediaRecorder(RoomRecorder):
             self.source.pump_video(track, self.picture.input(screen=pub.source == _SCREEN))
         elif kind == "audio" and self.mixer is not None:
             channel = route_of(cfg.audio_routes, cfg.capture_all_audio, participant, pub.sid)
+            self._judge(participant)  # before any of its sound reaches the mix
             if channel is not None:
                 self.source.pump_audio(track, self.mixer.voice(pub.sid, side=channel.value))
 

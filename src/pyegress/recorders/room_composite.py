@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 from typing import Any
@@ -11,11 +12,15 @@ import numpy as np
 from livekit import rtc
 from livekit.protocol import egress as pe
 
-from ..errors import EgressError
+from ..config import FileType
+from ..errors import EgressError, InvalidRequestError
 from ..media.compositor import Compositor
 from ..media.inputs import MIX_CHANNELS, MIX_RATE, AudioSource, VideoSource
 from ..media.layout import Layout, parse_layout
 from ..media.mixer import Mixer, Mixing, SpeakerTracker
+from ..outputs.file import FileOutput
+from ..outputs.speakers import MULTITRACK, SpeakerTracks
+from ..selection import Selection
 from .base import Options
 from .room import RoomRecorder
 
@@ -49,14 +54,27 @@ class RoomCompositeRecorder(RoomRecorder):
     """Records every (non-hidden) participant: grid, speaker or single-speaker, mixed audio.
 
     Starts at once, even in an empty room (the background is recorded); ends when the room
-    closes or has stayed empty for ``empty_timeout`` seconds, or on ``stop``.
+    closes or has stayed empty for ``empty_timeout`` seconds, or on ``stop``. ``selection``
+    says who is recorded (:mod:`pyegress.selection`, changed live with :meth:`set_selection`);
+    ``speaker_tracks`` adds one audio track per participant to each MP4 / Ogg / WebM file
+    (:mod:`pyegress.outputs.speakers`).
     """
 
     def __init__(self, request: pe.RoomCompositeEgressRequest | None = None, *, empty_timeout: float = 30.0,
+                 selection: Selection | None = None, speaker_tracks: bool = False,
                  **kw: Any) -> None:  # fmt: skip
         super().__init__(request, **kw)
         self.layout: Layout = parse_layout(self.config.layout)
         self.empty_timeout = empty_timeout
+        self.selection = selection or Selection()
+        self.excluded: set[str] = set()  # identities whose picture and sound are kept out, now
+        self.speaker_tracks = speaker_tracks
+        self.tracks: SpeakerTracks | None = None
+        if speaker_tracks:
+            for f in self.config.files:
+                if f.file_type is FileType.MP3 or f.filepath.endswith(".mp3"):
+                    why = "speaker_tracks: an MP3 file holds one audio track; use MP4 or OGG"
+                    raise InvalidRequestError(f"{f.field}.file_type", why)
         self.compositor: Compositor | None = None
         self.mixer: Mixer | None = None
         self.speakers = SpeakerTracker()
@@ -66,7 +84,12 @@ class RoomCompositeRecorder(RoomRecorder):
 
     @classmethod
     def _options(cls, options: Options) -> dict[str, Any]:
-        return {**super()._options(options), "empty_timeout": options.empty_timeout}
+        return {
+            **super()._options(options),
+            "empty_timeout": options.empty_timeout,
+            "selection": options.selection,
+            "speaker_tracks": options.speaker_tracks,
+        }
 
     # --- public -------------------------------------------------------------------------
 
@@ -79,6 +102,23 @@ class RoomCompositeRecorder(RoomRecorder):
         with self.owner.edit() as info:
             layout_holder(info).layout = layout
         return self.info
+
+    def set_selection(self, selection: Selection) -> pe.EgressInfo:
+        """Change who is recorded, from the next frame on (and the next span of the mix)."""
+        self.selection = selection
+        log.info("egress %s: selection %s", self.egress_id, selection.to_dict())
+        if self.compositor is not None:
+            self.compositor.hide_without_video = selection.hide_without_video
+        for p in list(self.source.room.remote_participants.values()) if not self.source.closed else []:
+            self._judge(p)
+        return self.info
+
+    def _judge(self, participant: rtc.Participant) -> None:
+        """Keep ``participant`` in or out of the picture and the mix by the selection as it is."""
+        if self.selection.records(participant):
+            self.excluded.discard(participant.identity)
+        else:
+            self.excluded.add(participant.identity)
 
     # --- hooks --------------------------------------------------------------------------
 
@@ -95,8 +135,12 @@ class RoomCompositeRecorder(RoomRecorder):
         enc = self.config.video
         if video and enc is not None:
             self.compositor = Compositor(enc.width, enc.height, self.layout, ticks=self.ticks)
+            self.compositor.excluded = self.excluded  # the same set: a judgement applies to both
+            self.compositor.hide_without_video = self.selection.hide_without_video
         if audio:
             self.mixer = Mixer(MIX_RATE, MIX_CHANNELS, t0, Mixing(self.config.audio_mixing))
+            self.mixer.excluded = self.excluded
+            self._start_speaker_tracks(self.mixer)
         for p in sorted(self.source.room.remote_participants.values(), key=_join_time):
             self._joined(p)
         self.source.on("participant_connected", self._joined)
@@ -104,6 +148,7 @@ class RoomCompositeRecorder(RoomRecorder):
         self.source.on("track_unmuted", lambda p, pub: self._muted(p, pub, False))
         self.source.on("active_speakers_changed", self._room_speakers)
         self.source.on("participant_metadata_changed", self._own_metadata)
+        self.source.on("participant_attributes_changed", lambda _changed, p: self._judge(p))
         for task in (self._watch, self._layer_task):  # a retry's: the first attempt's go
             if task is not None:
                 task.cancel()
@@ -112,13 +157,30 @@ class RoomCompositeRecorder(RoomRecorder):
         if self.compositor is not None and self.source.owns_room:  # never re-tune an app's own room
             self._layer_task = asyncio.get_running_loop().create_task(self._match_layers())
         audio_sources: list[AudioSource] = (
-            [_SpeakerProbe(self.mixer, self.speakers, self.compositor)] if self.mixer else []
+            [_SpeakerProbe(self.mixer, self.speakers, self.compositor, self.tracks)] if self.mixer else []
         )
         return self.compositor, audio_sources
+
+    def _start_speaker_tracks(self, mixer: Mixer) -> None:
+        """One track per speaker in each file that can hold several (a retry starts them anew)."""
+        if self.tracks is not None:
+            self.tracks.remove_files()
+            self.tracks = None
+        files = [o for o in self.outputs if isinstance(o, FileOutput) and o.audio is not None]
+        files = [o for o in files if o.path.suffix in MULTITRACK]
+        if not self.speaker_tracks or not files:
+            return
+        folder = self.config.output_dir / f".{self.egress_id}.speakers"
+        encodings = [o.audio for o in files if o.audio is not None]
+        self.tracks = SpeakerTracks([(o.path, enc) for o, enc in zip(files, encodings, strict=True)], folder)
+        mixer.keep_voices = True
+        for o, enc in zip(files, encodings, strict=True):
+            o.before_upload = functools.partial(self.tracks.merge, encoding=enc)
 
     def _attach(
         self, kind: str, track: rtc.Track, pub: rtc.RemoteTrackPublication, participant: rtc.RemoteParticipant
     ) -> None:
+        self._judge(participant)  # before any of its media reaches an input
         if kind == "video" and self.compositor is not None:
             self._joined(participant)
             vi = self.compositor.video(participant.identity, screen=_VIDEO_SOURCES[pub.source])
@@ -143,6 +205,7 @@ class RoomCompositeRecorder(RoomRecorder):
     # --- room events --------------------------------------------------------------------
 
     def _joined(self, participant: rtc.RemoteParticipant) -> None:
+        self._judge(participant)
         if self.compositor is not None:
             self.compositor.join(participant.identity, participant.name or participant.identity)
 
@@ -191,6 +254,8 @@ class RoomCompositeRecorder(RoomRecorder):
             for task in (self._watch, self._layer_task):
                 if task is not None:
                     task.cancel()
+            if self.tracks is not None:  # merged into the files by now (or never will be)
+                await asyncio.to_thread(self.tracks.remove_files)
 
 
 def layout_holder(info: pe.EgressInfo) -> pe.RoomCompositeEgressRequest | pe.TemplateSource:
@@ -204,13 +269,22 @@ def _join_time(p: rtc.RemoteParticipant) -> float:
 
 
 class _SpeakerProbe:
-    """The mixer as the pipeline's audio source, updating the active speaker as it reads."""
+    """The mixer as the pipeline's audio source, updating the active speaker as it reads and
+    handing each voice's span to the speaker tracks."""
 
-    def __init__(self, mixer: Mixer, tracker: SpeakerTracker, compositor: Compositor | None) -> None:
-        self.mixer, self.tracker, self.compositor = mixer, tracker, compositor
+    def __init__(
+        self,
+        mixer: Mixer,
+        tracker: SpeakerTracker,
+        compositor: Compositor | None,
+        tracks: SpeakerTracks | None,
+    ) -> None:
+        self.mixer, self.tracker, self.compositor, self.tracks = mixer, tracker, compositor, tracks
 
     def read(self, start: int, count: int) -> np.ndarray:
         pcm = self.mixer.read(start, count)
+        if self.tracks is not None:
+            self.tracks.add(start, count, self.mixer.last)
         speaker = self.tracker.update(self.mixer.levels, start / self.mixer.sample_rate)
         if self.compositor is not None:
             self.compositor.speaker = speaker

@@ -341,14 +341,15 @@ def _to_float(arr: npt.NDArray[Any]) -> npt.NDArray[np.float32]:
     return arr.astype(np.float32)
 
 
-def audio_samples(path: PathLike) -> AudioData:
-    """Decode the first audio stream to mono float32, each frame placed at its pts (gaps = 0)."""
+def audio_samples(path: PathLike, stream: int = 0) -> AudioData:
+    """Decode audio stream ``stream`` (the first by default) to mono float32, each frame placed
+    at its pts (gaps = 0)."""
     chunks: list[tuple[float, npt.NDArray[np.float32]]] = []
     sr = 0
     with av.open(os.fspath(path)) as c:
-        if not c.streams.audio:
-            raise ValueError(f"{path}: no audio stream")
-        s = c.streams.audio[0]
+        if len(c.streams.audio) <= stream:
+            raise ValueError(f"{path}: no audio stream {stream}")
+        s = c.streams.audio[stream]
         next_t: float | None = None
         for f in c.decode(s):
             sr = f.sample_rate

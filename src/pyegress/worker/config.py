@@ -13,8 +13,10 @@ next start reports them FAILED; default ``<output_dir>/.pyegress-worker-state.js
 sharing an ``output_dir`` need one each), ``reconnect_timeout`` (how long an egress whose room
 connection was lost waits for it to come back before it fails: a duration; default 30 s),
 ``max_retries`` (how often an egress that failed for a transient reason is retried; default
-1) and ``sidecars`` (the time-aligned sidecars written beside each recording: a list of
-``events``, ``transcript``, ``chat``; default none). Unknown keys are logged once and ignored.
+1), ``sidecars`` (the time-aligned sidecars written beside each recording: a list of
+``events``, ``transcript``, ``chat``; default none) and ``room_composite`` (for every native room
+composite: ``include`` / ``exclude`` rules and ``hide_without_video`` as in
+:mod:`pyegress.selection`, ``speaker_tracks``). Unknown keys are logged once and ignored.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from ..errors import InvalidRequestError
 from ..limits import SessionLimits
 from ..recorders.base import DEFAULT_MAX_RETRIES, RECONNECT_TIMEOUT
 from ..redaction import redacted_repr
+from ..selection import Selection
 from ..sidecars import check_kinds
 from ..storage.config import default_storage
 
@@ -89,6 +92,7 @@ _KNOWN = {
     "max_retries",
     "sidecars",
     "state_file",
+    "room_composite",
     "template_base",
     "cluster_id",
     "enable_chrome_sandbox",
@@ -140,6 +144,8 @@ class WorkerConfig:
     reconnect_timeout: float = RECONNECT_TIMEOUT
     max_retries: int = DEFAULT_MAX_RETRIES
     sidecars: frozenset[str] = frozenset()  # time-aligned sidecars beside each recording
+    selection: Selection | None = None  # room composites: who is recorded (consent rules)
+    speaker_tracks: bool = False  # room composites: one audio track per participant
 
     @property
     def state_path(self) -> Path:
@@ -276,6 +282,28 @@ def _count(data: Mapping[str, Any], key: str, default: int) -> int:
     return value
 
 
+def _composite(raw: object) -> tuple[Selection | None, bool]:
+    """``room_composite``: the selection and speaker tracks of every native room composite."""
+    if raw is None:
+        return None, False
+    if not isinstance(raw, Mapping):
+        raise ConfigError("room_composite", "must be a mapping")
+    for key in raw:
+        if key not in ("include", "exclude", "hide_without_video", "speaker_tracks"):
+            raise ConfigError(f"room_composite.{key}", "unknown key")
+    rules = {k: raw.get(k) or [] for k in ("include", "exclude")}
+    for k, v in rules.items():
+        if not isinstance(v, list):
+            raise ConfigError(f"room_composite.{k}", "must be a list of rules")
+    hide = bool(raw.get("hide_without_video", False))
+    try:
+        selection = Selection.of(*rules.values(), hide_without_video=hide, field="room_composite")
+    except InvalidRequestError as e:
+        raise ConfigError(e.field, e.message) from None
+    chosen = selection != Selection()
+    return (selection if chosen else None), bool(raw.get("speaker_tracks", False))
+
+
 def parse_config(data: Mapping[str, Any]) -> WorkerConfig:
     """Validate a parsed YAML mapping; unknown keys are logged and ignored. Its secrets are
     registered with :mod:`pyegress.redaction`, so no log line shows them."""
@@ -307,6 +335,7 @@ def parse_config(data: Mapping[str, Any]) -> WorkerConfig:
         max_retries=_count(data, "max_retries", DEFAULT_MAX_RETRIES),
         sidecars=check_kinds(data.get("sidecars") or ()),
     )
+    config.selection, config.speaker_tracks = _composite(data.get("room_composite"))
     secrets = [config.api_secret, config.redis.password, config.redis.sentinel_password]
     for store in (config.storage, config.backup):
         if store is not None:

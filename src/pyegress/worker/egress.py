@@ -26,7 +26,7 @@ from google.protobuf.message import DecodeError
 from livekit.protocol import egress as pe
 from livekit.protocol import models as pm
 
-from ..config import REQUEST_TYPES, build_config
+from ..config import REQUEST_TYPES, Kind, build_config
 from ..config.unified import source_kind
 from ..ending import EndReason
 from ..errors import EgressError, InvalidRequestError, NotSupportedError
@@ -197,7 +197,7 @@ class EgressWorker:
         entry_type = next(t for t in REQUEST_TYPES if t.slot == which)
         request: Any = recast(getattr(req, which), entry_type.message)  # into livekit.protocol's class
         try:  # every user error answers at once, naming the field, instead of a 503 after retries
-            build_config(request, output_dir=self.config.output_dir, default=self.config.storage)
+            built = build_config(request, output_dir=self.config.output_dir, default=self.config.storage)
         except EgressError as e:
             raise RpcError("invalid_argument", str(e)) from None
         cost = self._cost(raw) or 0.0
@@ -206,7 +206,8 @@ class EgressWorker:
         entry = _Egress(cost, slot=which, webhooks=list(request_webhooks(request)))
         self.egresses[egress_id] = entry  # no await since the lookup: a re-send finds it
         try:
-            info = await self._begin(which, request, egress_id)
+            native = built.kind is Kind.ROOM_COMPOSITE and not built.template
+            info = await self._begin(which, request, egress_id, native)
         except BaseException as e:  # nothing runs: free its cores, answer the error (to re-sends too)
             self.egresses.pop(egress_id, None)
             failure = e if isinstance(e, RpcError) else RpcError("internal", str(e) or type(e).__name__)
@@ -229,11 +230,15 @@ class EgressWorker:
         log.info("egress %s started (%s, %.2f cores reserved)", egress_id, which, cost)
         return answer
 
-    async def _begin(self, which: str, request: Any, egress_id: str) -> pe.EgressInfo:
-        """Start the egress on the service; its errors as psrpc errors."""
+    async def _begin(self, which: str, request: Any, egress_id: str, native: bool = False) -> pe.EgressInfo:
+        """Start the egress on the service (a ``native`` room composite with the config's
+        selection and speaker tracks); its errors as psrpc errors."""
         start: Callable[..., Awaitable[pe.EgressInfo]] = getattr(self.service, _METHODS[which])
+        extra: dict[str, Any] = {}
+        if native:
+            extra = {"selection": self.config.selection, "speaker_tracks": self.config.speaker_tracks}
         try:
-            return await start(request, egress_id=egress_id)
+            return await start(request, egress_id=egress_id, **extra)
         except (InvalidRequestError, NotSupportedError) as e:
             raise RpcError("invalid_argument", str(e)) from None
         except EgressError as e:
