@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import time
+
 from livekit import rtc
 
-from pyegress.sources.delays import CLEAN_TARGET, MAX_EXCESS, MAX_LAG, JitterDelays
+from pyegress.sources.delays import CLEAN_TARGET, MAX_EXCESS, MAX_LAG, SETTLE_SECONDS, JitterDelays
 from pyegress.sources.room import RoomSource
 
 AUDIO = rtc.TrackKind.KIND_AUDIO
@@ -31,6 +33,17 @@ def test_excess_is_the_target_over_the_last_poll_beyond_a_clean_network() -> Non
     assert d.excess("TR_a") == 0.0  # below a clean network's floor: no correction, never negative
     d._update("TR_a", AUDIO, _stats(0.059 * 24000 + 0.180 * 48000 + 0.010 * 48000, 120000))
     assert d.excess("TR_a") == 0.0  # nothing emitted since: the last reading stands
+
+
+def test_the_first_second_of_a_track_is_not_followed() -> None:
+    """NetEq starts high and settles: readings of a track's first second move nothing."""
+    d = JitterDelays()
+    d._since["TR_a"] = time.monotonic()  # just watched
+    d._update("TR_a", AUDIO, _stats(0.080 * 24000, 24000))
+    assert d.excess("TR_a") == 0.0
+    d._since["TR_a"] = time.monotonic() - SETTLE_SECONDS
+    d._update("TR_a", AUDIO, _stats(0.080 * 24000 + 0.200 * 48000, 72000))
+    assert abs(d.excess("TR_a") - (0.200 - CLEAN_TARGET[AUDIO])) < 1e-9  # the poll after it
 
 
 def test_a_reading_is_capped_and_forgotten_with_its_track() -> None:

@@ -29,6 +29,11 @@ SLEW_DEADBAND = 0.004
 #: A chunk arriving more than this many drift tolerances away from where it continues is out
 #: of line (an outlier, or the first chunk after a jump).
 JUMP_FACTOR = 3
+#: Audio is followed by the earliest arrival over this many seconds, not each chunk's: a chunk is
+#: noted when the event loop gets to it, never before it came, and on a busy machine that is up
+#: to tens of milliseconds after; a source's own delay (a jitter buffer growing, clock drift)
+#: shows in every chunk and is followed as before.
+ARRIVAL_WINDOW = 1.0
 
 
 def stretch(samples: np.ndarray, count: int) -> np.ndarray:
@@ -170,6 +175,8 @@ class VideoInput(Generic[T]):
 
     def __init__(self, ticks: Ticks | None = None, history: float = 0.5) -> None:
         self._frames: collections.deque[tuple[float, T]] = collections.deque()
+        self._came: collections.deque[float] = collections.deque()  # each frame's own time
+        self.shown_after = 0.0  # smoothed: how long after its own time a frame is first shown
         self._history = history
         self._lock = threading.Lock()
         self.intervals = Intervals()  # where frames came: the source's rate
@@ -189,15 +196,18 @@ class VideoInput(Generic[T]):
         when arrival times are corrected, frames skip ahead or hold, never go back)."""
         with self._lock:
             self.intervals.add(arrival)
+            came = arrival
             if self.slots is not None:
                 arrival = self.slots.place(arrival)
             if self._frames:
                 arrival = max(arrival, self._frames[-1][0])
             self._frames.append((arrival, frame))
+            self._came.append(came)
             self.frames_in += 1
             # keep at least one frame older than the history window (the one on screen)
             while len(self._frames) > 2 and self._frames[1][0] < arrival - self._history:
                 self._frames.popleft()
+                self._came.popleft()
 
     def at(self, when: float) -> T | None:
         """The newest frame that had arrived by monotonic time ``when`` (None before the first)."""
@@ -209,12 +219,23 @@ class VideoInput(Generic[T]):
                 chosen, pos, due = frame, pos + 1, arrival
             index = self.frames_in - len(self._frames) + pos
             if pos >= 0:
+                if index > self._shown:
+                    self._note_delay(when - self._came[pos])
                 self._count_shown(index, when, due)
             if pos >= 0 and index > self._shown:
                 if self._shown >= 0:
                     self.frames_skipped += index - self._shown - 1
                 self._shown = index
             return chosen
+
+    def _note_delay(self, delay: float) -> None:
+        """Follow how long after their own time frames are first shown: the output's ticks
+        sample them 0 to 1 period late, a phase fixed for a steady source (its slots) that
+        the paired audio follows (``RoomSource.lag``) instead of landing up to a period early."""
+        if not 0.0 <= delay <= SLOT_JUMP:  # a re-anchor or a stalled tick, not the phase
+            return
+        first = self._shown < 0
+        self.shown_after = delay if first else self.shown_after + SLOT_GAIN * (delay - self.shown_after)
 
     def _count_shown(self, index: int, when: float, due: float) -> None:
         """Quality counters of a tick at ``when`` showing frame ``index`` (due at ``due``).
@@ -255,6 +276,9 @@ class AudioInput:
         self._tolerance = drift_tolerance * sample_rate
         self._deadband = SLEW_DEADBAND * sample_rate
         self._jumps = 0  # consecutive chunks far out of line
+        # recent (arrival position - continuous position + moved): the earliest is followed
+        self._early: collections.deque[tuple[float, int]] = collections.deque()
+        self._moved = 0  # samples the continuous position was moved by so far (slew, jumps)
         self._lock = threading.Lock()
         self.samples_in = 0
         self.reanchors = 0
@@ -273,6 +297,7 @@ class AudioInput:
             self._write_pos = None
             self._offset = 0.0
             self._jumps = 0
+            self._early.clear()
 
     def push(self, samples: np.ndarray, arrival: float) -> None:
         """Write ``samples`` (n, channels) that finished arriving at monotonic ``arrival``."""
@@ -281,18 +306,21 @@ class AudioInput:
         with self._lock:
             if self._write_pos is None:
                 self._write_pos = expected
+                self._early.clear()
             elif abs(expected - self._write_pos) > JUMP_FACTOR * self._tolerance:
                 # far out of line: one such chunk is an outlier (written in sequence, not averaged
                 # in); two in a row are a jump (a pause, a new path): re-anchor where they arrive
                 self._jumps += 1
                 if self._jumps >= 2:
                     self._write_pos, self._offset, self._jumps = expected, 0.0, 0
+                    self._early.clear()
                     self.reanchors += 1
             else:
                 self._jumps = 0
-                self._offset = 0.9 * self._offset + 0.1 * (expected - self._write_pos)
+                self._offset = 0.9 * self._offset + 0.1 * self._earliest(arrival, expected - self._write_pos)
                 if abs(self._offset) > self._tolerance:
                     self._write_pos += int(self._offset)
+                    self._moved += int(self._offset)
                     self._offset = 0.0
                     self.reanchors += 1
                 elif abs(self._offset) > self._deadband:  # follow slowly: stretch or squeeze
@@ -301,6 +329,7 @@ class AudioInput:
                     samples = stretch(samples, n + k)
                     n += k
                     self._offset -= k  # the write position moves by k: so does the difference
+                    self._moved += k
                     self.slewed += k
                     self.stretched, self.squeezed = self.stretched + max(k, 0), self.squeezed - min(k, 0)
             start = self._write_pos
@@ -318,6 +347,14 @@ class AudioInput:
             for lo, hi, a, b in self._spans(start, n):
                 self._ring[lo:hi] = samples[a:b]
                 self._filled[lo:hi] = True
+
+    def _earliest(self, arrival: float, diff: int) -> int:
+        """The earliest of the last ``ARRIVAL_WINDOW`` seconds' differences between where chunks
+        came and where they continue (``diff`` this chunk's), as if measured now."""
+        self._early.append((arrival, diff + self._moved))
+        while self._early[0][0] < arrival - ARRIVAL_WINDOW:
+            self._early.popleft()
+        return min(d for _, d in self._early) - self._moved
 
     def _spans(self, start: int, count: int) -> list[tuple[int, int, int, int]]:
         """Ring slices ``[lo:hi]`` holding timeline positions ``start+a .. start+b`` (1 or 2)."""

@@ -31,6 +31,10 @@ CLEAN_TARGET = {rtc.TrackKind.KIND_AUDIO: 0.020, rtc.TrackKind.KIND_VIDEO: 0.014
 POLL_INTERVAL = 2.0
 FAST_POLL = 0.25
 FAST_SECONDS = 3.0
+#: Readings of a track's first second are not used: a jitter buffer starts high (NetEq aims
+#: for 60-80 ms on a clean network) and settles within it; followed, that start-up swing moved
+#: its partner's picture by two frames and back (two repeats, two skips) in every recording.
+SETTLE_SECONDS = 1.0
 #: The most a reading may say (seconds): beyond it, something other than jitter is going on.
 MAX_EXCESS = 1.0
 #: The most a track is placed later to line up with its partner (seconds): video inputs keep
@@ -46,11 +50,14 @@ class JitterDelays:
         self._tracks: dict[str, rtc.Track] = {}
         self._last: dict[str, tuple[float, int]] = {}  # sid -> (target delay sum, emitted count)
         self._excess: dict[str, float] = {}
+        self._since: dict[str, float] = {}  # when each track was first watched
         self._task: asyncio.Task[None] | None = None
         self._fast_until = 0.0
 
     def watch(self, track: rtc.Track) -> None:
         """Start following ``track`` (a remote audio or video track being pumped)."""
+        if track.sid not in self._tracks:
+            self._since[track.sid] = time.monotonic()
         self._tracks[track.sid] = track
         self._fast_until = time.monotonic() + FAST_SECONDS
         if self._task is None or self._task.done():
@@ -61,6 +68,7 @@ class JitterDelays:
         self._tracks.pop(sid, None)
         self._last.pop(sid, None)
         self._excess.pop(sid, None)
+        self._since.pop(sid, None)
 
     def excess(self, sid: str) -> float:
         """Seconds the track's jitter buffer holds media beyond a clean network's (0 if unknown)."""
@@ -77,6 +85,7 @@ class JitterDelays:
         self._tracks.clear()
         self._last.clear()
         self._excess.clear()
+        self._since.clear()
 
     async def _run(self) -> None:
         while self._tracks:
@@ -97,7 +106,8 @@ class JitterDelays:
             total, count = ib.jitter_buffer_target_delay, ib.jitter_buffer_emitted_count
             last_total, last_count = self._last.get(sid, (0.0, 0))
             self._last[sid] = (total, count)
-            if count > last_count:
+            settled = time.monotonic() - self._since.get(sid, 0.0) >= SETTLE_SECONDS
+            if count > last_count and settled:
                 target = (total - last_total) / (count - last_count)
                 excess = min(MAX_EXCESS, max(0.0, target - CLEAN_TARGET.get(kind, 0.0)))
                 if abs(excess - self._excess.get(sid, 0.0)) >= 0.02:

@@ -119,6 +119,7 @@ class RoomSource:
         self.closed = False
         self._pumps: dict[str, tuple[asyncio.Task[None], Any]] = {}
         self._pumped: dict[str, rtc.Track] = {}
+        self._video_sinks: dict[str, VideoInput[Picture]] = {}
         self.delays = JitterDelays()
         self._partners: dict[str, str | None] = {}  # track sid -> the pumped track it syncs with
         self._changed = asyncio.Event()
@@ -223,6 +224,9 @@ class RoomSource:
         lag = 0.0
         if partner is not None:
             lag = min(MAX_LAG, max(0.0, self.delays.excess(partner) - self.delays.excess(sid)))
+            video = self._video_sinks.get(partner)
+            if video is not None:  # audio follows the phase at which its camera is shown
+                lag += video.shown_after
         self.lags.setdefault(sid, LagRange()).add(lag)
         return lag
 
@@ -245,6 +249,7 @@ class RoomSource:
         """Feed ``sink`` with decoded I420 frames of ``track`` until it ends."""
         stream = video_stream(track)
         self._note_fed(track, sink)
+        self._video_sinks[track.sid] = sink
 
         async def run() -> None:
             async for ev in stream:
@@ -297,6 +302,7 @@ class RoomSource:
         """Stop feeding from track ``sid`` (unpublished, unsubscribed)."""
         entry = self._pumps.pop(sid, None)
         self._pumped.pop(sid, None)
+        self._video_sinks.pop(sid, None)
         self._partners.clear()
         self.delays.forget(sid)
         if entry is not None:
@@ -309,6 +315,7 @@ class RoomSource:
         self.closed = True
         await self.delays.close()
         self._pumped.clear()
+        self._video_sinks.clear()
         for sid in list(self._pumps):
             task, stream = self._pumps.pop(sid)
             task.cancel()

@@ -33,6 +33,9 @@ _AUDIO_FRAME_SAMPLES = SAMPLE_RATE // 100  # 10 ms
 # wall-clock pacing below is the only timing and the source adds no latency.
 _AUDIO_QUEUE_MS = 0
 _START_LEAD = 0.05  # seconds between "tracks published" and t0
+#: A frame due longer ago than this is not sent (the ones after it are): a stall, not jitter.
+#: Later frames go out at once, stamped with when they were due (a camera's buffered frames).
+MAX_LATE = 0.2
 
 
 class SyntheticPublisher:
@@ -245,12 +248,14 @@ class SyntheticPublisher:
                 t_rel = k * period
                 await self._sleep_until(t0 + t_rel)
                 late = time.monotonic() - (t0 + t_rel)
-                if late > 2 * period:  # stalled: skip ahead instead of bursting
+                if late > MAX_LATE:  # stalled: skip ahead instead of bursting
                     k += int(late / period)
                     continue
             data = self.pattern.frame_at(t_rel)
             frame = rtc.VideoFrame(self.width, self.height, rtc.VideoBufferType.I420, data.tobytes())
-            source.capture_frame(frame)
+            # stamped with the instant it shows, as a camera stamps its frames: when this process
+            # is busy the frame goes out late, but its RTP time says when it was due
+            source.capture_frame(frame, timestamp_us=round((t0 + t_rel) * 1e6))
             self.frames_sent += 1
             k += 1
             if self.vfr:
