@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import time
@@ -364,6 +365,10 @@ class Recorder:
         self._recording()
         if self.sidecars is None or "events" not in self.sidecar_kinds:
             raise InvalidRequestError("sidecars", "marks go to the events sidecar: enable 'events'")
+        try:
+            json.dumps(data)
+        except (TypeError, ValueError) as e:
+            raise InvalidRequestError("data", f"must be JSON-serializable: {e}") from None
         self.note("mark", label=label, data=data)
 
     def note(self, event: str, /, **data: Any) -> None:
