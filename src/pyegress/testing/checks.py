@@ -468,7 +468,8 @@ def _beep_onsets(data: AudioData, hz: float, window_s: float, min_gap: float) ->
             continue
         lo = max(int(i) - 2 * w, 0)
         plateau = float(env[i : i + plateau_len].max())
-        seg = env[lo : i + 1]
+        # up to the plateau: a burst louder than the file's peak crosses half of it after i
+        seg = env[lo : i + plateau_len]
         j = lo + int(np.argmax(seg >= 0.5 * plateau))
         t = data.start + (j - w / 2.0) / sr
         if t - last >= min_gap:
