@@ -638,7 +638,9 @@ def stop_processes(procs: Sequence[subprocess.Popen[Any]]) -> None:
             p.wait()
 
 
-async def published(server: Any, room: str, count: int, timeout: float = 60.0) -> dict[str, dict[str, str]]:
+async def wait_published(
+    server: Any, room: str, count: int, timeout: float = 60.0
+) -> dict[str, dict[str, str]]:
     """Wait until ``count`` participants of ``room`` publish video and audio: identity -> track sids.
 
     Each value is ``{"video": sid, "audio": sid}`` (the first track of each kind).

@@ -39,11 +39,11 @@ from bench.common import (
     machine_line,
     markdown_table,
     now_utc,
-    published,
     server_line,
     start_publishers,
     stop_processes,
     update_section,
+    wait_published,
 )
 
 SECTION = "drift"
@@ -196,7 +196,7 @@ async def _main(args: argparse.Namespace, argv: Sequence[str]) -> int:
             room, 1, child_env(server), seconds + 300, size=(WIDTH, HEIGHT), fps=FPS, niced=False
         )
         try:
-            await published(server, room, 1)
+            await wait_published(server, room, 1)
             await asyncio.sleep(2.0)  # the publisher's encoder ramps up to full size and rate
             print(f"recording {args.minutes:g} min ...", file=sys.stderr, flush=True)
             files = await _record(server, room, Path(out), seconds, not args.no_composite)
