@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import statistics
 import sys
 import tempfile
@@ -51,6 +52,9 @@ WIDTH, HEIGHT, FPS = 640, 360, 30
 GOAL_MS_PER_H = 100.0
 #: Markers at each end of the recording whose median is its start or end figure.
 EDGE_MARKERS = 60
+#: Markers per row of the series table (a steady drift is a slope through it, a step under load
+#: a jump between two rows).
+BLOCK_MARKERS = 300
 
 
 def _options() -> Any:
@@ -125,6 +129,12 @@ def analyse(path: str) -> dict[str, Any]:
     times, offsets = res.paired_flashes, res.offsets
     av_head = [o for t, o in zip(times, offsets, strict=True) if t < first + EDGE_MARKERS]
     av_tail = [o for t, o in zip(times, offsets, strict=True) if t > first + last - EDGE_MARKERS]
+    blocks: dict[int, tuple[float, float, float]] = {}
+    for lo in range(0, last + 1, BLOCK_MARKERS):
+        pos = [p for p, n in zip(position, index, strict=True) if lo <= n < lo + BLOCK_MARKERS]
+        av = [o for t, o in zip(times, offsets, strict=True) if lo <= t - first < lo + BLOCK_MARKERS]
+        if pos and av:
+            blocks[lo] = (statistics.median(pos) * 1000, max(pos) * 1000, statistics.median(av) * 1000)
     return {
         "markers": len(flashes),
         "span_s": last,
@@ -138,12 +148,21 @@ def analyse(path: str) -> dict[str, Any]:
         "av_end_ms": statistics.median(av_tail) * 1000,
         "av_range_ms": (min(offsets) * 1000, max(offsets) * 1000),
         "av_drift_ms_per_h": _fit_ms_per_h(times, offsets),
+        "blocks": blocks,
         "analysis_s": time.monotonic() - started,
     }
 
 
 def _verdict(ms_per_h: float) -> str:
     return "meets" if abs(ms_per_h) < GOAL_MS_PER_H else "misses"
+
+
+def _block_cells(results: dict[str, dict[str, Any]], lo: int) -> list[str]:
+    """The series row of markers ``lo ..``: each recording's positions, then each one's A/V."""
+    blocks = [r["blocks"].get(lo) for r in results.values()]
+    return [f"{b[0]:+.0f} ({b[1]:+.0f})" if b else "" for b in blocks] + [
+        f"{b[2]:+.0f}" if b else "" for b in blocks
+    ]
 
 
 def _report(results: dict[str, dict[str, Any]], minutes: float, argv: Sequence[str]) -> str:
@@ -161,6 +180,12 @@ def _report(results: dict[str, dict[str, Any]], minutes: float, argv: Sequence[s
             "wall drift ms/h", "A/V at start ms", "A/V at end ms", "A/V drift ms/h", "A/V range ms",
         ],
         rows,
+    )  # fmt: skip
+    starts = sorted({lo for r in results.values() for lo in r["blocks"]})
+    series = markdown_table(
+        ["markers (s from the first)", *(f"{label}: position ms, median (most)" for label in results),
+         *(f"{label}: A/V ms" for label in results)],
+        [[f"{lo} .. {lo + BLOCK_MARKERS - 1}", *_block_cells(results, lo)] for lo in starts],
     )  # fmt: skip
     worst_wall = max(abs(r["wall_drift_ms_per_h"]) for r in results.values())
     worst_av = max(abs(r["av_drift_ms_per_h"]) for r in results.values())
@@ -180,6 +205,11 @@ sound later). Start and end are the medians over the first and last {EDGE_MARKER
 drifts are the slopes of least-squares lines through all markers, per hour of recording.
 
 {table}
+
+By {BLOCK_MARKERS} markers (a steady drift is a slope through the rows; a load episode that
+delayed delivery, a step or a peak):
+
+{series}
 """
 
 
@@ -188,7 +218,11 @@ async def _main(args: argparse.Namespace, argv: Sequence[str]) -> int:
 
     seconds = args.minutes * 60
     with (
-        tempfile.TemporaryDirectory(prefix="pyegress-drift-", dir=args.out_dir) as out,
+        (
+            contextlib.nullcontext(tempfile.mkdtemp(prefix="pyegress-drift-", dir=args.out_dir))
+            if args.keep
+            else tempfile.TemporaryDirectory(prefix="pyegress-drift-", dir=args.out_dir)
+        ) as out,
         LiveKitServer(log_level="warn") as server,
     ):
         room = "bench-drift"
@@ -220,6 +254,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--minutes", type=float, default=30.0, help="how long to record (default 30)")
     p.add_argument("--no-composite", action="store_true", help="record the participant egress only")
     p.add_argument("--out-dir", default=None, help="where the recordings go while analysed (default: TMPDIR)")
+    p.add_argument("--keep", action="store_true", help="keep the recordings (their paths are printed)")
     p.add_argument("--write", action="store_true", help="update docs/performance.md")
     return p
 
