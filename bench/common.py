@@ -449,12 +449,12 @@ class EncodeCapture:
         original = VideoEncoder.encode
         capture = self
 
-        def encode(self: VideoEncoder, frame: Any = None, pts: int = 0) -> Any:
+        def encode(self: VideoEncoder, frame: Any = None, pts: int = 0, **kw: Any) -> Any:
             if frame is not None:
                 capture._record(self, frame)
-            return original(self, frame, pts)
+            return original(self, frame, pts, **kw)  # key=: a key frame asked for (pause, resume)
 
-        VideoEncoder.encode = encode  # type: ignore[method-assign]
+        VideoEncoder.encode = encode  # type: ignore[method-assign,assignment]
 
     def start(self) -> None:
         with self._lock:
