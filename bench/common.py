@@ -8,6 +8,8 @@ between ``<!-- bench:NAME -->`` and ``<!-- /bench:NAME -->`` markers.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import datetime as dt
 import json
 import os
@@ -447,12 +449,12 @@ class EncodeCapture:
         original = VideoEncoder.encode
         capture = self
 
-        def encode(self: VideoEncoder, frame: Any = None, pts: int = 0) -> Any:
+        def encode(self: VideoEncoder, frame: Any = None, pts: int = 0, **kw: Any) -> Any:
             if frame is not None:
                 capture._record(self, frame)
-            return original(self, frame, pts)
+            return original(self, frame, pts, **kw)  # key=: a key frame asked for (pause, resume)
 
-        VideoEncoder.encode = encode  # type: ignore[method-assign]
+        VideoEncoder.encode = encode  # type: ignore[method-assign,assignment]
 
     def start(self) -> None:
         with self._lock:
@@ -583,3 +585,82 @@ def versions() -> dict[str, str]:
         "livekit": md.version("livekit"),
         "libx264": av.codec.Codec("libx264", "w").long_name,
     }
+
+
+# --- publishers -------------------------------------------------------------------------------
+
+
+def start_publishers(
+    room: str,
+    count: int,
+    env: dict[str, str],
+    seconds: float,
+    *,
+    size: tuple[int, int] = (640, 360),
+    fps: float = 30,
+    codec: str = "h264",
+    named: bool = False,
+    niced: bool = True,
+    extra: Sequence[str] = (),
+) -> list[subprocess.Popen[bytes]]:
+    """``count`` synthetic publishers ``p00``, ``p01``, ... in ``room``, each a process of its own.
+
+    ``named`` gives them display names ("Participant 1", ...); ``niced`` runs them at nice 19 so
+    that on a small machine they do not starve the measured child of CPU. ``extra`` goes to
+    ``pyegress.testing.publish`` as it is.
+    """
+    procs = []
+    for i in range(count):
+        argv = [sys.executable, "-m", "pyegress.testing.publish", "--room", room, "--identity", f"p{i:02d}"]
+        argv += ["--name", f"Participant {i + 1}"] if named else []
+        argv += ["--width", str(size[0]), "--height", str(size[1]), "--fps", f"{fps:g}", "--codec", codec]
+        argv += ["--duration", str(seconds), *extra]
+        procs.append(
+            subprocess.Popen(
+                ["nice", "-n", "19", *argv] if niced else argv,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+        )
+    return procs
+
+
+def stop_processes(procs: Sequence[subprocess.Popen[Any]]) -> None:
+    """Terminate ``procs`` (all at once), killing any still there after 10 s."""
+    for p in procs:
+        p.terminate()
+    for p in procs:
+        try:
+            p.wait(10)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+
+
+async def wait_published(
+    server: Any, room: str, count: int, timeout: float = 60.0
+) -> dict[str, dict[str, str]]:
+    """Wait until ``count`` participants of ``room`` publish video and audio: identity -> track sids.
+
+    Each value is ``{"video": sid, "audio": sid}`` (the first track of each kind).
+    """
+    from livekit import api
+    from livekit.protocol import models as pm
+
+    deadline = time.monotonic() + timeout
+    ready: dict[str, dict[str, str]] = {}
+    async with server.api_client() as lk:
+        while time.monotonic() < deadline:
+            with contextlib.suppress(Exception):  # the room is only there once someone joined
+                res = await lk.room.list_participants(api.ListParticipantsRequest(room=room))
+                ready = {}
+                for p in res.participants:
+                    video = [t.sid for t in p.tracks if t.type == pm.TrackType.VIDEO]
+                    sound = [t.sid for t in p.tracks if t.type == pm.TrackType.AUDIO]
+                    if video and sound:
+                        ready[p.identity] = {"video": video[0], "audio": sound[0]}
+                if len(ready) >= count:
+                    return ready
+            await asyncio.sleep(0.25)
+    raise SystemExit(f"only {len(ready)} of {count} publishers in {room} published within {timeout:g} s")

@@ -28,7 +28,6 @@ import argparse
 import asyncio
 import contextlib
 import json
-import subprocess
 import sys
 import tempfile
 import time
@@ -55,10 +54,13 @@ from bench.common import (
     scratch_dir,
     self_cpu,
     server_line,
+    start_publishers,
+    stop_processes,
     thread_cpu,
     thread_groups,
     update_section,
     versions,
+    wait_published,
     write_result,
     x264_build,
 )
@@ -166,7 +168,7 @@ async def _egress_child(args: argparse.Namespace) -> dict[str, Any]:
     for p in people:
         frame = p.camera.at(time.monotonic()) if p.camera else None
         if frame is not None:
-            key = f"{frame.width}x{frame.height}"  # type: ignore[attr-defined]
+            key = f"{frame.width}x{frame.height}"  # type: ignore[union-attr]
             sizes[key] = sizes.get(key, 0) + 1
     stats = recorder.pipeline.stats if recorder.pipeline else None
     captured = capture.stop() if capture is not None else {}
@@ -333,61 +335,6 @@ def _bare_child(args: argparse.Namespace) -> dict[str, Any]:
 
 
 # --- parent -----------------------------------------------------------------------------------
-
-
-def _wait_published(server: Any, room: str, count: int, timeout: float = 60.0) -> None:
-    """Wait until ``count`` participants of ``room`` publish both a video and an audio track."""
-    from livekit import api
-    from livekit.protocol import models as pm
-
-    async def poll() -> None:
-        deadline = time.monotonic() + timeout
-        ready = 0
-        async with server.api_client() as lk:
-            while time.monotonic() < deadline:
-                with contextlib.suppress(Exception):
-                    res = await lk.room.list_participants(api.ListParticipantsRequest(room=room))
-                    ready = sum(
-                        1
-                        for p in res.participants
-                        if {pm.TrackType.VIDEO, pm.TrackType.AUDIO} <= {t.type for t in p.tracks}
-                    )
-                    if ready >= count:
-                        return
-                await asyncio.sleep(0.25)
-        raise SystemExit(f"only {ready} of {count} publishers published within {timeout:g} s")
-
-    asyncio.run(poll())
-
-
-def _start_publishers(
-    case: Case, room: str, env: dict[str, str], seconds: float
-) -> list[subprocess.Popen[bytes]]:
-    procs = []
-    for i in range(case.participants):
-        argv = [sys.executable, "-m", "pyegress.testing.publish", "--room", room]
-        argv += ["--identity", f"p{i:02d}", "--name", f"Participant {i + 1}"]
-        argv += ["--width", str(case.pub_width), "--height", str(case.pub_height), "--fps", str(case.pub_fps)]
-        argv += ["--codec", case.codec]
-        argv += ["--duration", str(seconds)]
-        # niced: on a small machine N publishers must not starve the measured child of CPU
-        procs.append(
-            subprocess.Popen(
-                ["nice", "-n", "19", *argv], env=env, stdin=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-            )
-        )
-    return procs
-
-
-def _stop(procs: list[subprocess.Popen[bytes]]) -> None:
-    for p in procs:
-        p.terminate()
-    for p in procs:
-        try:
-            p.wait(10)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait()
 
 
 def _per_s(run: ChildRun) -> float:
@@ -624,9 +571,12 @@ def _parent(args: argparse.Namespace, argv: Sequence[str]) -> int:
             for i in range(1, repeats):  # each bare run right after the egress whose pictures it encodes
                 plan.append((f"egress#{i}", ["--child-egress", *shown, "--capture", str(frames)]))
                 plan.append((f"bare captured#{i}", ["--child-bare", *shown, "--frames", str(frames)]))
-            pubs = _start_publishers(case, room, env, len(plan) * (seconds + 30) + 60)
+            pubs = start_publishers(
+                room, case.participants, env, len(plan) * (seconds + 30) + 60,
+                size=(case.pub_width, case.pub_height), fps=case.pub_fps, codec=case.codec, named=True,
+            )  # fmt: skip
             try:
-                _wait_published(server, room, case.participants)
+                asyncio.run(wait_published(server, room, case.participants))
                 time.sleep(3.0)  # let the publishers' encoders ramp up to full size and rate
                 for kind, flag in plan:
                     label = f"{case.name} {kind}"
@@ -647,7 +597,7 @@ def _parent(args: argparse.Namespace, argv: Sequence[str]) -> int:
                         file=sys.stderr,
                     )
             finally:
-                _stop(pubs)
+                stop_processes(pubs)
                 frames.unlink(missing_ok=True)  # up to ~2 GB of canvases per case, in RAM
                 Path(f"{frames}.json").unlink(missing_ok=True)
             pair_ratios[case.name] = _median_pair(runs, case, repeats)

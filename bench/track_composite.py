@@ -25,10 +25,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -52,9 +50,12 @@ from bench.common import (
     scratch_dir,
     self_cpu,
     server_line,
+    start_publishers,
+    stop_processes,
     thread_cpu,
     thread_groups,
     update_section,
+    wait_published,
     write_result,
     x264_build,
 )
@@ -108,7 +109,7 @@ async def _egress_child(args: argparse.Namespace) -> dict[str, Any]:
         await asyncio.sleep(min(0.5, max(0.0, deadline - time.monotonic())))
         frame = recorder.video_input.at(time.monotonic()) if recorder.video_input else None
         if frame is not None:
-            key = f"{frame.width}x{frame.height}"  # type: ignore[attr-defined]
+            key = f"{frame.width}x{frame.height}"  # type: ignore[union-attr]
             sizes[key] = sizes.get(key, 0) + 1
     steady_cpu, steady_t = self_cpu() - active_cpu, time.monotonic() - active_t
     threads1 = thread_cpu()
@@ -219,30 +220,6 @@ def _bare_child(args: argparse.Namespace) -> dict[str, Any]:
 
 
 # --- parent ---------------------------------------------------------------------------------------
-
-
-def _track_sids(server: Any, room: str, identity: str, timeout: float = 20.0) -> tuple[str, str]:
-    """(video sid, audio sid) of ``identity`` once both tracks are published."""
-    from livekit import api
-    from livekit.protocol import models as pm
-
-    async def poll() -> tuple[str, str]:
-        deadline = time.monotonic() + timeout
-        async with server.api_client() as lk:
-            while time.monotonic() < deadline:
-                with contextlib.suppress(Exception):
-                    res = await lk.room.list_participants(api.ListParticipantsRequest(room=room))
-                    for p in res.participants:
-                        if p.identity != identity:
-                            continue
-                        video = [t.sid for t in p.tracks if t.type == pm.TrackType.VIDEO]
-                        sound = [t.sid for t in p.tracks if t.type == pm.TrackType.AUDIO]
-                        if video and sound:
-                            return video[0], sound[0]
-                await asyncio.sleep(0.25)
-        raise SystemExit(f"publisher {identity!r} did not publish both tracks within {timeout:g} s")
-
-    return asyncio.run(poll())
 
 
 def _check_settings() -> str:
@@ -414,19 +391,11 @@ def _parent(args: argparse.Namespace, argv: Sequence[str]) -> int:
         room = "bench-track-composite"
         frames = str(Path(scratch) / "frames.yuv")
         publish_for = (2 * args.repeat + 3) * (seconds + 15) + 150
-        publish = ["-m", "pyegress.testing.publish", "--room", room, "--identity", "alice"]
-        publish += ["--width", str(WIDTH), "--height", str(HEIGHT), "--fps", str(FPS)]
-        publish += ["--duration", str(publish_for)]
-        publisher = subprocess.Popen(
-            [sys.executable, *publish],
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+        publisher = start_publishers(room, 1, env, publish_for, size=(WIDTH, HEIGHT), fps=FPS, niced=False)
         try:
-            video_sid, audio_sid = _track_sids(server, room, "alice")
+            tracks = asyncio.run(wait_published(server, room, 1))["p00"]
             time.sleep(2.0)  # let the publisher's encoder ramp up to full size and rate
-            common = ["--room", room, "--video-track", video_sid, "--audio-track", audio_sid]
+            common = ["--room", room, "--video-track", tracks["video"], "--audio-track", tracks["audio"]]
             common += ["--seconds", str(seconds), "--out-dir", out]
             me = ["-m", "bench.track_composite"]
             plan: list[tuple[str, list[str]]] = []
@@ -445,12 +414,7 @@ def _parent(args: argparse.Namespace, argv: Sequence[str]) -> int:
                     Path(frames).unlink(missing_ok=True)
                     Path(f"{frames}.json").unlink(missing_ok=True)
         finally:
-            publisher.terminate()
-            try:
-                publisher.wait(10)
-            except subprocess.TimeoutExpired:
-                publisher.kill()
-                publisher.wait()
+            stop_processes(publisher)
     for label in [k for k in runs if k.startswith("bare#")] + ["synthetic", "unpaced"]:
         if runs[label].result.get("x264_options") != settings:
             raise SystemExit(

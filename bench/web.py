@@ -40,6 +40,8 @@ from bench.common import (
     markdown_table,
     now_utc,
     run_child,
+    start_publishers,
+    stop_processes,
     update_section,
     write_result,
 )
@@ -294,14 +296,9 @@ def _parent(args: argparse.Namespace, argv: Sequence[str]) -> int:
         try:
             line = http.stdout.readline() if http.stdout else ""  # "Serving HTTP on 127.0.0.1 port N ..."
             port = line.split(" port ")[1].split()[0]
-            for i in range(PARTICIPANTS):
-                pub = ["-m", "pyegress.testing.publish", "--room", room, "--identity", f"p{i}"]
-                pub += ["--duration", str(4 * seconds + 120), "--marker-interval", "3600"]
-                pubs.append(
-                    subprocess.Popen(
-                        [sys.executable, *pub], env=env, stdin=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-                    )
-                )
+            pubs = start_publishers(
+                room, PARTICIPANTS, env, 4 * seconds + 120, niced=False, extra=["--marker-interval", "3600"]
+            )
             time.sleep(4.0)
             room_args = [
                 "--room",
@@ -313,15 +310,7 @@ def _parent(args: argparse.Namespace, argv: Sequence[str]) -> int:
             rooms["native"] = _run("native", ["--kind", "native", *room_args], seconds, env)
             rooms["template"] = _run("template", ["--kind", "template", *room_args], seconds, env)
         finally:
-            procs: list[subprocess.Popen[Any]] = [*pubs, http]
-            for p in procs:
-                p.terminate()
-            for p in procs:
-                try:
-                    p.wait(10)
-                except subprocess.TimeoutExpired:
-                    p.kill()
-                    p.wait()
+            stop_processes([*pubs, http])
     capture_report, web_report = _capture_report(captures, argv), _web_report(rooms, argv)
     print(capture_report)
     print(web_report)

@@ -59,7 +59,10 @@ from bench.common import (
     run_child,
     self_cpu,
     server_line,
+    start_publishers,
+    stop_processes,
     update_section,
+    wait_published,
     write_result,
 )
 from bench.common import check_child as _check
@@ -73,6 +76,8 @@ ROOM_WARMUP = 5.0
 #: The senders of the rooms part: 640x360, as bench/room_composite.py's 4 @ 720p, so that four
 #: publishers' encoders (on the same 2 CPUs) leave the worker the machine.
 ROOM_SENDERS = (640, 360)
+#: The senders of the other parts: 1280x720 30 fps, what the 720p30 presets record.
+SENDERS = (1280, 720)
 TARGET = 0.05
 #: A capacity step is late when an egress has more ticks than this waiting for its encoder
 #: (half a second at 30 fps; a worker that keeps up has 0 or 1).
@@ -337,56 +342,6 @@ async def _capacity(
 # --- parent -----------------------------------------------------------------------------------
 
 
-def _publishers(
-    room: str, count: int, env: dict[str, str], seconds: float, size: tuple[int, int] = (1280, 720)
-) -> list[subprocess.Popen[bytes]]:
-    procs = []
-    for i in range(count):
-        argv = [sys.executable, "-m", "pyegress.testing.publish", "--room", room, "--identity", f"p{i:02d}"]
-        argv += ["--width", str(size[0]), "--height", str(size[1]), "--fps", "30", "--duration", str(seconds)]
-        procs.append(
-            subprocess.Popen(
-                ["nice", "-n", "19", *argv], env=env, stdin=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-            )
-        )
-    return procs
-
-
-def _stop(procs: list[subprocess.Popen[bytes]]) -> None:
-    for p in procs:
-        p.terminate()
-    for p in procs:
-        try:
-            p.wait(10)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait()
-
-
-async def _published(server: Any, room: str, count: int, timeout: float = 60.0) -> dict[str, str]:
-    """Wait for ``count`` publishers with audio and video; p00's track ids."""
-    from livekit import api
-    from livekit.protocol import models as pm
-
-    deadline = time.monotonic() + timeout
-    async with server.api_client() as lk:
-        while time.monotonic() < deadline:
-            res = await lk.room.list_participants(api.ListParticipantsRequest(room=room))
-            ready = [
-                p
-                for p in res.participants
-                if {pm.TrackType.VIDEO, pm.TrackType.AUDIO} <= {t.type for t in p.tracks}
-            ]
-            if len(ready) >= count:
-                p00 = next(p for p in ready if p.identity == "p00")
-                return {
-                    "video": next(t.sid for t in p00.tracks if t.type == pm.TrackType.VIDEO),
-                    "audio": next(t.sid for t in p00.tracks if t.type == pm.TrackType.AUDIO),
-                }
-            await asyncio.sleep(0.25)
-    raise SystemExit(f"fewer than {count} publishers in {room} within {timeout:g} s")
-
-
 def _inproc(kind: str, request: Any, out: Path, seconds: float, env: dict[str, str]) -> ChildRun:
     from google.protobuf.json_format import MessageToJson
 
@@ -410,16 +365,20 @@ async def _measure(args: argparse.Namespace) -> dict[str, Any]:
         LiveKitServer(redis_address=redis.address, log_level="warn") as server,
     ):
         out, env = Path(tmp), _child_env(server)
-        one = _publishers("bench-worker-1", 1, env, 3600)
+        one = start_publishers("bench-worker-1", 1, env, 3600, size=SENDERS)
         try:
-            tracks = await _published(server, "bench-worker-1", 1)
+            tracks = (await wait_published(server, "bench-worker-1", 1))["p00"]
             await asyncio.sleep(3.0)  # the publisher's encoder ramps up
             for kind in kinds:
-                four = _publishers("bench-worker-4", 4, env, 3600) if kind == "room_composite" else []
+                four = (
+                    start_publishers("bench-worker-4", 4, env, 3600, size=SENDERS)
+                    if kind == "room_composite"
+                    else []
+                )
                 try:
                     room = "bench-worker-4" if four else "bench-worker-1"
                     if four:
-                        await _published(server, room, 4)
+                        await wait_published(server, room, 4)
                         await asyncio.sleep(3.0)
                     pairs = []
                     for i in range(args.repeat):
@@ -438,7 +397,7 @@ async def _measure(args: argparse.Namespace) -> dict[str, Any]:
                         pairs.append(pair)
                     results["cost"][kind] = pairs
                 finally:
-                    _stop(four)
+                    stop_processes(four)
             if not parts or "answers" in parts:
                 print("running StartEgress answer times ...", file=sys.stderr)
                 results["answers"] = await _answer_times(
@@ -451,18 +410,18 @@ async def _measure(args: argparse.Namespace) -> dict[str, Any]:
                 )
             if not parts or "rooms" in parts:
                 print("running room composite capacity ...", file=sys.stderr)
-                four = _publishers("bench-worker-rooms", 4, env, 3600, ROOM_SENDERS)
+                four = start_publishers("bench-worker-rooms", 4, env, 3600, size=ROOM_SENDERS)
                 try:
-                    await _published(server, "bench-worker-rooms", 4)
+                    await wait_published(server, "bench-worker-rooms", 4)
                     await asyncio.sleep(3.0)
                     results["rooms"] = await _capacity(
                         server, redis, out / "r", "bench-worker-rooms", tracks,
                         args.room_step, args.room_most, kind="room_composite", warmup=ROOM_WARMUP,
                     )  # fmt: skip
                 finally:
-                    _stop(four)
+                    stop_processes(four)
         finally:
-            _stop(one)
+            stop_processes(one)
     return results
 
 

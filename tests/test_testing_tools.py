@@ -24,6 +24,7 @@ from pyegress.testing import (
     region_color,
     tone_present,
 )
+from pyegress.testing.checks import audio_samples, beep_onsets
 
 SR = 48000
 
@@ -117,6 +118,20 @@ def test_checks_static_colour(tmp_path: Path) -> None:
     r, g, b = region_color(path, 2.03)  # inside the 2 s flash
     assert min(r, g, b) > 240
     assert av_offset(path).median == pytest.approx(-0.030, abs=0.010)
+
+
+def test_beeps_of_a_long_file_read_in_windows(tmp_path: Path) -> None:
+    """Minute windows join without losing or doubling a beep (markers at 60 and 120 s sit on their edges)."""
+    path = tmp_path / "long.mp4"
+    write_reference(path, seconds=150.0, width=64, height=36, fps=10)
+    whole = beep_onsets(audio_samples(path))
+    windowed = beep_onsets(path)
+    assert len(windowed) == len(whole) == 149  # markers at 1 .. 149 s
+    assert np.allclose(windowed, whole, atol=1e-4)
+    off = av_offset(path)
+    assert off.count == 149
+    assert off.paired_flashes == off.flash_times
+    assert max(abs(o - 0.080) for o in off.offsets) < 0.010
 
 
 # ----------------------------------------------------------------------------- server

@@ -25,6 +25,7 @@ __all__ = [
     "MediaInfo",
     "VideoStreamInfo",
     "audio_samples",
+    "audio_windows",
     "av_offset",
     "beep_onsets",
     "dominant_frequencies",
@@ -341,11 +342,8 @@ def _to_float(arr: npt.NDArray[Any]) -> npt.NDArray[np.float32]:
     return arr.astype(np.float32)
 
 
-def audio_samples(path: PathLike, stream: int = 0) -> AudioData:
-    """Decode audio stream ``stream`` (the first by default) to mono float32, each frame placed
-    at its pts (gaps = 0)."""
-    chunks: list[tuple[float, npt.NDArray[np.float32]]] = []
-    sr = 0
+def _audio_frames(path: PathLike, stream: int = 0) -> Iterator[tuple[float, npt.NDArray[np.float32], int]]:
+    """``(time, mono samples, sample rate)`` of each decoded frame of audio stream ``stream``."""
     with av.open(os.fspath(path)) as c:
         if len(c.streams.audio) <= stream:
             raise ValueError(f"{path}: no audio stream {stream}")
@@ -360,10 +358,12 @@ def audio_samples(path: PathLike, stream: int = 0) -> AudioData:
             else:
                 mono = _to_float(arr.reshape(-1, ch)).mean(axis=1)
             t = float(f.time) if f.time is not None else (next_t or 0.0)
-            chunks.append((t, mono.astype(np.float32)))
+            yield t, mono.astype(np.float32), sr
             next_t = t + mono.size / sr
-    if not chunks:
-        return AudioData(np.zeros(0, np.float32), sr or 48000, 0.0)
+
+
+def _assemble(chunks: list[tuple[float, npt.NDArray[np.float32]]], sr: int) -> AudioData:
+    """One signal of ``chunks``, each placed at its time (gaps = 0)."""
     start = chunks[0][0]
     offsets = [round((t - start) * sr) for t, _ in chunks]
     total = max(o + a.size for o, (_, a) in zip(offsets, chunks, strict=True))
@@ -373,6 +373,45 @@ def audio_samples(path: PathLike, stream: int = 0) -> AudioData:
             a, o = a[-o:], 0
         out[o : o + a.size] = a
     return AudioData(out, sr, start)
+
+
+def audio_samples(path: PathLike, stream: int = 0) -> AudioData:
+    """Decode audio stream ``stream`` (the first by default) to mono float32, each frame placed
+    at its pts (gaps = 0)."""
+    chunks: list[tuple[float, npt.NDArray[np.float32]]] = []
+    sr = 0
+    for t, mono, rate in _audio_frames(path, stream):
+        chunks.append((t, mono))
+        sr = rate
+    if not chunks:
+        return AudioData(np.zeros(0, np.float32), sr or 48000, 0.0)
+    return _assemble(chunks, sr)
+
+
+def audio_windows(
+    path: PathLike, seconds: float = 60.0, overlap: float = 1.0
+) -> Iterator[tuple[float, float, AudioData]]:
+    """The first audio stream in windows, so that an hour of audio never sits in memory at once.
+
+    Yields ``(lo, hi, data)``: ``data`` covers ``[lo - overlap, hi + overlap]`` (what the file
+    has of it), and the ranges ``[lo, hi)`` follow each other without gap (the first ``lo`` is
+    ``-inf``, the last ``hi`` ``inf``). A file shorter than ``seconds + overlap`` is one window,
+    the same signal as :func:`audio_samples`.
+    """
+    buf: list[tuple[float, npt.NDArray[np.float32]]] = []
+    sr = 0
+    lo: float | None = None  # where the current window's range starts
+    shown = -math.inf  # what the caller is told for it (-inf for the first)
+    for t, mono, sr in _audio_frames(path):
+        lo = t if lo is None else lo
+        buf.append((t, mono))
+        while t + mono.size / sr >= lo + seconds + overlap:
+            hi = lo + seconds
+            yield shown, hi, _assemble([c for c in buf if c[0] < hi + overlap], sr)
+            lo = shown = hi
+            buf = [c for c in buf if c[0] + c[1].size / sr > lo - overlap]
+    if buf:
+        yield shown, math.inf, _assemble(buf, sr)
 
 
 def _band_envelope(x: npt.NDArray[np.float32], sr: int, hz: float, window: int) -> FloatArray:
@@ -396,9 +435,20 @@ def beep_onsets(
     """Onset times (seconds) of loud tone bursts at ``hz``.
 
     The band amplitude at ``hz`` is measured over a sliding ``window_s`` window; each burst's
-    onset is where its envelope reaches half of that burst's plateau, minus half a window.
+    onset is where its envelope reaches half of that burst's plateau, minus half a window. A file
+    is read in windows of a minute (:func:`audio_windows`), so hours of audio fit in memory.
     """
-    data = path if isinstance(path, AudioData) else audio_samples(path)
+    if isinstance(path, AudioData):
+        return _beep_onsets(path, hz, window_s, min_gap)
+    onsets: list[float] = []
+    for lo, hi, data in audio_windows(path):
+        for t in _beep_onsets(data, hz, window_s, min_gap):
+            if lo <= t < hi and t - (onsets[-1] if onsets else -math.inf) >= min_gap:
+                onsets.append(t)
+    return onsets
+
+
+def _beep_onsets(data: AudioData, hz: float, window_s: float, min_gap: float) -> list[float]:
     x, sr = data.samples, data.sample_rate
     w = max(round(window_s * sr), 8)
     if x.size < 4 * w:
@@ -418,7 +468,8 @@ def beep_onsets(
             continue
         lo = max(int(i) - 2 * w, 0)
         plateau = float(env[i : i + plateau_len].max())
-        seg = env[lo : i + 1]
+        # up to the plateau: a burst louder than the file's peak crosses half of it after i
+        seg = env[lo : i + plateau_len]
         j = lo + int(np.argmax(seg >= 0.5 * plateau))
         t = data.start + (j - w / 2.0) / sr
         if t - last >= min_gap:
@@ -435,6 +486,8 @@ class AvOffset:
     median: float
     flash_times: list[float]
     beep_times: list[float]
+    paired_flashes: list[float]
+    """The flash of each offset (``offsets[i]`` is the beep's time minus ``paired_flashes[i]``)."""
 
     @property
     def count(self) -> int:
@@ -463,6 +516,7 @@ def av_offset(
     flashes = flash_onsets(path)
     beeps = beep_onsets(path, beep_hz, min_gap=0.3 * marker_interval)
     offsets: list[float] = []
+    paired: list[float] = []
     if beeps:
         b = np.asarray(beeps)
         for f in flashes:
@@ -470,9 +524,10 @@ def av_offset(
             d = float(b[k] - f)
             if abs(d) <= limit:
                 offsets.append(d)
+                paired.append(f)
     if not offsets:
         raise ValueError(f"{path}: no flash/beep pairs (flashes={flashes[:10]}, beeps={beeps[:10]})")
-    return AvOffset(offsets, float(np.median(offsets)), flashes, beeps)
+    return AvOffset(offsets, float(np.median(offsets)), flashes, beeps, paired)
 
 
 def _spectrum(
