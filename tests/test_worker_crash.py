@@ -26,7 +26,7 @@ import redis.asyncio as aioredis
 from livekit import api, rtc
 from livekit.protocol import egress as pe
 
-from pyegress.errors import InvalidRequestError
+from pyegress.errors import EgressError, InvalidRequestError
 from pyegress.testing import LiveKitServer, netns, probe
 from pyegress.testing.ports import free_tcp_port
 from pyegress.testing.redis_server import RedisServer
@@ -422,6 +422,99 @@ async def test_a_start_egress_resent_while_starting_gets_the_first_starts_answer
     media = probe(result.filename)
     assert media.audio is not None and media.audio.codec == "opus"
     assert abs(media.duration - result.duration / 1e9) < 0.3 and media.duration > 1.5
+
+
+async def test_an_egress_id_starts_on_one_worker_of_two(
+    server: LiveKitServer,
+    redis_server: RedisServer,
+    room_name: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Two workers get the same StartEgress (livekit-server re-sends it, and any worker may get
+    the re-send): the egress runs once. The first start's worker holds the egress id's claim in
+    Redis, so the other does not claim a re-send (here the first's subscription is down, as
+    when its Redis connection drops, so only the other hears it), and handed it all the same
+    (it lost an affinity race) answers the first's answer without starting anything. A failed
+    start releases the claim, so the next try starts it on the other. Two workers in this
+    process on the real Redis and server, a psrpc Bus as the server's tries; the one stand-in: the
+    failed start (a refusing service method: no real start fails before it returns)."""
+
+    def config(name: str) -> Any:
+        return parse_config(
+            {"api_key": server.api_key, "api_secret": server.api_secret, "ws_url": server.url,
+             "redis": {"address": redis_server.address}, "output_dir": str(tmp_path / name)}
+        )  # fmt: skip
+
+    client = aioredis.Redis.from_url(redis_server.url)
+    buses = [Bus(client, "EW_claim_a"), Bus(client, "EW_claim_b"), Bus(client, "test-resender")]
+    for bus in buses:
+        await bus.start()
+    caller = buses[2]
+    workers = [EgressWorker(config(name), bus) for name, bus in zip("ab", buses[:2], strict=True)]
+    for worker in workers:
+        await worker.start()
+
+    def start_request(room_id: str, tc: api.TrackCompositeEgressRequest, path: str) -> tuple[str, bytes]:
+        request: Any = StartEgressRequest()
+        request.room_id = room_id
+        request.egress_id = f"EG_{path}_{os.urandom(4).hex()}"
+        tc.file_outputs[0].filepath = path
+        request.track_composite.ParseFromString(tc.SerializeToString())
+        return request.egress_id, request.SerializeToString()
+
+    try:
+        async with (
+            publisher(server, room_name, video=False) as pub,
+            api.LiveKitAPI(server.url, server.api_key, server.api_secret) as lk,
+        ):
+            room = (await lk.room.list_rooms(api.ListRoomsRequest(names=[room_name]))).rooms[0]
+            tc = api.TrackCompositeEgressRequest(room_name=room_name, audio_track_id=pub.audio_track_sid)
+            tc.file_outputs.append(api.EncodedFileOutput(file_type=api.EncodedFileType.OGG))
+            once, raw = start_request(room.sid, tc, "once")
+            first = await caller.call(
+                "EgressInternal", "StartEgress", "", raw, timeout=10, affinity_timeout=1
+            )
+            home, other = sorted(workers, key=lambda w: once not in w.egresses)
+            assert once in home.egresses and other.egresses == {}
+            await home._served[0].stop()  # StartEgress: only the other worker hears the re-send
+            with pytest.raises(RpcError) as unclaimed:
+                await caller.call("EgressInternal", "StartEgress", "", raw, timeout=3, affinity_timeout=1)
+            assert unclaimed.value.code == "deadline_exceeded", unclaimed.value
+            assert await other._start_egress(raw) == first  # handed it anyway: the first's answer
+            assert other.egresses == {}
+
+            async def refuse(request: Any, *, egress_id: str) -> pe.EgressInfo:
+                raise EgressError("refused by the test")
+
+            moved, raw = start_request(room.sid, tc, "moved")
+            monkeypatch.setattr(home.service, "start_track_composite_egress", refuse)
+            with pytest.raises(RpcError, match="refused by the test"):
+                await home._start_egress(raw)
+            second = pe.EgressInfo.FromString(await other._start_egress(raw))
+            assert second.egress_id == moved and list(other.egresses) == [moved]
+            assert home.egresses.keys() == {once}
+            for egress_id in (once, moved):
+                active = await _until(lk, egress_id, {pe.EGRESS_ACTIVE, *ENDED}, 15)
+                assert active is not None and status(active) == "EGRESS_ACTIVE", active
+            await asyncio.sleep(2.0)
+            for egress_id in (once, moved):
+                await lk.egress.stop_egress(api.StopEgressRequest(egress_id=egress_id))
+            finals = [await _until(lk, egress_id, ENDED, 20) for egress_id in (once, moved)]
+    finally:
+        for worker in workers:
+            await worker.drain(5)
+            await worker.close()
+        for bus in buses:
+            await bus.close()
+        await client.aclose()
+    homes = {"once": home.config.output_dir, "moved": other.config.output_dir}
+    assert sorted(tmp_path.rglob("*.ogg")) == sorted(homes[p] / f"{p}.ogg" for p in homes), "each once"
+    for final in finals:
+        assert final is not None and status(final) == "EGRESS_COMPLETE", final
+        (result,) = final.file_results
+        media = probe(result.filename)
+        assert media.audio is not None and media.audio.codec == "opus" and media.duration > 1.5
 
 
 async def _joined(server: LiveKitServer, room: str, identity: str, timeout: float) -> Any:

@@ -21,16 +21,17 @@ import base64
 import contextlib
 import os
 import time
+from collections.abc import Mapping
 from pathlib import Path
-from types import TracebackType
+from types import MappingProxyType
 from typing import Any
 
 import av
 from aiohttp import web
 
 from ..sources.web import PageSource
-from .publisher import _default_bitrate, join_token
-from .signals import BEEP_AMPLITUDE, MARKER_DURATION, PATTERN_SPEED, TONE_AMPLITUDE, PatternGenerator
+from .publisher import SignalPublisher, _default_bitrate
+from .signals import BEEP_AMPLITUDE, MARKER_DURATION, PATTERN_SPEED, TONE_AMPLITUDE
 
 __all__ = ["BrowserPublisher", "publisher_js"]
 
@@ -58,55 +59,22 @@ def _rgb(i420: Any) -> Any:
     return av.VideoFrame.from_ndarray(i420, format="yuv420p").to_ndarray(format="rgb24")
 
 
-class BrowserPublisher:
+class BrowserPublisher(SignalPublisher):
     """Publishes a canvas camera and a WebAudio microphone from ``livekit-client`` in Chromium.
 
     Same shape as :class:`~pyegress.testing.publisher.SyntheticPublisher`: ``start``/``stop``
     (or ``async with``), ``identity``, ``video_track_sid``, ``audio_track_sid``, ``t0``.
     """
 
-    def __init__(
-        self,
-        url: str,
-        token: str | None = None,
-        *,
-        api_key: str | None = None,
-        api_secret: str | None = None,
-        room: str | None = None,
-        identity: str | None = None,
-        name: str | None = None,
-        width: int = 640,
-        height: int = 360,
-        fps: float = 30,
-        video: bool = True,
-        audio: bool = True,
-        color: tuple[int, int, int] | None = None,
-        marker_interval: float = 1.0,
-        tone_hz: float = 440.0,
-        beep_hz: float = 1000.0,
-    ) -> None:
-        self.url = url
-        self.token = token if token is not None else join_token(api_key, api_secret, room, identity, name)
-        self.width, self.height, self.fps = width, height, float(fps)
-        self.video_enabled, self.audio_enabled = video, audio
-        self.marker_interval = marker_interval
-        self.tone_hz, self.beep_hz = tone_hz, beep_hz
-        self.pattern = PatternGenerator(width, height, self.fps, color=color, marker_interval=marker_interval)
-        self._moving = color is None
-        self._page: PageSource | None = None
-        self._result: dict[str, Any] = {}
-        self._t0: float | None = None
-        self._site: web.AppRunner | None = None
+    #: Set by :meth:`start` (the page's answer) and by the page's server.
+    _page: PageSource | None = None
+    _site: web.AppRunner | None = None
+    _result: Mapping[str, Any] = MappingProxyType({})
 
     @property
     def identity(self) -> str:
         """This participant's identity (known once started)."""
         return str(self._result.get("identity", ""))
-
-    @property
-    def t0(self) -> float | None:
-        """``time.monotonic()`` value of signal time zero (markers at t0 + n * interval)."""
-        return self._t0
 
     @property
     def video_track_sid(self) -> str | None:
@@ -150,7 +118,7 @@ class BrowserPublisher:
             "fps": self.fps,
             "rgba": base64.b64encode(bytes(pixels)).decode(),
             "flash": "rgb({},{},{})".format(*(int(c) for c in flash)),
-            "speed": PATTERN_SPEED if self._moving else 0.0,
+            "speed": PATTERN_SPEED if self.color is None else 0.0,
             "markerInterval": self.marker_interval,
             "markerDuration": MARKER_DURATION,
             "toneHz": self.tone_hz,
@@ -212,15 +180,3 @@ class BrowserPublisher:
         await site.start()
         port = self._site.addresses[0][1]
         return f"http://127.0.0.1:{port}/"
-
-    async def __aenter__(self) -> BrowserPublisher:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()

@@ -14,14 +14,15 @@ import logging
 import math
 import random
 import time
+from abc import ABC, abstractmethod
 from types import TracebackType
-from typing import Literal
+from typing import Literal, TypeVar
 
 from livekit import api, rtc
 
 from .signals import PatternGenerator, ToneGenerator
 
-__all__ = ["SyntheticPublisher", "TrackKind", "join_token"]
+__all__ = ["SignalPublisher", "SyntheticPublisher", "TrackKind", "join_token"]
 
 logger = logging.getLogger(__name__)
 
@@ -38,7 +39,72 @@ _START_LEAD = 0.05  # seconds between "tracks published" and t0
 MAX_LATE = 0.2
 
 
-class SyntheticPublisher:
+_P = TypeVar("_P", bound="SignalPublisher")
+
+
+class SignalPublisher(ABC):
+    """What every test publisher takes and keeps: where it joins (``token``, or the four to make
+    one) and the self-describing signal it sends. :class:`SyntheticPublisher` and
+    :class:`~pyegress.testing.browser_publisher.BrowserPublisher` take these keywords with the
+    same meaning, so a test can swap one for the other."""
+
+    def __init__(
+        self,
+        url: str,
+        token: str | None = None,
+        *,
+        api_key: str | None = None,
+        api_secret: str | None = None,
+        room: str | None = None,
+        identity: str | None = None,
+        name: str | None = None,
+        width: int = 640,
+        height: int = 360,
+        fps: float = 30,
+        video: bool = True,
+        audio: bool = True,
+        color: tuple[int, int, int] | None = None,
+        marker_interval: float = 1.0,
+        tone_hz: float = 440.0,
+        beep_hz: float = 1000.0,
+    ) -> None:
+        self.url = url
+        self.token = token if token is not None else join_token(api_key, api_secret, room, identity, name)
+        self.width, self.height, self.fps = width, height, float(fps)
+        self.video_enabled, self.audio_enabled = video, audio
+        self.color = color
+        self.marker_interval = marker_interval
+        self.tone_hz, self.beep_hz = tone_hz, beep_hz
+        self.pattern = PatternGenerator(width, height, self.fps, color=color, marker_interval=marker_interval)
+        self._t0: float | None = None
+
+    @property
+    def t0(self) -> float | None:
+        """``time.monotonic()`` value of signal time zero (markers at t0 + n * interval)."""
+        return self._t0
+
+    @abstractmethod
+    async def start(self) -> None:
+        """Join the room and publish the enabled tracks."""
+
+    @abstractmethod
+    async def stop(self) -> None:
+        """Stop publishing and leave the room."""
+
+    async def __aenter__(self: _P) -> _P:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+
+class SyntheticPublisher(SignalPublisher):
     """Publishes a synthetic camera and/or microphone track to a LiveKit room."""
 
     def __init__(
@@ -66,24 +132,18 @@ class SyntheticPublisher:
         max_bitrate: int | None = None,
         audio_burst: float = 0.0,
     ) -> None:
-        if token is None:
-            token = join_token(api_key, api_secret, room, identity, name)
         if video_codec not in ("h264", "vp8"):
             raise ValueError(f"unsupported video_codec {video_codec!r}")
-        self.url = url
-        self.token = token
-        self.width = width
-        self.height = height
-        self.fps = float(fps)
+        super().__init__(
+            url, token, api_key=api_key, api_secret=api_secret, room=room, identity=identity, name=name,
+            width=width, height=height, fps=fps, video=video, audio=audio, color=color,
+            marker_interval=marker_interval, tone_hz=tone_hz, beep_hz=beep_hz,
+        )  # fmt: skip
         self.video_codec = video_codec
-        self.video_enabled = video
-        self.audio_enabled = audio
-        self.marker_interval = marker_interval
         self.vfr = vfr
         self.simulcast = simulcast
         self.audio_burst = audio_burst
         self.max_bitrate = max_bitrate if max_bitrate is not None else _default_bitrate(width, height)
-        self.pattern = PatternGenerator(width, height, self.fps, color=color, marker_interval=marker_interval)
         self.tone = ToneGenerator(
             SAMPLE_RATE, tone_hz=tone_hz, beep_hz=beep_hz, marker_interval=marker_interval
         )
@@ -93,7 +153,6 @@ class SyntheticPublisher:
         self._tracks: dict[TrackKind, rtc.LocalVideoTrack | rtc.LocalAudioTrack] = {}
         self._pubs: dict[TrackKind, rtc.LocalTrackPublication] = {}
         self._tasks: list[asyncio.Task[None]] = []
-        self._t0: float | None = None
         self.frames_sent = 0
         self.audio_frames_sent = 0
 
@@ -107,11 +166,6 @@ class SyntheticPublisher:
     def identity(self) -> str:
         """This participant's identity (known once connected)."""
         return self._room.local_participant.identity
-
-    @property
-    def t0(self) -> float | None:
-        """``time.monotonic()`` value of signal time zero (markers at t0 + n * interval)."""
-        return self._t0
 
     @property
     def video_track_sid(self) -> str | None:
@@ -165,18 +219,6 @@ class SyntheticPublisher:
                 with contextlib.suppress(Exception):
                     await src.aclose()
         self._video_source = self._audio_source = None
-
-    async def __aenter__(self) -> SyntheticPublisher:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
 
     # -- track control -------------------------------------------------------------------
     async def mute(self, kind: TrackKind) -> None:

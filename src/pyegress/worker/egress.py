@@ -33,6 +33,7 @@ from ..errors import EgressError, InvalidRequestError, NotSupportedError
 from ..info import is_terminal, snapshot
 from ..service import EgressService
 from ..webhooks import request_webhooks
+from .claims import StartClaims
 from .config import WorkerConfig
 from .proto import ListActiveEgressResponse, StartEgressRequest, recast, start_request_kind
 from .psrpc import Bus, RpcError, Served
@@ -95,6 +96,7 @@ class EgressWorker:
         self.draining = False
         self.io_retries: dict[str, int] = {}  # IOInfo calls retried, by method (metrics)
         self.state = StateFile(config.state_path)
+        self.claims = StartClaims(bus)
         self._recovery: asyncio.Task[None] | None = None
         self._served: list[Served] = []
         self._stop_listening: Callable[[], None] | None = None
@@ -164,16 +166,19 @@ class EgressWorker:
             which = source_kind(req.egress)
         return self.config.cost(which or "room_composite")
 
-    def _affinity(self, raw: bytes) -> float | None:
+    async def _affinity(self, raw: bytes) -> float | None:
         """None (no claim) when draining or full; else 0.5 idle and 1.0 busy, as LiveKit's
         worker does (busy workers take small jobs first, so the cluster packs them). A request
         re-sent for an egress running here is claimed at 1.0 even when full or draining: only
-        this worker can answer it with the running egress's info (another would start it twice)."""
+        this worker can answer it with the running egress's info; one whose egress id another
+        worker claimed (:mod:`.claims`) is not claimed (this one would start it twice)."""
         req: Any = StartEgressRequest.FromString(raw)
         if req.egress_id in self.egresses:
             return 1.0
         cost = self._cost(raw)
         if self.draining or cost is None or cost > self.available + 1e-9:  # 4 x 0.4 is not 1.6 in floats
+            return None
+        if await self.claims.holder(req.egress_id) is not None:
             return None
         return 1.0 if self.egresses else 0.5
 
@@ -206,8 +211,17 @@ class EgressWorker:
         entry = _Egress(cost, slot=which, webhooks=list(request_webhooks(request)))
         self.egresses[egress_id] = entry  # no await since the lookup: a re-send finds it
         try:
-            native = built.kind is Kind.ROOM_COMPOSITE and not built.template
-            info = await self._begin(which, request, egress_id, native)
+            elsewhere = await self.claims.take(egress_id)
+            if elsewhere is not None:  # started by another worker: its answer, nothing runs here
+                self.egresses.pop(egress_id, None)
+                entry.started.set_result(elsewhere)
+                return elsewhere
+            try:
+                native = built.kind is Kind.ROOM_COMPOSITE and not built.template
+                info = await self._begin(which, request, egress_id, native)
+            except BaseException:
+                await self.claims.release(egress_id)
+                raise
         except BaseException as e:  # nothing runs: free its cores, answer the error (to re-sends too)
             self.egresses.pop(egress_id, None)
             failure = e if isinstance(e, RpcError) else RpcError("internal", str(e) or type(e).__name__)
@@ -219,6 +233,7 @@ class EgressWorker:
         entry.latest = info
         answer = self._for_server(info).SerializeToString()  # the server's CreateEgress may use it
         entry.started.set_result(answer)
+        await self.claims.started(egress_id, answer)
         entry.reporter = asyncio.get_running_loop().create_task(self._report(egress_id, info))
         if not is_terminal(info.status):
             entry.served = [

@@ -8,8 +8,9 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
+import inspect
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import redis.asyncio
 from google.protobuf.message import DecodeError
@@ -24,6 +25,10 @@ _QUEUE_LOCK_SECONDS = 5
 #: How long ``serve`` waits for Redis to confirm its subscriptions before returning anyway (the
 #: reader keeps subscribing them until Redis is back).
 _SUBSCRIBE_WAIT = 5.0
+
+_T = TypeVar("_T")
+#: How much a server wants a request (None: it does not claim it), at once or after awaiting.
+Affinity = Callable[[bytes], float | Awaitable[float | None] | None]
 
 
 class Served:
@@ -72,7 +77,7 @@ class Server(Connection):
         topic: str,
         handler: Callable[[bytes], Awaitable[bytes]],
         *,
-        affinity: Callable[[bytes], float | None] | None = None,
+        affinity: Affinity | None = None,
         multi: bool = False,
         queue: bool = False,
     ) -> Served:
@@ -81,7 +86,8 @@ class Server(Connection):
 
         ``affinity`` turns on psrpc's claim flow (every single-response method of livekit-server
         needs it; a method without an affinity function claims with 1.0): the request is handled
-        only if the caller picks this node; None means do not claim. ``multi``: every server
+        only if the caller picks this node; None means do not claim (it may be a coroutine, to
+        ask Redis first). ``multi``: every server
         answers, no claim. ``queue``: only the server winning psrpc's ``SET NX`` on the payload
         handles it.
         """
@@ -114,11 +120,19 @@ class Server(Connection):
             )
         return served
 
+    async def key_command(
+        self, command: Callable[[redis.asyncio.Redis | redis.asyncio.RedisCluster], Awaitable[_T]]
+    ) -> _T:
+        """Run a key command on the client owning keys (the cluster client when there is one),
+        again on a fresh connection when a pooled one went stale."""
+        keys = self._keys or self._redis
+        return await self._command(lambda: command(keys))
+
     async def _queue_lock(self, payload: bytes) -> bool:
         key = base64.b64encode(hashlib.sha256(payload).digest()).decode()
         try:
-            keys = self._keys or self._redis
-            return bool(await self._command(lambda: keys.set(key, 1, nx=True, ex=_QUEUE_LOCK_SECONDS)))
+            locked = await self.key_command(lambda keys: keys.set(key, 1, nx=True, ex=_QUEUE_LOCK_SECONDS))
+            return bool(locked)
         except (RedisError, OSError) as e:
             log.warning("psrpc: queue lock failed (%s); request dropped", e)
             return False
@@ -137,13 +151,15 @@ class Server(Connection):
         claim_channel: str,
         req: Any,
         handler: Callable[[bytes], Awaitable[bytes]],
-        affinity: Callable[[bytes], float | None] | None,
+        affinity: Affinity | None,
     ) -> None:
         raw: bytes = req.raw_request
         try:
             if claim_channel:
                 assert affinity is not None
                 value = affinity(raw)
+                if inspect.isawaitable(value):
+                    value = await value
                 if value is None or not await self._claim(service, req, value):
                     return
             response = await handler(raw)
