@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import os
 import signal
 import subprocess
@@ -24,7 +25,15 @@ import pyegress
 from pyegress.errors import SourceError
 from pyegress.sources.processes import start_xvfb, stop_process
 from pyegress.sources.web import PROFILE_PREFIX, browser_pids, find_chromium
-from pyegress.testing import LiveKitServer, av_offset, picture_moves, probe, region_color, tone_present
+from pyegress.testing import (
+    LiveKitServer,
+    PatternGenerator,
+    av_offset,
+    picture_moves,
+    probe,
+    region_color,
+    tone_present,
+)
 
 from .helpers import check_file_result, manifest, publisher, record_for, status, wait_active
 
@@ -52,10 +61,25 @@ def chromium() -> str:
     return path
 
 
+def pattern_png() -> bytes:
+    """The synthetic publisher's pattern (its first frame, 640x360) as a PNG, for pattern.html."""
+    i420 = PatternGenerator(640, 360, marker_interval=0).frame_at(0.0)
+    rgb = av.VideoFrame.from_ndarray(i420, format="yuv420p").to_ndarray(format="rgb24")
+    out = io.BytesIO()
+    av.VideoFrame.from_ndarray(rgb, format="rgb24").to_image().save(out, format="PNG")
+    return out.getvalue()
+
+
 @pytest.fixture
 async def site() -> AsyncIterator[str]:
     """The test pages and the built templates, served on 127.0.0.1."""
+    png = pattern_png()
+
+    async def pattern(_: web.Request) -> web.Response:
+        return web.Response(body=png, content_type="image/png")
+
     app = web.Application()
+    app.router.add_get("/pattern.png", pattern)
     app.router.add_static("/templates/", TEMPLATES)
     app.router.add_static("/", PAGES)
     runner = web.AppRunner(app)

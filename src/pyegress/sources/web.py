@@ -50,6 +50,7 @@ from .processes import (
     start_xvfb,
     stop_process,
 )
+from .xdisplay import PagedDisplay
 
 __all__ = ["LAYOUT_EVENT", "PROFILE_PREFIX", "PageAudio", "PageSource", "browser_pids", "find_chromium"]
 
@@ -160,6 +161,7 @@ class PageSource:
         self._page: Any = None
         self._cdp: Any = None
         self._xvfb: subprocess.Popen[bytes] | None = None
+        self._screen: PagedDisplay | None = None
         self._display = ""
         self._profile = ""
         self._procs: set[psutil.Process] = set()
@@ -189,6 +191,11 @@ class PageSource:
         if x11:
             # a little larger than the window, so that the window is exactly its size
             self._xvfb, self._display = await start_xvfb(self.width + 8, self.height + 8)
+            try:
+                self._screen = PagedDisplay(self._display)
+                self._screen.set_rate(self.fps)
+            except Exception as e:
+                raise SourceError(f"capture: cannot pace the browser's display: {e}") from e
             env["DISPLAY"] = self._display
             args += ["--kiosk", f"--window-size={self.width},{self.height}", "--window-position=0,0"]
         try:
@@ -248,6 +255,9 @@ class PageSource:
                 await asyncio.wait_for(self._pw.stop(), 10)
         self._context = self._pw = self._page = self._cdp = None
         await asyncio.to_thread(reap, procs)
+        if self._screen is not None:
+            self._screen.close()
+            self._screen = None
         if self._xvfb is not None:
             await asyncio.to_thread(stop_process, self._xvfb)
             self._xvfb = None
@@ -287,13 +297,22 @@ class PageSource:
     # --- capture: Xvfb + x11grab ------------------------------------------------------------
 
     def _grab(self) -> None:
-        """Read the display at ``fps`` (x11grab paces itself) into the video sink (thread)."""
+        """Read each picture Chromium paints into the video sink, stamped with when it was
+        painted (thread). The display refreshes at the output's rate (:class:`PagedDisplay`), so
+        a page that moves paints once per output frame and each paint takes its own slot on
+        the timeline (:class:`~pyegress.media.timeline.FrameSlots`); nothing is read while the
+        page is still. The first picture is read at once."""
+        screen = self._screen
+        period = 1.0 / self.fps
         try:
             container = av.open(
                 f"{self._display}.0+0,0",
                 format="x11grab",
+                # read when told (a paint): never paced by x11grab (its clock only runs behind),
+                # nothing kept from probing the stream at open (pictures of the past)
                 options={
-                    "framerate": str(self.fps),
+                    "framerate": "1000",
+                    "fflags": "nobuffer",
                     "video_size": f"{self.width}x{self.height}",
                     "draw_mouse": "0",
                 },
@@ -302,13 +321,19 @@ class PageSource:
             self._from_thread(f"capture: cannot read the browser's display: {e}")
             return
         try:
-            for frame in container.decode(video=0):
-                if self._stop_grab.is_set():
-                    break
+            packets = container.demux(video=0)
+            painted: float | None = time.monotonic()
+            while not self._stop_grab.is_set():
+                if painted is None and screen is not None:
+                    painted = screen.next_paint(period, timeout=0.1)
+                if painted is None:
+                    continue
+                frames = next(packets).decode()
                 sink = self.video_sink
-                if sink is not None:
-                    sink.push(reformat(frame), time.monotonic())
+                if sink is not None and frames:
+                    sink.push(reformat(frames[0]), painted)
                     self.frames_grabbed += 1
+                painted = None
         except Exception as e:
             if not self._stop_grab.is_set():
                 self._from_thread(f"capture: reading the browser's display failed: {e}")
