@@ -11,7 +11,7 @@ if [[ ! -x .venv/bin/python ]]; then
   "$PY" -m venv .venv
 fi
 .venv/bin/python -m pip install -q --upgrade pip
-.venv/bin/python -m pip install -q -e '.[dev,all]'
+.venv/bin/python -m pip install -q -e '.[dev,all,docs]'
 
 bash scripts/install-livekit-server.sh
 # the tests, benches and demo run in a network namespace of their own (unshare, ip)

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Set up (idempotent) and run the whole test suite: lint, types, then pytest against real
+# Set up (idempotent) and run the whole test suite: lint, types, the docs site, then pytest against real
 # servers started by the tests. Integration tests fail, never skip, when a server is missing.
 # pytest runs in a network namespace of its own (lo + a veth address that exists only there):
 # every test packet stays on this machine; no namespace here fails the run (exit 125).
@@ -9,6 +9,7 @@ cd "$REPO"
 bash scripts/setup.sh
 .venv/bin/ruff check .
 .venv/bin/mypy
+.venv/bin/mkdocs build --strict --quiet --site-dir "$(mktemp -d)"  # a broken link or reference fails
 set +e
 .venv/bin/python -m pyegress.testing.netns -- .venv/bin/pytest -q -ra -p no:cacheprovider "$@"
 rc=$?

@@ -153,7 +153,21 @@ class EgressService:
         room: rtc.Room | None = None,
         egress_id: str | None = None,
     ) -> pe.EgressInfo:
-        """Record one participant's camera/microphone (or screen share)."""
+        """Record one participant's camera/microphone (or screen share).
+
+        Args:
+            start: a ``ParticipantEgressRequest``; a bad one ends the egress ``EGRESS_FAILED``
+                with an ``error`` naming the field instead of raising.
+            room: an ``rtc.Room`` your application already has connected, to record from
+                without a second participant (None: the recorder joins, hidden).
+            egress_id: the id to record under (default: a new ``EG_...``).
+
+        Returns:
+            The egress's info at once (``EGRESS_STARTING``); the recording runs in the background.
+
+        Raises:
+            NotSupportedError: something pyegress cannot do (``PASSTHROUGH``).
+        """
         return await self._start(start, room, egress_id)
 
     async def start_track_composite_egress(
@@ -163,13 +177,41 @@ class EgressService:
         room: rtc.Room | None = None,
         egress_id: str | None = None,
     ) -> pe.EgressInfo:
-        """Record one audio and one video track together."""
+        """Record one audio and one video track together.
+
+        Args:
+            start: a ``TrackCompositeEgressRequest``; a bad one ends the egress ``EGRESS_FAILED``
+                with an ``error`` naming the field instead of raising.
+            room: an ``rtc.Room`` your application already has connected, to record from
+                without a second participant (None: the recorder joins, hidden).
+            egress_id: the id to record under (default: a new ``EG_...``).
+
+        Returns:
+            The egress's info at once (``EGRESS_STARTING``); the recording runs in the background.
+
+        Raises:
+            NotSupportedError: something pyegress cannot do (``PASSTHROUGH``).
+        """
         return await self._start(start, room, egress_id)
 
     async def start_track_egress(
         self, start: pe.TrackEgressRequest, *, room: rtc.Room | None = None, egress_id: str | None = None
     ) -> pe.EgressInfo:
-        """Record a single track to a file."""
+        """Record a single track to a file (or its PCM to a WebSocket).
+
+        Args:
+            start: a ``TrackEgressRequest``; a bad one ends the egress ``EGRESS_FAILED``
+                with an ``error`` naming the field instead of raising.
+            room: an ``rtc.Room`` your application already has connected, to record from
+                without a second participant (None: the recorder joins, hidden).
+            egress_id: the id to record under (default: a new ``EG_...``).
+
+        Returns:
+            The egress's info at once (``EGRESS_STARTING``); the recording runs in the background.
+
+        Raises:
+            NotSupportedError: something pyegress cannot do (``PASSTHROUGH``).
+        """
         return await self._start(start, room, egress_id)
 
     async def start_room_composite_egress(
@@ -182,16 +224,42 @@ class EgressService:
         speaker_tracks: bool = False,
     ) -> pe.EgressInfo:
         """Record the whole room in one picture (native grid / speaker layouts) and one mix, or
-        through a web template in Chromium when ``custom_base_url`` is set. ``selection``: who
-        is recorded (native layouts; :meth:`update_selection` changes it live);
-        ``speaker_tracks``: one audio track per participant beside the mix in MP4 / Ogg / WebM
-        files."""
+        through a web template in Chromium when ``custom_base_url`` is set.
+
+        Args:
+            start: a ``RoomCompositeEgressRequest``; a bad one ends the egress ``EGRESS_FAILED``
+                with an ``error`` naming the field instead of raising.
+            room: an ``rtc.Room`` your application already has connected, to record from
+                without a second participant (None: the recorder joins, hidden).
+            egress_id: the id to record under (default: a new ``EG_...``).
+            selection: who is recorded (native layouts; :meth:`update_selection` changes it
+                live; a ``media`` source takes it for its mix).
+            speaker_tracks: one audio track per participant beside the mix in MP4 / Ogg /
+                WebM files.
+
+        Returns:
+            The egress's info at once (``EGRESS_STARTING``); the recording runs in the background.
+
+        Raises:
+            NotSupportedError: something pyegress cannot do (``PASSTHROUGH``).
+        """
         return await self._start(start, room, egress_id, selection, speaker_tracks)
 
     async def start_web_egress(
         self, start: pe.WebEgressRequest, *, egress_id: str | None = None
     ) -> pe.EgressInfo:
-        """Record a web page (picture and sound) rendered by Chromium."""
+        """Record a web page (picture and sound) rendered by Chromium.
+
+        Args:
+            start: the ``WebEgressRequest``; a bad one ends ``EGRESS_FAILED`` naming the field.
+            egress_id: the id to record under (default: a new ``EG_...``).
+
+        Returns:
+            The egress's info at once (``EGRESS_STARTING``).
+
+        Raises:
+            NotSupportedError: something pyegress cannot do.
+        """
         return await self._start(start, None, egress_id)
 
     async def start_egress(
@@ -205,13 +273,40 @@ class EgressService:
     ) -> pe.EgressInfo:
         """LiveKit's unified request: a ``template`` (room composite), ``web`` or ``media``
         source (one video and routed audio) to a list of ``outputs``. ``PASSTHROUGH`` raises
-        ``NotSupportedError``; see :mod:`pyegress.config.unified`. ``selection`` and
-        ``speaker_tracks`` as for :meth:`start_room_composite_egress` (a native template; a
-        ``media`` source takes ``selection`` for its mix)."""
+        ``NotSupportedError``; see :mod:`pyegress.config.unified`.
+
+        Args:
+            start: a ``StartEgressRequest``; a bad one ends the egress ``EGRESS_FAILED``
+                with an ``error`` naming the field instead of raising.
+            room: an ``rtc.Room`` your application already has connected, to record from
+                without a second participant (None: the recorder joins, hidden).
+            egress_id: the id to record under (default: a new ``EG_...``).
+            selection: who is recorded (native layouts; :meth:`update_selection` changes it
+                live; a ``media`` source takes it for its mix).
+            speaker_tracks: one audio track per participant beside the mix in MP4 / Ogg /
+                WebM files.
+
+        Returns:
+            The egress's info at once (``EGRESS_STARTING``); the recording runs in the background.
+
+        Raises:
+            NotSupportedError: something pyegress cannot do (``PASSTHROUGH``).
+        """
         return await self._start(start, room, egress_id, selection, speaker_tracks)
 
     async def update_layout(self, update: pe.UpdateLayoutRequest) -> pe.EgressInfo:
-        """Switch a live room composite to another layout (from the next frame on)."""
+        """Switch a live room composite to another layout (from the next frame on).
+
+        Args:
+            update: ``egress_id`` and the new ``layout``.
+
+        Returns:
+            The egress's info.
+
+        Raises:
+            EgressNotFoundError: no egress has this id.
+            InvalidRequestError: it is over, or not a room composite.
+        """
         entry = self._egresses.get(update.egress_id)
         if entry is None:
             raise EgressNotFoundError(f"egress_id: egress {update.egress_id!r} not found")
@@ -268,6 +363,17 @@ class EgressService:
 
         ``remove_output_urls`` may name a URL in clear or as ``EgressInfo`` shows it (redacted),
         or the id of a destination added with ``add_destinations``.
+
+        Args:
+            update: ``egress_id``, the URLs to add and to remove.
+
+        Returns:
+            The egress's info with its ``stream_results``.
+
+        Raises:
+            EgressNotFoundError: no egress has this id.
+            InvalidRequestError: a bad URL (the field named), the egress is not active or has
+                no stream output.
         """
         add = [
             StreamURL(check_stream_url(u, f"add_output_urls[{i}]"))
@@ -357,7 +463,17 @@ class EgressService:
         return lambda: self._listeners.remove(listener) if listener in self._listeners else None
 
     async def updates(self, egress_id: str) -> AsyncIterator[pe.EgressInfo]:
-        """The egress's current info, then each change, until it is over."""
+        """The egress's current info, then each change, until it is over.
+
+        Args:
+            egress_id: the egress to follow.
+
+        Returns:
+            An async iterator of ``EgressInfo`` snapshots.
+
+        Raises:
+            EgressNotFoundError: no egress has this id.
+        """
         entry = self._egresses.get(egress_id)
         if entry is None:
             raise EgressNotFoundError(f"egress_id: egress {egress_id!r} not found")
@@ -370,7 +486,17 @@ class EgressService:
     # --- queries and stop ----------------------------------------------------------------
 
     def recorder(self, egress_id: str) -> Recorder:
-        """The live recorder of ``egress_id`` (for progress or direct control)."""
+        """The live recorder of ``egress_id`` (for progress or direct control).
+
+        Args:
+            egress_id: a running egress.
+
+        Returns:
+            Its :class:`~pyegress.recorders.Recorder`.
+
+        Raises:
+            EgressNotFoundError: no running egress has this id (unknown, or over: let go).
+        """
         entry = self._egresses.get(egress_id)
         if not isinstance(entry, Recorder):
             raise EgressNotFoundError(f"egress_id: no recorder for {egress_id!r}")
@@ -436,7 +562,17 @@ class EgressService:
         return pe.ListEgressResponse(items=items)
 
     async def stop_egress(self, stop: pe.StopEgressRequest) -> pe.EgressInfo:
-        """Stop an egress and return its final info once its files are complete."""
+        """Stop an egress and return its final info once its files are complete.
+
+        Args:
+            stop: the ``egress_id`` to stop.
+
+        Returns:
+            The final info (``EGRESS_COMPLETE``, or ``EGRESS_ABORTED`` before it started).
+
+        Raises:
+            EgressNotFoundError: no egress has this id.
+        """
         entry = self._egresses.get(stop.egress_id)
         if entry is None:
             raise EgressNotFoundError(f"egress_id: egress {stop.egress_id!r} not found")
@@ -445,7 +581,19 @@ class EgressService:
         return snapshot(entry)
 
     async def wait_egress(self, egress_id: str, timeout: float | None = None) -> pe.EgressInfo:
-        """Wait until ``egress_id`` ends by itself (or is stopped) and return its final info."""
+        """Wait until ``egress_id`` ends by itself (or is stopped) and return its final info.
+
+        Args:
+            egress_id: the egress to wait for.
+            timeout: seconds to wait at most (None: as long as it takes).
+
+        Returns:
+            The final info.
+
+        Raises:
+            EgressNotFoundError: no egress has this id.
+            TimeoutError: it did not end within ``timeout``.
+        """
         entry = self._egresses.get(egress_id)
         if entry is None:
             raise EgressNotFoundError(f"egress_id: egress {egress_id!r} not found")
