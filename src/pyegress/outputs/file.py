@@ -16,6 +16,16 @@ from .manifest import manifest_path
 CONTAINER_FORMATS = {".mp4": "mp4", ".ogg": "ogg", ".webm": "webm", ".mp3": "mp3"}
 
 
+def container_options(fmt: str) -> dict[str, str]:
+    """Muxer options: fragmented MP4, so that what was written before a crash stays playable (up
+    to the last key frame); the AAC encoder's packets start at 0, so no edit list is needed.
+    Each fragment goes to disk when it is cut (flush_packets): FFmpeg's 32 KB write buffer
+    would otherwise hold seconds of a low-bitrate recording back from a crash-surviving file."""
+    if fmt == "mp4":
+        return {"movflags": "+frag_keyframe+empty_moov+default_base_moof", "flush_packets": "1"}
+    return {}
+
+
 class FileOutput(PacketOutput):
     """Writes one container file; its manifest (``<file>.json``) unless ``manifest`` is False."""
 
@@ -40,16 +50,7 @@ class FileOutput(PacketOutput):
     def open(self, video: av.VideoStream | None, audio: av.AudioStream | None) -> None:
         fmt = CONTAINER_FORMATS[self.path.suffix]
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        # fragmented MP4: what was written before a crash stays playable (up to the last key
-        # frame); the AAC encoder's packets start at 0, so no edit list is needed. Each fragment
-        # goes to disk when it is cut (flush_packets): FFmpeg's 32 KB write buffer would
-        # otherwise hold seconds of a low-bitrate recording back from a crash-surviving file.
-        options = (
-            {"movflags": "+frag_keyframe+empty_moov+default_base_moof", "flush_packets": "1"}
-            if fmt == "mp4"
-            else {}
-        )
-        self._container = av.open(str(self.path), "w", format=fmt, options=options)
+        self._container = av.open(str(self.path), "w", format=fmt, options=container_options(fmt))
         if video is not None and self.video is not None:
             self._streams["video"] = self._container.add_stream_from_template(video)
         if audio is not None and self.audio is not None:
