@@ -51,6 +51,7 @@ async def test_video_track_is_written_as_sent(
     # the sender's frames, each once, on its clock (its encoder drops some at the start: fewer
     # than the source's, never more; the span is the recording's)
     span = times[-1] - times[0]
+    print(f"FIGURES {codec}: frames {len(times)} of {sent} sent, span {span:.3f} s of {window:.3f} s")
     assert 0.6 * sent <= len(times) <= sent + 2, (len(times), sent)
     assert window - 1.0 <= span <= window + 1.0, (span, window)
     assert all(b > a for a, b in itertools.pairwise(times))
@@ -77,6 +78,7 @@ async def test_audio_track_is_written_as_sent(
     media = check_file_result(info)
     path = info.file_results[0].filename
     assert path.endswith(".ogg") and media.audio is not None and media.audio.codec == "opus"
+    print(f"FIGURES opus: duration {media.duration:.3f} s of {window:.3f} s")
     assert abs(media.duration - window) < 0.6, (media.duration, window)
     with av.open(path) as c:
         samples = sum(f.samples for f in c.decode(audio=0))
