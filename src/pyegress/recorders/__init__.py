@@ -8,6 +8,7 @@ from .room import RoomRecorder
 from .room_composite import RoomCompositeRecorder
 from .track import TrackRecorder
 from .track_composite import TrackCompositeRecorder
+from .track_passthrough import PassthroughTrackRecorder
 from .web import TemplateRecorder, WebRecorder
 
 #: The recorder of each request type (a room composite with a template: TemplateRecorder).
@@ -24,7 +25,17 @@ RECORDERS: dict[Kind, type[Recorder]] = {
 def recorder_for(config: EgressConfig, options: Options) -> Recorder:
     """The recorder of a validated config."""
     cls = TemplateRecorder if config.template else RECORDERS[config.kind]
+    if passthrough(config, options):
+        cls = PassthroughTrackRecorder
     return cls.from_config(config, options)
+
+
+def passthrough(config: EgressConfig, options: Options) -> bool:
+    """Whether the track is written as sent: a track egress to a file, joined by pyegress
+    (an application's own ``rtc.Room`` hands over decoded frames only)."""
+    return (
+        config.kind == Kind.TRACK and bool(config.files) and not config.websocket_url and options.room is None
+    )
 
 
 __all__ = [
@@ -32,6 +43,7 @@ __all__ = [
     "MediaRecorder",
     "Options",
     "ParticipantRecorder",
+    "PassthroughTrackRecorder",
     "Progress",
     "Recorder",
     "RoomCompositeRecorder",

@@ -96,6 +96,31 @@ def frame_time(timestamp_us: int) -> float:
     return due if abs(due - now) < FRAME_TIME_SLACK else now
 
 
+async def wait_for_room(url: str, key: str, secret: str, room_name: str, wait: float, patient: bool) -> None:
+    """Wait until ``room_name`` exists (a 404 ``SourceError`` after ``wait``); ``patient`` (a
+    retry): a server that does not answer yet is waited for too (``RoomConnectionLostError``)."""
+    deadline = time.monotonic() + wait
+    async with api.LiveKitAPI(url, key, secret) as lk:
+        while True:
+            try:
+                rooms = await lk.room.list_rooms(api.ListRoomsRequest(names=[room_name]))
+            except Exception as e:  # the server's answer (401 for bad credentials), else unreachable
+                code = e.status if isinstance(e, api.TwirpError) else 503
+                if not patient or code != 503:
+                    raise SourceError(f"url: cannot reach LiveKit at {url}: {e}", code=code) from e
+                if time.monotonic() >= deadline:
+                    raise RoomConnectionLostError(
+                        f"url: LiveKit at {url} did not answer for {wait:g} s: {e}"
+                    ) from e
+                await asyncio.sleep(0.5)
+                continue
+            if rooms.rooms:
+                return
+            if time.monotonic() >= deadline:
+                raise SourceError(f"room_name: room {room_name!r} not found after {wait:g} s", code=404)
+            await asyncio.sleep(0.25)
+
+
 class RoomSource:
     """Frames and events of one room, for one recorder. Knows nothing about encoding."""
 
@@ -166,28 +191,7 @@ class RoomSource:
             raise SourceError(f"room_name: cannot join {self.room_name!r} at {self._url}: {e}") from e
 
     async def _wait_for_room(self, wait: float, patient: bool) -> None:
-        deadline = time.monotonic() + wait
-        async with api.LiveKitAPI(self._url, self._key, self._secret) as lk:
-            while True:
-                try:
-                    rooms = await lk.room.list_rooms(api.ListRoomsRequest(names=[self.room_name]))
-                except Exception as e:  # the server's answer (401 for bad credentials), else unreachable
-                    code = e.status if isinstance(e, api.TwirpError) else 503
-                    if not patient or code != 503:
-                        raise SourceError(f"url: cannot reach LiveKit at {self._url}: {e}", code=code) from e
-                    if time.monotonic() >= deadline:
-                        raise RoomConnectionLostError(
-                            f"url: LiveKit at {self._url} did not answer for {wait:g} s: {e}"
-                        ) from e
-                    await asyncio.sleep(0.5)
-                    continue
-                if rooms.rooms:
-                    return
-                if time.monotonic() >= deadline:
-                    raise SourceError(
-                        f"room_name: room {self.room_name!r} not found after {wait:g} s", code=404
-                    )
-                await asyncio.sleep(0.25)
+        await wait_for_room(self._url, self._key, self._secret, self.room_name, wait, patient)
 
     async def wait_for(self, probe: Callable[[], T | None], timeout: float) -> T | None:
         """Re-evaluate ``probe`` on every room change until it returns a value or time runs out."""

@@ -1,0 +1,104 @@
+"""A file of a track's frames as its sender encoded them: H.264 → fragmented MP4, VP8 → WebM,
+Opus → Ogg. Nothing is decoded or encoded; timestamps are the sender's RTP clock, so the file
+has neither jitter nor drift by construction."""
+
+from __future__ import annotations
+
+import struct
+from fractions import Fraction
+from typing import Any
+
+import av
+
+from ..sources.encoded.frames import EncodedFrame, h264_parameter_sets
+from .file import CONTAINER_FORMATS, FileOutput, container_options
+
+#: The codec each container holds, and the codec name PyAV knows it by.
+PASSTHROUGH_CODECS = {"h264": (".mp4", "h264"), "vp8": (".webm", "libvpx"), "opus": (".ogg", "libopus")}
+#: Opus frame lengths (in 48 kHz samples) by TOC configuration (RFC 6716 section 3.1).
+_OPUS_FRAME = [480, 960, 1920, 2880] * 3 + [480, 960] * 2 + [120, 240, 480, 960] * 4
+
+
+def opus_samples(packet: bytes) -> int:
+    """The samples (48 kHz) one Opus packet holds, from its TOC byte."""
+    if not packet:
+        return 0
+    toc = packet[0]
+    count = {0: 1, 1: 2, 2: 2}.get(toc & 3)
+    if count is None:
+        count = packet[1] & 0x3F if len(packet) > 1 else 0
+    return _OPUS_FRAME[toc >> 3] * count
+
+
+def picture_size(frame: EncodedFrame) -> tuple[int, int]:
+    """The width and height of a key frame (VP8 from its header, H.264 by decoding it once)."""
+    if frame.codec == "vp8":
+        w, h = struct.unpack("<HH", frame.data[6:10])
+        return w & 0x3FFF, h & 0x3FFF
+    ctx = av.CodecContext.create("h264", "r")
+    for pic in ctx.decode(av.Packet(frame.data)):
+        return pic.width, pic.height
+    for pic in ctx.decode(None):
+        return pic.width, pic.height
+    raise ValueError("the first H.264 key frame does not decode")
+
+
+class PassthroughFile(FileOutput):
+    """One track's encoded frames into its container; opened on the first (key) frame."""
+
+    def open(self, video: av.VideoStream | None, audio: av.AudioStream | None) -> None:
+        """Nothing to do before the first frame (:meth:`write_frame` opens the file)."""
+
+    def write_frame(self, frame: EncodedFrame) -> None:
+        """Mux one frame; the first one opens the file (it is a key frame)."""
+        if self.failed:
+            return
+        try:
+            if self._container is None:
+                self._open_for(frame)
+            stream = self._streams["media"]
+            assert self._container is not None
+            pkt = av.Packet(frame.data)
+            pts = frame.rtp - self._rtp0
+            pkt.pts = pkt.dts = pts
+            pkt.time_base = Fraction(1, frame.clock_rate)
+            if frame.codec == "opus":
+                pkt.duration = opus_samples(frame.data) * frame.clock_rate // 48000
+            pkt.is_keyframe = frame.keyframe
+            pkt.stream = stream
+            self._container.mux(pkt)
+            kind = "audio" if frame.codec == "opus" else "video"
+            self._track_end(kind, (pts + (pkt.duration or 0)) / frame.clock_rate)
+            self.frames += 1
+        except Exception as e:
+            self.fail(f"cannot write {self.path.name}: {e}")
+
+    def _open_for(self, frame: EncodedFrame) -> None:
+        fmt = CONTAINER_FORMATS[self.path.suffix]
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._rtp0 = frame.rtp
+        self.frames = 0
+        container = av.open(str(self.path), "w", format=fmt, options=container_options(fmt))
+        name = PASSTHROUGH_CODECS[frame.codec][1]
+        scratch = av.open("/dev/null", "w", format=fmt)  # a template that is never opened
+        try:
+            template = (
+                scratch.add_stream(name, rate=48000) if frame.codec == "opus" else scratch.add_stream(name)
+            )
+            stream = container.add_stream_from_template(template, opaque=False)
+        finally:
+            scratch.close()
+        ctx: Any = stream.codec_context
+        if frame.codec == "opus":
+            ctx.sample_rate, ctx.layout = 48000, "stereo"
+            # OpusHead (RFC 7845): version 1, 2 channels, no pre-skip, 48 kHz, no gain, family 0
+            ctx.extradata = b"OpusHead" + struct.pack("<BBHIhB", 1, 2, 0, 48000, 0, 0)
+        else:
+            ctx.width, ctx.height = picture_size(frame)
+            ctx.pix_fmt = "yuv420p"
+            if frame.codec == "h264":
+                ctx.extradata = h264_parameter_sets(frame.data)
+        stream.time_base = Fraction(1, frame.clock_rate)
+        container.start_encoding()
+        self._container = container
+        self._streams["media"] = stream

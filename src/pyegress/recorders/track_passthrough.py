@@ -1,0 +1,186 @@
+"""PassthroughTrackRecorder: a track egress that writes the sender's bitstream, as LiveKit's
+track egress does (H.264 → MP4, VP8 → WebM, Opus → Ogg), through the encoded receive path
+(:mod:`pyegress.sources.encoded`): no decode, no encode."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from typing import Any
+
+from livekit.protocol import egress as pe
+from livekit.protocol import models as pm
+
+from ..ending import EndReason
+from ..errors import RoomConnectionLostError, SourceError
+from ..info import now_ns
+from ..media.encoding import AudioEncoding, VideoEncoding
+from ..outputs import FileOutput, build_outputs
+from ..outputs.passthrough import PASSTHROUGH_CODECS, PassthroughFile
+from ..quality import with_details
+from ..sources.encoded import EncodedFrame, EncodedSubscriber, RemoteTrack
+from ..sources.room import recorder_token, wait_for_room
+from .base import Media, Options, Recorder, require_found
+
+log = logging.getLogger("pyegress.recorder")
+
+
+class PassthroughTrackRecorder(Recorder):
+    """Ends by itself when its track is unpublished or its participant leaves; a lost
+    connection ends it early (the file stays playable) with a ``RoomConnectionLostError``."""
+
+    def __init__(
+        self,
+        request: Any = None,
+        *,
+        url: str | None = None,
+        api_key: str | None = None,
+        api_secret: str | None = None,
+        **kw: Any,
+    ) -> None:
+        super().__init__(request, **kw)
+        self._url = url or os.environ.get("LIVEKIT_URL", "")
+        self._key = api_key or os.environ.get("LIVEKIT_API_KEY", "")
+        self._secret = api_secret or os.environ.get("LIVEKIT_API_SECRET", "")
+        self.subscriber: EncodedSubscriber | None = None
+        self.track: RemoteTrack | None = None
+        self._file: PassthroughFile | None = None
+
+    @classmethod
+    def _options(cls, options: Options) -> dict[str, Any]:
+        return {**super()._options(options), "url": options.url, "api_key": options.api_key,
+                "api_secret": options.api_secret}  # fmt: skip
+
+    async def _connect(self) -> None:
+        if not (self._url and self._key and self._secret):
+            raise SourceError("url/api_key/api_secret: needed to join the room", code=400)
+        room = self.config.room_name
+        await wait_for_room(self._url, self._key, self._secret, room, self.wait_timeout,
+                            self.info.retry_count > 0)  # fmt: skip
+        token = recorder_token(self._key, self._secret, f"EG_{self.egress_id[3:]}", room)
+        self.subscriber = EncodedSubscriber(self._url, token, self._disconnected)
+        await self.subscriber.connect(self.wait_timeout)
+        self.subscriber.on_unpublished = self._unpublished
+        self.subscriber.on_participant_left = self._participant_left
+
+    async def _disconnect(self) -> None:
+        if self.subscriber is not None:
+            sub, self.subscriber = self.subscriber, None
+            await sub.close()
+
+    async def _room_id(self) -> str:
+        return self.subscriber.room.sid if self.subscriber is not None else ""
+
+    async def _resolve(self) -> Media:
+        assert self.subscriber is not None
+        sid, sub = self.config.track_id, self.subscriber
+        track = await sub.wait_for(lambda: sub.track(sid), self.wait_timeout)
+        require_found(
+            track,
+            f"track_id: track {sid!r} not in room {self.config.room_name!r} after {self.wait_timeout:g} s",
+        )
+        assert track is not None
+        self.track = track
+        codec = "opus" if track.codec == "red" else track.codec  # RED is turned to Opus by the server
+        if codec not in PASSTHROUGH_CODECS:
+            raise SourceError(f"track_id: track {sid} has codec {track.info.mime_type!r}, which track "
+                              f"egress cannot write (H.264, VP8 and Opus can be)", code=400)  # fmt: skip
+        ext = PASSTHROUGH_CODECS[codec][0]
+        video: VideoEncoding | None = None
+        audio: AudioEncoding | None = None
+        if track.kind == "video":
+            w, h = track.size
+            video = VideoEncoding(width=max(16, w or 1280), height=max(16, h or 720), fps=30, codec=codec)
+        else:
+            audio = AudioEncoding(sample_rate=48000, codec="opus")
+        values = self._template_values({
+            "publisher_identity": track.participant,
+            "track_id": sid,
+            "track_type": track.kind,
+            "track_source": pm.TrackSource.Name(track.info.source).lower(),
+            "extension": ext,
+        })  # fmt: skip
+        return Media(values, video, audio)
+
+    async def _prepare(self, previous: dict[str, Any]) -> None:
+        await self._connect()
+        media = await self._resolve()
+        self.outputs = [
+            PassthroughFile(
+                o.name,
+                o.path,
+                video=o.video,
+                audio=o.audio,
+                manifest=o.manifest_path is not None,
+                store=o.store,
+            )
+            if isinstance(o, FileOutput)
+            else o
+            for o in build_outputs(self.config, media.values, media.video, media.audio)
+        ]
+        if not all(isinstance(o, PassthroughFile) for o in self.outputs):
+            raise SourceError("file: a passthrough track egress writes a file only", code=400)
+
+    async def _record(self) -> None:
+        assert self.subscriber is not None and self.track is not None
+        files = [o for o in self.outputs if isinstance(o, PassthroughFile)]
+        with self.owner.edit() as info:
+            info.room_id = self.info.room_id or await self._room_id()
+        self._t0 = time.monotonic()
+        started = now_ns()
+        loop = asyncio.get_running_loop()
+        for o in files:
+            o.attach(self.info, started)
+            o.notify = lambda: _soon(loop, self._sync_results)
+
+        def write(frame: EncodedFrame) -> None:
+            for o in files:
+                o.write_frame(frame)
+            if all(o.failed for o in files):
+                self.end(EndReason.FAILURE, "every output failed")
+
+        self.subscriber.subscribe(self.track, write)
+        with self.owner.edit() as info:
+            info.started_at = info.started_at or started
+            self._mirror_legacy()
+        self.owner.set_status(pe.EGRESS_ACTIVE)
+        try:
+            await self._end.wait()
+        finally:
+            self._t1 = time.monotonic()
+            await self._disconnect()  # no frame after the file is closed
+            for o in files:
+                o.close()
+            frames, skipped = sum(getattr(o, "frames", 0) for o in files), 0
+            with self.owner.edit() as info:
+                info.details = with_details(info.details, self.quality())
+            log.info("egress %s: %d frames written as sent (%d skipped waiting for a key frame)",
+                     self.egress_id, frames, skipped)  # fmt: skip
+            self.owner.set_status(pe.EGRESS_ENDING)
+            for o in files:
+                await o.finish()
+            self._finish_results()
+
+    # --- the room ---------------------------------------------------------------------------
+
+    def _unpublished(self, track: RemoteTrack) -> None:
+        if self.track is not None and track.sid == self.track.sid:
+            self.end(EndReason.SOURCE_CLOSED, f"track {track.sid} unpublished")
+
+    def _participant_left(self, participant: pm.ParticipantInfo) -> None:
+        if self.track is not None and participant.identity == self.track.participant:
+            self.end(EndReason.SOURCE_CLOSED, f"participant {participant.identity} left")
+
+    def _disconnected(self, normal: bool, why: str) -> None:
+        if normal:
+            self.end(EndReason.SOURCE_CLOSED, f"room closed ({why})")
+        elif not self._end.is_set():
+            text = f"recording ended early: connection to room {self.config.room_name!r} lost: {why}"
+            self._end_error = RoomConnectionLostError(text)
+            self.end(EndReason.FAILURE, text)
+
+
+def _soon(loop: asyncio.AbstractEventLoop, fn: Any) -> None:
+    loop.call_soon_threadsafe(fn)

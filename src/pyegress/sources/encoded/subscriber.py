@@ -1,0 +1,366 @@
+"""A hidden recorder in a room that receives tracks encoded, as their senders sent them.
+
+It speaks LiveKit's signaling (:mod:`.signal`): the server's join answer lists the room, its
+subscriber offers are answered by an aiortc peer connection (trickle ICE both ways), tracks are
+asked for with ``UpdateSubscription`` (top simulcast layer, never paused, through
+``UpdateTrackSettings``). Received frames are taken from aiortc's receivers before decoding
+(:mod:`pyegress.compat.aiortc`) and handed on as :class:`EncodedFrame`. Video waits for a key
+frame (asked for with a PLI) when a track starts and after loss, so what is handed on always
+decodes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import TypeVar
+
+from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpTransceiver, RTCSessionDescription
+from aiortc.rtcrtpparameters import RTCRtpCodecParameters
+from aiortc.sdp import SessionDescription, candidate_from_sdp, candidate_to_sdp
+from livekit.protocol import models as pm
+from livekit.protocol import rtc as pr
+
+from ...compat import aiortc as compat
+from .frames import EncodedFrame, RtpUnwrapper, SenderClock, is_keyframe
+from .signal import SignalClient
+
+log = logging.getLogger("pyegress.source.encoded")
+
+T = TypeVar("T")
+#: Least time between two key-frame requests for one track.
+PLI_INTERVAL = 0.5
+#: How long the media connection may take to come up.
+CONNECT_TIMEOUT = 15.0
+#: Server leave reasons that end a recording normally (the room closed, the recorder removed).
+NORMAL_LEAVES = frozenset(
+    {pm.DisconnectReason.ROOM_DELETED, pm.DisconnectReason.ROOM_CLOSED,
+     pm.DisconnectReason.PARTICIPANT_REMOVED, pm.DisconnectReason.CLIENT_INITIATED}
+)  # fmt: skip
+
+Sink = Callable[[EncodedFrame], None]
+
+
+@dataclass(frozen=True)
+class RemoteTrack:
+    """A published track as the server described it."""
+
+    sid: str
+    participant: str  # identity
+    participant_sid: str
+    info: pm.TrackInfo
+
+    @property
+    def kind(self) -> str:
+        return "video" if self.info.type == pm.TrackType.VIDEO else "audio"
+
+    @property
+    def codec(self) -> str:
+        return self.info.mime_type.split("/")[-1].lower()
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """The largest picture the sender sends (its top simulcast layer)."""
+        sizes = [(layer.width, layer.height) for layer in self.info.layers]
+        sizes.append((self.info.width, self.info.height))
+        return max(sizes, key=lambda s: s[0] * s[1])
+
+
+class _Receiving:
+    """One subscribed track's state: its sink, clocks and key-frame gate."""
+
+    def __init__(self, sink: Sink, kind: str) -> None:
+        self.sink = sink
+        self.video = kind == "video"
+        self.unwrap = RtpUnwrapper()
+        self.clock = SenderClock()
+        self.need_key = self.video
+        self.last_pli = 0.0
+        self.frames = 0
+        self.skipped = 0  # frames dropped while waiting for a key frame
+
+
+class EncodedSubscriber:
+    """Joins with ``token`` (a hidden recorder's) and hands on frames of subscribed tracks.
+
+    ``on_disconnected(normal, why)``: the room was left for good: ``normal`` when the server
+    closed it or removed the recorder, else the connection was lost."""
+
+    def __init__(self, url: str, token: str, on_disconnected: Callable[[bool, str], None]) -> None:
+        compat.check()
+        self._url, self._token = url, token
+        self._on_disconnected = on_disconnected
+        self._signal = SignalClient(self._message, self._lost)
+        self._pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        self._pc.on("connectionstatechange", self._pc_state)
+        self.room = pm.Room()
+        self.me = pm.ParticipantInfo()
+        self.participants: dict[str, pm.ParticipantInfo] = {}  # by sid
+        self._mid_track: dict[str, str] = {}  # subscriber m-line mid -> track sid
+        self._receiving: dict[str, _Receiving] = {}  # track sid -> state
+        self._offers: asyncio.Queue[pr.SessionDescription] = asyncio.Queue()
+        self._trickles: set[asyncio.Task[None]] = set()
+        self._described = asyncio.Event()  # the first offer is set: candidates can be added
+        self._connected = asyncio.Event()
+        self._worker: asyncio.Task[None] | None = None
+        self._changed = asyncio.Event()
+        self._trickled = False
+        self.on_unpublished: Callable[[RemoteTrack], None] | None = None
+        self.on_participant_left: Callable[[pm.ParticipantInfo], None] | None = None
+        self.closed = False
+
+    # --- the room ------------------------------------------------------------------------
+
+    async def connect(self, timeout: float = 10.0) -> None:
+        """Join the room; the subscriber connection comes up with the server's first offer."""
+        join = await self._signal.join(self._url, self._token, timeout)
+        self.room.CopyFrom(join.room)
+        self.me.CopyFrom(join.participant)
+        for p in join.other_participants:
+            self.participants[p.sid] = p
+        self._worker = asyncio.get_running_loop().create_task(self._work(), name="pyegress-subscriber")
+        self._changed.set()
+
+    def tracks(self) -> list[RemoteTrack]:
+        """Every published track of every participant now in the room."""
+        return [
+            RemoteTrack(t.sid, p.identity, p.sid, t) for p in self.participants.values() for t in p.tracks
+        ]
+
+    def track(self, sid: str) -> RemoteTrack | None:
+        return next((t for t in self.tracks() if t.sid == sid), None)
+
+    async def wait_for(self, probe: Callable[[], T | None], timeout: float) -> T | None:
+        """Re-evaluate ``probe`` on every room change until it returns a value or time runs out."""
+        deadline = time.monotonic() + timeout
+        while True:
+            self._changed.clear()
+            found = probe()
+            if found is not None or self.closed:
+                return found
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return None
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), min(left, 0.5))
+
+    # --- subscriptions -----------------------------------------------------------------
+
+    def subscribe(self, track: RemoteTrack, sink: Sink) -> None:
+        """Ask for ``track`` (its top layer, never paused) and hand its frames to ``sink``."""
+        self._receiving[track.sid] = _Receiving(sink, track.kind)
+        pt = pm.ParticipantTracks(participant_sid=track.participant_sid, track_sids=[track.sid])
+        self._signal.send(pr.SignalRequest(subscription=pr.UpdateSubscription(
+            track_sids=[track.sid], subscribe=True, participant_tracks=[pt])))  # fmt: skip
+        if track.kind == "video":
+            w, h = track.size
+            settings = pr.UpdateTrackSettings(
+                track_sids=[track.sid], disabled=False, quality=pm.VideoQuality.HIGH, width=w, height=h
+            )
+            self._signal.send(pr.SignalRequest(track_setting=settings))
+
+    def unsubscribe(self, track: RemoteTrack) -> None:
+        """Stop receiving ``track``."""
+        self._receiving.pop(track.sid, None)
+        pt = pm.ParticipantTracks(participant_sid=track.participant_sid, track_sids=[track.sid])
+        self._signal.send(pr.SignalRequest(subscription=pr.UpdateSubscription(
+            track_sids=[track.sid], subscribe=False, participant_tracks=[pt])))  # fmt: skip
+
+    def stats(self, sid: str) -> tuple[int, int]:
+        """Frames handed on and frames skipped (waiting for a key frame) of track ``sid``."""
+        r = self._receiving.get(sid)
+        return (r.frames, r.skipped) if r is not None else (0, 0)
+
+    # --- signaling -------------------------------------------------------------------------
+
+    def _message(self, res: pr.SignalResponse) -> None:
+        kind = res.WhichOneof("message")
+        if kind == "offer":
+            self._offers.put_nowait(res.offer)
+        elif kind == "trickle":
+            task = asyncio.get_running_loop().create_task(self._remote_candidate(res.trickle))
+            self._trickles.add(task)
+            task.add_done_callback(self._trickles.discard)
+        elif kind == "update":
+            self._update(res.update.participants)
+        elif kind == "track_unpublished":
+            self._unpublished(res.track_unpublished.track_sid)
+        elif kind == "room_update":
+            self.room.CopyFrom(res.room_update.room)
+        elif kind == "leave":
+            leave = res.leave
+            self._end(
+                leave.reason in NORMAL_LEAVES,
+                f"the server asked to leave ({pm.DisconnectReason.Name(leave.reason)})",
+            )
+
+    def _update(self, infos: Iterable[pm.ParticipantInfo]) -> None:
+        for info in infos:
+            if info.sid == self.me.sid or info.identity == self.me.identity:
+                continue
+            old = self.participants.get(info.sid)
+            if info.state == pm.ParticipantInfo.DISCONNECTED:
+                if old is not None:
+                    del self.participants[info.sid]
+                    if self.on_participant_left is not None:
+                        self.on_participant_left(old)
+                continue
+            if old is not None and info.version and old.version > info.version:
+                continue  # an older state than the one held
+            self.participants[info.sid] = info
+            if old is not None:
+                now = {t.sid for t in info.tracks}
+                for t in old.tracks:
+                    if t.sid not in now:
+                        self._gone(RemoteTrack(t.sid, old.identity, old.sid, t))
+        self._changed.set()
+
+    def _unpublished(self, sid: str) -> None:
+        track = self.track(sid)
+        if track is None:
+            return
+        for p in self.participants.values():
+            kept = [t for t in p.tracks if t.sid != sid]
+            if len(kept) != len(p.tracks):
+                del p.tracks[:]
+                p.tracks.extend(kept)
+        self._gone(track)
+        self._changed.set()
+
+    def _gone(self, track: RemoteTrack) -> None:
+        self._receiving.pop(track.sid, None)
+        if self.on_unpublished is not None:
+            self.on_unpublished(track)
+
+    async def _work(self) -> None:
+        """The server's offers, one at a time. aiortc starts a receiver only when its transport
+        is connected at the time the answer is set, so a later offer waits for the connection
+        the first one opened (else its tracks would never be received)."""
+        while True:
+            offer = await self._offers.get()
+            try:
+                if self._described.is_set():
+                    await asyncio.wait_for(self._connected.wait(), CONNECT_TIMEOUT)
+                await self._answer(offer)
+            except asyncio.CancelledError:
+                raise
+            except asyncio.TimeoutError:
+                self._lost(f"the media connection did not come up within {CONNECT_TIMEOUT:g} s")
+            except Exception as e:
+                log.exception("subscriber signaling")
+                self._lost(f"cannot answer the server's offer: {e!r}")
+
+    async def _answer(self, offer: pr.SessionDescription) -> None:
+        await self._pc.setRemoteDescription(RTCSessionDescription(sdp=offer.sdp, type="offer"))
+        self._described.set()
+        for media in SessionDescription.parse(offer.sdp).media:
+            if media.rtp.muxId and media.msid:
+                self._mid_track[media.rtp.muxId] = media.msid.split()[-1]
+        for tr in self._pc.getTransceivers():
+            self._tap(tr)
+        answer = await self._pc.createAnswer()
+        await self._pc.setLocalDescription(answer)
+        sd = pr.SessionDescription(type="answer", sdp=self._pc.localDescription.sdp, id=offer.id)
+        self._signal.send(pr.SignalRequest(answer=sd))
+        if not self._trickled:
+            self._trickled = True
+            self._trickle_out()
+
+    def _trickle_out(self) -> None:
+        """Send our candidates (also in the answer) as trickles, as other clients do."""
+        trs = self._pc.getTransceivers()
+        if not trs:
+            return
+        mid = trs[0].mid
+        gatherer = trs[0].receiver.transport.transport.iceGatherer
+        for c in gatherer.getLocalCandidates():
+            init = {"candidate": "candidate:" + candidate_to_sdp(c), "sdpMid": mid, "sdpMLineIndex": 0}
+            self._signal.send(pr.SignalRequest(trickle=pr.TrickleRequest(
+                candidateInit=json.dumps(init), target=pr.SUBSCRIBER)))  # fmt: skip
+
+    async def _remote_candidate(self, trickle: pr.TrickleRequest) -> None:
+        if trickle.target != pr.SUBSCRIBER:
+            return  # nothing is published: the publisher connection is never opened
+        init = json.loads(trickle.candidateInit or "{}")
+        text = str(init.get("candidate", ""))
+        if not text:
+            return
+        await self._described.wait()
+        c = candidate_from_sdp(text.split(":", 1)[1] if text.startswith("candidate:") else text)
+        c.sdpMid = init.get("sdpMid")
+        c.sdpMLineIndex = init.get("sdpMLineIndex")
+        await self._pc.addIceCandidate(c)
+
+    # --- media -----------------------------------------------------------------------------
+
+    def _tap(self, tr: RTCRtpTransceiver) -> None:
+        def on_frame(codec: RTCRtpCodecParameters, data: bytes, ts: int) -> None:
+            sid = self._mid_track.get(tr.mid or "")
+            r = self._receiving.get(sid or "")
+            if r is not None:
+                self._frame(tr, r, codec, data, ts)
+
+        def on_report(ntp: int, rtp: int) -> None:
+            r = self._receiving.get(self._mid_track.get(tr.mid or "", ""))
+            if r is not None:
+                r.clock.report(ntp, rtp)
+
+        def on_loss() -> None:
+            r = self._receiving.get(self._mid_track.get(tr.mid or "", ""))
+            if r is not None and r.video:
+                r.need_key = True
+
+        if not compat.tap(tr.receiver, on_frame, on_report, on_loss):
+            log.warning("subscriber: receiver of mid %s started untapped; its frames are lost", tr.mid)
+
+    def _frame(self, tr: RTCRtpTransceiver, r: _Receiving, codec: RTCRtpCodecParameters, data: bytes,
+               ts: int) -> None:  # fmt: skip
+        name = codec.name.lower()
+        key = is_keyframe(name, data)
+        if r.need_key and not key:
+            r.skipped += 1
+            now = time.monotonic()
+            if now - r.last_pli >= PLI_INTERVAL:
+                r.last_pli = now
+                compat.request_keyframe(tr.receiver)
+            return
+        r.need_key = False
+        rtp = r.unwrap(ts)
+        r.frames += 1
+        r.sink(EncodedFrame(name, data, rtp, codec.clockRate, key, r.clock.time_of(ts, codec.clockRate)))
+
+    # --- the end -------------------------------------------------------------------------
+
+    def _pc_state(self) -> None:
+        if self._pc.connectionState == "connected":
+            self._connected.set()
+        if self._pc.connectionState == "failed":
+            self._lost("the media connection failed")
+
+    def _lost(self, why: str) -> None:
+        self._end(False, why)
+
+    def _end(self, normal: bool, why: str) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self._changed.set()
+        log.warning("subscriber left the room: %s", why) if not normal else log.info("room left: %s", why)
+        self._on_disconnected(normal, why)
+
+    async def close(self) -> None:
+        """Leave the room and close the connections."""
+        self.closed = True
+        self._changed.set()
+        if self._worker is not None:
+            self._worker.cancel()
+        for t in list(self._trickles):
+            t.cancel()
+        await self._signal.close(leave=True)
+        with contextlib.suppress(Exception):
+            await self._pc.close()
