@@ -10,7 +10,7 @@ from typing import Any
 
 import av
 
-from ..sources.encoded.frames import EncodedFrame, h264_parameter_sets
+from ..media.encoded import EncodedFrame, h264_parameter_sets
 from .file import CONTAINER_FORMATS, FileOutput, container_options
 
 #: The codec each container holds, and the codec name PyAV knows it by.

@@ -5,7 +5,7 @@ The rtc SDK hands subscribers decoded pictures and PCM only; this path joins the
 frames (:class:`~.frames.EncodedFrame`) with their RTP timestamps and sender-report times.
 """
 
-from .frames import EncodedFrame
+from ...media.encoded import EncodedFrame
 from .subscriber import EncodedSubscriber, RemoteTrack
 
 __all__ = ["EncodedFrame", "EncodedSubscriber", "RemoteTrack"]

@@ -27,7 +27,7 @@ from livekit.protocol import models as pm
 from livekit.protocol import rtc as pr
 
 from ...compat import aiortc as compat
-from .frames import EncodedFrame, RtpUnwrapper, SenderClock, is_keyframe
+from ...media.encoded import EncodedFrame, RtpUnwrapper, SenderClock, is_keyframe
 from .signal import SignalClient
 
 log = logging.getLogger("pyegress.source.encoded")
