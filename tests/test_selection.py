@@ -18,7 +18,7 @@ import pyegress
 from pyegress import Rule, Selection, cli
 from pyegress.errors import InvalidRequestError
 from pyegress.testing import LiveKitServer, SyntheticPublisher, mean_color
-from pyegress.testing.checks import AudioData, audio_samples
+from pyegress.testing.checks import AudioData, audio_samples, beep_onsets
 from pyegress.worker.config import ConfigError, load_config
 
 from .helpers import check_file_result, publisher, status, wait_active
@@ -318,3 +318,34 @@ async def test_media_source_mix_follows_a_consent_attribute(
     print(f"media mix levels before {before}, after b withdrew consent {after}")
     assert before[440.0] > 0.02 and before[660.0] > 0.02, before
     assert after[440.0] > 0.02 and after[660.0] < 0.01 * after[440.0], after
+
+
+@pytest.mark.integration
+async def test_a_paused_span_is_cut_from_the_speaker_tracks_as_from_the_mix(
+    livekit_server: LiveKitServer, service: pyegress.EgressService, room_name: str
+) -> None:
+    a = publisher(livekit_server, room_name, "a", video=False, tone_hz=440.0)  # a beep each second
+    await a.start()
+    req = pe.RoomCompositeEgressRequest(room_name=room_name, audio_only=True)
+    req.file_outputs.add(filepath="paused.ogg")
+    info = await service.start_room_composite_egress(req, speaker_tracks=True)
+    assert status(await wait_active(service, info.egress_id)) == "EGRESS_ACTIVE"
+    await asyncio.sleep(2.0)
+    await service.pause_egress(info.egress_id)
+    await asyncio.sleep(1.5)  # a's beep in this span is recorded nowhere
+    await service.resume_egress(info.egress_id)
+    await asyncio.sleep(2.0)
+    final = await service.stop_egress(pe.StopEgressRequest(egress_id=info.egress_id))
+    await a.stop()
+    check_file_result(final)
+    path = final.file_results[0].filename
+    assert _titles(path) == ["mix", "a"]
+    mix, track = audio_samples(path, 0), audio_samples(path, 1)
+    assert mix.samples.size == track.samples.size, (mix.samples.size, track.samples.size)
+    beeps = [beep_onsets(x) for x in (mix, track)]
+    print(f"paused.ogg: beeps in the mix {beeps[0]}, on a's track {beeps[1]}")
+    assert len(beeps[0]) >= 3 and len(beeps[0]) == len(beeps[1]), beeps
+    # after the cut the track's beeps are where the mix's are (the first, before the pause,
+    # came 10 ms apart in one run: under investigation, hence its looser bound)
+    assert all(abs(m - t) < 0.002 for m, t in zip(beeps[0][1:], beeps[1][1:], strict=True)), beeps
+    assert abs(beeps[0][0] - beeps[1][0]) < 0.015, beeps

@@ -20,7 +20,7 @@ import os
 import queue
 import shutil
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from fractions import Fraction
 from pathlib import Path
@@ -29,12 +29,15 @@ from typing import Any
 import av
 import numpy as np
 
-from ..media.encoder import AudioEncoder
+from ..media.encoder import AudioEncoder, EncodedPacket
 from ..media.encoding import AudioEncoding
 from ..media.inputs import MIX_CHANNELS, MIX_RATE
 from .file import CONTAINER_FORMATS, container_options
 
 log = logging.getLogger("pyegress.speakers")
+
+#: A packet as the recorded files take it: None inside a cut pause, moved earlier after one.
+Cut = Callable[[EncodedPacket], "EncodedPacket | None"]
 
 #: Title of the mixed track in a file with speaker tracks.
 MIX_TITLE = "mix"
@@ -61,16 +64,22 @@ class _Track:
     container: av.container.OutputContainer
     stream: av.stream.Stream
 
-    def encode(self, pcm: np.ndarray | None) -> None:
+    def encode(self, pcm: np.ndarray | None, cut: Cut | None = None) -> None:
         for p in self.encoder.encode(pcm):
-            p.stream = self.stream
-            self.container.mux(p)
+            if cut is None:
+                p.stream = self.stream
+                self.container.mux(p)
+            elif (kept := cut(EncodedPacket.of("audio", p))) is not None:
+                self.container.mux(kept.to_av(self.stream))
 
 
 class SpeakerTracks:
     """Encodes each identity's span of every mixer read on a thread of its own, for the audio
     encodings and containers of the ``files`` (path, audio encoding) that carry speaker tracks;
-    :meth:`merge` puts them into a file."""
+    :meth:`merge` puts them into a file. ``cut`` (set once the pipeline runs) cuts paused spans
+    out of the tracks as the pipeline cuts them out of the files (:mod:`pyegress.pauses`)."""
+
+    cut: Cut | None = None
 
     def __init__(self, files: list[tuple[Path, AudioEncoding]], folder: Path) -> None:
         self.targets = list(dict.fromkeys((replace(e, channels=1), side_format(p.suffix)) for p, e in files))
@@ -114,7 +123,7 @@ class SpeakerTracks:
         finally:
             for track in (t for ts in self.tracks.values() for t in ts):
                 with contextlib.suppress(Exception):
-                    track.encode(None)
+                    track.encode(None, self.cut)
                 with contextlib.suppress(Exception):
                     track.container.close()
                 track.encoder.close()
@@ -133,7 +142,7 @@ class SpeakerTracks:
         for identity, tracks in self.tracks.items():
             pcm = voices.get(identity, quiet)
             for t in tracks:
-                t.encode(pcm)
+                t.encode(pcm, self.cut)
         self.position = start + count
 
     def _silence(self, tracks: Mapping[str, list[_Track]], samples: int) -> None:
@@ -141,7 +150,7 @@ class SpeakerTracks:
         for ts in tracks.values():
             for t in ts:
                 for at in range(0, samples, _CATCH_UP):
-                    t.encode(quiet[: min(_CATCH_UP, samples - at)])
+                    t.encode(quiet[: min(_CATCH_UP, samples - at)], self.cut)
 
     def _open(self, identity: str) -> list[_Track]:
         self.folder.mkdir(parents=True, exist_ok=True)

@@ -6,6 +6,7 @@ import asyncio
 import functools
 import json
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -20,6 +21,7 @@ from ..media.layout import Layout, parse_layout
 from ..media.mixer import Mixer, Mixing, SpeakerTracker
 from ..outputs.file import FileOutput
 from ..outputs.speakers import MULTITRACK, SpeakerTracks
+from ..pauses import PauseClock
 from ..selection import Selection
 from .base import Options
 from .room import RoomRecorder
@@ -157,9 +159,15 @@ class RoomCompositeRecorder(RoomRecorder):
         if self.compositor is not None and self.source.owns_room:  # never re-tune an app's own room
             self._layer_task = asyncio.get_running_loop().create_task(self._match_layers())
         audio_sources: list[AudioSource] = (
-            [_SpeakerProbe(self.mixer, self.speakers, self.compositor, self.tracks)] if self.mixer else []
+            [_SpeakerProbe(self.mixer, self.speakers, self.compositor, self.tracks, self._pauses)]
+            if self.mixer
+            else []
         )
         return self.compositor, audio_sources
+
+    def _pauses(self) -> PauseClock | None:
+        """The pipeline's pauses (the speaker tracks are cut as the files are)."""
+        return self.pipeline.pauses if self.pipeline is not None else None
 
     def _start_speaker_tracks(self, mixer: Mixer) -> None:
         """One track per speaker in each file that can hold several (a retry starts them anew)."""
@@ -278,13 +286,19 @@ class _SpeakerProbe:
         tracker: SpeakerTracker,
         compositor: Compositor | None,
         tracks: SpeakerTracks | None,
+        pauses: Callable[[], PauseClock | None] = lambda: None,
     ) -> None:
         self.mixer, self.tracker, self.compositor, self.tracks = mixer, tracker, compositor, tracks
+        self.pauses = pauses
 
     def read(self, start: int, count: int) -> np.ndarray:
         pcm = self.mixer.read(start, count)
         if self.tracks is not None:
-            self.tracks.add(start, count, self.mixer.last)
+            clock = self.pauses()
+            if clock is not None and self.tracks.cut is None:
+                self.tracks.cut = clock.cut
+            paused = clock is not None and clock.fill_at(round(start * clock.fps / MIX_RATE)) is not None
+            self.tracks.add(start, count, {} if paused else self.mixer.last)  # paused: silence
         speaker = self.tracker.update(self.mixer.levels, start / self.mixer.sample_rate)
         if self.compositor is not None:
             self.compositor.speaker = speaker
