@@ -345,7 +345,6 @@ async def test_a_paused_span_is_cut_from_the_speaker_tracks_as_from_the_mix(
     beeps = [beep_onsets(x) for x in (mix, track)]
     print(f"paused.ogg: beeps in the mix {beeps[0]}, on a's track {beeps[1]}")
     assert len(beeps[0]) >= 3 and len(beeps[0]) == len(beeps[1]), beeps
-    # after the cut the track's beeps are where the mix's are (the first, before the pause,
-    # came 10 ms apart in one run: under investigation, hence its looser bound)
-    assert all(abs(m - t) < 0.002 for m, t in zip(beeps[0][1:], beeps[1][1:], strict=True)), beeps
-    assert abs(beeps[0][0] - beeps[1][0]) < 0.015, beeps
+    # before and after the cut the track's beeps are where the mix's are (a 10 ms difference seen
+    # at the first beep was beep_onsets placing a burst louder than the file's peak early, fixed)
+    assert all(abs(m - t) < 0.002 for m, t in zip(beeps[0], beeps[1], strict=True)), beeps
