@@ -87,7 +87,7 @@ INSECURE_FLAGS = ("--disable-web-security", "--allow-running-insecure-content")
 #: How much later than its arrival in Python captured audio is placed on the timeline, so that
 #: it lines up with the picture, which reaches the screen (and the grab) later than the sound
 #: reaches the capture node. Measured with tests/pages/markers.html (flash + beep together).
-AUDIO_LAG = {"x11": 0.058, "screencast": 0.030}
+AUDIO_LAG = {"x11": 0.036, "screencast": 0.030}
 
 
 def default_capture() -> str:
