@@ -18,6 +18,7 @@ import pytest
 from livekit.protocol import egress as pe
 
 import pyegress
+from pyegress.errors import NotSupportedError
 from pyegress.testing import LiveKitServer, probe, tone_present
 from pyegress.testing.checks import audio_samples, beep_onsets, flash_onsets, frame_at, luma_means
 from pyegress.testing.rtmp_server import RtmpServer, RtmpServerError
@@ -202,14 +203,16 @@ async def test_a_still_slate_keeps_the_paused_span_in_a_room_composite(
     assert tone_present(path, 440.0, start=m1 + 0.2, end=m1 + 1.2)
 
 
-async def test_an_audio_track_recording_cuts_the_pause(
+async def test_an_audio_only_recording_cuts_the_pause(
     livekit_server: LiveKitServer, service: pyegress.EgressService, room_name: str
 ) -> None:
     async with publisher(livekit_server, room_name, video=False) as pub:
-        req = pe.TrackEgressRequest(
-            room_name=room_name, track_id=pub.audio_track_sid, file=pe.DirectFileOutput(filepath="voice")
+        req = pe.TrackCompositeEgressRequest(
+            room_name=room_name,
+            audio_track_id=pub.audio_track_sid,
+            file_outputs=[pe.EncodedFileOutput(file_type=pe.OGG, filepath="voice")],
         )
-        started = await service.start_track_egress(req)
+        started = await service.start_track_composite_egress(req)
         recorder = service.recorder(started.egress_id)
         info = await _paused_recording(service, started.egress_id, "cut", 2.2, 1.3, 2.2)
     media = check_file_result(info)
@@ -226,3 +229,24 @@ async def test_an_audio_track_recording_cuts_the_pause(
     rhythm = [abs(b - before[-1] - round(b - before[-1])) for b in after]
     print(f"audio cut: beeps after it off the rhythm by {[f'{r * 1000:.0f} ms' for r in rhythm]}")
     assert max(rhythm) < 0.030, (before, after)
+
+
+async def test_a_passthrough_track_egress_refuses_a_pause_and_records_on(
+    livekit_server: LiveKitServer, service: pyegress.EgressService, room_name: str
+) -> None:
+    # A track egress to a file writes the sender's own frames (no pipeline): its pause is not
+    # built yet (issue 16), and asking for one says so without touching the recording.
+    async with publisher(livekit_server, room_name, video=False) as pub:
+        req = pe.TrackEgressRequest(
+            room_name=room_name, track_id=pub.audio_track_sid, file=pe.DirectFileOutput(filepath="voice")
+        )
+        started = await service.start_track_egress(req)
+        assert status(await wait_active(service, started.egress_id)) == "EGRESS_ACTIVE"
+        with pytest.raises(NotSupportedError, match=r"egress_id: .*passthrough"):
+            await service.pause_egress(started.egress_id)
+        with pytest.raises(NotSupportedError, match=r"egress_id: .*passthrough"):
+            await service.resume_egress(started.egress_id)
+        await asyncio.sleep(2.0)
+        info = await service.stop_egress(pe.StopEgressRequest(egress_id=started.egress_id))
+    media = check_file_result(info)
+    assert media.audio is not None and media.duration > 1.5, media

@@ -14,17 +14,21 @@ from livekit.protocol import egress as pe
 from livekit.protocol import models as pm
 
 from ..ending import EndReason
-from ..errors import RoomConnectionLostError, SourceError
+from ..errors import NotSupportedError, RoomConnectionLostError, SourceError
 from ..info import now_ns
 from ..media.encoding import AudioEncoding, VideoEncoding
 from ..outputs import FileOutput, build_outputs
 from ..outputs.passthrough import PASSTHROUGH_CODECS, PassthroughFile
+from ..pauses import PauseFill
 from ..quality import with_details
 from ..sources.encoded import EncodedFrame, EncodedSubscriber, RemoteTrack
 from ..sources.room import recorder_token, wait_for_room
 from .base import Media, Options, Recorder, require_found
 
 log = logging.getLogger("pyegress.recorder")
+
+
+NO_PAUSE = "passthrough track egress, which cannot pause yet"
 
 
 class PassthroughTrackRecorder(Recorder):
@@ -162,6 +166,17 @@ class PassthroughTrackRecorder(Recorder):
             for o in files:
                 await o.finish()
             self._finish_results()
+
+    # --- pause (not built for the sender's own frames yet) ------------------------------------
+
+    def pause(self, fill: PauseFill | str = "cut") -> pe.EgressInfo:
+        """Refused: a passthrough file holds the sender's frames, with no pipeline to cut or fill
+        (the recording goes on untouched)."""
+        raise NotSupportedError(f"egress_id: {self.egress_id} is a {NO_PAUSE}")
+
+    def resume(self) -> pe.EgressInfo:
+        """Refused, as :meth:`pause`."""
+        raise NotSupportedError(f"egress_id: {self.egress_id} is a {NO_PAUSE}")
 
     # --- the room ---------------------------------------------------------------------------
 
