@@ -1,5 +1,7 @@
 """Recorders, one per request type; public for users who hold their own ``rtc.Room``."""
 
+import importlib.util
+
 from ..config import EgressConfig, Kind
 from .base import Options, Progress, Recorder
 from .media import MediaRecorder
@@ -8,7 +10,6 @@ from .room import RoomRecorder
 from .room_composite import RoomCompositeRecorder
 from .track import TrackRecorder
 from .track_composite import TrackCompositeRecorder
-from .track_passthrough import PassthroughTrackRecorder
 from .web import TemplateRecorder, WebRecorder
 
 #: The recorder of each request type (a room composite with a template: TemplateRecorder).
@@ -26,15 +27,26 @@ def recorder_for(config: EgressConfig, options: Options) -> Recorder:
     """The recorder of a validated config."""
     cls = TemplateRecorder if config.template else RECORDERS[config.kind]
     if passthrough(config, options):
+        from .track_passthrough import PassthroughTrackRecorder  # aiortc: only when used
+
         cls = PassthroughTrackRecorder
     return cls.from_config(config, options)
+
+
+#: The encoded receive path needs aiortc, whose 1.16 (the version ``compat.aiortc`` is pinned
+#: to) needs Python 3.11: on 3.10 a track egress is re-encoded through the SDK, as before.
+ENCODED_PATH = importlib.util.find_spec("aiortc") is not None
 
 
 def passthrough(config: EgressConfig, options: Options) -> bool:
     """Whether the track is written as sent: a track egress to a file, joined by pyegress
     (an application's own ``rtc.Room`` hands over decoded frames only)."""
     return (
-        config.kind == Kind.TRACK and bool(config.files) and not config.websocket_url and options.room is None
+        ENCODED_PATH
+        and config.kind == Kind.TRACK
+        and bool(config.files)
+        and not config.websocket_url
+        and options.room is None
     )
 
 
@@ -43,7 +55,6 @@ __all__ = [
     "MediaRecorder",
     "Options",
     "ParticipantRecorder",
-    "PassthroughTrackRecorder",
     "Progress",
     "Recorder",
     "RoomCompositeRecorder",
