@@ -113,6 +113,12 @@ async def test_a_room_composite_reports_each_tile_and_voice(
         )
         started = await service.start_room_composite_egress(req)
         assert status(await wait_active(service, started.egress_id)) == "EGRESS_ACTIVE"
+        # the 4 s counted from when both cameras are coming in (subscribing is not measured here)
+        recorder = service.recorder(started.egress_id)
+        deadline = time.monotonic() + 10.0
+        while not (len(v := recorder.quality().video) == 2 and all(x.frames_received for x in v)):
+            assert time.monotonic() < deadline, recorder.quality().video
+            await asyncio.sleep(0.05)
         await asyncio.sleep(4)
         info = await service.stop_egress(pe.StopEgressRequest(egress_id=started.egress_id))
     finally:
