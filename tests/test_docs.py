@@ -39,7 +39,6 @@ from pyegress.testing.rtmp_server import RtmpServer
 from pyegress.testing.storage_emulators import AzuriteServer, FakeGcsServer, MinioServer
 
 from .helpers import cli_env
-from .test_outputs import start_rtmp
 from .test_srt import SrtListener
 from .test_unified import pcm_receiver
 
@@ -87,13 +86,6 @@ async def until(what: str, ready: Callable[[], bool], timeout: float = 10.0) -> 
     while not ready():
         assert asyncio.get_running_loop().time() < deadline, f"{what} within {timeout} s"
         await asyncio.sleep(0.1)
-
-
-@pytest.fixture(scope="module")
-def rtmp() -> Iterator[RtmpServer]:
-    server = start_rtmp()
-    yield server
-    server.stop()
 
 
 @contextlib.asynccontextmanager
