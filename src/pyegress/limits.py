@@ -51,7 +51,14 @@ class SessionLimits:
             raise InvalidRequestError("limits.file_output_max_size", "must be a whole number of bytes")
 
     def duration_for(self, config: EgressConfig) -> tuple[str, float]:
-        """The limit that applies to ``config``'s outputs, by name (("", 0.0): none)."""
+        """The duration limit that applies to ``config``'s outputs: the smallest among their kinds.
+
+        Args:
+            config: the egress's validated config.
+
+        Returns:
+            The limit's name and seconds (``("", 0.0)``: none applies).
+        """
         kinds = {
             "file_output_max_duration": bool(config.files),
             "stream_output_max_duration": bool(config.streams or config.websocket_url),

@@ -30,6 +30,14 @@ class Rule:
     attribute: tuple[str, str] | None = None
 
     def matches(self, participant: rtc.Participant) -> bool:
+        """Whether this rule names ``participant``.
+
+        Args:
+            participant: judged on its identity, kind and current attributes.
+
+        Returns:
+            True when it matches.
+        """
         if self.identity:
             return participant.identity == self.identity
         if self.kind is not None:
@@ -41,7 +49,19 @@ class Rule:
 
     @classmethod
     def parse(cls, text: str, field: str = "rule") -> Rule:
-        """``identity:alice``, ``kind:agent``, ``attribute:recording_consent=false``."""
+        """A rule from its text: ``identity:alice``, ``kind:agent``,
+        ``attribute:recording_consent=false``.
+
+        Args:
+            text: the rule.
+            field: the name errors give it.
+
+        Returns:
+            The rule.
+
+        Raises:
+            InvalidRequestError: malformed text or an unknown kind, naming ``field``.
+        """
         what, sep, arg = text.partition(":")
         what = what.strip().lower()
         if not sep or not arg:
@@ -83,7 +103,14 @@ class Selection:
     hide_without_video: bool = False
 
     def records(self, participant: rtc.Participant) -> bool:
-        """Whether ``participant``'s picture and sound may reach the output now."""
+        """Whether ``participant``'s picture and sound may reach the output now.
+
+        Args:
+            participant: judged on its identity, kind and current attributes.
+
+        Returns:
+            False when an ``exclude`` rule matches, or ``include`` rules exist and none does.
+        """
         if any(r.matches(participant) for r in self.exclude):
             return False
         return not self.include or any(r.matches(participant) for r in self.include)
@@ -97,13 +124,31 @@ class Selection:
         hide_without_video: bool = False,
         field: str = "selection",
     ) -> Selection:
-        """A selection from rule texts (or rules); bad text raises naming ``field.include[i]``."""
+        """A selection from rule texts (or rules).
+
+        Args:
+            include: rules of who may be recorded (empty: everyone not excluded).
+            exclude: rules of who is never recorded (they win over ``include``).
+            hide_without_video: no tile for participants who publish no video.
+            field: the name errors give the selection (``selection``, a config key, ...).
+
+        Returns:
+            The selection.
+
+        Raises:
+            InvalidRequestError: a rule's text is malformed, naming ``field.include[i]`` or
+                ``field.exclude[i]``.
+        """
         return cls(
             _rules(include, f"{field}.include"), _rules(exclude, f"{field}.exclude"), hide_without_video
         )
 
     def to_dict(self) -> dict[str, object]:
-        """The rules as text (for logs, manifests and the worker config)."""
+        """The rules as text (for logs, manifests and the worker config).
+
+        Returns:
+            ``include`` and ``exclude`` as lists of rule texts, and ``hide_without_video``.
+        """
         return {
             "include": [str(r) for r in self.include],
             "exclude": [str(r) for r in self.exclude],

@@ -274,16 +274,52 @@ class EgressService:
         """Stop recording the room until :meth:`resume_egress`. Files and HLS leave the paused
         span out (``fill="cut"``: the timeline goes on seamlessly, HLS marks the cut with a
         discontinuity) or show a slate (``"black"``, or ``"still"``: the last frame; silence);
-        RTMP keeps sending the slate. The manifest lists the pauses (:mod:`pyegress.pauses`)."""
+        RTMP keeps sending the slate. The manifest lists the pauses (:mod:`pyegress.pauses`).
+
+        Args:
+            egress_id: the egress to pause (pausing a paused one changes nothing).
+            fill: ``"cut"``, ``"black"`` or ``"still"``.
+
+        Returns:
+            The egress's info.
+
+        Raises:
+            EgressNotFoundError: no egress has this id.
+            InvalidRequestError: it is not recording (still starting, or over), or ``fill``
+                is unknown.
+            NotSupportedError: a passthrough track egress (it cannot be paused yet).
+        """
         return self._live(egress_id).pause(fill)
 
     async def resume_egress(self, egress_id: str) -> pe.EgressInfo:
-        """Record the room again after :meth:`pause_egress`."""
+        """Record the room again after :meth:`pause_egress` (a cut continues the timeline).
+
+        Args:
+            egress_id: the paused egress (resuming one that is not paused changes nothing).
+
+        Returns:
+            The egress's info.
+
+        Raises:
+            EgressNotFoundError: no egress has this id.
+            InvalidRequestError: it is not recording (still starting, or over).
+            NotSupportedError: a passthrough track egress.
+        """
         return self._live(egress_id).resume()
 
     async def mark(self, egress_id: str, label: str, data: object = None) -> None:
-        """Put an application marker (``label``, JSON-serializable ``data``) in the events sidecar
-        at the recording's current media time."""
+        """Put an application marker in the events sidecar at the recording's current media time.
+
+        Args:
+            egress_id: the recording egress.
+            label: what the marker is (``"chapter"``, ``"question"``, ...).
+            data: anything JSON-serializable, kept with the marker.
+
+        Raises:
+            EgressNotFoundError: no egress has this id.
+            InvalidRequestError: it is not recording, the service has no ``events`` sidecar
+                (naming ``sidecars``), or ``data`` is not JSON-serializable.
+        """
         self._live(egress_id).mark(label, data)
 
     def _live(self, egress_id: str) -> Recorder:
@@ -295,9 +331,21 @@ class EgressService:
         return entry
 
     async def update_selection(self, egress_id: str, selection: Selection) -> pe.EgressInfo:
-        """Change who a live room composite records (:class:`~pyegress.Selection`), from the
-        next frame on: excluded participants leave the picture (the layout re-flows) and the
-        mix; for a unified request's ``media`` source, the mix."""
+        """Change who a live room composite records, from the next frame on: excluded
+        participants leave the picture (the layout re-flows) and the mix; for a unified
+        request's ``media`` source, the mix.
+
+        Args:
+            egress_id: a native room composite or a unified request's ``media`` egress.
+            selection: the rules from now on (:class:`~pyegress.Selection`).
+
+        Returns:
+            The egress's info.
+
+        Raises:
+            EgressNotFoundError: no egress has this id.
+            InvalidRequestError: it is over, or of another request type.
+        """
         entry = self._egresses.get(egress_id)
         if entry is None:
             raise EgressNotFoundError(f"egress_id: egress {egress_id!r} not found")
@@ -409,7 +457,14 @@ class EgressService:
 
     def listen(self, listener: Listener) -> Callable[[], None]:
         """Call ``listener`` with a snapshot at every change of any egress of this service
-        (started from now on, and those running); returns a function that stops it."""
+        (started from now on, and those running).
+
+        Args:
+            listener: called with an ``EgressInfo`` on the event loop; it must not block.
+
+        Returns:
+            A function that stops the calls.
+        """
         self._listeners.append(listener)
         return lambda: self._listeners.remove(listener) if listener in self._listeners else None
 
@@ -491,8 +546,18 @@ class EgressService:
 
     async def list_egress(self, list: pe.ListEgressRequest) -> pe.ListEgressResponse:
         """Egresses by id, by room, and/or only the active ones (as the hosted API), in the
-        order they started, ``list_page_size`` a page: ``next_page_token`` is set while more
-        follow; pass it as ``page_token`` for the next page."""
+        order they started, ``list_page_size`` a page.
+
+        Args:
+            list: ``egress_id``, ``room_name``, ``active`` filters and ``page_token``.
+
+        Returns:
+            One page of infos; ``next_page_token`` is set while more follow: pass it as
+            ``page_token`` for the next page.
+
+        Raises:
+            InvalidRequestError: ``page_token`` is not one this service gave.
+        """
         ids = builtins.list(self._egresses)  # in start order: a dict keeps it, nothing is removed
         start = 0
         if list.page_token.token:

@@ -200,7 +200,12 @@ class Recorder:
         return self.info.egress_id
 
     async def start(self) -> pe.EgressInfo:
-        """Start recording in the background on the running loop; returns at once (STARTING)."""
+        """Start recording in the background on the running loop.
+
+        Returns:
+            The info at once (``EGRESS_STARTING``); a bad request ends the egress ``FAILED``
+            with an ``error`` naming the field instead of raising.
+        """
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(
                 self._run(), name=f"pyegress-{self.egress_id}"
@@ -208,7 +213,11 @@ class Recorder:
         return snapshot(self.info)
 
     async def stop(self) -> pe.EgressInfo:
-        """End the recording now and wait until its files are complete."""
+        """End the recording now and wait until its files are complete.
+
+        Returns:
+            The final info (``EGRESS_ABORTED`` when it had not started).
+        """
         if self._task is None:
             with self.owner.edit() as info:
                 info.details = end_details(EndReason.API)
@@ -221,7 +230,17 @@ class Recorder:
         return await self.wait()
 
     async def wait(self, timeout: float | None = None) -> pe.EgressInfo:
-        """Wait for the egress to end (COMPLETE, FAILED, ...) and return its final info."""
+        """Wait for the egress to end by itself (COMPLETE, FAILED, ...).
+
+        Args:
+            timeout: seconds to wait at most (None: as long as it takes).
+
+        Returns:
+            The final info.
+
+        Raises:
+            TimeoutError: it was still running after ``timeout``.
+        """
         if self._task is not None:
             await asyncio.wait_for(asyncio.shield(self._task), timeout)
         return snapshot(self.info)
@@ -257,16 +276,31 @@ class Recorder:
         return self.owner.closed
 
     def updates(self) -> AsyncIterator[pe.EgressInfo]:
-        """The current info, then each change, until the egress is over."""
+        """Follow the egress: ``async for info in recorder.updates()``.
+
+        Returns:
+            An iterator of the current info, then each change, until the egress is over.
+        """
         return self.owner.updates()
 
     def listen(self, listener: Listener) -> Callable[[], None]:
-        """Call ``listener`` with a snapshot at each change; returns a function that stops it."""
+        """Call ``listener`` with a snapshot at each change.
+
+        Args:
+            listener: called with an ``EgressInfo`` on the event loop; it must not block.
+
+        Returns:
+            A function that stops the calls.
+        """
         return self.owner.listen(listener)
 
     def progress(self) -> Progress:
-        """Elapsed seconds, bytes written, output frame rate, encoder backlog and frames dropped
-        (by outputs) or skipped (received but never shown) so far."""
+        """How far the recording is.
+
+        Returns:
+            Elapsed seconds, bytes written, output frame rate, encoder backlog and frames
+            dropped (by outputs) or skipped (received but never shown) so far.
+        """
         end = self._t1 or time.monotonic()
         elapsed = end - self._t0 if self._t0 else 0.0
         stats = self.pipeline.stats if self.pipeline is not None else self._stats
@@ -287,12 +321,26 @@ class Recorder:
     def preview(
         self, *, interval: float = 0.25, width: int = 480, view: View = "auto", stream: TextIO | None = None
     ) -> Preview:
-        """Show this egress live until it ends (see :meth:`pyegress.EgressService.preview`)."""
+        """Show this egress live until it ends (see :meth:`pyegress.EgressService.preview`).
+
+        Args:
+            interval: seconds between refreshes.
+            width: the still's width in pixels.
+            view: ``"widget"``, ``"text"`` or ``"auto"`` (widgets inside Jupyter).
+            stream: where the text view writes (default stdout).
+
+        Returns:
+            The running :class:`~pyegress.preview.Preview`.
+        """
         return Preview(self, interval=interval, width=width, view=view, stream=stream).start()
 
     def quality(self) -> QualityReport:
-        """The quality report so far (final once the recording ended): per input what came and
-        how the timeline bent it, per output what its encoders made (:mod:`pyegress.quality`)."""
+        """How well the recording goes (:mod:`pyegress.quality`).
+
+        Returns:
+            The report so far (final once the recording ended): per input what came and how
+            the timeline bent it, per output what its encoders made.
+        """
         if self._quality is not None:
             return self._quality
         video, audio = self._quality_inputs()
@@ -315,7 +363,20 @@ class Recorder:
         return video, audio
 
     async def update_stream(self, add: Sequence[StreamURL], remove: Sequence[str]) -> pe.EgressInfo:
-        """Add and remove RTMP URLs of a live egress; the other URLs keep streaming untouched."""
+        """Add and remove stream URLs of a live egress; the other URLs keep streaming untouched.
+
+        Args:
+            add: URLs to start streaming to (on the first stream output).
+            remove: URLs to stop, in clear or as ``EgressInfo`` shows them.
+
+        Returns:
+            The egress's info.
+
+        Raises:
+            InvalidRequestError: it is not active or has no stream output, a URL to remove is
+                not streamed to (naming ``remove_output_urls[i]``), or one to add already is
+                (``add_output_urls[i]``).
+        """
         streams = [o for o in self.outputs if isinstance(o, StreamOutput)]
         if self.info.status != pe.EGRESS_ACTIVE:
             raise InvalidRequestError("egress_id", f"egress {self.egress_id} is not active")
@@ -346,7 +407,17 @@ class Recorder:
     def pause(self, fill: PauseFill | str = "cut") -> pe.EgressInfo:
         """Stop recording the room from the next frame on: recorded outputs leave the span out
         (``fill="cut"``) or show a slate (``"black"``, ``"still"``: the last frame; silence);
-        live outputs show the slate. Pausing a paused egress changes nothing."""
+        live outputs show the slate. Pausing a paused egress changes nothing.
+
+        Args:
+            fill: ``"cut"``, ``"black"`` or ``"still"``.
+
+        Returns:
+            The egress's info.
+
+        Raises:
+            InvalidRequestError: it is not recording, or ``fill`` is unknown.
+        """
         fill = check_fill(fill)
         pipeline = self._recording()
         if not pipeline.pauses.paused:
@@ -355,13 +426,29 @@ class Recorder:
         return snapshot(self.info)
 
     def resume(self) -> pe.EgressInfo:
-        """Record the room again from the next frame on (a cut continues the timeline)."""
+        """Record the room again from the next frame on (a cut continues the timeline).
+
+        Returns:
+            The egress's info.
+
+        Raises:
+            InvalidRequestError: it is not recording.
+        """
         if self._recording().pauses.resume() is not None:
             self.note("resumed")
         return snapshot(self.info)
 
     def mark(self, label: str, data: object = None) -> None:
-        """Put an application marker in the events sidecar at the current media time."""
+        """Put an application marker in the events sidecar at the current media time.
+
+        Args:
+            label: what the marker is.
+            data: anything JSON-serializable, kept with the marker.
+
+        Raises:
+            InvalidRequestError: it is not recording, there is no ``events`` sidecar (naming
+                ``sidecars``), or ``data`` is not JSON-serializable.
+        """
         self._recording()
         if self.sidecars is None or "events" not in self.sidecar_kinds:
             raise InvalidRequestError("sidecars", "marks go to the events sidecar: enable 'events'")

@@ -245,6 +245,11 @@ def flash_onsets(path: PathLike) -> list[float]:
     return [float(times[i]) for i in idx]
 
 
+def _changed(a: npt.NDArray[np.int16], b: npt.NDArray[np.int16], threshold: int) -> float:
+    """The fraction of pixels that differ by more than ``threshold``."""
+    return float(np.count_nonzero(np.abs(a - b) > threshold)) / a.size
+
+
 def picture_moves(
     path: PathLike,
     *,
@@ -252,13 +257,16 @@ def picture_moves(
     pixel_threshold: int = 10,
     min_moving_pairs: float = 0.5,
     max_frames: int = 600,
+    from_first_motion: bool = False,
 ) -> bool:
     """True if the picture is animated.
 
     Consecutive non-flash frames are compared (luma, subsampled 2x); a pair "moves" when
     more than ``min_changed_fraction`` of pixels differ by more than ``pixel_threshold``.
     Returns True when at least ``min_moving_pairs`` of the pairs move (duplicated frames
-    from a frame-rate conversion are tolerated that way).
+    from a frame-rate conversion are tolerated that way). ``from_first_motion`` counts pairs
+    from the first that moves on: a recording shows black (or a placeholder) until the
+    sender's first frame comes, for however long that takes.
     """
     lumas: list[npt.NDArray[np.int16]] = []
     means: list[float] = []
@@ -268,6 +276,16 @@ def picture_moves(
         y = _luma(f)[::2, ::2].astype(np.int16)
         lumas.append(y)
         means.append(float(y.mean()))
+    if from_first_motion:  # from the first frame that differs from the one before
+        first = next(
+            (
+                i
+                for i in range(1, len(lumas))
+                if _changed(lumas[i], lumas[i - 1], pixel_threshold) >= min_changed_fraction
+            ),
+            len(lumas),
+        )
+        lumas, means = lumas[first:], means[first:]
     if len(lumas) < 2:
         return False
     flash = _flash_mask(np.asarray(means, np.float64))
@@ -277,8 +295,7 @@ def picture_moves(
         if flash[i] or flash[i - 1] or lumas[i].shape != lumas[i - 1].shape:
             continue
         pairs += 1
-        changed = np.count_nonzero(np.abs(lumas[i] - lumas[i - 1]) > pixel_threshold)
-        if changed / lumas[i].size >= min_changed_fraction:
+        if _changed(lumas[i], lumas[i - 1], pixel_threshold) >= min_changed_fraction:
             moving += 1
     return pairs > 0 and moving / pairs >= min_moving_pairs
 

@@ -257,6 +257,11 @@ class MinioServer(StorageEmulator):
         data: bytes = self.client().get_object(Bucket=bucket, Key=key)["Body"].read()
         return data
 
+    def keys(self, bucket: str) -> list[str]:
+        """The keys of every object in ``bucket``."""
+        pages = self.client().get_paginator("list_objects_v2").paginate(Bucket=bucket)
+        return [o["Key"] for page in pages for o in page.get("Contents", [])]
+
 
 class FakeGcsServer(StorageEmulator):
     """fake-gcs-server over plain HTTP, filesystem backend (data survives restarts)."""
@@ -313,6 +318,10 @@ class FakeGcsServer(StorageEmulator):
     def read(self, bucket: str, key: str) -> bytes:
         data: bytes = self.client().bucket(bucket).blob(key).download_as_bytes()
         return data
+
+    def keys(self, bucket: str) -> list[str]:
+        """The names of every object in ``bucket``."""
+        return [b.name for b in self.client().list_blobs(bucket)]
 
 
 class AzuriteServer(StorageEmulator):
@@ -385,3 +394,7 @@ class AzuriteServer(StorageEmulator):
     def read(self, bucket: str, key: str) -> bytes:
         data: bytes = self.client().get_blob_client(bucket, key).download_blob().readall()
         return data
+
+    def keys(self, bucket: str) -> list[str]:
+        """The names of every blob in container ``bucket``."""
+        return [b.name for b in self.client().get_container_client(bucket).list_blobs()]
