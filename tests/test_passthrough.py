@@ -84,3 +84,34 @@ async def test_audio_track_is_written_as_sent(
         samples = sum(f.samples for f in c.decode(audio=0))
     assert abs(samples / 48000 - media.duration) < 0.1
     assert tone_present(path, 440.0)
+
+
+async def test_unified_passthrough_of_one_track_writes_it_as_sent(
+    livekit_server: LiveKitServer, service: pyegress.EgressService, room_name: str
+) -> None:
+    """``preset: PASSTHROUGH`` with a media source of one track: the track's egress (LiveKit's
+    shapes), a video track by ``video_track_id`` and an audio track by its one route."""
+    async with publisher(livekit_server, room_name, video_codec="h264") as pub:
+        one_audio = pe.AudioConfig(routes=[pe.AudioRoute(track_id=pub.audio_track_sid)])
+        sources = [pe.MediaSource(video_track_id=pub.video_track_sid), pe.MediaSource(audio=one_audio)]
+        out = pe.Output(file=pe.FileOutput(filepath="{track_type}-{track_id}"))
+        started = [
+            await service.start_egress(
+                pe.StartEgressRequest(room_name=room_name, media=m, preset=pe.PASSTHROUGH, outputs=[out])
+            )
+            for m in sources
+        ]
+        for s in started:
+            assert status(await wait_active(service, s.egress_id)) == "EGRESS_ACTIVE"
+        await asyncio.sleep(2.0)
+        infos = [await service.stop_egress(pe.StopEgressRequest(egress_id=s.egress_id)) for s in started]
+    for i in infos:
+        check_file_result(i)
+        assert i.WhichOneof("request") == "egress"
+    video, audio = (Path(i.file_results[0].filename) for i in infos)
+    assert video.name == f"video-{pub.video_track_sid}.mp4"
+    assert audio.name == f"audio-{pub.audio_track_sid}.ogg"
+    profile, times = decoded_video(video)
+    assert profile == "Constrained Baseline" and b"x264" not in video.read_bytes()  # the sender's
+    assert len(times) >= 30, len(times)
+    assert tone_present(str(audio), 440.0)
