@@ -294,9 +294,10 @@ def test_passthrough_of_one_track_is_its_track_egress() -> None:
 
 PASSTHROUGH_REFUSED: list[tuple[pe.StartEgressRequest, type[Exception], str]] = [
     (req(template=pe.TemplateSource()), NotSupportedError, "preset"),
-    (req(media=media(participant_video=pe.ParticipantVideo(identity="a"))), NotSupportedError,
-     "media.participant_video"),
-    (req(media=media(video_track_id="TR_v", audio=pe.AudioConfig(routes=[route(track_id="TR_a")]))),
+    (req(media=media(participant_video=pe.ParticipantVideo(identity="a"),
+                     audio=pe.AudioConfig(routes=[route(participant_identity="b")]))),
+     NotSupportedError, "media.participant_video"),
+    (req(media=media(video_track_id="TR_v", audio=pe.AudioConfig(routes=[route(participant_identity="a")]))),
      NotSupportedError, "media.audio"),
     (req(media=media(audio=pe.AudioConfig(capture_all=True))), NotSupportedError, "media.audio"),
     (req(media=media(audio=pe.AudioConfig(routes=[route(participant_identity="a")]))), NotSupportedError,

@@ -158,6 +158,9 @@ def _media(
     return cfg
 
 
+_ONE_TRACK = "PASSTHROUGH records one track (video_track_id, or one audio route by track_id)"
+
+
 def _passthrough(req: pe.StartEgressRequest, place: Place) -> EgressConfig:
     """``preset: PASSTHROUGH``: a media source of one track is that track's egress, written as
     sent (H.264 MP4, VP8 WebM, Opus Ogg), to file outputs of the container its codec calls for.
@@ -168,15 +171,12 @@ def _passthrough(req: pe.StartEgressRequest, place: Place) -> EgressConfig:
     m = req.media
     which = m.WhichOneof("video")
     if which == "participant_video":
-        raise NotSupportedError("media.participant_video: PASSTHROUGH records one track by its id "
-                                "(video_track_id); a participant's camera and mic are encoded")  # fmt: skip
+        raise NotSupportedError(f"media.participant_video: not recordable as sent; {_ONE_TRACK}")
     routes = list(m.audio.routes) if m.HasField("audio") else []
     if m.HasField("audio") and (m.audio.capture_all or len(routes) != 1):
-        raise NotSupportedError("media.audio: PASSTHROUGH records one track: one route by track_id, "
-                                "without capture_all")  # fmt: skip
+        raise NotSupportedError(f"media.audio: not recordable as sent; {_ONE_TRACK}, without capture_all")
     if which == "video_track_id" and routes:
-        raise NotSupportedError("media.audio: PASSTHROUGH records one track; set video_track_id or "
-                                "one audio route, not both")  # fmt: skip
+        raise NotSupportedError(f"media.audio: not recordable as sent with video_track_id; {_ONE_TRACK}")
     cfg = _base(Kind.TRACK, _room(req), req, place)
     if which == "video_track_id":
         cfg.track_id = m.video_track_id.strip()

@@ -73,7 +73,7 @@ def asks_passthrough(config: EgressConfig) -> bool:
     return (
         isinstance(req, pe.StartEgressRequest)
         and req.WhichOneof("encoding") == "preset"
-        and (req.preset == pe.PASSTHROUGH)
+        and req.preset == pe.PASSTHROUGH
     )
 
 
