@@ -137,7 +137,7 @@ async def test_passthrough_raises_not_supported(service: pyegress.EgressService)
     with pytest.raises(pyegress.NotSupportedError, match=r"^preset: PASSTHROUGH"):
         await service.start_egress(
             pe.StartEgressRequest(
-                room_name="r", media=pe.MediaSource(video_track_id="TR_x"), preset=pe.PASSTHROUGH
+                room_name="r", template=pe.TemplateSource(layout="grid"), preset=pe.PASSTHROUGH
             )
         )
     bad = await service.start_room_composite_egress(

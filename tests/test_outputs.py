@@ -21,6 +21,7 @@ from livekit.protocol import egress as pe
 
 import pyegress
 from pyegress.outputs.stream import StreamOutput
+from pyegress.recorders.track_pcm import PcmTrackRecorder
 from pyegress.testing import LiveKitServer, picture_moves, probe, tone_present
 from pyegress.testing.checks import AudioData
 from pyegress.testing.rtmp_server import RtmpServer
@@ -326,6 +327,10 @@ async def test_websocket_track_egress_sends_pcm_and_mute_changes(
             )
         )
         assert status(await wait_active(service, started.egress_id)) == "EGRESS_ACTIVE"
+        # the encoded path: the track's Opus is decoded by PyAV, nothing is encoded
+        recorder = service.recorder(started.egress_id)
+        assert isinstance(recorder, PcmTrackRecorder) and recorder.pipeline is not None
+        assert recorder.pipeline.encoder_count == 0 and not hasattr(recorder, "source")
         await asyncio.sleep(2.5)
         await pub.mute("audio")
         await asyncio.sleep(1.5)
@@ -344,6 +349,9 @@ async def test_websocket_track_egress_sends_pcm_and_mute_changes(
     pcm = np.frombuffer(b"".join(binary), "<i2").reshape(-1, 2)
     seconds = len(pcm) / 48000
     assert 5.5 < seconds < 8.0, seconds
+    # every 20 ms Opus packet but those of the muted second and a half was decoded
+    print(f"FIGURES websocket: {recorder.packets_decoded} Opus packets decoded, {seconds:.2f} s of PCM")
+    assert recorder.packets_decoded >= 50 * (seconds - 1.5) * 0.8, (recorder.packets_decoded, seconds)
     mono = pcm.mean(axis=1).astype(np.float32) / 32768
     assert tone_present(AudioData(mono, 48000, 0.0), 440.0, end=2.0), "the track's tone, at 48 kHz"
     mute_at = text[0][0] * 0.02

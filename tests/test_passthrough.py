@@ -7,12 +7,14 @@ import asyncio
 import itertools
 import time
 from pathlib import Path
+from typing import Any
 
 import av
 import pytest
 from livekit.protocol import egress as pe
 
 import pyegress
+from pyegress.recorders.track_passthrough import PassthroughTrackRecorder
 from pyegress.testing import LiveKitServer, picture_moves, tone_present
 
 from .helpers import check_file_result, end_reason, publisher, status, wait_active
@@ -84,3 +86,146 @@ async def test_audio_track_is_written_as_sent(
         samples = sum(f.samples for f in c.decode(audio=0))
     assert abs(samples / 48000 - media.duration) < 0.1
     assert tone_present(path, 440.0)
+
+
+async def test_unified_passthrough_of_one_track_writes_it_as_sent(
+    livekit_server: LiveKitServer, service: pyegress.EgressService, room_name: str
+) -> None:
+    """``preset: PASSTHROUGH`` with a media source of one track: the track's egress (LiveKit's
+    shapes), a video track by ``video_track_id`` and an audio track by its one route."""
+    async with publisher(livekit_server, room_name, video_codec="h264") as pub:
+        video_sid, audio_sid = pub.video_track_sid, pub.audio_track_sid
+        one_audio = pe.AudioConfig(routes=[pe.AudioRoute(track_id=audio_sid)])
+        sources = [pe.MediaSource(video_track_id=video_sid), pe.MediaSource(audio=one_audio)]
+        out = pe.Output(file=pe.FileOutput(filepath="{track_type}-{track_id}"))
+        started = [
+            await service.start_egress(
+                pe.StartEgressRequest(room_name=room_name, media=m, preset=pe.PASSTHROUGH, outputs=[out])
+            )
+            for m in sources
+        ]
+        for s in started:
+            assert status(await wait_active(service, s.egress_id)) == "EGRESS_ACTIVE"
+        await asyncio.sleep(2.0)
+        infos = [await service.stop_egress(pe.StopEgressRequest(egress_id=s.egress_id)) for s in started]
+    for i in infos:
+        check_file_result(i)
+        assert i.WhichOneof("request") == "egress"
+    video, audio = (Path(i.file_results[0].filename) for i in infos)
+    assert video.name == f"video-{video_sid}.mp4" and audio.name == f"audio-{audio_sid}.ogg"
+    profile, times = decoded_video(video)
+    assert profile == "Constrained Baseline" and b"x264" not in video.read_bytes()  # the sender's
+    assert len(times) >= 30, len(times)
+    assert tone_present(str(audio), 440.0)
+
+
+@pytest.mark.parametrize("codec", ["vp9", "av1"])
+async def test_a_codec_the_encoded_path_cannot_receive_is_refused_naming_it(
+    livekit_server: LiveKitServer, service: pyegress.EgressService, room_name: str, codec: str
+) -> None:
+    """VP9 and AV1 (what the SDK publishes besides H.264 and VP8): aiortc cannot depacketize
+    them, so no container gets them as sent; the egress fails at once, naming the codec."""
+    async with publisher(livekit_server, room_name, video_codec=codec, audio=False) as pub:
+        started = await service.start_track_egress(
+            pe.TrackEgressRequest(
+                room_name=room_name, track_id=pub.video_track_sid, file=pe.DirectFileOutput()
+            )
+        )
+        info = await service.wait_egress(started.egress_id, timeout=10)
+    assert status(info) == "EGRESS_FAILED" and info.error_code == 400, info.error
+    assert info.error.startswith("track_id: ") and f"'video/{codec}'" in info.error.lower(), info.error
+    assert not info.file_results or not Path(info.file_results[0].filename).exists()
+
+
+class LossyLink:
+    """Drops RTP packets on their way into a receiver of the recorder's, and counts its NACKs.
+
+    The fault injector: this kernel has neither netem nor tc actions, so the loss is made where
+    the recorder reads the server's packets (aiortc's receiver, reached here as the test's own
+    tool). What it drops is what a publisher's lost packets look like downstream, and what
+    follows is real: aiortc NACKs livekit-server, which retransmits from its buffer, and the
+    PLI goes through the server to the publisher's encoder. ``every``-th media packet is lost
+    once (a NACK repairs it); the packet at ``lost_for_good`` is lost on every arrival."""
+
+    def __init__(self, receiver: Any, every: int) -> None:
+        self.every, self.on = every, False
+        self.lost_for_good: int | None = None
+        self.dropped: set[int] = set()  # lost once
+        self.repaired: set[int] = set()  # ... and came again
+        self.nacks = 0
+        self.media_ssrc: int | None = None
+        self.newest = 0
+        handle, nack = receiver._handle_rtp_packet, receiver._send_rtcp_nack
+
+        async def lossy(packet: Any, arrival_time_ms: int) -> None:
+            self.media_ssrc = self.media_ssrc or packet.ssrc
+            retransmitted = packet.ssrc != self.media_ssrc  # RTX: the first 2 bytes are the seq
+            if retransmitted and len(packet.payload) < 2:  # padding (bandwidth probes)
+                return await handle(packet, arrival_time_ms)
+            seq = int.from_bytes(packet.payload[:2], "big") if retransmitted else packet.sequence_number
+            self.newest = seq if not retransmitted else self.newest
+            if seq == self.lost_for_good:
+                return
+            if seq in self.dropped:
+                self.repaired.add(seq)
+            elif self.on and not retransmitted and seq % self.every == 0:
+                self.dropped.add(seq)
+                return
+            await handle(packet, arrival_time_ms)
+
+        async def counted(media_ssrc: int, lost: list[int]) -> None:
+            self.nacks += 1
+            await nack(media_ssrc, lost)
+
+        receiver._handle_rtp_packet = lossy
+        receiver._send_rtcp_nack = counted
+
+
+async def test_lost_packets_are_nacked_then_a_key_frame_is_asked_for(
+    livekit_server: LiveKitServer, service: pyegress.EgressService, room_name: str
+) -> None:
+    async with publisher(livekit_server, room_name, audio=False) as pub:
+        sid = pub.video_track_sid
+        req = pe.TrackEgressRequest(room_name=room_name, track_id=sid, file=pe.DirectFileOutput())
+        started = await service.start_track_egress(req)
+        assert status(await wait_active(service, started.egress_id)) == "EGRESS_ACTIVE"
+        recorder = service.recorder(started.egress_id)
+        assert isinstance(recorder, PassthroughTrackRecorder) and recorder.subscriber is not None
+        sub = recorder.subscriber
+        assert await sub.wait_for(lambda: True if sub.stats(sid)[0] else None, 5), "frames coming in"
+        receiver = next(t.receiver for t in sub._pc.getTransceivers() if t.kind == "video")
+        link = LossyLink(receiver, every=5)
+        sent0 = pub.frames_sent
+        await asyncio.sleep(1.0)
+        link.on = True  # 1.5 s of loss, one packet of them never repaired
+        await asyncio.sleep(0.5)
+        link.lost_for_good = (link.newest + 3) & 0xFFFF
+        await asyncio.sleep(1.0)
+        link.on = False
+        await asyncio.sleep(1.5)
+        sent = pub.frames_sent - sent0
+        skipped = sub.stats(sid)[1]
+        await pub.unpublish("video")
+        info = await service.wait_egress(started.egress_id, timeout=10)
+    buffer = receiver._RTCRtpReceiver__jitter_buffer
+    check_file_result(info)
+    path, written = Path(info.file_results[0].filename), recorder.outputs[0].frames
+    with av.open(str(path)) as c:
+        decoded = [(f.key_frame, float(f.time or 0)) for f in c.decode(video=0)]
+    gaps = [b - a for (_, a), (_, b) in itertools.pairwise(decoded)]
+    holes = [g for g in gaps if g > 0.1]  # the publisher sends 30 fps
+    span = decoded[-1][1] - decoded[0][1]
+    missing = round(span * 30) + 1 - len(decoded)  # frames of the span not in the file
+    in_holes = sum(round(g * 30) - 1 for g in holes)
+    print(f"FIGURES loss: {len(link.dropped)} lost once, {len(link.repaired)} repaired after "
+          f"{link.nacks} NACKs; {buffer.holes_dropped} frames given up (PLI), {skipped} skipped for "
+          f"the key frame; {len(decoded)} frames of {sent} sent, {missing} missing, {in_holes} in "
+          f"{len(holes)} holes, longest {max(gaps):.3f} s")  # fmt: skip
+    assert len(link.dropped) >= 10 and link.nacks >= 3
+    assert len(link.repaired) >= 0.5 * len(link.dropped), (len(link.repaired), len(link.dropped))
+    assert buffer.holes_dropped >= 1 and skipped >= 1  # the unrepaired frame: a PLI, then a key frame
+    assert decoded[0][0] and len(decoded) == written, (len(decoded), written)  # each frame decodes
+    # what is missing is the given-up frames' holes (their wait, 0.4 s, and the way to the key
+    # frame), nothing else: the repaired losses cost no frame
+    assert 1 <= len(holes) <= buffer.holes_dropped and max(gaps) < 1.5, (holes, buffer.holes_dropped)
+    assert abs(missing - in_holes) <= 5, (missing, in_holes)

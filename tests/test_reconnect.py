@@ -309,3 +309,41 @@ async def test_retry_after_a_restart_continues_the_same_mp4_file(
     assert _moves(times, changed, first + 1.0, media.duration), "picture of the retry"
     assert tone_present(path, 440, start=0.5, end=killed_at - 0.5), "sound of the first attempt"
     assert tone_present(path, 440, start=first + 1.0, end=media.duration - 0.2), "sound of the retry"
+
+
+async def test_passthrough_track_egress_ends_with_a_playable_file_when_the_server_dies(
+    server: LiveKitServer, tmp_path: Path, room_name: str
+) -> None:
+    """The encoded receive path sees the signaling connection drop at once: the file of the
+    sender's frames is closed playable (from a key frame, every frame decodes) and the egress
+    fails saying the connection was lost (no retries asked for)."""
+    async with (
+        _service(server, tmp_path, max_retries=0) as svc,
+        publisher(server, room_name, audio=False) as pub,
+    ):
+        req = pe.TrackEgressRequest(
+            room_name=room_name, track_id=pub.video_track_sid, file=pe.DirectFileOutput()
+        )
+        started = await svc.start_track_egress(req)
+        assert status(await wait_active(svc, started.egress_id)) == "EGRESS_ACTIVE"
+        sent0, t_active = pub.frames_sent, time.monotonic()
+        await asyncio.sleep(2.0)
+        sent = pub.frames_sent - sent0
+        await asyncio.to_thread(server.kill)
+        t_kill = time.monotonic()
+        info = await svc.wait_egress(started.egress_id, timeout=15)
+        noticed = time.monotonic() - t_kill
+    assert status(info) == "EGRESS_FAILED" and info.error_code == 503, info.error
+    assert f"connection to room {room_name!r} lost" in info.error, info.error
+    print(f"FIGURES lost: noticed after {noticed:.2f} s; {info.error}")
+    assert noticed < 5.0, noticed
+    res = info.file_results[0]
+    path = Path(res.filename)
+    assert path.suffix == ".mp4" and res.size == path.stat().st_size > 0
+    with av.open(str(path)) as c:
+        frames = list(c.decode(video=0))
+    assert frames[0].key_frame, "the file starts on a key frame"
+    span = float(frames[-1].time or 0) - float(frames[0].time or 0)
+    print(f"FIGURES lost: {len(frames)} frames of {sent} sent before the kill, span {span:.2f} s "
+          f"of {t_kill - t_active:.2f}")  # fmt: skip
+    assert len(frames) >= 0.6 * sent and abs(span - (t_kill - t_active)) < 1.0, (len(frames), sent, span)

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 from typing import Any
 
 import numpy as np
 import pytest
+from livekit import rtc
 from livekit.protocol import egress as pe
 from livekit.protocol import models as pm
 
@@ -19,7 +21,7 @@ from pyegress.config.unified import source_kind
 from pyegress.errors import InvalidRequestError, NotSupportedError
 from pyegress.info import new_info
 from pyegress.media.mixer import Mixer
-from pyegress.recorders import RECORDERS, MediaRecorder
+from pyegress.recorders import RECORDERS, MediaRecorder, Options, encoded_pcm, passthrough, recorder_for
 from pyegress.redaction import REDACTED
 
 FILE = pe.Output(file=pe.FileOutput(filepath="out.mp4"))
@@ -272,10 +274,62 @@ def test_bad_fields_are_refused_naming_the_field(request_: pe.StartEgressRequest
     assert e.value.field == field, e.value
 
 
-async def test_passthrough_is_not_supported_yet() -> None:
+def test_passthrough_of_one_track_is_its_track_egress() -> None:
+    """LiveKit's shapes: a media source of exactly one track (video_track_id, or one audio
+    route by track_id) to files of the track's own container."""
+    video = build_config(req(media=media(video_track_id=" TR_v "), preset=pe.PASSTHROUGH))
+    audio = build_config(
+        req(media=media(audio=pe.AudioConfig(routes=[route(track_id="TR_a")])), preset=pe.PASSTHROUGH)
+    )
+    for cfg, sid in ((video, "TR_v"), (audio, "TR_a")):
+        assert cfg.kind is Kind.TRACK and cfg.track_id == sid and cfg.video is None and cfg.audio is None
+        assert [(f.field, f.file_type) for f in cfg.files] == [("outputs[0].file", FileType.AUTO)]
+    recorder = recorder_for(video, Options(url="ws://127.0.0.1:1", api_key="k", api_secret="s"))
+    assert type(recorder).__name__ == "PassthroughTrackRecorder"
+    assert passthrough(video, Options()) and encoded_pcm(
+        build_config(pe.TrackEgressRequest(room_name="r", track_id="TR_a", websocket_url="ws://h/pcm")),
+        Options(),
+    )
+
+
+PASSTHROUGH_REFUSED: list[tuple[pe.StartEgressRequest, type[Exception], str]] = [
+    (req(template=pe.TemplateSource()), NotSupportedError, "preset"),
+    (req(media=media(participant_video=pe.ParticipantVideo(identity="a"),
+                     audio=pe.AudioConfig(routes=[route(participant_identity="b")]))),
+     NotSupportedError, "media.participant_video"),
+    (req(media=media(video_track_id="TR_v", audio=pe.AudioConfig(routes=[route(participant_identity="a")]))),
+     NotSupportedError, "media.audio"),
+    (req(media=media(audio=pe.AudioConfig(capture_all=True))), NotSupportedError, "media.audio"),
+    (req(media=media(audio=pe.AudioConfig(routes=[route(participant_identity="a")]))), NotSupportedError,
+     "media.audio.routes[0]"),
+    (req(media=media(audio=pe.AudioConfig(routes=[route(pe.AUDIO_CHANNEL_LEFT, track_id="TR_a")]))),
+     InvalidRequestError, "media.audio.routes[0].channel"),
+    (req(media=media(video_track_id="TR_v"), outputs=[pe.Output(file=pe.FileOutput(file_type=pe.MP4))]),
+     InvalidRequestError, "outputs[0].file.file_type"),
+    (req(media=media(video_track_id="TR_v"), outputs=[FILE, pe.Output(segments=pe.SegmentedFileOutput())]),
+     NotSupportedError, "outputs[1]"),
+    (req(media=media(video_track_id=" ")), InvalidRequestError, "media.video_track_id"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("request_", "error", "field"), PASSTHROUGH_REFUSED)
+def test_passthrough_refuses_what_a_remux_cannot_give(
+    request_: pe.StartEgressRequest, error: type[Exception], field: str
+) -> None:
+    request_.preset = pe.PASSTHROUGH
+    with pytest.raises(error, match=rf"^{re.escape(field)}: "):
+        build_config(request_)
+
+
+async def test_passthrough_never_falls_back_to_an_encode() -> None:
+    """An application's own room hands over decoded frames only: PASSTHROUGH is refused there
+    (raised, nothing started) rather than re-encoded."""
     svc = pyegress.EgressService("ws://127.0.0.1:1", "key", "secret")
-    with pytest.raises(NotSupportedError, match=r"^preset: PASSTHROUGH is not supported"):
-        await svc.start_egress(req(media=media(video_track_id="TR_v"), preset=pe.PASSTHROUGH))
+    with pytest.raises(NotSupportedError, match=r"^preset: PASSTHROUGH needs the encoded receive path"):
+        await svc.start_egress(
+            req(media=media(video_track_id="TR_v"), preset=pe.PASSTHROUGH),
+            room=rtc.Room(),
+        )
     assert not (await svc.list_egress(pe.ListEgressRequest())).items  # nothing was started
 
 

@@ -61,7 +61,8 @@ Returns:
     The egress's info at once (``EGRESS_STARTING``); the recording runs in the background.
 
 Raises:
-    NotSupportedError: something pyegress cannot do (such as ``PASSTHROUGH``).
+    NotSupportedError: something pyegress cannot do (such as ``PASSTHROUGH`` of more than one
+        track, or with ``room``), naming the field.
 """
 _Start = TypeVar("_Start", bound=Callable[..., Awaitable[pe.EgressInfo]])
 
@@ -206,7 +207,9 @@ class EgressService:
     async def start_track_egress(
         self, start: pe.TrackEgressRequest, *, room: rtc.Room | None = None, egress_id: str | None = None
     ) -> pe.EgressInfo:
-        """Record a single track to a file (or its PCM to a WebSocket)."""
+        """Record a single track to a file (or its PCM to a WebSocket): written as its sender
+        encoded it (PCM: its Opus decoded), unless ``room`` is given or on Python 3.10 (then
+        re-encoded through the SDK)."""
         return await self._start(start, room, egress_id)
 
     @_start_doc
@@ -241,8 +244,9 @@ class EgressService:
         speaker_tracks: bool = False,
     ) -> pe.EgressInfo:
         """LiveKit's unified request: a ``template`` (room composite), ``web`` or ``media``
-        source (one video and routed audio) to a list of ``outputs``. ``PASSTHROUGH`` raises
-        ``NotSupportedError``; see :mod:`pyegress.config.unified`."""
+        source (one video and routed audio) to a list of ``outputs``. ``preset: PASSTHROUGH``
+        with a media source of one track (``video_track_id``, or one audio route by
+        ``track_id``) is that track's egress, written as sent; see :mod:`pyegress.config.unified`."""
         return await self._start(start, room, egress_id, selection, speaker_tracks)
 
     async def update_layout(self, update: pe.UpdateLayoutRequest) -> pe.EgressInfo:

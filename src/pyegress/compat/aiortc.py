@@ -9,7 +9,10 @@ at 0 and queues them for its decoder thread. Here, per receiver and before it st
   until the receiver stops;
 - the timestamp mapper is replaced by the identity, so frames keep their RTP timestamps;
 - RTCP sender reports are shown to ``on_report`` before aiortc handles them;
-- PLIs aiortc sends after loss are shown to ``on_loss``; :func:`request_keyframe` sends one.
+- PLIs aiortc sends after loss are shown to ``on_loss``; :func:`request_keyframe` sends one;
+- a video receiver's jitter buffer is a :class:`BoundedJitterBuffer`: a frame with a hole waits
+  for its NACKed packets at most :data:`MAX_HOLE_WAIT`, then is dropped with a PLI (aiortc's
+  own waits until 512 packets came after the hole: seconds of video at any bitrate).
 
 Written for and checked with aiortc :data:`WRITTEN_FOR` (tests/test_compat_aiortc.py fails
 loudly on another version or when a reached name is gone); :func:`check` refuses others.
@@ -19,13 +22,16 @@ from __future__ import annotations
 
 import asyncio
 import queue
+import time
 from collections.abc import Callable
 from importlib.metadata import version
 from typing import Any
 
 from aiortc import RTCRtpReceiver
+from aiortc.jitterbuffer import JitterBuffer, JitterFrame
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
-from aiortc.rtp import RtcpSrPacket
+from aiortc.rtp import RtcpSrPacket, RtpPacket
+from aiortc.utils import uint16_add, uint16_gt
 
 from ..errors import SourceError
 
@@ -34,8 +40,10 @@ WRITTEN_FOR = "1.16.0"
 
 _P = "_RTCRtpReceiver__"
 #: The private names used, each must exist on a new receiver.
-REACHED = (f"{_P}decoder_queue", f"{_P}timestamp_mapper", f"{_P}started", "_handle_rtcp_packet",
-           "_send_rtcp_pli")  # fmt: skip
+REACHED = (f"{_P}decoder_queue", f"{_P}timestamp_mapper", f"{_P}started", f"{_P}jitter_buffer",
+           "_handle_rtcp_packet", "_send_rtcp_pli")  # fmt: skip
+#: How long a video frame with a hole waits for its NACKed packets before a PLI replaces it.
+MAX_HOLE_WAIT = 0.4
 
 OnFrame = Callable[[RTCRtpCodecParameters, bytes, int], None]
 
@@ -71,6 +79,61 @@ class FrameTap(queue.Queue):  # type: ignore[type-arg]
         self.on_frame(codec, frame.data, frame.timestamp)
 
 
+class BoundedJitterBuffer(JitterBuffer):
+    """aiortc's video jitter buffer (512 packets) whose frames wait for a missing packet at
+    most ``max_wait`` seconds: then the broken frame is dropped and ``add`` asks for a PLI (the
+    subscriber then waits for the key frame it brings)."""
+
+    def __init__(self, max_wait: float = MAX_HOLE_WAIT) -> None:
+        super().__init__(capacity=512, is_video=True)
+        self.max_wait = max_wait
+        self.holes_dropped = 0
+        self._newest: int | None = None
+        self._hole_since: float | None = None
+
+    def add(self, packet: RtpPacket) -> tuple[bool, JitterFrame | None]:
+        if self._newest is None or uint16_gt(packet.sequence_number, self._newest):
+            self._newest = packet.sequence_number
+        pli, frame = super().add(packet)
+        hole = self._hole()
+        if frame is not None or hole is None:
+            self._hole_since = None
+            return pli, frame
+        now = time.monotonic()
+        if self._hole_since is None:
+            self._hole_since = now
+        if now - self._hole_since < self.max_wait:
+            return pli, frame
+        self._hole_since = None
+        self.holes_dropped += 1
+        self._drop_through(hole)
+        return True, self._remove_frame(packet.sequence_number)
+
+    def _drop_through(self, hole: int) -> None:
+        """Drop the packets up to the hole and the rest of the broken frame after it."""
+        assert self._origin is not None
+        before = self._packets[(self._origin + hole - 1) % self.capacity] if hole else None
+        broken = before or self._packets[(self._origin + hole + 1) % self.capacity]
+        self.remove(hole + 1)
+        while broken is not None:
+            head = self._packets[self._origin % self.capacity]
+            if head is None or head.timestamp != broken.timestamp:
+                break
+            self.remove(1)
+
+    def _hole(self) -> int | None:
+        """The first missing packet before the newest one (its offset from the origin)."""
+        if self._origin is None or self._newest is None:
+            return None
+        span = uint16_add(self._newest, -self._origin)
+        if span >= self.capacity:
+            return None
+        for i in range(span):
+            if self._packets[(self._origin + i) % self.capacity] is None:
+                return i
+        return None
+
+
 class _Identity:
     def map(self, timestamp: int) -> int:
         return timestamp
@@ -100,6 +163,8 @@ def tap(
         return False
     setattr(receiver, f"{_P}decoder_queue", FrameTap(on_frame))
     setattr(receiver, f"{_P}timestamp_mapper", _Identity())
+    if getattr(receiver, f"{_P}jitter_buffer")._is_video:
+        setattr(receiver, f"{_P}jitter_buffer", BoundedJitterBuffer())
     receiver._pyegress_on_report = on_report  # type: ignore[attr-defined]
     receiver._pyegress_on_loss = on_loss  # type: ignore[attr-defined]
     handle_rtcp = receiver._handle_rtcp_packet

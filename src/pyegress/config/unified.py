@@ -26,6 +26,7 @@ from .model import (
     Channel,
     EgressConfig,
     FileTarget,
+    FileType,
     ImageTarget,
     Kind,
     SegmentTarget,
@@ -70,9 +71,7 @@ def egress(req: pe.StartEgressRequest, place: Place) -> EgressConfig:
     """Validate a unified request into the config of the recorder its source picks."""
     which = req.WhichOneof("encoding")
     if which == "preset" and req.preset == pe.PASSTHROUGH:
-        raise NotSupportedError(
-            "preset: PASSTHROUGH is not supported yet (pyegress transcodes); use an H.264 preset"
-        )
+        return _passthrough(req, place)
     video, audio = from_request(
         req.preset, req.advanced, has_preset=which == "preset", has_advanced=which == "advanced"
     )
@@ -156,6 +155,51 @@ def _media(
         raise InvalidRequestError("media", "set video_track_id, participant_video or audio")
     cfg.video = video if which is not None else None
     cfg.audio = audio if m.HasField("audio") else None
+    return cfg
+
+
+_ONE_TRACK = "PASSTHROUGH records one track (video_track_id, or one audio route by track_id)"
+
+
+def _passthrough(req: pe.StartEgressRequest, place: Place) -> EgressConfig:
+    """``preset: PASSTHROUGH``: a media source of one track is that track's egress, written as
+    sent (H.264 MP4, VP8 WebM, Opus Ogg), to file outputs of the container its codec calls for.
+    What a remux cannot give is refused, never re-encoded behind the request's back."""
+    if req.WhichOneof("source") != "media":
+        raise NotSupportedError("preset: PASSTHROUGH records one track of a media source as sent; "
+                                "a template or web page is always encoded")  # fmt: skip
+    m = req.media
+    which = m.WhichOneof("video")
+    if which == "participant_video":
+        raise NotSupportedError(f"media.participant_video: not recordable as sent; {_ONE_TRACK}")
+    routes = list(m.audio.routes) if m.HasField("audio") else []
+    if m.HasField("audio") and (m.audio.capture_all or len(routes) != 1):
+        raise NotSupportedError(f"media.audio: not recordable as sent; {_ONE_TRACK}, without capture_all")
+    if which == "video_track_id" and routes:
+        raise NotSupportedError(f"media.audio: not recordable as sent with video_track_id; {_ONE_TRACK}")
+    cfg = _base(Kind.TRACK, _room(req), req, place)
+    if which == "video_track_id":
+        cfg.track_id = m.video_track_id.strip()
+        field = "media.video_track_id"
+    elif routes:
+        field = "media.audio.routes[0]"
+        if routes[0].WhichOneof("match") != "track_id":
+            raise NotSupportedError(f"{field}: PASSTHROUGH records one track by its track_id")
+        if routes[0].channel != pe.AUDIO_CHANNEL_BOTH:
+            raise InvalidRequestError(f"{field}.channel", "PASSTHROUGH keeps the sender's channels")
+        cfg.track_id, field = routes[0].track_id.strip(), f"{field}.track_id"
+    else:
+        raise InvalidRequestError("media", "set video_track_id or one audio route by track_id")
+    if not cfg.track_id:
+        raise InvalidRequestError(field, "is empty")
+    for i, out in enumerate(req.outputs):
+        if out.WhichOneof("config") != "file":
+            raise NotSupportedError(f"outputs[{i}]: PASSTHROUGH writes files (the track as sent) only")
+        if out.file.file_type != pe.DEFAULT_FILETYPE:
+            own = "PASSTHROUGH writes the track's container (H.264 MP4, VP8 WebM, Opus Ogg): leave it unset"
+            raise InvalidRequestError(f"outputs[{i}].file.file_type", own)
+    _outputs(cfg, req, place)
+    cfg.files = [replace(f, file_type=FileType.AUTO) for f in cfg.files]
     return cfg
 
 

@@ -2,7 +2,10 @@
 
 import importlib.util
 
+from livekit.protocol import egress as pe
+
 from ..config import EgressConfig, Kind
+from ..errors import NotSupportedError
 from .base import Options, Progress, Recorder
 from .media import MediaRecorder
 from .participant import ParticipantRecorder
@@ -30,6 +33,13 @@ def recorder_for(config: EgressConfig, options: Options) -> Recorder:
         from .track_passthrough import PassthroughTrackRecorder  # aiortc: only when used
 
         cls = PassthroughTrackRecorder
+    elif encoded_pcm(config, options):
+        from .track_pcm import PcmTrackRecorder
+
+        cls = PcmTrackRecorder
+    elif asks_passthrough(config):  # never re-encoded behind the request's back
+        why = "Python 3.11+ with aiortc" if not ENCODED_PATH else "a room pyegress joins (not room=)"
+        raise NotSupportedError(f"preset: PASSTHROUGH needs the encoded receive path: {why}")
     return cls.from_config(config, options)
 
 
@@ -47,6 +57,23 @@ def passthrough(config: EgressConfig, options: Options) -> bool:
         and bool(config.files)
         and not config.websocket_url
         and options.room is None
+    )
+
+
+def encoded_pcm(config: EgressConfig, options: Options) -> bool:
+    """Whether a track egress to a WebSocket takes the encoded path and decodes Opus only (its
+    PCM without the SDK's audio stream)."""
+    return ENCODED_PATH and config.kind == Kind.TRACK and bool(config.websocket_url) and options.room is None
+
+
+def asks_passthrough(config: EgressConfig) -> bool:
+    """The unified request's ``preset: PASSTHROUGH`` (:mod:`pyegress.config.unified` made it a
+    track egress): it must be written as sent."""
+    req = config.request
+    return (
+        isinstance(req, pe.StartEgressRequest)
+        and req.WhichOneof("encoding") == "preset"
+        and req.preset == pe.PASSTHROUGH
     )
 
 

@@ -120,6 +120,11 @@ class SignalPublisher(ABC):
         await self.stop()
 
 
+#: The codecs the SDK encodes in software (H.265 needs a hardware encoder).
+_CODECS = {"h264": rtc.VideoCodec.H264, "vp8": rtc.VideoCodec.VP8, "vp9": rtc.VideoCodec.VP9,
+           "av1": rtc.VideoCodec.AV1}  # fmt: skip
+
+
 class SyntheticPublisher(SignalPublisher):
     """Publishes a synthetic camera and/or microphone track to a LiveKit room: the signal's
     keywords (:class:`Signal`) and ``video_codec``, ``vfr`` (irregular frame gaps),
@@ -130,14 +135,14 @@ class SyntheticPublisher(SignalPublisher):
         url: str,
         token: str | None = None,
         *,
-        video_codec: Literal["h264", "vp8"] = "h264",
+        video_codec: Literal["h264", "vp8", "vp9", "av1"] = "h264",
         vfr: bool = False,
         simulcast: bool = False,
         max_bitrate: int | None = None,
         audio_burst: float = 0.0,
         **signal: Unpack[Signal],
     ) -> None:
-        if video_codec not in ("h264", "vp8"):
+        if video_codec not in _CODECS:
             raise ValueError(f"unsupported video_codec {video_codec!r}")
         super().__init__(url, token, **signal)
         self.video_codec = video_codec
@@ -260,7 +265,7 @@ class SyntheticPublisher(SignalPublisher):
                 raise RuntimeError("video is disabled")
             track = rtc.LocalVideoTrack.create_video_track("camera", self._video_source)
             opts.source = rtc.TrackSource.SOURCE_CAMERA
-            opts.video_codec = rtc.VideoCodec.H264 if self.video_codec == "h264" else rtc.VideoCodec.VP8
+            opts.video_codec = _CODECS[self.video_codec]
             opts.simulcast = self.simulcast
             opts.video_encoding.max_bitrate = self.max_bitrate
             opts.video_encoding.max_framerate = self.fps

@@ -112,6 +112,7 @@ class EncodedSubscriber:
         self._trickled = False
         self.on_unpublished: Callable[[RemoteTrack], None] | None = None
         self.on_participant_left: Callable[[pm.ParticipantInfo], None] | None = None
+        self.on_muted: Callable[[RemoteTrack, bool], None] | None = None  # (track, muted now)
         self.closed = False
 
     # --- the room ------------------------------------------------------------------------
@@ -214,10 +215,13 @@ class EncodedSubscriber:
                 continue  # an older state than the one held
             self.participants[info.sid] = info
             if old is not None:
-                now = {t.sid for t in info.tracks}
+                now = {t.sid: t for t in info.tracks}
                 for t in old.tracks:
                     if t.sid not in now:
                         self._gone(RemoteTrack(t.sid, old.identity, old.sid, t))
+                    elif now[t.sid].muted != t.muted and self.on_muted is not None:
+                        new = now[t.sid]
+                        self.on_muted(RemoteTrack(t.sid, info.identity, info.sid, new), new.muted)
         self._changed.set()
 
     def _unpublished(self, sid: str) -> None:
