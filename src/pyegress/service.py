@@ -5,10 +5,11 @@ from __future__ import annotations
 import asyncio
 import base64
 import builtins
+import inspect
 import os
-from collections.abc import AsyncIterator, Callable, Collection, Container, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Container, Mapping, Sequence
 from pathlib import Path
-from typing import TextIO
+from typing import TextIO, TypeVar
 
 from livekit import rtc
 from livekit.protocol import egress as pe
@@ -43,6 +44,39 @@ def _token(egress_id: str) -> str:
 
 def _native_composite(config: EgressConfig) -> bool:
     return config.kind is Kind.ROOM_COMPOSITE and not config.template
+
+
+_START_ARGS = {
+    "start": "a ``{request}``; a bad one ends the egress ``EGRESS_FAILED`` with an ``error``"
+    " naming the field instead of raising.",
+    "room": "an ``rtc.Room`` your application already has connected, to record from without a"
+    " second participant (None: the recorder joins, hidden).",
+    "egress_id": "the id to record under (default: a new ``EG_...``).",
+    "selection": "who is recorded (native layouts; :meth:`update_selection` changes it live; a"
+    " ``media`` source takes it for its mix).",
+    "speaker_tracks": "one audio track per participant beside the mix in MP4 / Ogg / WebM files.",
+}
+_START_RESULT = """
+Returns:
+    The egress's info at once (``EGRESS_STARTING``); the recording runs in the background.
+
+Raises:
+    NotSupportedError: something pyegress cannot do (such as ``PASSTHROUGH``).
+"""
+_Start = TypeVar("_Start", bound=Callable[..., Awaitable[pe.EgressInfo]])
+
+
+def _start_doc(method: _Start) -> _Start:
+    """Give a start method the Args, Returns and Raises all starts share, from its parameters
+    (the reference page reads docstrings by inspection, so it shows them)."""
+    request = str(method.__annotations__["start"]).rsplit(".", 1)[-1]
+    args = "".join(
+        f"\n    {name}: {_START_ARGS[name].format(request=request)}"
+        for name in inspect.signature(method).parameters
+        if name in _START_ARGS
+    )
+    method.__doc__ = f"{inspect.cleandoc(method.__doc__ or '')}\n\nArgs:{args}\n{_START_RESULT}"
+    return method
 
 
 def _page_after(token: str, known: Container[str]) -> str:
@@ -146,6 +180,7 @@ class EgressService:
 
     # --- starts --------------------------------------------------------------------------
 
+    @_start_doc
     async def start_participant_egress(
         self,
         start: pe.ParticipantEgressRequest,
@@ -153,23 +188,10 @@ class EgressService:
         room: rtc.Room | None = None,
         egress_id: str | None = None,
     ) -> pe.EgressInfo:
-        """Record one participant's camera/microphone (or screen share).
-
-        Args:
-            start: a ``ParticipantEgressRequest``; a bad one ends the egress ``EGRESS_FAILED``
-                with an ``error`` naming the field instead of raising.
-            room: an ``rtc.Room`` your application already has connected, to record from
-                without a second participant (None: the recorder joins, hidden).
-            egress_id: the id to record under (default: a new ``EG_...``).
-
-        Returns:
-            The egress's info at once (``EGRESS_STARTING``); the recording runs in the background.
-
-        Raises:
-            NotSupportedError: something pyegress cannot do (``PASSTHROUGH``).
-        """
+        """Record one participant's camera/microphone (or screen share)."""
         return await self._start(start, room, egress_id)
 
+    @_start_doc
     async def start_track_composite_egress(
         self,
         start: pe.TrackCompositeEgressRequest,
@@ -177,43 +199,17 @@ class EgressService:
         room: rtc.Room | None = None,
         egress_id: str | None = None,
     ) -> pe.EgressInfo:
-        """Record one audio and one video track together.
-
-        Args:
-            start: a ``TrackCompositeEgressRequest``; a bad one ends the egress ``EGRESS_FAILED``
-                with an ``error`` naming the field instead of raising.
-            room: an ``rtc.Room`` your application already has connected, to record from
-                without a second participant (None: the recorder joins, hidden).
-            egress_id: the id to record under (default: a new ``EG_...``).
-
-        Returns:
-            The egress's info at once (``EGRESS_STARTING``); the recording runs in the background.
-
-        Raises:
-            NotSupportedError: something pyegress cannot do (``PASSTHROUGH``).
-        """
+        """Record one audio and one video track together."""
         return await self._start(start, room, egress_id)
 
+    @_start_doc
     async def start_track_egress(
         self, start: pe.TrackEgressRequest, *, room: rtc.Room | None = None, egress_id: str | None = None
     ) -> pe.EgressInfo:
-        """Record a single track to a file (or its PCM to a WebSocket).
-
-        Args:
-            start: a ``TrackEgressRequest``; a bad one ends the egress ``EGRESS_FAILED``
-                with an ``error`` naming the field instead of raising.
-            room: an ``rtc.Room`` your application already has connected, to record from
-                without a second participant (None: the recorder joins, hidden).
-            egress_id: the id to record under (default: a new ``EG_...``).
-
-        Returns:
-            The egress's info at once (``EGRESS_STARTING``); the recording runs in the background.
-
-        Raises:
-            NotSupportedError: something pyegress cannot do (``PASSTHROUGH``).
-        """
+        """Record a single track to a file (or its PCM to a WebSocket)."""
         return await self._start(start, room, egress_id)
 
+    @_start_doc
     async def start_room_composite_egress(
         self,
         start: pe.RoomCompositeEgressRequest,
@@ -224,44 +220,17 @@ class EgressService:
         speaker_tracks: bool = False,
     ) -> pe.EgressInfo:
         """Record the whole room in one picture (native grid / speaker layouts) and one mix, or
-        through a web template in Chromium when ``custom_base_url`` is set.
-
-        Args:
-            start: a ``RoomCompositeEgressRequest``; a bad one ends the egress ``EGRESS_FAILED``
-                with an ``error`` naming the field instead of raising.
-            room: an ``rtc.Room`` your application already has connected, to record from
-                without a second participant (None: the recorder joins, hidden).
-            egress_id: the id to record under (default: a new ``EG_...``).
-            selection: who is recorded (native layouts; :meth:`update_selection` changes it
-                live; a ``media`` source takes it for its mix).
-            speaker_tracks: one audio track per participant beside the mix in MP4 / Ogg /
-                WebM files.
-
-        Returns:
-            The egress's info at once (``EGRESS_STARTING``); the recording runs in the background.
-
-        Raises:
-            NotSupportedError: something pyegress cannot do (``PASSTHROUGH``).
-        """
+        through a web template in Chromium when ``custom_base_url`` is set."""
         return await self._start(start, room, egress_id, selection, speaker_tracks)
 
+    @_start_doc
     async def start_web_egress(
         self, start: pe.WebEgressRequest, *, egress_id: str | None = None
     ) -> pe.EgressInfo:
-        """Record a web page (picture and sound) rendered by Chromium.
-
-        Args:
-            start: the ``WebEgressRequest``; a bad one ends ``EGRESS_FAILED`` naming the field.
-            egress_id: the id to record under (default: a new ``EG_...``).
-
-        Returns:
-            The egress's info at once (``EGRESS_STARTING``).
-
-        Raises:
-            NotSupportedError: something pyegress cannot do.
-        """
+        """Record a web page (picture and sound) rendered by Chromium."""
         return await self._start(start, None, egress_id)
 
+    @_start_doc
     async def start_egress(
         self,
         start: pe.StartEgressRequest,
@@ -273,25 +242,7 @@ class EgressService:
     ) -> pe.EgressInfo:
         """LiveKit's unified request: a ``template`` (room composite), ``web`` or ``media``
         source (one video and routed audio) to a list of ``outputs``. ``PASSTHROUGH`` raises
-        ``NotSupportedError``; see :mod:`pyegress.config.unified`.
-
-        Args:
-            start: a ``StartEgressRequest``; a bad one ends the egress ``EGRESS_FAILED``
-                with an ``error`` naming the field instead of raising.
-            room: an ``rtc.Room`` your application already has connected, to record from
-                without a second participant (None: the recorder joins, hidden).
-            egress_id: the id to record under (default: a new ``EG_...``).
-            selection: who is recorded (native layouts; :meth:`update_selection` changes it
-                live; a ``media`` source takes it for its mix).
-            speaker_tracks: one audio track per participant beside the mix in MP4 / Ogg /
-                WebM files.
-
-        Returns:
-            The egress's info at once (``EGRESS_STARTING``); the recording runs in the background.
-
-        Raises:
-            NotSupportedError: something pyegress cannot do (``PASSTHROUGH``).
-        """
+        ``NotSupportedError``; see :mod:`pyegress.config.unified`."""
         return await self._start(start, room, egress_id, selection, speaker_tracks)
 
     async def update_layout(self, update: pe.UpdateLayoutRequest) -> pe.EgressInfo:
