@@ -16,13 +16,16 @@ import random
 import time
 from abc import ABC, abstractmethod
 from types import TracebackType
-from typing import Literal, TypeVar
+from typing import TYPE_CHECKING, Literal, TypedDict, TypeVar
 
 from livekit import api, rtc
 
 from .signals import PatternGenerator, ToneGenerator
 
-__all__ = ["SignalPublisher", "SyntheticPublisher", "TrackKind", "join_token"]
+if TYPE_CHECKING:
+    from typing_extensions import Unpack  # typing's from Python 3.11
+
+__all__ = ["Signal", "SignalPublisher", "SyntheticPublisher", "TrackKind", "join_token"]
 
 logger = logging.getLogger(__name__)
 
@@ -42,40 +45,53 @@ MAX_LATE = 0.2
 _P = TypeVar("_P", bound="SignalPublisher")
 
 
+class Signal(TypedDict, total=False):
+    """The keywords every test publisher takes, with the same meaning in each: where it joins
+    without a ``token`` (``api_key``, ``api_secret``, ``room``, ``identity``, ``name``), the
+    picture (``width`` x ``height`` at ``fps``; ``color``: a solid colour instead of the moving
+    pattern), which tracks (``video``, ``audio``) and the markers (a flash and a ``beep_hz`` beep
+    every ``marker_interval`` seconds over a ``tone_hz`` tone)."""
+
+    api_key: str | None
+    api_secret: str | None
+    room: str | None
+    identity: str | None
+    name: str | None
+    width: int
+    height: int
+    fps: float
+    video: bool
+    audio: bool
+    color: tuple[int, int, int] | None
+    marker_interval: float
+    tone_hz: float
+    beep_hz: float
+
+
 class SignalPublisher(ABC):
     """What every test publisher takes and keeps: where it joins (``token``, or the four to make
-    one) and the self-describing signal it sends. :class:`SyntheticPublisher` and
-    :class:`~pyegress.testing.browser_publisher.BrowserPublisher` take these keywords with the
-    same meaning, so a test can swap one for the other."""
+    one) and the self-describing signal it sends (:class:`Signal`, defaults 640x360 at 30 fps,
+    both tracks, a marker a second, a 440 Hz tone and 1 kHz beeps).
+    :class:`SyntheticPublisher` and :class:`~pyegress.testing.browser_publisher.BrowserPublisher`
+    take these keywords, so a test can swap one for the other."""
 
-    def __init__(
-        self,
-        url: str,
-        token: str | None = None,
-        *,
-        api_key: str | None = None,
-        api_secret: str | None = None,
-        room: str | None = None,
-        identity: str | None = None,
-        name: str | None = None,
-        width: int = 640,
-        height: int = 360,
-        fps: float = 30,
-        video: bool = True,
-        audio: bool = True,
-        color: tuple[int, int, int] | None = None,
-        marker_interval: float = 1.0,
-        tone_hz: float = 440.0,
-        beep_hz: float = 1000.0,
-    ) -> None:
+    def __init__(self, url: str, token: str | None = None, **signal: Unpack[Signal]) -> None:
+        if unknown := sorted(set(signal) - Signal.__annotations__.keys()):
+            raise TypeError(f"{type(self).__name__}: unexpected keyword argument {', '.join(unknown)}")
         self.url = url
-        self.token = token if token is not None else join_token(api_key, api_secret, room, identity, name)
-        self.width, self.height, self.fps = width, height, float(fps)
-        self.video_enabled, self.audio_enabled = video, audio
-        self.color = color
-        self.marker_interval = marker_interval
-        self.tone_hz, self.beep_hz = tone_hz, beep_hz
-        self.pattern = PatternGenerator(width, height, self.fps, color=color, marker_interval=marker_interval)
+        self.token = token if token is not None else join_token(
+            signal.get("api_key"), signal.get("api_secret"), signal.get("room"),
+            signal.get("identity"), signal.get("name"),
+        )  # fmt: skip
+        self.width, self.height = signal.get("width", 640), signal.get("height", 360)
+        self.fps = float(signal.get("fps", 30))
+        self.video_enabled, self.audio_enabled = signal.get("video", True), signal.get("audio", True)
+        self.color = signal.get("color")
+        self.marker_interval = signal.get("marker_interval", 1.0)
+        self.tone_hz, self.beep_hz = signal.get("tone_hz", 440.0), signal.get("beep_hz", 1000.0)
+        self.pattern = PatternGenerator(
+            self.width, self.height, self.fps, color=self.color, marker_interval=self.marker_interval
+        )
         self._t0: float | None = None
 
     @property
@@ -105,47 +121,34 @@ class SignalPublisher(ABC):
 
 
 class SyntheticPublisher(SignalPublisher):
-    """Publishes a synthetic camera and/or microphone track to a LiveKit room."""
+    """Publishes a synthetic camera and/or microphone track to a LiveKit room: the signal's
+    keywords (:class:`Signal`) and ``video_codec``, ``vfr`` (irregular frame gaps),
+    ``simulcast``, ``max_bitrate`` and ``audio_burst`` (audio sent in bursts this far apart)."""
 
     def __init__(
         self,
         url: str,
         token: str | None = None,
         *,
-        api_key: str | None = None,
-        api_secret: str | None = None,
-        room: str | None = None,
-        identity: str | None = None,
-        name: str | None = None,
-        width: int = 640,
-        height: int = 360,
-        fps: float = 30,
         video_codec: Literal["h264", "vp8"] = "h264",
-        video: bool = True,
-        audio: bool = True,
-        color: tuple[int, int, int] | None = None,
-        marker_interval: float = 1.0,
-        tone_hz: float = 440.0,
-        beep_hz: float = 1000.0,
         vfr: bool = False,
         simulcast: bool = False,
         max_bitrate: int | None = None,
         audio_burst: float = 0.0,
+        **signal: Unpack[Signal],
     ) -> None:
         if video_codec not in ("h264", "vp8"):
             raise ValueError(f"unsupported video_codec {video_codec!r}")
-        super().__init__(
-            url, token, api_key=api_key, api_secret=api_secret, room=room, identity=identity, name=name,
-            width=width, height=height, fps=fps, video=video, audio=audio, color=color,
-            marker_interval=marker_interval, tone_hz=tone_hz, beep_hz=beep_hz,
-        )  # fmt: skip
+        super().__init__(url, token, **signal)
         self.video_codec = video_codec
         self.vfr = vfr
         self.simulcast = simulcast
         self.audio_burst = audio_burst
-        self.max_bitrate = max_bitrate if max_bitrate is not None else _default_bitrate(width, height)
+        self.max_bitrate = (
+            max_bitrate if max_bitrate is not None else _default_bitrate(self.width, self.height)
+        )
         self.tone = ToneGenerator(
-            SAMPLE_RATE, tone_hz=tone_hz, beep_hz=beep_hz, marker_interval=marker_interval
+            SAMPLE_RATE, tone_hz=self.tone_hz, beep_hz=self.beep_hz, marker_interval=self.marker_interval
         )
         self._room = rtc.Room()
         self._video_source: rtc.VideoSource | None = None
