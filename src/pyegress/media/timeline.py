@@ -174,8 +174,9 @@ class VideoInput(Generic[T]):
     """
 
     def __init__(self, ticks: Ticks | None = None, history: float = 0.5) -> None:
-        self._frames: collections.deque[tuple[float, T]] = collections.deque()
-        self._came: collections.deque[float] = collections.deque()  # each frame's own time
+        #: (placed arrival, the frame's own arrival, frame): ticks take frames by the first,
+        #: the delay they are shown after is measured from the second.
+        self._frames: collections.deque[tuple[float, float, T]] = collections.deque()
         self.shown_after = 0.0  # smoothed: how long after its own time a frame is first shown
         self._history = history
         self._lock = threading.Lock()
@@ -201,26 +202,24 @@ class VideoInput(Generic[T]):
                 arrival = self.slots.place(arrival)
             if self._frames:
                 arrival = max(arrival, self._frames[-1][0])
-            self._frames.append((arrival, frame))
-            self._came.append(came)
+            self._frames.append((arrival, came, frame))
             self.frames_in += 1
             # keep at least one frame older than the history window (the one on screen)
             while len(self._frames) > 2 and self._frames[1][0] < arrival - self._history:
                 self._frames.popleft()
-                self._came.popleft()
 
     def at(self, when: float) -> T | None:
         """The newest frame that had arrived by monotonic time ``when`` (None before the first)."""
         with self._lock:
-            chosen, pos, due = None, -1, 0.0
-            for arrival, frame in self._frames:
+            chosen, pos, due, came = None, -1, 0.0, 0.0
+            for arrival, frame_came, frame in self._frames:
                 if arrival > when:
                     break
-                chosen, pos, due = frame, pos + 1, arrival
+                chosen, pos, due, came = frame, pos + 1, arrival, frame_came
             index = self.frames_in - len(self._frames) + pos
             if pos >= 0:
                 if index > self._shown:
-                    self._note_delay(when - self._came[pos])
+                    self._note_delay(when - came)
                 self._count_shown(index, when, due)
             if pos >= 0 and index > self._shown:
                 if self._shown >= 0:
