@@ -3,6 +3,7 @@
 # SRT from its own process; PyAV's wheels have no SRT) and srt-tools (srt-live-transmit, the SRT
 # listener the tests receive with). Idempotent.
 set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/lib/apt.sh"
 
 have_libsrt() { ldconfig -p 2>/dev/null | grep -Eq 'libsrt(-gnutls|-openssl)?\.so\.1\.5 '; }
 
@@ -10,15 +11,7 @@ if have_libsrt && command -v srt-live-transmit >/dev/null 2>&1; then
   echo "libsrt 1.5 and srt-live-transmit are already installed"
   exit 0
 fi
-if ! command -v apt-get >/dev/null 2>&1; then
-  echo "error: no apt-get; install libsrt 1.5 and srt-live-transmit yourself" >&2
-  exit 1
-fi
-SUDO=""
-if [[ "$(id -u)" != 0 ]]; then SUDO="sudo"; fi
-export DEBIAN_FRONTEND=noninteractive
-$SUDO apt-get update -qq
-$SUDO apt-get install -y -qq --no-install-recommends libsrt1.5-gnutls srt-tools >/dev/null
+apt_install "libsrt 1.5 and srt-live-transmit" libsrt1.5-gnutls srt-tools
 if ! have_libsrt; then
   echo "error: libsrt 1.5 is still missing" >&2
   exit 1
