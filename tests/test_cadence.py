@@ -11,8 +11,15 @@ import pytest
 from pyegress.testing import PatternGenerator, cadence
 
 
-def _encode(path: Path, source_frames: Sequence[int], *, source_fps: float = 30, fps: int = 30,
-            size: tuple[int, int] = (640, 360), marker_interval: float = 0.0) -> Path:
+def _encode(
+    path: Path,
+    source_frames: Sequence[int],
+    *,
+    source_fps: float = 30,
+    fps: int = 30,
+    size: tuple[int, int] = (640, 360),
+    marker_interval: float = 0.0,
+) -> Path:
     """An H.264 file whose k-th frame shows source frame ``source_frames[k]`` of the pattern."""
     width, height = size  # the 640x360 pattern scaled to this, as a composite's tile is
     pattern = PatternGenerator(640, 360, source_fps, marker_interval=marker_interval)

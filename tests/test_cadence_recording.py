@@ -41,7 +41,9 @@ def _request(kind: str, room: str, pub: object) -> object:
     if kind == "participant":
         return pe.ParticipantEgressRequest(room_name=room, identity="alice", advanced=OUT, file_outputs=out)
     return pe.TrackEgressRequest(
-        room_name=room, track_id=pub.video_track_sid, file=pe.DirectFileOutput(filepath=f"{kind}.mp4")  # type: ignore[attr-defined]
+        room_name=room,
+        track_id=pub.video_track_sid,
+        file=pe.DirectFileOutput(filepath=f"{kind}.mp4"),  # type: ignore[attr-defined]
     )
 
 

@@ -30,7 +30,9 @@ async def test_preview_shows_the_composite_levels_and_figures_cheaply(
     async with publisher(livekit_server, room_name, color=RED, width=1280, height=720, marker_interval=3600):
         started = await service.start_room_composite_egress(
             pe.RoomCompositeEgressRequest(
-                room_name=room_name, layout="grid", preset=pe.H264_720P_30,
+                room_name=room_name,
+                layout="grid",
+                preset=pe.H264_720P_30,
                 file_outputs=[pe.EncodedFileOutput(filepath="p.mp4")],
             )
         )

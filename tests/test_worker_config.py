@@ -20,7 +20,9 @@ redis:
 
 
 def test_the_keys_livekit_egress_reads(tmp_path: Path) -> None:
-    body = BASE + """
+    body = (
+        BASE
+        + """
 health_port: 8080
 prometheus_port: 9090
 log_level: debug
@@ -47,6 +49,7 @@ backup:
     account_key: QkFDS1VQLWtleS1vZi1hLXRlc3Q=
     container_name: fallback
   """
+    )
     cfg = load_config(body=body)
     assert (cfg.api_key, cfg.ws_url, cfg.redis.address) == ("key", "ws://127.0.0.1:7880", "127.0.0.1:6379")
     assert (cfg.health_port, cfg.prometheus_port, cfg.log_level, cfg.insecure) == (8080, 9090, "debug", True)
@@ -81,12 +84,21 @@ backup:
         (BASE + "backup:\n  s3:\n    bucket: b\n", "backup.s3.region"),
         (BASE + "backup: /var/backup\n", "backup"),
         (BASE + "cpu_cost:\n  web_cpu_cost: -1\n", "cpu_cost.web_cpu_cost"),
-        (BASE + "session_limits:\n  file_output_max_duration: x\n", "session_limits.file_output_max_duration"),  # noqa: E501
-        (BASE + "session_limits:\n  stream_output_max_duration: -5\n", "session_limits.stream_output_max_duration"),  # noqa: E501
+        (
+            BASE + "session_limits:\n  file_output_max_duration: x\n",
+            "session_limits.file_output_max_duration",
+        ),
+        (
+            BASE + "session_limits:\n  stream_output_max_duration: -5\n",
+            "session_limits.stream_output_max_duration",
+        ),
         (BASE + "session_limits:\n  file_output_max_size: 1GB\n", "session_limits.file_output_max_size"),
         (BASE + "session_limits: 3h\n", "session_limits"),
         ("[not, a, mapping]", "config"),
-        ("api_key: k\napi_secret: s\nws_url: ws://h\nredis:\n  cluster_addresses: [a:1]\n  db: 2\n", "redis.db"),  # noqa: E501
+        (
+            "api_key: k\napi_secret: s\nws_url: ws://h\nredis:\n  cluster_addresses: [a:1]\n  db: 2\n",
+            "redis.db",
+        ),
     ],
 )
 def test_a_bad_config_names_the_key(body: str, field: str, monkeypatch: pytest.MonkeyPatch) -> None:

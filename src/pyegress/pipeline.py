@@ -280,6 +280,7 @@ class Pipeline:
         still = src.reformat(width, height, "rgb24", interpolation="FAST_BILINEAR")  # half the cost
         self.stats.still_seconds += time.thread_time() - started
         future.set_result(still)
+
     def _tell_cut(self, out: Output, packet: EncodedPacket) -> None:
         """The first packet after a cut goes to ``out``: let it mark the cut (HLS)."""
         cut = self.pauses.cut_before(packet.start * self.fps + 1e-6)

@@ -76,9 +76,8 @@ class PreviewState:
     def line(self) -> str:
         """One line of text: status, elapsed, size, fps and the levels."""
         levels = "  ".join(f"{name} {db:.0f} dB" for name, db in self.levels.items())
-        return (
-            f"{self.status:<20} {self.elapsed:7.1f} s  {self.size / 1e6:7.2f} MB  {self.fps:5.1f} fps"
-            + (f"  | {levels}" if levels else "")
+        return f"{self.status:<20} {self.elapsed:7.1f} s  {self.size / 1e6:7.2f} MB  {self.fps:5.1f} fps" + (
+            f"  | {levels}" if levels else ""
         )
 
     def quality_lines(self) -> list[str]:
@@ -333,4 +332,3 @@ class _WidgetView:
     def close(self, state: PreviewState | None) -> None:
         if state is not None:
             self.update(state, new_picture=False)
-
