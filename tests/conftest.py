@@ -15,6 +15,9 @@ import pytest
 
 import pyegress
 from pyegress.testing import LiveKitServer, LiveKitServerError, netns
+from pyegress.testing.rtmp_server import RtmpServer
+
+from .helpers import start_rtmp
 
 pytest_plugins = ["tests.conftest_storage"]
 
@@ -66,3 +69,11 @@ async def service(
         livekit_server.url, livekit_server.api_key, livekit_server.api_secret, output_dir=tmp_path, **options
     ) as svc:
         yield svc
+
+
+@pytest.fixture(scope="module")
+def rtmp() -> Iterator[RtmpServer]:
+    """A real RTMP(S) server (nginx-rtmp) on loopback for the module's tests."""
+    server = start_rtmp()
+    yield server
+    server.stop()

@@ -6,11 +6,22 @@ import asyncio
 import json
 import secrets
 from pathlib import Path
+from typing import Any
 
+import pytest
+from livekit import api
 from livekit.protocol import egress as pe
 
 import pyegress
 from pyegress.testing import LiveKitServer, MediaInfo, SyntheticPublisher, probe
+from pyegress.testing.rtmp_server import RtmpServer, RtmpServerError
+
+#: A small picture: markers and colours read well, cheap to encode.
+SMALL = pe.EncodingOptions(width=640, height=360, framerate=30, video_bitrate=1200)
+#: A room composite's canvas.
+CANVAS = pe.EncodingOptions(width=1280, height=720, framerate=30, video_bitrate=2000)
+#: A publisher's ``marker_interval`` for no white flashes or beeps (colour and tone tests).
+NO_MARKERS = 3600.0
 
 
 def status(info: pe.EgressInfo) -> str:
@@ -43,13 +54,26 @@ def check_file_result(info: pe.EgressInfo, index: int = 0) -> MediaInfo:
     return media
 
 
-def manifest(path: str) -> dict[str, object]:
-    data: dict[str, object] = json.loads(Path(path + ".json").read_text())
+def manifest(path: str) -> dict[str, Any]:
+    """The manifest written beside the output at ``path``."""
+    data: dict[str, Any] = json.loads(Path(path + ".json").read_text())
     return data
 
 
-def publisher(server: LiveKitServer, room: str, identity: str = "alice", **kw: object) -> SyntheticPublisher:
-    """A synthetic participant of ``room`` on the test server (not started yet)."""
+def publisher(
+    server: LiveKitServer, room: str, identity: str = "alice", *, kind: str = "", **kw: object
+) -> SyntheticPublisher:
+    """A synthetic participant of ``room`` on the test server (not started yet); ``kind``: an
+    agent, SIP... participant (its token says so)."""
+    if kind:
+        token = (
+            api.AccessToken(server.api_key, server.api_secret)
+            .with_identity(identity)
+            .with_kind(kind)  # type: ignore[arg-type]
+            .with_grants(api.VideoGrants(room_join=True, room=room))
+            .to_jwt()
+        )
+        return SyntheticPublisher(server.url, token, **kw)  # type: ignore[arg-type]
     return SyntheticPublisher(
         server.url,
         api_key=server.api_key,
@@ -58,6 +82,25 @@ def publisher(server: LiveKitServer, room: str, identity: str = "alice", **kw: o
         identity=identity,
         **kw,  # type: ignore[arg-type]
     )
+
+
+def near(color: tuple[int, int, int], expected: tuple[int, int, int], tol: int = 40) -> bool:
+    """Each channel of ``color`` within ``tol`` of ``expected``'s."""
+    return all(abs(a - b) <= tol for a, b in zip(color, expected, strict=True))
+
+
+def box(cx: int, cy: int, r: int = 20) -> tuple[int, int, int, int]:
+    """The square of half-side ``r`` around (``cx``, ``cy``), as ``mean_color`` takes it."""
+    return (cx - r, cy - r, cx + r, cy + r)
+
+
+def start_rtmp() -> RtmpServer:
+    """A real RTMP(S) server (nginx-rtmp) on loopback; the test fails saying how to install it."""
+    server = RtmpServer()
+    try:
+        return server.start()
+    except RtmpServerError as e:
+        pytest.fail(f"cannot start the RTMP server (scripts/install-rtmp-server.sh): {e}", pytrace=False)
 
 
 async def record_for(svc: pyegress.EgressService, info: pe.EgressInfo, seconds: float) -> pe.EgressInfo:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import av
@@ -18,20 +17,13 @@ from pyegress.testing import LiveKitServer, picture_moves, probe, tone_present
 from pyegress.testing.rtmp_server import RtmpServer
 
 from .helpers import end_reason, publisher, status, wait_active
-from .test_outputs import playlist_entries, start_rtmp
+from .test_outputs import playlist_entries
 
 pytestmark = pytest.mark.integration
 
 LIMIT = 3.0
 SMALL = pe.EncodingOptions(width=640, height=360, framerate=30, video_bitrate=1200, key_frame_interval=1)
 KEY = "sk_live_limit_0123456789abcdef"
-
-
-@pytest.fixture(scope="module")
-def rtmp() -> Iterator[RtmpServer]:
-    server = start_rtmp()
-    yield server
-    server.stop()
 
 
 def decoded_frames(path: Path) -> int:

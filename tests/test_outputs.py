@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-from collections.abc import Iterator
 from pathlib import Path
 
 import aiohttp
@@ -24,30 +23,14 @@ import pyegress
 from pyegress.outputs.stream import StreamOutput
 from pyegress.testing import LiveKitServer, picture_moves, probe, tone_present
 from pyegress.testing.checks import AudioData
-from pyegress.testing.rtmp_server import RtmpServer, RtmpServerError
+from pyegress.testing.rtmp_server import RtmpServer
 
-from .helpers import check_file_result, publisher, status, wait_active
+from .helpers import SMALL, check_file_result, publisher, start_rtmp, status, wait_active
 
 pytestmark = pytest.mark.integration
 
-SMALL = pe.EncodingOptions(width=640, height=360, framerate=30, video_bitrate=1200)
 KEY1 = "sk_live_first_0123456789abcdef"
 KEY2 = "sk_live_second_0123456789abcdef"
-
-
-def start_rtmp() -> RtmpServer:
-    server = RtmpServer()
-    try:
-        return server.start()
-    except RtmpServerError as e:
-        pytest.fail(f"cannot start the RTMP server (scripts/install-rtmp-server.sh): {e}", pytrace=False)
-
-
-@pytest.fixture(scope="module")
-def rtmp() -> Iterator[RtmpServer]:
-    server = start_rtmp()
-    yield server
-    server.stop()
 
 
 def playlist_entries(path: Path) -> list[tuple[float, str]]:

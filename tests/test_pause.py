@@ -10,7 +10,6 @@ silent slate for the paused span instead.
 from __future__ import annotations
 
 import asyncio
-import json
 from pathlib import Path
 
 import numpy as np
@@ -21,27 +20,15 @@ import pyegress
 from pyegress.errors import NotSupportedError
 from pyegress.testing import LiveKitServer, probe, tone_present
 from pyegress.testing.checks import audio_samples, beep_onsets, flash_onsets, frame_at, luma_means
-from pyegress.testing.rtmp_server import RtmpServer, RtmpServerError
+from pyegress.testing.rtmp_server import RtmpServer
 from pyegress.testing.signals import MARKER_DURATION
 
-from .helpers import check_file_result, publisher, status, wait_active
+from .helpers import SMALL, check_file_result, manifest, publisher, status, wait_active
 
 pytestmark = pytest.mark.integration
 
-SMALL = pe.EncodingOptions(width=640, height=360, framerate=30, video_bitrate=1200)
 KEY = "sk_pause_0123456789abcdef"
 PAUSED = 1.5
-
-
-@pytest.fixture(scope="module")
-def rtmp() -> RtmpServer:
-    server = RtmpServer()
-    try:
-        server.start()
-    except RtmpServerError as e:
-        pytest.fail(f"cannot start the RTMP server (scripts/install-rtmp-server.sh): {e}", pytrace=False)
-    yield server  # type: ignore[misc]
-    server.stop()
 
 
 async def test_pause_cuts_files_and_hls_and_shows_a_slate_on_rtmp(
@@ -80,7 +67,7 @@ async def test_pause_cuts_files_and_hls_and_shows_a_slate_on_rtmp(
     # the manifest lists the pause in wall and media time
     media = check_file_result(info)
     path = Path(info.file_results[0].filename)
-    (pause,) = json.loads(Path(str(path) + ".json").read_text())["pauses"]
+    (pause,) = manifest(str(path))["pauses"]
     paused = pause["duration"]
     assert pause["fill"] == "cut" and pause["media_start"] == pause["media_end"]
     assert abs(paused - PAUSED) < 0.3 and 1.8 < pause["media_start"] < 3.5, pause
@@ -185,7 +172,7 @@ async def test_a_still_slate_keeps_the_paused_span_in_a_room_composite(
         info = await _paused_recording(service, started.egress_id, "still", 2.0, 1.2, 1.5)
     media = check_file_result(info)
     path = Path(info.file_results[0].filename)
-    (pause,) = json.loads(Path(str(path) + ".json").read_text())["pauses"]
+    (pause,) = manifest(str(path))["pauses"]
     assert pause["fill"] == "still"
     assert pause["media_end"] - pause["media_start"] == pytest.approx(pause["duration"], abs=1e-3)
     encoded = recorder.quality().outputs[0].video_frames / 30
@@ -218,7 +205,7 @@ async def test_an_audio_only_recording_cuts_the_pause(
     media = check_file_result(info)
     path = Path(info.file_results[0].filename)
     assert path.suffix == ".ogg"
-    (pause,) = json.loads(Path(str(path) + ".json").read_text())["pauses"]
+    (pause,) = manifest(str(path))["pauses"]
     out = recorder.quality().outputs[0]
     encoded = out.audio_packets * 0.020  # 20 ms Opus packets, the paused ones too
     assert abs(media.duration - (encoded - pause["duration"])) < 0.06, (media.duration, encoded, pause)

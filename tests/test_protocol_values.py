@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import av
@@ -21,20 +21,11 @@ from pyegress.outputs.stream import StreamOutput
 from pyegress.testing import LiveKitServer, picture_moves, probe, tone_present
 from pyegress.testing.rtmp_server import RtmpServer
 
-from .helpers import publisher, status, wait_active
-from .test_outputs import start_rtmp
+from .helpers import SMALL, publisher, status, wait_active
 
 pytestmark = pytest.mark.integration
 
-SMALL = pe.EncodingOptions(width=640, height=360, framerate=30, video_bitrate=1200)
 KEY = "live_123456789_TwitchKeyabcdefXYZ"
-
-
-@pytest.fixture(scope="module")
-def rtmp() -> Iterator[RtmpServer]:
-    server = start_rtmp()
-    yield server
-    server.stop()
 
 
 @pytest.fixture

@@ -20,14 +20,21 @@ from pyegress.testing import (
     tone_present,
 )
 
-from .helpers import check_file_result, end_reason, publisher, status, wait_active
+from .helpers import (
+    CANVAS,
+    NO_MARKERS,
+    box,
+    check_file_result,
+    end_reason,
+    near,
+    publisher,
+    status,
+    wait_active,
+)
 
 pytestmark = pytest.mark.integration
 
 RED, GREEN, BLUE, YELLOW = (220, 40, 40), (40, 200, 40), (40, 60, 220), (220, 220, 40)
-CANVAS = pe.EncodingOptions(width=1280, height=720, framerate=30, video_bitrate=2000)
-NO_MARKERS = 3600.0  # no white flashes in colour tests
-
 
 SERVICE_OPTIONS = {"room_empty_timeout": 2.0}
 
@@ -37,14 +44,6 @@ async def join(server: LiveKitServer, room: str, identity: str, **kw: object) ->
     await pub.start()
     await asyncio.sleep(0.3)  # a distinct join order
     return pub
-
-
-def near(color: tuple[int, int, int], expected: tuple[int, int, int], tol: int = 40) -> bool:
-    return all(abs(a - b) <= tol for a, b in zip(color, expected, strict=True))
-
-
-def box(cx: int, cy: int, r: int = 20) -> tuple[int, int, int, int]:
-    return (cx - r, cy - r, cx + r, cy + r)
 
 
 async def start(svc: pyegress.EgressService, room: str, layout: str, **kw: object) -> pe.EgressInfo:
@@ -225,16 +224,7 @@ def _energy_at(x: np.ndarray, hz: float, rate: int = 48000) -> float:
 async def test_dual_channel_agent_puts_agents_left_others_right(
     livekit_server: LiveKitServer, service: pyegress.EgressService, room_name: str
 ) -> None:
-    from livekit import api
-
-    token = (
-        api.AccessToken(livekit_server.api_key, livekit_server.api_secret)
-        .with_identity("bot")
-        .with_kind("agent")
-        .with_grants(api.VideoGrants(room_join=True, room=room_name))
-        .to_jwt()
-    )
-    agent = SyntheticPublisher(livekit_server.url, token, video=False, tone_hz=880.0)
+    agent = publisher(livekit_server, room_name, "bot", kind="agent", video=False, tone_hz=880.0)
     await agent.start()
     human = await join(livekit_server, room_name, "human", video=False, tone_hz=440.0)
     info = await start(

@@ -17,15 +17,13 @@ from livekit.protocol import egress as pe
 import pyegress
 from pyegress import Rule, Selection, cli
 from pyegress.errors import InvalidRequestError
-from pyegress.testing import LiveKitServer, SyntheticPublisher, mean_color
+from pyegress.testing import LiveKitServer, mean_color
 from pyegress.testing.checks import AudioData, audio_samples, beep_onsets
 from pyegress.worker.config import ConfigError, load_config
 
-from .helpers import check_file_result, publisher, status, wait_active
+from .helpers import CANVAS, NO_MARKERS, box, check_file_result, near, publisher, status, wait_active
 
 RED, BLUE = (220, 40, 40), (40, 60, 220)
-CANVAS = pe.EncodingOptions(width=1280, height=720, framerate=30, video_bitrate=2000)
-NO_MARKERS = 3600.0  # no flashes or beeps: the tones alone say who is heard
 CONSENT = "attribute:recording_consent=false"
 
 
@@ -95,14 +93,6 @@ def test_cli_flags_name_the_bad_rule_and_the_request_that_cannot_take_them(
 
 
 # --- recordings -------------------------------------------------------------------------------
-
-
-def _near(color: tuple[int, int, int], expected: tuple[int, int, int], tol: int = 40) -> bool:
-    return all(abs(a - b) <= tol for a, b in zip(color, expected, strict=True))
-
-
-def _box(cx: int, cy: int, r: int = 20) -> tuple[int, int, int, int]:
-    return (cx - r, cy - r, cx + r, cy + r)
 
 
 def _colours(path: str, box: tuple[int, int, int, int]) -> list[tuple[float, tuple[int, int, int]]]:
@@ -186,7 +176,7 @@ async def test_excluded_participant_is_neither_seen_nor_heard_until_included_aga
         await p.stop()
     media = check_file_result(final)
     path = final.file_results[0].filename
-    boxes = {"l": _box(320, 360), "r": _box(960, 360), "cl": _box(400, 360), "cr": _box(880, 360)}
+    boxes = {"l": box(320, 360), "r": box(960, 360), "cl": box(400, 360), "cr": box(880, 360)}
     frames = {k: _colours(path, where) for k, where in boxes.items()}
     audio = audio_samples(path)
     phases = [  # (from, to, who is recorded)
@@ -199,10 +189,10 @@ async def test_excluded_participant_is_neither_seen_nor_heard_until_included_aga
         mid = (lo + hi) / 2
         seen = {k: _shown(f, mid) for k, f in frames.items()}
         if who == "ab":  # side by side, in join order
-            assert _near(seen["l"], RED) and _near(seen["r"], BLUE), (lo, hi, who, seen)
+            assert near(seen["l"], RED) and near(seen["r"], BLUE), (lo, hi, who, seen)
         else:  # alone in one big tile: the other's picture is nowhere
             colour = RED if who == "a" else BLUE
-            assert _near(seen["cl"], colour) and _near(seen["cr"], colour), (lo, hi, who, seen)
+            assert near(seen["cl"], colour) and near(seen["cr"], colour), (lo, hi, who, seen)
         heard = {hz: _level(audio, hz, lo, hi) for hz in (440.0, 660.0)}
         for name, hz in (("a", 440.0), ("b", 660.0)):
             if name in who:
@@ -210,7 +200,7 @@ async def test_excluded_participant_is_neither_seen_nor_heard_until_included_aga
             else:  # at least 40 dB under the voice that is heard
                 assert heard[hz] < 0.01 * max(heard.values()), (lo, hi, who, heard)
     # the inclusion applies to picture and sound together, around the moment it was asked
-    shown = next(t for t, c in frames["r"] if t > t_in - 1.0 and _near(c, BLUE))
+    shown = next(t for t, c in frames["r"] if t > t_in - 1.0 and near(c, BLUE))
     heard_at = _onset(audio, 660.0, t_in - 1.0)
     print(f"inclusion asked at {t_in:.3f} s: shown {shown - t_in:+.3f} s, heard {heard_at - t_in:+.3f} s")
     assert -0.35 <= shown - t_in <= 0.25 and -0.35 <= heard_at - t_in <= 0.25, (t_in, shown, heard_at)
@@ -227,16 +217,9 @@ def _titles(path: str) -> list[str]:
 async def test_speaker_tracks_hold_each_voice_aligned_with_the_mix(
     livekit_server: LiveKitServer, service: pyegress.EgressService, room_name: str
 ) -> None:
-    token = (
-        api.AccessToken(livekit_server.api_key, livekit_server.api_secret)
-        .with_identity("bot")
-        .with_kind("agent")
-        .with_grants(api.VideoGrants(room_join=True, room=room_name))
-        .to_jwt()
-    )
     a = publisher(livekit_server, room_name, "a", color=RED, tone_hz=440.0, marker_interval=NO_MARKERS)
-    bot = SyntheticPublisher(
-        livekit_server.url, token, video=False, tone_hz=660.0, marker_interval=NO_MARKERS
+    bot = publisher(
+        livekit_server, room_name, "bot", kind="agent", video=False, tone_hz=660.0, marker_interval=NO_MARKERS
     )
     await a.start()
     req = pe.StartEgressRequest(  # the unified request's template: the same room composite
@@ -282,8 +265,8 @@ async def test_speaker_tracks_hold_each_voice_aligned_with_the_mix(
         assert lag == 0, (path, lag)
     # the agent publishes no video: the grid holds a alone, full size
     video = final.file_results[0].filename
-    frames = {k: _colours(video, _box(x, 360)) for k, x in (("l", 400), ("r", 880))}
-    assert all(_near(_shown(f, t_mute), RED) for f in frames.values()), frames
+    frames = {k: _colours(video, box(x, 360)) for k, x in (("l", 400), ("r", 880))}
+    assert all(near(_shown(f, t_mute), RED) for f in frames.values()), frames
 
 
 @pytest.mark.integration

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-import socket
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,20 +15,14 @@ from livekit.protocol import egress as pe
 import pyegress
 from pyegress.outputs.stream import StreamOutput
 from pyegress.testing import LiveKitServer, picture_moves, probe, tone_present
+from pyegress.testing.ports import free_udp_port
 
-from .helpers import check_file_result, publisher, record_for, status, wait_active
+from .helpers import SMALL, check_file_result, publisher, record_for, status, wait_active
 
 pytestmark = pytest.mark.integration
 
-SMALL = pe.EncodingOptions(width=640, height=360, framerate=30, video_bitrate=1200)
 PASSPHRASE = "srt-pass-0123456789"
 STREAM_ID = "stream-id-abcdefgh"
-
-
-def free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class SrtListener:

@@ -17,7 +17,7 @@ import av
 import numpy as np
 import pytest
 from aiohttp import web
-from livekit import api, rtc
+from livekit import rtc
 from livekit.protocol import egress as pe
 from livekit.protocol import models as pm
 
@@ -34,18 +34,22 @@ from pyegress.testing.checks import AudioData
 from pyegress.testing.signals import PatternGenerator
 from pyegress.testing.storage_emulators import MinioServer
 
-from .helpers import check_file_result, cli_env, publisher, record_for, status, wait_active
+from .helpers import (
+    NO_MARKERS,
+    SMALL,
+    check_file_result,
+    cli_env,
+    near,
+    publisher,
+    record_for,
+    status,
+    wait_active,
+)
 from .test_web import site  # noqa: F401 - the test pages, served on loopback
 
 pytestmark = pytest.mark.integration
 
 RED, GREEN, BLUE = (220, 40, 40), (40, 200, 40), (40, 60, 220)
-NO_MARKERS = 3600.0  # no white flashes in colour tests
-SMALL = pe.EncodingOptions(width=640, height=360, framerate=30, video_bitrate=1200)
-
-
-def near(color: tuple[int, int, int], expected: tuple[int, int, int], tol: int = 40) -> bool:
-    return all(abs(a - b) <= tol for a, b in zip(color, expected, strict=True))
 
 
 def channels(path: str) -> tuple[AudioData, AudioData]:
@@ -62,16 +66,7 @@ def voice(
     server: LiveKitServer, room: str, identity: str, hz: float, *, kind: str = ""
 ) -> SyntheticPublisher:
     """An audio-only participant with a steady tone (``kind``: an agent, SIP... participant)."""
-    if not kind:
-        return publisher(server, room, identity, video=False, tone_hz=hz, marker_interval=NO_MARKERS)
-    token = (
-        api.AccessToken(server.api_key, server.api_secret)
-        .with_identity(identity)
-        .with_kind(kind)  # type: ignore[arg-type]
-        .with_grants(api.VideoGrants(room_join=True, room=room))
-        .to_jwt()
-    )
-    return SyntheticPublisher(server.url, token, video=False, tone_hz=hz, marker_interval=NO_MARKERS)
+    return publisher(server, room, identity, kind=kind, video=False, tone_hz=hz, marker_interval=NO_MARKERS)
 
 
 @contextlib.asynccontextmanager

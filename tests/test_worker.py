@@ -31,13 +31,12 @@ from pyegress.testing import LiveKitServer, netns, picture_moves, probe, region_
 from pyegress.testing.checks import AudioData
 from pyegress.testing.ports import free_tcp_port
 from pyegress.testing.redis_server import RedisServer
-from pyegress.testing.rtmp_server import RtmpServer, RtmpServerError
 from pyegress.testing.server import find_server_binary
 from pyegress.worker.config import DEFAULT_CPU_COST
 from pyegress.worker.proto import StartEgressRequest
 from pyegress.worker.psrpc import Bus
 
-from .helpers import publisher, status
+from .helpers import CANVAS, NO_MARKERS, box, near, publisher, start_rtmp, status
 
 REPO = Path(__file__).resolve().parents[1]
 PAGES = Path(__file__).parent / "pages"
@@ -320,18 +319,8 @@ async def test_ten_requests_spread_over_both_workers_none_over_its_capacity(
 # --- every request type, and the server's features, through the cluster ----------------------
 
 RED, BLUE = (220, 40, 40), (40, 60, 220)
-NO_MARKERS = 3600.0  # no white flashes in colour checks
-CANVAS = api.EncodingOptions(width=1280, height=720, framerate=30, video_bitrate=2000)
 SMALL = api.EncodingOptions(width=640, height=360, framerate=30, video_bitrate=1000)
 ENDED = {pe.EGRESS_COMPLETE, pe.EGRESS_FAILED, pe.EGRESS_ABORTED, pe.EGRESS_LIMIT_REACHED}
-
-
-def near(color: tuple[int, int, int], expected: tuple[int, int, int], tol: int = 40) -> bool:
-    return all(abs(a - b) <= tol for a, b in zip(color, expected, strict=True))
-
-
-def box(cx: int, cy: int, r: int = 20) -> tuple[int, int, int, int]:
-    return (cx - r, cy - r, cx + r, cy + r)
 
 
 async def _active(cluster: Cluster, egress_id: str) -> pe.EgressInfo:
@@ -596,11 +585,7 @@ async def test_a_template_room_composite_through_the_server_completes(
 
 
 async def test_update_stream_through_the_server_adds_an_rtmp_url(cluster: Cluster, room_name: str) -> None:
-    rtmp = RtmpServer()
-    try:
-        rtmp.start()
-    except RtmpServerError as e:
-        pytest.fail(f"cannot start the RTMP server (scripts/install-rtmp-server.sh): {e}", pytrace=False)
+    rtmp = start_rtmp()
     key_a, key_b = "worker_a_0123456789abcdef", "worker_b_0123456789abcdef"
     try:
         async with publisher(cluster.server, room_name) as pub, cluster.api() as lk:
