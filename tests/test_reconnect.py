@@ -340,7 +340,7 @@ async def test_a_retry_goes_on_with_the_pauses_and_sidecars_of_the_attempt_befor
             await _until(lambda: any(i.retry_count == 1 for i in seen), 15, "the retry starting")
             await asyncio.to_thread(server.restart)
             await _until(lambda: _media_flowing(svc, egress_id), 30, "media back after the retry")
-            await asyncio.sleep(1.0)
+            await asyncio.sleep(1.5)
             await svc.mark(egress_id, "second")
             await svc.pause_egress(egress_id, fill="black")
             await asyncio.sleep(1.5)
