@@ -159,8 +159,9 @@ def check_cut(info: pe.EgressInfo, encoded: float, paused: float) -> None:
     """A recording of the self-describing signal with one pause of about ``paused`` seconds cut
     from its file (``encoded``: the seconds the video encoder made, the paused ticks too): the
     file lasts ``encoded`` minus the pause, markers show on both sides of the cut with their
-    one-second rhythm intact once the paused time is added back (a span left in or cut twice
-    puts them off it by the pause's fraction of a second), and sound is in sync after it."""
+    one-second rhythm intact once the paused time is added back, and sound is in sync after it.
+    Pause for a whole number of seconds and a half: a span left in or cut twice then puts the
+    markers 0.5 s off the rhythm, a capture moves one by a frame or two (web: 33-67 ms)."""
     media = check_file_result(info)
     path = Path(info.file_results[0].filename)
     (pause,) = manifest(str(path))["pauses"]
@@ -177,7 +178,7 @@ def check_cut(info: pe.EgressInfo, encoded: float, paused: float) -> None:
     rhythm = [abs(s - round(s)) for s in since]
     sync = [min(beeps, key=lambda b, f=f: abs(b - f)) - f for f in after]  # audio - video
     print(f"after the cut: off the rhythm {_ms(rhythm)}, A/V {_ms(sync)}")
-    assert max(rhythm) < 0.15, (before, after, listed)
+    assert max(rhythm) < 0.25, (before, after, listed)
     assert max(map(abs, sync)) <= 0.100 and abs(float(np.median(sync))) <= 0.060, sync
 
 
