@@ -8,13 +8,16 @@ import secrets
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from livekit import api
 from livekit.protocol import egress as pe
 
 import pyegress
 from pyegress.testing import LiveKitServer, MediaInfo, SyntheticPublisher, probe
+from pyegress.testing.checks import beep_onsets, flash_onsets
 from pyegress.testing.rtmp_server import RtmpServer, RtmpServerError
+from pyegress.testing.signals import MARKER_DURATION
 
 #: A small picture: markers and colours read well, cheap to encode.
 SMALL = pe.EncodingOptions(width=640, height=360, framerate=30, video_bitrate=1200)
@@ -150,3 +153,34 @@ def service_account(token_uri: str, key_id: str = "") -> tuple[str, list[str]]:
 def end_reason(info: pe.EgressInfo) -> str:
     """``details`` without the quality summary that follows the end reason."""
     return info.details.split("; quality: ", 1)[0]
+
+
+def check_cut(info: pe.EgressInfo, encoded: float, paused: float) -> None:
+    """A recording of the self-describing signal with one pause of about ``paused`` seconds cut
+    from its file (``encoded``: the seconds the video encoder made, the paused ticks too): the
+    file lasts ``encoded`` minus the pause, markers show on both sides of the cut with their
+    one-second rhythm intact once the paused time is added back, and sound is in sync after it.
+    Pause for a whole number of seconds and a half: a span left in or cut twice then puts the
+    markers 0.5 s off the rhythm, a capture moves one by a frame or two (web: 33-67 ms)."""
+    media = check_file_result(info)
+    path = Path(info.file_results[0].filename)
+    (pause,) = manifest(str(path))["pauses"]
+    listed, cut = pause["duration"], pause["media_start"]
+    assert pause["fill"] == "cut" and pause["media_end"] == cut, pause
+    assert abs(listed - paused) < 0.3 and cut > 1.5, pause
+    assert abs(media.duration - (encoded - listed)) < 0.1, (media.duration, encoded, listed)
+    flashes, beeps = flash_onsets(path), beep_onsets(path)
+    before = [f for f in flashes if f < cut - MARKER_DURATION]
+    after = [f for f in flashes if f > cut + MARKER_DURATION]  # not one the resume cut in two
+    assert before and len(after) >= 2, (flashes, cut)
+    assert [b for b in beeps if b < cut] and len([b for b in beeps if b > cut]) >= 2, (beeps, cut)
+    since = [f + listed - before[-1] for f in after]  # the paused time added back
+    rhythm = [abs(s - round(s)) for s in since]
+    sync = [min(beeps, key=lambda b, f=f: abs(b - f)) - f for f in after]  # audio - video
+    print(f"after the cut: off the rhythm {_ms(rhythm)}, A/V {_ms(sync)}")
+    assert max(rhythm) < 0.25, (before, after, listed)
+    assert max(map(abs, sync)) <= 0.100 and abs(float(np.median(sync))) <= 0.060, sync
+
+
+def _ms(values: list[float]) -> list[str]:
+    return [f"{v * 1000:+.0f} ms" for v in values]

@@ -74,6 +74,36 @@ def test_events_written_during_a_cut_land_on_the_cut() -> None:
     assert docs["transcript.vtt"] == "WEBVTT\n" and docs["chat.vtt"] == "WEBVTT\n"
 
 
+def test_a_retry_goes_on_with_the_pause_and_the_media_clock_of_the_attempt_before() -> None:
+    first = _clock()
+    side = Sidecars(frozenset({"events", "chat"}), first)
+    side.note("mark", label="before")
+    first.pause("black")
+    first.next_tick += 30  # the attempt ends while paused, its file 11 s long
+    retry = PauseClock(30)
+    retry.carry_on(first, continued=11.0)
+    retry.start(time.monotonic() - 2.0)  # the retry's tick 0 was 2 s ago
+    retry.next_tick = 60
+    assert retry.paused and retry.fill_at(0) == "black", "a retry of a paused egress records nothing"
+    retry.resume()
+    assert retry.media_time(time.monotonic()) == pytest.approx(13.0, abs=0.05)
+    earlier, later = retry.to_list()
+    assert earlier == first.to_list()[0] and earlier["media_end"] == pytest.approx(11.0, abs=0.05)
+    assert later["fill"] == "black" and later["media_start"] == 11.0
+    assert later["media_end"] == pytest.approx(13.0, abs=0.05)
+    going_on = Sidecars(frozenset({"events", "chat"}), retry, side)
+    going_on.note("mark", label="after")
+    going_on.chat.append((time.monotonic(), "bob", "hi"))
+    docs = going_on.documents({})
+    body = json.loads(docs["events.json"])
+    assert [e["label"] for e in body["events"]] == ["before", "after"]
+    assert [e["media_time"] for e in body["events"]] == pytest.approx([10.0, 13.0], abs=0.1)
+    assert body["pauses"] == [earlier, later] and "00:00:13.0" in docs["chat.vtt"]
+    fresh = PauseClock(30)
+    fresh.carry_on(first, continued=None)  # a file of its own: nothing listed, still paused
+    assert fresh.paused and fresh.offset == 0.0 and fresh.to_list()[0]["media_start"] == 0.0
+
+
 def test_webvtt_cues_are_ordered_escaped_and_voiced() -> None:
     text = render_vtt([Cue(3661.5, 3662.0, "b <i>", "bob"), Cue(1.0, 1.0, "a & b")])
     assert text.splitlines() == [

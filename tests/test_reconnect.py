@@ -7,6 +7,7 @@ recordings are decoded: the gap is a held frame and silence, picture and sound g
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import time
 from collections.abc import AsyncIterator
@@ -20,9 +21,9 @@ from livekit.protocol import egress as pe
 
 import pyegress
 from pyegress.testing import LiveKitServer, SyntheticPublisher, netns, probe, tone_present
-from pyegress.testing.checks import audio_samples
+from pyegress.testing.checks import audio_samples, luma_means
 
-from .helpers import publisher, status, wait_active
+from .helpers import NO_MARKERS, manifest, publisher, status, wait_active
 
 pytestmark = pytest.mark.integration
 
@@ -347,3 +348,58 @@ async def test_passthrough_track_egress_ends_with_a_playable_file_when_the_serve
     print(f"FIGURES lost: {len(frames)} frames of {sent} sent before the kill, span {span:.2f} s "
           f"of {t_kill - t_active:.2f}")  # fmt: skip
     assert len(frames) >= 0.6 * sent and abs(span - (t_kill - t_active)) < 1.0, (len(frames), sent, span)
+async def test_a_retry_goes_on_with_the_pauses_and_sidecars_of_the_attempt_before(
+    server: LiveKitServer, tmp_path: Path, room_name: str
+) -> None:
+    """A pause cut from the first attempt, a mark, the server killed, then after the retry a mark
+    and a black pause: the one file's manifest and events sidecar list both pauses and both
+    marks on the file's own clock, where the decoded file shows them."""
+    async with _service(
+        server, tmp_path, wait_timeout=20.0, reconnect_timeout=2.0, sidecars=["events"]
+    ) as svc:
+        seen: list[pe.EgressInfo] = []
+        svc.listen(seen.append)
+        async with publisher(server, room_name, width=320, height=180, marker_interval=NO_MARKERS) as pub:
+            req = _request(room_name, pub, file_outputs=[pe.EncodedFileOutput(filepath="rec.mp4")])
+            started = await svc.start_track_composite_egress(req)
+            egress_id = started.egress_id
+            active = await wait_active(svc, egress_id)
+            assert status(active) == "EGRESS_ACTIVE", active.error
+            await asyncio.sleep(1.5)
+            await svc.pause_egress(egress_id)
+            await asyncio.sleep(1.0)
+            await svc.resume_egress(egress_id)
+            await asyncio.sleep(1.0)
+            await svc.mark(egress_id, "first")
+            await asyncio.sleep(0.5)
+            await asyncio.to_thread(server.kill)
+            await _until(lambda: any(i.retry_count == 1 for i in seen), 15, "the retry starting")
+            await asyncio.to_thread(server.restart)
+            await _until(lambda: _media_flowing(svc, egress_id), 30, "media back after the retry")
+            await asyncio.sleep(1.5)
+            await svc.mark(egress_id, "second")
+            await svc.pause_egress(egress_id, fill="black")
+            await asyncio.sleep(1.5)
+            await svc.resume_egress(egress_id)
+            await asyncio.sleep(1.5)
+            info = await svc.stop_egress(pe.StopEgressRequest(egress_id=egress_id))
+    assert status(info) == "EGRESS_COMPLETE" and info.retry_count == 1, info.error
+    (result,) = info.file_results
+    path = Path(result.filename)
+    cut, black = manifest(str(path))["pauses"]
+    events = json.loads(path.with_name(path.name + ".events.json").read_text())
+    assert events["pauses"] == [cut, black]
+    assert cut["fill"] == "cut" and cut["media_start"] == cut["media_end"], cut
+    marks = {e["label"]: e["media_time"] for e in events["events"] if e["type"] == "mark"}
+    (retried,) = [e["media_time"] for e in events["events"] if e["type"] == "retried"]
+    m0, m1 = black["media_start"], black["media_end"]
+    print(f"cut at {cut['media_start']:.2f}, marks {marks}, retry at {retried:.2f}, black {m0:.2f}..{m1:.2f}")
+    assert cut["media_start"] < marks["first"] < retried < marks["second"], (cut, marks, retried)
+    assert abs(black["media_start"] - marks["second"]) < 0.1, (black, marks)
+    assert black["media_end"] - black["media_start"] == pytest.approx(black["duration"], abs=1e-3)
+    # the file shows the black pause where both say it is: the retry's clock goes on from the first's
+    times, luma = luma_means(path)
+    assert (luma[(times > m0 + 0.1) & (times < m1 - 0.1)] < 20).all(), "black while paused"
+    assert (luma[(times > m0 - 0.6) & (times < m0 - 0.1)] > 40).all(), "the room before the pause"
+    assert (luma[(times > m1 + 0.1) & (times < m1 + 0.6)] > 40).all(), "the room after it"
+    assert probe(path).duration > m1 + 1.0

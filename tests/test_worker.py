@@ -25,18 +25,19 @@ from google.protobuf import json_format
 from livekit import api
 from livekit.protocol import egress as pe
 
-from pyegress.errors import SourceError
+from pyegress.errors import EgressNotFoundError, SourceError
 from pyegress.sources.web import find_chromium
 from pyegress.testing import LiveKitServer, netns, picture_moves, probe, region_color, tone_present
 from pyegress.testing.checks import AudioData
 from pyegress.testing.ports import free_tcp_port
 from pyegress.testing.redis_server import RedisServer
 from pyegress.testing.server import find_server_binary
-from pyegress.worker.config import DEFAULT_CPU_COST
+from pyegress.worker import control
+from pyegress.worker.config import DEFAULT_CPU_COST, RedisConfig
 from pyegress.worker.proto import StartEgressRequest
 from pyegress.worker.psrpc import Bus
 
-from .helpers import CANVAS, NO_MARKERS, box, near, publisher, start_rtmp, status
+from .helpers import CANVAS, NO_MARKERS, box, check_cut, manifest, near, publisher, start_rtmp, status
 
 REPO = Path(__file__).resolve().parents[1]
 PAGES = Path(__file__).parent / "pages"
@@ -846,3 +847,46 @@ async def test_session_limit_of_the_worker_config(cluster: Cluster, room_name: s
         if e.event == "egress_ended" and e.egress_info.egress_id == started.egress_id
     ]
     assert ended and ended[0].egress_info.status == pe.EGRESS_LIMIT_REACHED
+
+
+async def test_pyegress_control_pauses_an_egress_a_worker_runs(cluster: Cluster, room_name: str) -> None:
+    """LiveKit's protocol has no pause: pyegress's own psrpc methods on the cluster's Redis reach
+    the worker running the egress, and the paused span is cut from its file."""
+    redis = RedisConfig(address=cluster.redis.address)
+    paused_for = 1.5
+    async with (
+        publisher(cluster.server, room_name) as pub,
+        cluster.api() as lk,
+        control.connect(redis) as ctl,
+    ):
+        started = await lk.egress.start_track_composite_egress(
+            api.TrackCompositeEgressRequest(
+                room_name=room_name,
+                audio_track_id=pub.audio_track_sid,
+                video_track_id=pub.video_track_sid,
+                advanced=SMALL,
+                file_outputs=[api.EncodedFileOutput(filepath="{room_name}-paused.mp4")],
+            )
+        )
+        egress_id = started.egress_id
+        await _active(cluster, egress_id)
+        await asyncio.sleep(2.3)
+        answer = await ctl.pause_egress(egress_id)
+        assert answer.egress_id == egress_id and answer.status == pe.EGRESS_ACTIVE
+        await asyncio.sleep(paused_for)
+        await ctl.resume_egress(egress_id)
+        await asyncio.sleep(2.3)
+        # the command: a mark goes to the events sidecar, which these workers do not write
+        config = f"api_key: k\napi_secret: s\nws_url: ws://h\nredis:\n  address: {cluster.redis.address}\n"
+        cli = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "pyegress.cli", "control", "mark", egress_id, "--label", "x",
+            "--config-body", config, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        )  # fmt: skip
+        out, err = await cli.communicate()
+        assert cli.returncode == 1 and err.startswith(b"error: sidecars: marks go to the events"), (out, err)
+        await lk.egress.stop_egress(api.StopEgressRequest(egress_id=egress_id))
+        with pytest.raises(EgressNotFoundError, match="no worker runs"):
+            await control.WorkerControl(ctl.bus, timeout=1.0).pause_egress("EG_nowhere")
+    final = await _complete(cluster, egress_id)
+    encoded = manifest(final.file_results[0].filename)["quality"]["outputs"][0]["video_frames"] / 30
+    check_cut(final, encoded, paused_for)

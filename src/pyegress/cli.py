@@ -182,23 +182,35 @@ def main(argv: list[str] | None = None) -> int:
         help="room composite: one audio track per participant beside the mix (MP4, OGG, WebM files)",
     )
     wrk = sub.add_parser("worker", help="serve a LiveKit cluster as an egress worker (Redis dispatch)")
-    wrk.add_argument("--config", help="worker config YAML file (default: EGRESS_CONFIG_FILE)")
-    wrk.add_argument("--config-body", help="worker config as YAML text (default: EGRESS_CONFIG_BODY)")
     wrk.add_argument(
         "--drain-timeout",
         type=float,
         default=None,
         help="seconds running egresses get on SIGTERM (default: the config's drain_timeout, 60)",
     )
+    ctl = sub.add_parser(
+        "control",
+        help="pause, resume or mark an egress a pyegress worker of the cluster runs (through its Redis)",
+    )
+    ctl.add_argument("action", choices=["pause", "resume", "mark"])
+    ctl.add_argument("egress_id")
+    ctl.add_argument("--fill", choices=FILLS, default="cut", help="pause: cut, or a black or still slate")
+    ctl.add_argument("--label", default="", help="mark: its label")
+    ctl.add_argument("--data", default="null", help="mark: its data, as JSON")
+    for p in (wrk, ctl):
+        p.add_argument("--config", help="worker config YAML file (default: EGRESS_CONFIG_FILE)")
+        p.add_argument("--config-body", help="worker config as YAML text (default: EGRESS_CONFIG_BODY)")
     args = parser.parse_args(argv)
-    if args.command == "worker":
+    if args.command in ("worker", "control"):
         return _worker(args)
     return asyncio.run(record(args))
 
 
 def _worker(args: argparse.Namespace) -> int:
+    """``worker`` and ``control``: both read the worker config (``control`` for its Redis)."""
     try:  # the worker's dependencies are an extra: pip install 'pyegress[worker]'
         from .worker.config import load_config
+        from .worker.control import run_control
         from .worker.run import run_worker
     except ImportError as e:
         print(
@@ -211,6 +223,10 @@ def _worker(args: argparse.Namespace) -> int:
     except EgressError as e:
         print(f"error: worker config: {e}", file=sys.stderr)
         return 2
+    if args.command == "control":
+        return asyncio.run(
+            run_control(config.redis, args.action, args.egress_id, args.fill, args.label, args.data)
+        )
     logging.basicConfig(
         level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )

@@ -14,6 +14,11 @@ or the last frame shown; silence) instead of the room. What each output makes of
 Ticks are the pipeline's (``k / fps`` seconds of output time, wall time ``t0 + k / fps``). A pause
 or resume takes effect on the first tick not yet handed out, so what the room did before the call
 is kept and nothing after it is recorded.
+
+A retry of the egress (a new pipeline, a new clock) goes on with the attempt before it
+(:meth:`PauseClock.carry_on`): a pause it ended in goes on, and where the retry continues the
+same file or playlist, its media times run on from where that media ended and the earlier
+pauses stay listed.
 """
 
 from __future__ import annotations
@@ -57,11 +62,23 @@ class PauseClock:
         self.wall0 = 0.0  # unix time of tick 0
         self.next_tick = 0  # the first tick not handed out yet (the pipeline keeps it)
         self.pauses: tuple[Pause, ...] = ()
+        self.offset = 0.0  # media seconds before tick 0: what earlier attempts wrote (a retry)
+        self.earlier: list[dict[str, object]] = []  # their pauses, on the same media clock
 
     def start(self, t0: float) -> None:
         """The clock runs: tick 0 is at monotonic ``t0``."""
         self.t0 = t0
         self.wall0 = time.time() - (time.monotonic() - t0)
+
+    def carry_on(self, earlier: PauseClock, continued: float | None) -> None:
+        """Go on from ``earlier``, the clock of the attempt before a retry (before this one
+        starts): paused from tick 0 if it ended paused; when the retry continues its media,
+        which ended ``continued`` seconds in, media times go on from there and its pauses stay
+        listed."""
+        if earlier.paused:
+            self.pauses = (Pause(0, None, earlier.pauses[-1].fill),)
+        if continued is not None:
+            self.offset, self.earlier = continued, earlier.to_list()
 
     @property
     def paused(self) -> bool:
@@ -139,14 +156,15 @@ class PauseClock:
     def media_time(self, when: float) -> float:
         """Seconds on the recorded timeline of monotonic ``when`` (inside a cut: where it is)."""
         k = max(0.0, (when - self.t0) * self.fps)
-        return max(0.0, (k - self.cut_before(k)) / self.fps)
+        return self.offset + max(0.0, (k - self.cut_before(k)) / self.fps)
 
     def to_list(self) -> list[dict[str, object]]:
-        """The pauses for manifests and sidecars: wall time (unix ns) and media time (s)."""
-        out: list[dict[str, object]] = []
+        """The pauses for manifests and sidecars (earlier attempts' first): wall time (unix ns)
+        and media time (s)."""
+        out = list(self.earlier)
         for p in self.pauses:
             end = p.end if p.end is not None else self.next_tick
-            m0 = (p.start - self.cut_before(p.start)) / self.fps
+            m0 = self.offset + (p.start - self.cut_before(p.start)) / self.fps
             m1 = m0 if p.fill == "cut" else m0 + (end - p.start) / self.fps
             out.append(
                 {

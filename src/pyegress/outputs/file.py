@@ -95,6 +95,12 @@ class FileOutput(PacketOutput):
         """True while this attempt appends to an earlier attempt's file."""
         return self._resume is not None
 
+    @property
+    def continued_after(self) -> float | None:
+        """Seconds of media the earlier attempts wrote to the file this attempt goes on with
+        (None: a file of its own); known once open."""
+        return self._offset if self._resume is not None else None
+
     def open(self, video: av.VideoStream | None, audio: av.AudioStream | None) -> None:
         fmt = CONTAINER_FORMATS[self.path.suffix]
         self.path.parent.mkdir(parents=True, exist_ok=True)

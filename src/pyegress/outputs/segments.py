@@ -132,6 +132,12 @@ class SegmentOutput(PacketOutput):
             self._uploaded.update(previous._uploaded)
             self._resume_at = len(self.segments)
 
+    @property
+    def continued_after(self) -> float | None:
+        """Seconds the earlier attempts' segments of the playlist this attempt goes on with
+        last (None: a playlist of its own)."""
+        return sum(s.duration for s in self.segments[: self._resume_at]) if self._resume_at else None
+
     # --- pipeline side (encode thread) ---------------------------------------------------
 
     def open(self, video: av.VideoStream | None, audio: av.AudioStream | None) -> None:

@@ -48,7 +48,7 @@ from ..media.timeline import AudioInput, Ticks, VideoInput
 from ..outputs import FrameOutput, Output, PcmOutput, StreamOutput, build_outputs
 from ..outputs.file import FileOutput
 from ..outputs.segments import SegmentOutput
-from ..pauses import PauseFill, check_fill
+from ..pauses import PauseClock, PauseFill, check_fill
 from ..pipeline import Pipeline, PipelineStats
 from ..preview import Preview, View
 from ..quality import (
@@ -171,6 +171,7 @@ class Recorder:
         self._end_error: EgressError | None = None  # the recording ended early: fail once finished
         self._stop_asked = False
         self._quality: QualityReport | None = None  # the final report, once the recording ended
+        self._before: tuple[PauseClock, Sidecars | None] | None = None  # the attempt before a retry
 
     @classmethod
     def from_config(cls, config: EgressConfig, options: Options) -> Recorder:
@@ -467,17 +468,20 @@ class Recorder:
         """The room whose events and text streams the sidecars follow (none by default)."""
         return None
 
+    def _sidecar_media(self) -> FileOutput | SegmentOutput | None:
+        """The first file or playlist: the media the sidecars go beside, on its clock."""
+        return next((o for o in self.outputs if isinstance(o, (FileOutput, SegmentOutput))), None)
+
     async def _publish_sidecars(self) -> list[dict[str, str]]:
         """Write the sidecars beside the first file or playlist (else in the output folder)
         and upload them with it."""
         if self.sidecars is None:
             return []
         media, store = self.config.output_dir / self.egress_id, None
-        for o in self.outputs:
-            if isinstance(o, (FileOutput, SegmentOutput)):
-                media = o.path if isinstance(o, FileOutput) else o.paths.playlist
-                store = o.store
-                break
+        out = self._sidecar_media()
+        if out is not None:
+            media = out.path if isinstance(out, FileOutput) else out.paths.playlist
+            store = out.store
         header = {"egress_id": self.egress_id, "room_name": self.config.room_name}
         return await self.sidecars.publish(media, store, header)
 
@@ -581,7 +585,9 @@ class Recorder:
             await self._disconnect()
         await self._publish_manifests()
         if self.pipeline is not None:
+            self._before = (self.pipeline.pauses, self.sidecars)
             self._stats, self.pipeline = self.pipeline.stats, None
+        self.sidecars = None
         self._end, self._end_error = asyncio.Event(), None
         self.owner.set_status(pe.EGRESS_STARTING)
         with self.owner.edit() as info:
@@ -631,12 +637,19 @@ class Recorder:
         with self.owner.edit() as info:
             info.started_at = info.started_at or started  # a retry keeps the first start
             self._mirror_legacy()
-        self.pipeline.pauses.start(t0)
+        clock, (before, earlier) = self.pipeline.pauses, self._before or (None, None)
+        media = self._sidecar_media()
+        continued = media.continued_after if media is not None else None
+        if before is not None:  # a retry: a pause goes on, and so does the media it continues
+            clock.carry_on(before, continued)
+        clock.start(t0)
         if self.sidecar_kinds:
-            self.sidecars = Sidecars(self.sidecar_kinds, self.pipeline.pauses)
+            self.sidecars = Sidecars(self.sidecar_kinds, clock, earlier if continued is not None else None)
             room = self._sidecar_room()
             if room is not None:
                 self.sidecars.attach(room)
+            if before is not None:
+                self.note("retried", retry_count=self.info.retry_count, continued=continued is not None)
         self.owner.set_status(pe.EGRESS_ACTIVE)
         self._on_active()
         try:
@@ -699,8 +712,9 @@ class Recorder:
         data = MessageToDict(snapshot(self.info), preserving_proto_field_name=True)
         if self._quality is not None:
             data["quality"] = self._quality.to_dict()
-        if self.pipeline is not None and self.pipeline.pauses.pauses:
-            data["pauses"] = self.pipeline.pauses.to_list()
+        pauses = self.pipeline.pauses.to_list() if self.pipeline is not None else []
+        if pauses:
+            data["pauses"] = pauses
         if self.sidecars is not None:
             data["sidecars"] = await self._publish_sidecars()
         for out in self.outputs:

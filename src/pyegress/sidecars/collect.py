@@ -1,7 +1,7 @@
 """What a recording's sidecars are made of, collected while it records, written when it ends.
 
 - ``events``: joins, leaves, tracks published / unpublished / muted / unmuted, active speaker
-  changes, layout changes, pauses and resumes, and the application's marks
+  changes, layout changes, pauses and resumes, retries, and the application's marks
   (:meth:`Sidecars.note`), in ``<media>.events.json``;
 - ``transcript``: the room's ``lk.transcription`` text streams as LiveKit Agents publish them
   (``lk.segment_id``, ``lk.transcription_final``, ``lk.transcribed_track_id``): one cue per
@@ -11,7 +11,8 @@
 - ``chat``: ``lk.chat`` text streams, one cue per message, ``<media>.chat.vtt``.
 
 Transcription and chat opened while the egress is paused are not recorded (nothing of the room
-is); events are, at the media time of the cut.
+is); events are, at the media time of the cut. A retry that continues the same file or playlist
+continues its sidecars too (``earlier``: the attempt before, on the same media clock).
 """
 
 from __future__ import annotations
@@ -80,10 +81,13 @@ class Segment:
 
 @dataclass
 class Sidecars:
-    """Collects the sidecars ``kinds`` of one recording on ``clock`` (the pipeline's pauses)."""
+    """Collects the sidecars ``kinds`` of one recording on ``clock`` (the pipeline's pauses);
+    ``earlier``: the sidecars of the attempt before a retry that continues its media, written
+    first."""
 
     kinds: frozenset[str]
     clock: PauseClock
+    earlier: Sidecars | None = None
     events: list[dict[str, Any]] = field(default_factory=list)
     segments: dict[str, Segment] = field(default_factory=dict)
     chat: list[tuple[float, str, str]] = field(default_factory=list)  # opened, who, text
@@ -184,7 +188,7 @@ class Sidecars:
                     self._room.off(name, fn)  # type: ignore[arg-type]
             for topic in self._topics:
                 self._room.unregister_text_stream_handler(topic)
-        self._handlers, self._topics = [], []
+        self._room, self._handlers, self._topics = None, [], []
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -194,13 +198,28 @@ class Sidecars:
     def documents(self, header: dict[str, Any]) -> dict[str, str]:
         """Each sidecar's file suffix and text."""
         docs: dict[str, str] = {}
-        end = self.clock.media_time(self._end or time.monotonic())
+        events, items, cues = self._entries()
         if "events" in self.kinds:
-            body = {**header, "pauses": self.clock.to_list(), "events": self.events}
+            body = {**header, "pauses": self.clock.to_list(), "events": events}
             docs["events.json"] = json.dumps(body, indent=2)
         if "transcript" in self.kinds:
+            docs["transcript.json"] = json.dumps({**header, "segments": items}, indent=2)
+            docs["transcript.vtt"] = render_vtt(
+                Cue(float(i["start"]), float(i["end"]), str(i["text"]), str(i["speaker"])) for i in items
+            )
+        if "chat" in self.kinds:
+            docs["chat.vtt"] = render_vtt(cues)
+        return docs
+
+    def _entries(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[Cue]]:
+        """The events, transcript segments and chat cues on the media clock, the earlier
+        attempts' first."""
+        events, items, cues = self.earlier._entries() if self.earlier is not None else ([], [], [])
+        events = [*events, *self.events]
+        end = self.clock.media_time(self._end or time.monotonic())
+        if "transcript" in self.kinds:
             segs = sorted(self.segments.values(), key=lambda s: s.start)
-            items = [
+            items += [
                 {
                     "id": s.id,
                     "speaker": s.speaker,
@@ -215,18 +234,11 @@ class Sidecars:
                 for s in segs
                 if s.text.strip()
             ]
-            docs["transcript.json"] = json.dumps({**header, "segments": items}, indent=2)
-            docs["transcript.vtt"] = render_vtt(
-                Cue(float(i["start"]), float(i["end"]), str(i["text"]), str(i["speaker"]))  # type: ignore[arg-type]
-                for i in items
-            )
         if "chat" in self.kinds:
-            cues = []
             for opened, who, text in self.chat:
                 start = self.clock.media_time(opened)
                 cues.append(Cue(start, min(start + CHAT_CUE, max(end, start)), text, who))
-            docs["chat.vtt"] = render_vtt(cues)
-        return docs
+        return events, items, cues
 
     async def publish(self, media: Path, store: Store | None, header: dict[str, Any]) -> list[dict[str, str]]:
         """Write each sidecar beside ``media`` (``<media>.<suffix>``), upload it to ``store``;

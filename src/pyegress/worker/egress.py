@@ -2,10 +2,11 @@
 
 It serves ``EgressInternal.StartEgress`` (claimed with an affinity when the request's measured
 cost fits), ``ListActiveEgress``, and per egress ``EgressHandler.StopEgress`` /
-``UpdateStream``; it follows each egress through the service's listeners and reports it with
-``IOInfo.CreateEgress`` (awaited first, so the server sends ``egress_started``) and then
-``IOInfo.UpdateEgress`` on every change (serialized per egress, the latest info wins,
-retried with backoff while the server cannot be reached). It never reaches into recorders.
+``UpdateStream`` (and pyegress's own pause, resume and marks, :mod:`.control`); it follows
+each egress through the service's listeners and reports it with ``IOInfo.CreateEgress``
+(awaited first, so the server sends ``egress_started``) and then ``IOInfo.UpdateEgress`` on
+every change (serialized per egress, the latest info wins, retried with backoff while the
+server cannot be reached). It never reaches into recorders.
 
 What it sends is mirrored in its state file (:mod:`.state`): at start it reports the egresses a
 killed run left there FAILED; after a Redis restart (:meth:`EgressWorker.resync`) it sends each
@@ -35,6 +36,7 @@ from ..service import EgressService
 from ..webhooks import request_webhooks
 from .claims import StartClaims
 from .config import WorkerConfig
+from .control import serve_control
 from .proto import ListActiveEgressResponse, StartEgressRequest, recast, start_request_kind
 from .psrpc import Bus, RpcError, Served
 from .state import Left, StateFile
@@ -241,6 +243,7 @@ class EgressWorker:
                                      affinity=lambda _: 1.0, queue=True),
                 await self.bus.serve(HANDLER, "UpdateStream", egress_id, self._update_stream,
                                      affinity=lambda _: 1.0, queue=True),
+                *await serve_control(self.bus, self.service, egress_id),  # pyegress's own: pause...
             ]  # fmt: skip
         log.info("egress %s started (%s, %.2f cores reserved)", egress_id, which, cost)
         return answer

@@ -1,5 +1,5 @@
-"""The protobuf messages livekit-protocol's Python package lacks: psrpc's envelopes and LiveKit's rpc
-egress messages.
+"""The protobuf messages livekit-protocol's Python package lacks: psrpc's envelopes, LiveKit's rpc
+egress messages, and pyegress's own control request (:mod:`pyegress.worker.control`).
 
 Built at import time from descriptors (no protoc at build time) in a descriptor pool of their own,
 so a future livekit-protocol that ships ``rpc.*`` itself cannot collide with them. The livekit
@@ -21,6 +21,7 @@ from livekit.protocol import egress as lk_egress
 __all__ = [
     "ClaimRequest",
     "ClaimResponse",
+    "ControlRequest",
     "ListActiveEgressRequest",
     "ListActiveEgressResponse",
     "Msg",
@@ -173,6 +174,23 @@ def _rpc_egress_file() -> descriptor_pb2.FileDescriptorProto:
     return f
 
 
+def _control_file() -> descriptor_pb2.FileDescriptorProto:
+    """pyegress's own control request (:mod:`pyegress.worker.control`): pause, resume, mark."""
+    f = descriptor_pb2.FileDescriptorProto(name="pyegress/control.proto", package="pyegress", syntax="proto3")
+    f.message_type.append(
+        _message(
+            "ControlRequest",
+            [
+                ("egress_id", 1, _STRING, "", False, None),
+                ("fill", 2, _STRING, "", False, None),  # PauseEgress: cut, black or still
+                ("label", 3, _STRING, "", False, None),  # MarkEgress
+                ("data", 4, _STRING, "", False, None),  # MarkEgress: JSON
+            ],
+        )
+    )
+    return f
+
+
 def _add_with_dependencies(pool: descriptor_pool.DescriptorPool, fd: FileDescriptor, done: set[str]) -> None:
     """Copy ``fd`` and everything it imports (dependencies first) into ``pool``."""
     if fd.name in done:
@@ -191,6 +209,7 @@ _add_with_dependencies(_POOL, any_pb2.DESCRIPTOR, _copied)
 _add_with_dependencies(_POOL, lk_egress.DESCRIPTOR, _copied)
 _POOL.Add(_internal_file())
 _POOL.Add(_rpc_egress_file())
+_POOL.Add(_control_file())
 
 
 def _cls(full_name: str) -> type[Message]:
@@ -206,6 +225,7 @@ ClaimResponse: type[Message] = _cls("internal.ClaimResponse")
 StartEgressRequest: type[Message] = _cls("rpc.StartEgressRequest")
 ListActiveEgressRequest: type[Message] = _cls("rpc.ListActiveEgressRequest")
 ListActiveEgressResponse: type[Message] = _cls("rpc.ListActiveEgressResponse")
+ControlRequest: type[Message] = _cls("pyegress.ControlRequest")
 
 _M = TypeVar("_M", bound=Message)
 
