@@ -71,6 +71,17 @@ def test_advanced_options() -> None:
     assert (a.codec, a.bitrate_kbps, a.sample_rate) == ("opus", 64, 48000)
 
 
+def test_passthrough_preset_writes_the_senders_codecs_into_files() -> None:
+    cfg = build_config(pe.ParticipantEgressRequest(room_name="r", identity="a", preset=pe.PASSTHROUGH,
+                                                   file_outputs=OUT))  # fmt: skip
+    assert cfg.passthrough and cfg.kind is Kind.PARTICIPANT
+    assert [f.file_type for f in cfg.files] == [FileType.AUTO]  # MP4 for H.264, WebM for VP8
+    audio = build_config(tc(video_track_id="", preset=pe.PASSTHROUGH,
+                            file_outputs=[pe.EncodedFileOutput(file_type=pe.OGG)]))  # fmt: skip
+    assert audio.passthrough and audio.video is None and [f.file_type for f in audio.files] == [FileType.AUTO]
+    assert not build_config(tc()).passthrough
+
+
 @pytest.mark.parametrize(
     ("req", "field"),
     [
@@ -79,7 +90,16 @@ def test_advanced_options() -> None:
         (tc(advanced=pe.EncodingOptions(width=641, height=360)), "advanced.width"),
         (tc(advanced=pe.EncodingOptions(framerate=500)), "advanced.framerate"),
         (tc(advanced=pe.EncodingOptions(audio_frequency=12345)), "advanced.audio_frequency"),
-        (tc(preset=pe.PASSTHROUGH), "preset"),
+        (pe.RoomCompositeEgressRequest(room_name="r", preset=pe.PASSTHROUGH, file_outputs=OUT), "preset"),
+        (tc(preset=pe.PASSTHROUGH, segment_outputs=[pe.SegmentedFileOutput()]), "segment_outputs[0]"),
+        (
+            tc(preset=pe.PASSTHROUGH, file_outputs=[pe.EncodedFileOutput(file_type=pe.OGG)]),
+            "file_outputs[0].file_type",
+        ),
+        (
+            tc(preset=pe.PASSTHROUGH, file_outputs=[pe.EncodedFileOutput(file_type=pe.MP3)]),
+            "file_outputs[0].file_type",
+        ),
         (tc(file_outputs=[pe.EncodedFileOutput(file_type=pe.OGG)]), "file_outputs[0].file_type"),
         (tc(file_outputs=[pe.EncodedFileOutput(filepath="{nope}.mp4")]), "file_outputs[0].filepath"),
         (tc(file_outputs=[]), "file_outputs"),
