@@ -11,7 +11,7 @@ import pytest
 
 from pyegress import InvalidRequestError
 from pyegress.media.encoder import EncodedPacket
-from pyegress.pauses import PauseClock, check_fill
+from pyegress.pauses import FrameCut, PauseClock, check_fill
 from pyegress.sidecars import Cue, Sidecars, check_kinds, render_vtt
 
 
@@ -59,6 +59,26 @@ def test_a_slate_pause_cuts_nothing_and_fills_are_checked() -> None:
         check_fill("grey")
     with pytest.raises(InvalidRequestError, match="sidecars"):
         check_kinds(["events", "video"])
+
+
+def test_frames_as_sent_lose_the_paused_span_and_keep_their_order() -> None:
+    clock = PauseClock(1000)
+    clock.start(time.monotonic())
+    cut = FrameCut(clock)
+    audio = [cut.place(k * 0.02, (k + 1) * 0.02) for k in range(50)]  # 1 s of 20 ms packets
+    assert audio == pytest.approx([k * 0.02 for k in range(50)])
+    clock.pause()
+    assert cut.place(1.0, 1.02) is None and cut.place(2.0, 2.02) is None  # paused: dropped
+    clock.resume()
+    # the first frame after the resume continues where the file ended (2.5 s cut), together
+    # for every stream: a late frame older than it is dropped, later ones move by the same cut
+    assert cut.place(3.5, 3.52) == pytest.approx(1.0)
+    assert cut.place(3.49, 3.5) is None
+    assert cut.place(3.6, 3.62) == pytest.approx(1.1)
+    assert cut.cut == pytest.approx(2.5)
+    clock.pause()
+    clock.resume()  # no frame came while paused: nothing cut
+    assert cut.place(3.62, 3.64) == pytest.approx(1.12)
 
 
 def test_events_written_during_a_cut_land_on_the_cut() -> None:

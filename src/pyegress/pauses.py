@@ -177,3 +177,36 @@ class PauseClock:
                 }
             )
         return out
+
+
+class FrameCut:
+    """Cuts paused spans out of a file of frames as sent (no ticks, no slate: only ``"cut"``).
+
+    Times are seconds on the file's own timeline (one for all its streams, so they move
+    together). A frame that arrives while ``clock`` is paused is dropped; the span cut runs from
+    the end of what was written before the pause to the first frame that arrives after the
+    resume, so the file continues without a gap. Frames older than that first one are dropped
+    too (another stream's late ones); video must then restart on a key frame (the caller's).
+    """
+
+    def __init__(self, clock: PauseClock) -> None:
+        self.clock = clock
+        self.cut = 0.0  # seconds left out so far
+        self._paused_at: float | None = None
+        self._floor = -math.inf  # where the last cut ended: nothing older is written
+        self._end = 0.0  # where what was written ends
+
+    def place(self, t: float, end: float) -> float | None:
+        """The file time of a frame spanning ``[t, end)``; None: dropped (paused, or cut)."""
+        if self.clock.paused:
+            if self._paused_at is None:
+                self._paused_at = self._end
+            return None
+        if self._paused_at is not None:
+            resumed = max(t, self._paused_at)
+            self.cut += resumed - self._paused_at
+            self._floor, self._paused_at = resumed, None
+        if t < self._floor:
+            return None
+        self._end = max(self._end, end)
+        return t - self.cut
