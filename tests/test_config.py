@@ -10,7 +10,7 @@ from livekit.protocol import models as pm
 
 from pyegress.cli import infer_type, parse_request
 from pyegress.config import FileType, Kind, audio_for, build_config
-from pyegress.errors import InvalidRequestError
+from pyegress.errors import InvalidRequestError, NotSupportedError
 from pyegress.filenames import resolve_path, time_values
 from pyegress.info import REDACTED, new_info
 
@@ -80,6 +80,25 @@ def test_passthrough_preset_writes_the_senders_codecs_into_files() -> None:
                             file_outputs=[pe.EncodedFileOutput(file_type=pe.OGG)]))  # fmt: skip
     assert audio.passthrough and audio.video is None and [f.file_type for f in audio.files] == [FileType.AUTO]
     assert not build_config(tc()).passthrough
+
+
+def test_a_unified_camera_and_microphone_source_is_written_as_sent() -> None:
+    def unified(source: pe.MediaSource) -> pe.StartEgressRequest:
+        out = pe.Output(file=pe.FileOutput(filepath="x"))
+        return pe.StartEgressRequest(room_name="r", media=source, preset=pe.PASSTHROUGH, outputs=[out])
+
+    mine = pe.AudioConfig(routes=[pe.AudioRoute(participant_identity="alice")])
+    cfg = build_config(
+        unified(pe.MediaSource(participant_video=pe.ParticipantVideo(identity="alice"), audio=mine))
+    )
+    assert (cfg.kind, cfg.identity, cfg.passthrough) == (Kind.PARTICIPANT, "alice", True)
+    assert [f.file_type for f in cfg.files] == [FileType.AUTO]
+    track = pe.AudioConfig(routes=[pe.AudioRoute(track_id="TR_a")])
+    cfg = build_config(unified(pe.MediaSource(video_track_id="TR_v", audio=track)))
+    assert (cfg.kind, cfg.video_track_id, cfg.audio_track_id) == (Kind.TRACK_COMPOSITE, "TR_v", "TR_a")
+    left = pe.AudioConfig(routes=[pe.AudioRoute(track_id="TR_a", channel=pe.AUDIO_CHANNEL_LEFT)])
+    with pytest.raises(NotSupportedError, match=r"^preset: PASSTHROUGH"):  # a channel of its own: a mix
+        build_config(unified(pe.MediaSource(video_track_id="TR_v", audio=left)))
 
 
 @pytest.mark.parametrize(

@@ -10,12 +10,44 @@ from livekit.protocol import egress as pe
 
 from ..errors import InvalidRequestError
 from ..media.encoding import AudioEncoding, VideoEncoding
-from .model import EgressConfig, FileType
+from .model import EgressConfig, FileType, Kind
+from .outputs import Place
 
 
 def asks_passthrough(req: pe.ParticipantEgressRequest | pe.TrackCompositeEgressRequest) -> bool:
     """Whether the request's preset is ``PASSTHROUGH``."""
     return req.WhichOneof("options") == "preset" and req.preset == pe.PASSTHROUGH
+
+
+def unified_mux(req: pe.StartEgressRequest, room: str, place: Place) -> EgressConfig | None:
+    """A unified request's media source as a participant (``participant_video``, its audio
+    routed by that identity or not at all) or a track composite (``video_track_id`` and one
+    audio route by ``track_id``), written as sent; None for any other source."""
+    m = req.media
+    routes = list(m.audio.routes) if m.HasField("audio") else []
+    if req.WhichOneof("source") != "media" or m.audio.capture_all:
+        return None
+    if any(r.channel != pe.AUDIO_CHANNEL_BOTH for r in routes):
+        return None  # a channel of its own needs a mix
+    cfg = EgressConfig(Kind.PARTICIPANT, room, req, output_dir=place.root, jail=place.jail)
+    which = m.WhichOneof("video")
+    if which == "participant_video" and m.participant_video.identity.strip():
+        cfg.identity = m.participant_video.identity.strip()
+        cfg.screen_share = m.participant_video.prefer_screen_share
+        by_identity = [r for r in routes if r.WhichOneof("match") == "participant_identity"]
+        theirs = [r.participant_identity.strip() for r in by_identity]
+        if len(theirs) != len(routes) or set(theirs) - {cfg.identity}:
+            return None
+    elif which == "video_track_id" and m.video_track_id.strip() and len(routes) == 1:
+        if routes[0].WhichOneof("match") != "track_id" or not routes[0].track_id.strip():
+            return None
+        cfg.kind = Kind.TRACK_COMPOSITE
+        cfg.video_track_id, cfg.audio_track_id = m.video_track_id.strip(), routes[0].track_id.strip()
+    else:
+        return None
+    cfg.passthrough = True
+    cfg.video, cfg.audio = as_sent()
+    return cfg
 
 
 def as_sent() -> tuple[VideoEncoding, AudioEncoding]:
