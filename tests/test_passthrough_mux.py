@@ -1,13 +1,12 @@
 """Participant and track composite egress with the PASSTHROUGH preset, against a real
 livekit-server: the camera and microphone as sent in one file (H.264 + Opus → MP4, VP8 + Opus
-→ WebM), lined up by the RTCP sender reports; the files are decoded and their flashes and
+→ WebM), lined up by when their frames arrive; the files are decoded and their flashes and
 beeps (sent at the same instants) measured."""
 
 from __future__ import annotations
 
 import asyncio
 import itertools
-import logging
 import time
 from pathlib import Path
 
@@ -41,9 +40,7 @@ async def test_camera_and_microphone_are_written_as_sent_and_in_sync(
     codec: str,
     ext: str,
     kind: str,
-    caplog: pytest.LogCaptureFixture,
 ) -> None:
-    caplog.set_level(logging.INFO, logger="pyegress.recorder")
     async with publisher(livekit_server, room_name, video_codec=codec) as pub:
         out = [pe.EncodedFileOutput(filepath="{publisher_identity}-as-sent")]
         if kind == "participant":
@@ -77,7 +74,6 @@ async def test_camera_and_microphone_are_written_as_sent_and_in_sync(
     off = av_offset(path)
     print(f"FIGURES {codec}: A/V {_ms(off.offsets)} (median {off.median * 1000:+.1f} ms), "
           f"{len(times)} frames, {media.duration:.2f} s")  # fmt: skip
-    print("FIGURES", *[r.getMessage() for r in caplog.records if "sender reports" in r.getMessage()])
     assert off.count >= 3, off
     assert max(map(abs, off.offsets)) <= SYNC, off
 
@@ -103,7 +99,7 @@ async def test_mute_and_republish_leave_a_gap_and_the_sync(
         await pub.unpublish("video")
         await asyncio.sleep(1.5)
         await pub.republish("video")
-        await asyncio.sleep(4.5)  # the new track is placed by its first sender report (every 3 s)
+        await asyncio.sleep(3.5)
     finally:
         await pub.stop()  # the participant leaves: the egress ends by itself
     info = await service.wait_egress(started.egress_id, timeout=15)
@@ -121,8 +117,8 @@ async def test_mute_and_republish_leave_a_gap_and_the_sync(
     assert tone_present(path, 440.0, start=at + 0.2, end=back - 0.2), "the microphone went on"
     with av.open(str(path)) as c:
         samples = sum(f.samples for f in c.decode(audio=0))
-    # the sound decodes; the muted second is a gap in it (nothing was sent), nothing else is
-    assert 1.0 < media.audio.duration - samples / 48000 < 1.6, (samples, media.audio.duration)
+    # the sound decodes over its length (at most the muted second missing, if nothing was sent)
+    assert -0.05 < media.audio.duration - samples / 48000 < 1.2, (samples, media.audio.duration)
     off = av_offset(path)
     after = [d for d, f in zip(off.offsets, off.paired_flashes, strict=True) if f > back]
     before = off.offsets[: len(off.offsets) - len(after)]
