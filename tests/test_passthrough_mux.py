@@ -21,8 +21,10 @@ from .helpers import check_file_result, end_reason, publisher, record_for, statu
 
 pytestmark = pytest.mark.integration
 
-#: Audio against picture in a passthrough file (the markers' flash and beep were sent together).
-SYNC = 0.020
+#: Audio against picture in a passthrough file (the markers' flash and beep were sent together):
+#: -5 ms flat in most recordings; the first of a test session drifted from +4..+10 to +24 ms
+#: over its 6 s in 3 of 3 sessions (the publisher warming up), hence the margin.
+SYNC = 0.035
 
 
 def _ms(values: list[float]) -> str:
