@@ -97,7 +97,7 @@ def test_a_unified_camera_and_microphone_source_is_written_as_sent() -> None:
     cfg = build_config(unified(pe.MediaSource(video_track_id="TR_v", audio=track)))
     assert (cfg.kind, cfg.video_track_id, cfg.audio_track_id) == (Kind.TRACK_COMPOSITE, "TR_v", "TR_a")
     left = pe.AudioConfig(routes=[pe.AudioRoute(track_id="TR_a", channel=pe.AUDIO_CHANNEL_LEFT)])
-    with pytest.raises(NotSupportedError, match=r"^preset: PASSTHROUGH"):  # a channel of its own: a mix
+    with pytest.raises(NotSupportedError, match=r"^media.audio: not recordable as sent"):  # a channel: a mix
         build_config(unified(pe.MediaSource(video_track_id="TR_v", audio=left)))
 
 
