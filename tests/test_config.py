@@ -10,7 +10,7 @@ from livekit.protocol import models as pm
 
 from pyegress.cli import infer_type, parse_request
 from pyegress.config import FileType, Kind, audio_for, build_config
-from pyegress.errors import InvalidRequestError
+from pyegress.errors import InvalidRequestError, NotSupportedError
 from pyegress.filenames import resolve_path, time_values
 from pyegress.info import REDACTED, new_info
 
@@ -71,6 +71,36 @@ def test_advanced_options() -> None:
     assert (a.codec, a.bitrate_kbps, a.sample_rate) == ("opus", 64, 48000)
 
 
+def test_passthrough_preset_writes_the_senders_codecs_into_files() -> None:
+    cfg = build_config(pe.ParticipantEgressRequest(room_name="r", identity="a", preset=pe.PASSTHROUGH,
+                                                   file_outputs=OUT))  # fmt: skip
+    assert cfg.passthrough and cfg.kind is Kind.PARTICIPANT
+    assert [f.file_type for f in cfg.files] == [FileType.AUTO]  # MP4 for H.264, WebM for VP8
+    audio = build_config(tc(video_track_id="", preset=pe.PASSTHROUGH,
+                            file_outputs=[pe.EncodedFileOutput(file_type=pe.OGG)]))  # fmt: skip
+    assert audio.passthrough and audio.video is None and [f.file_type for f in audio.files] == [FileType.AUTO]
+    assert not build_config(tc()).passthrough
+
+
+def test_a_unified_camera_and_microphone_source_is_written_as_sent() -> None:
+    def unified(source: pe.MediaSource) -> pe.StartEgressRequest:
+        out = pe.Output(file=pe.FileOutput(filepath="x"))
+        return pe.StartEgressRequest(room_name="r", media=source, preset=pe.PASSTHROUGH, outputs=[out])
+
+    mine = pe.AudioConfig(routes=[pe.AudioRoute(participant_identity="alice")])
+    cfg = build_config(
+        unified(pe.MediaSource(participant_video=pe.ParticipantVideo(identity="alice"), audio=mine))
+    )
+    assert (cfg.kind, cfg.identity, cfg.passthrough) == (Kind.PARTICIPANT, "alice", True)
+    assert [f.file_type for f in cfg.files] == [FileType.AUTO]
+    track = pe.AudioConfig(routes=[pe.AudioRoute(track_id="TR_a")])
+    cfg = build_config(unified(pe.MediaSource(video_track_id="TR_v", audio=track)))
+    assert (cfg.kind, cfg.video_track_id, cfg.audio_track_id) == (Kind.TRACK_COMPOSITE, "TR_v", "TR_a")
+    left = pe.AudioConfig(routes=[pe.AudioRoute(track_id="TR_a", channel=pe.AUDIO_CHANNEL_LEFT)])
+    with pytest.raises(NotSupportedError, match=r"^media.audio: not recordable as sent"):  # a channel: a mix
+        build_config(unified(pe.MediaSource(video_track_id="TR_v", audio=left)))
+
+
 @pytest.mark.parametrize(
     ("req", "field"),
     [
@@ -79,7 +109,16 @@ def test_advanced_options() -> None:
         (tc(advanced=pe.EncodingOptions(width=641, height=360)), "advanced.width"),
         (tc(advanced=pe.EncodingOptions(framerate=500)), "advanced.framerate"),
         (tc(advanced=pe.EncodingOptions(audio_frequency=12345)), "advanced.audio_frequency"),
-        (tc(preset=pe.PASSTHROUGH), "preset"),
+        (pe.RoomCompositeEgressRequest(room_name="r", preset=pe.PASSTHROUGH, file_outputs=OUT), "preset"),
+        (tc(preset=pe.PASSTHROUGH, segment_outputs=[pe.SegmentedFileOutput()]), "segment_outputs[0]"),
+        (
+            tc(preset=pe.PASSTHROUGH, file_outputs=[pe.EncodedFileOutput(file_type=pe.OGG)]),
+            "file_outputs[0].file_type",
+        ),
+        (
+            tc(preset=pe.PASSTHROUGH, file_outputs=[pe.EncodedFileOutput(file_type=pe.MP3)]),
+            "file_outputs[0].file_type",
+        ),
         (tc(file_outputs=[pe.EncodedFileOutput(file_type=pe.OGG)]), "file_outputs[0].file_type"),
         (tc(file_outputs=[pe.EncodedFileOutput(filepath="{nope}.mp4")]), "file_outputs[0].filepath"),
         (tc(file_outputs=[]), "file_outputs"),

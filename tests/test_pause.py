@@ -10,6 +10,8 @@ silent slate for the paused span instead.
 from __future__ import annotations
 
 import asyncio
+import itertools
+import time
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +20,7 @@ from livekit.protocol import egress as pe
 
 import pyegress
 from pyegress.errors import NotSupportedError
-from pyegress.testing import LiveKitServer, probe, tone_present
+from pyegress.testing import LiveKitServer, frame_timestamps, probe, tone_present
 from pyegress.testing.checks import audio_samples, beep_onsets, flash_onsets, frame_at, luma_means
 from pyegress.testing.rtmp_server import RtmpServer
 from pyegress.testing.signals import MARKER_DURATION
@@ -218,22 +220,48 @@ async def test_an_audio_only_recording_cuts_the_pause(
     assert max(rhythm) < 0.030, (before, after)
 
 
-async def test_a_passthrough_track_egress_refuses_a_pause_and_records_on(
-    livekit_server: LiveKitServer, service: pyegress.EgressService, room_name: str
+@pytest.mark.parametrize("kind", ["audio", "video"])
+async def test_a_passthrough_track_egress_cuts_a_pause(
+    livekit_server: LiveKitServer, service: pyegress.EgressService, room_name: str, kind: str
 ) -> None:
-    # A track egress to a file writes the sender's own frames (no pipeline): its pause is not
-    # built yet (issue 16), and asking for one says so without touching the recording.
-    async with publisher(livekit_server, room_name, video=False) as pub:
+    # A track egress to a file writes the sender's own frames: while paused they are dropped,
+    # and the file goes on from the first frame after the resume (video: a key frame).
+    async with publisher(livekit_server, room_name, video=kind == "video", audio=kind == "audio") as pub:
+        sid = pub.video_track_sid if kind == "video" else pub.audio_track_sid
         req = pe.TrackEgressRequest(
-            room_name=room_name, track_id=pub.audio_track_sid, file=pe.DirectFileOutput(filepath="voice")
+            room_name=room_name, track_id=sid, file=pe.DirectFileOutput(filepath=kind)
         )
         started = await service.start_track_egress(req)
         assert status(await wait_active(service, started.egress_id)) == "EGRESS_ACTIVE"
-        with pytest.raises(NotSupportedError, match=r"egress_id: .*passthrough"):
-            await service.pause_egress(started.egress_id)
-        with pytest.raises(NotSupportedError, match=r"egress_id: .*passthrough"):
-            await service.resume_egress(started.egress_id)
-        await asyncio.sleep(2.0)
+        with pytest.raises(NotSupportedError, match=r"^fill: a passthrough egress .* only cut"):
+            await service.pause_egress(started.egress_id, fill="black")
+        await asyncio.sleep(2.2)
+        await service.pause_egress(started.egress_id)
+        paused_at = time.monotonic()
+        await asyncio.sleep(1.5)
+        await service.resume_egress(started.egress_id)
+        resumed_at = time.monotonic()
+        await asyncio.sleep(2.2)
+        stopped_at = time.monotonic()
         info = await service.stop_egress(pe.StopEgressRequest(egress_id=started.egress_id))
     media = check_file_result(info)
-    assert media.audio is not None and media.duration > 1.5, media
+    path = Path(info.file_results[0].filename)
+    assert path.suffix == (".mp4" if kind == "video" else ".ogg")
+    (pause,) = manifest(str(path))["pauses"]
+    assert pause["fill"] == "cut" and pause["media_start"] == pause["media_end"]
+    assert abs(pause["duration"] - (resumed_at - paused_at)) < 0.05, pause
+    # recorded minus paused: up to the pause (the manifest's media time), then from the resume
+    expected = pause["media_start"] + stopped_at - resumed_at
+    print(f"FIGURES {kind}: duration {media.duration:.3f} s, recorded - paused {expected:.3f} s")
+    assert abs(media.duration - expected) < 0.15, (media.duration, expected, pause)
+    cut = pause["media_start"]
+    markers = beep_onsets(path) if kind == "audio" else flash_onsets(path)
+    before = [m for m in markers if m < cut - MARKER_DURATION]
+    after = [m + pause["duration"] for m in markers if m > cut + MARKER_DURATION]  # paused time back
+    assert before and len(after) >= 2, (markers, cut)
+    rhythm = [b - before[-1] - round(b - before[-1]) for b in after]
+    print(f"FIGURES {kind}: markers after the cut off the rhythm by {_ms(rhythm)}")
+    assert max(map(abs, rhythm)) < 0.080, (before, after)
+    if kind == "video":
+        times = frame_timestamps(path)  # every frame decodes, in order
+        assert all(b > a for a, b in itertools.pairwise(times)) and times[-1] > cut + 1.5

@@ -3,6 +3,7 @@ times, WebVTT."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from fractions import Fraction
@@ -11,7 +12,7 @@ import pytest
 
 from pyegress import InvalidRequestError
 from pyegress.media.encoder import EncodedPacket
-from pyegress.pauses import PauseClock, check_fill
+from pyegress.pauses import FrameCut, PauseClock, check_fill
 from pyegress.sidecars import Cue, Sidecars, check_kinds, render_vtt
 
 
@@ -59,6 +60,28 @@ def test_a_slate_pause_cuts_nothing_and_fills_are_checked() -> None:
         check_fill("grey")
     with pytest.raises(InvalidRequestError, match="sidecars"):
         check_kinds(["events", "video"])
+
+
+def test_frames_as_sent_lose_the_paused_span_and_keep_their_order() -> None:
+    clock = PauseClock(1000)
+    clock.start(time.monotonic() - 10.0)  # tick 10000 is now
+    cut = FrameCut(clock)
+    audio = [cut.place(k * 0.02, (k + 1) * 0.02) for k in range(50)]  # 1 s of 20 ms packets
+    assert audio == pytest.approx([k * 0.02 for k in range(50)])
+    pause = clock.pause()
+    assert cut.place(1.0, 1.02) is None and cut.place(2.0, 2.02) is None  # paused: dropped
+    # resumed 0.5 s of the clock after the last paused frame came: the file resumes at 2.5 s
+    clock.pauses = (dataclasses.replace(pause, end=clock._tick_now() + 500),)
+    # the first frame after the resume (a video key frame, 3.5 s) keeps its distance to the
+    # resume (a gap of 1 s) and the file continues where it ended (1.5 s cut), for every stream:
+    # a late frame older than the resume is dropped, later ones move by the same cut
+    assert cut.place(3.5, 3.52) == pytest.approx(2.0, abs=0.01)
+    assert cut.place(2.4, 2.42) is None
+    assert cut.place(3.6, 3.62) == pytest.approx(2.1, abs=0.01)
+    assert cut.cut == pytest.approx(1.5, abs=0.01)
+    clock.pause()
+    clock.resume()  # no frame came while paused: nothing cut
+    assert cut.place(3.62, 3.64) == pytest.approx(2.12, abs=0.01)
 
 
 def test_events_written_during_a_cut_land_on_the_cut() -> None:

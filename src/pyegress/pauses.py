@@ -177,3 +177,49 @@ class PauseClock:
                 }
             )
         return out
+
+
+class FrameCut:
+    """Cuts paused spans out of a file of frames as sent (no ticks, no slate: only ``"cut"``).
+
+    Times are seconds on the file's own timeline (one for all its streams, so they move
+    together). A frame that arrives while ``clock`` is paused is dropped. The span cut runs from
+    the end of what was written before the pause to the file time of the resume (the last frame
+    seen while paused, moved on by the wall time until the resume), so the file continues
+    without a gap; a video track that then waits for its key frame shows a short gap instead
+    of losing its place. Frames older than the resume are dropped (another stream's late ones);
+    video must then restart on a key frame (the caller's).
+    """
+
+    def __init__(self, clock: PauseClock) -> None:
+        self.clock = clock
+        self.cut = 0.0  # seconds left out so far
+        self._paused_at: float | None = None
+        self._seen: tuple[float, float] | None = None  # (file time, monotonic) of the last paused frame
+        self._floor = -math.inf  # where the last cut ended: nothing older is written
+        self._end = 0.0  # where what was written ends
+
+    def place(self, t: float, end: float) -> float | None:
+        """The file time of a frame spanning ``[t, end)``; None: dropped (paused, or cut)."""
+        if self.clock.paused:
+            if self._paused_at is None:
+                self._paused_at = self._end
+            self._seen = (t, time.monotonic())
+            return None
+        if self._paused_at is not None:
+            resumed = min(t, self._resumed_at(t))
+            resumed = max(resumed, self._paused_at)
+            self.cut += resumed - self._paused_at
+            self._floor, self._paused_at, self._seen = resumed, None, None
+        if t < self._floor:
+            return None
+        self._end = max(self._end, end)
+        return t - self.cut
+
+    def _resumed_at(self, t: float) -> float:
+        """The file time of the last resume (``t`` when it cannot be told)."""
+        last = self.clock.pauses[-1] if self.clock.pauses else None
+        if self._seen is None or last is None or last.end is None:
+            return t
+        seen, arrived = self._seen
+        return seen + max(0.0, self.clock.t0 + last.end / self.clock.fps - arrived)

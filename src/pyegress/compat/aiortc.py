@@ -45,6 +45,11 @@ REACHED = (f"{_P}decoder_queue", f"{_P}timestamp_mapper", f"{_P}started", f"{_P}
 #: How long a video frame with a hole waits for its NACKed packets before a PLI replaces it.
 MAX_HOLE_WAIT = 0.4
 
+#: Frames aiortc's audio jitter buffer holds back: a packet goes on when four more have come
+#: (``JitterBuffer(capacity=16, prefetch=4)`` in ``RTCRtpReceiver``); video waits for the next
+#: frame's first packet.
+AUDIO_PREFETCH = 4
+
 OnFrame = Callable[[RTCRtpCodecParameters, bytes, int], None]
 
 

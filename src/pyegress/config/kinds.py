@@ -13,6 +13,7 @@ from ..media.encoding import AudioEncoding, VideoEncoding, from_request
 from ..media.layout import parse_layout
 from .model import EgressConfig, Kind
 from .outputs import Place, check_page_url, check_websocket_url, file_target, file_targets, legacy_output
+from .passthrough import as_sent, asks_passthrough
 
 
 def _require(value: str, name: str) -> str:
@@ -41,7 +42,8 @@ def participant(req: pe.ParticipantEgressRequest, place: Place) -> EgressConfig:
     cfg = _base(Kind.PARTICIPANT, _require(req.room_name, "room_name"), req, place)
     cfg.identity = _require(req.identity, "identity")
     cfg.screen_share = req.screen_share
-    cfg.video, cfg.audio = _encodings(req)
+    cfg.passthrough = asks_passthrough(req)
+    cfg.video, cfg.audio = as_sent() if cfg.passthrough else _encodings(req)
     cfg.files = file_targets(req, place)
     return cfg
 
@@ -50,7 +52,8 @@ def track_composite(req: pe.TrackCompositeEgressRequest, place: Place) -> Egress
     cfg = _base(Kind.TRACK_COMPOSITE, _require(req.room_name, "room_name"), req, place)
     if not req.audio_track_id and not req.video_track_id:
         raise InvalidRequestError("audio_track_id", "audio_track_id or video_track_id is required")
-    video, audio = _encodings(req)
+    cfg.passthrough = asks_passthrough(req)
+    video, audio = as_sent() if cfg.passthrough else _encodings(req)
     cfg.audio_track_id, cfg.video_track_id = req.audio_track_id.strip(), req.video_track_id.strip()
     cfg.video = video if cfg.video_track_id else None
     cfg.audio = audio if cfg.audio_track_id else None

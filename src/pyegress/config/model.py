@@ -183,6 +183,7 @@ class EgressConfig:
     audio_routes: list[AudioRoute] = field(default_factory=list)  # media: the routed voices
     capture_all_audio: bool = False  # media: every other audio track too, in both channels
     backup_storage: StorageMessage | None = field(default=None, repr=False)  # where failed uploads go
+    passthrough: bool = False  # PASSTHROUGH: the senders' frames are written as sent (config.passthrough)
 
     @property
     def template(self) -> bool:

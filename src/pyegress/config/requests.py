@@ -19,6 +19,7 @@ from ..storage.config import default_storage
 from . import kinds, unified
 from .model import EgressConfig, Kind, Request
 from .outputs import Place, add_other_outputs, check_containers, settle_audio
+from .passthrough import check_passthrough
 from .paths import check_paths
 
 
@@ -126,6 +127,8 @@ def build_config(
         default_storage=default_storage(default),
     )
     cfg = add_other_outputs(request_type(req).build(req, place), req, place)
+    if cfg.passthrough:
+        check_passthrough(cfg)
     check_containers(cfg)
     settle_audio(cfg)
     check_paths(cfg)

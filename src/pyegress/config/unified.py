@@ -42,6 +42,7 @@ from .outputs import (
     file_target,
     set_other_outputs,
 )
+from .passthrough import unified_mux
 
 _CHANNELS = {
     pe.AUDIO_CHANNEL_BOTH: Channel.BOTH,
@@ -71,6 +72,11 @@ def egress(req: pe.StartEgressRequest, place: Place) -> EgressConfig:
     """Validate a unified request into the config of the recorder its source picks."""
     which = req.WhichOneof("encoding")
     if which == "preset" and req.preset == pe.PASSTHROUGH:
+        media = req.WhichOneof("source") == "media"
+        mux = unified_mux(req, _room(req), place) if media else None  # a camera and microphone as sent
+        if mux is not None:
+            _outputs(mux, req, place)
+            return mux
         return _passthrough(req, place)
     video, audio = from_request(
         req.preset, req.advanced, has_preset=which == "preset", has_advanced=which == "advanced"

@@ -49,26 +49,18 @@ class PassthroughFile(FileOutput):
     def open(self, video: av.VideoStream | None, audio: av.AudioStream | None) -> None:
         """Nothing to do before the first frame (:meth:`write_frame` opens the file)."""
 
-    def write_frame(self, frame: EncodedFrame) -> None:
-        """Mux one frame; the first one opens the file (it is a key frame)."""
+    def write_frame(self, frame: EncodedFrame, cut: int = 0) -> None:
+        """Mux one frame, ``cut`` ticks of its clock earlier (paused spans left out); the first
+        one opens the file (it is a key frame)."""
         if self.failed:
             return
         try:
             if self._container is None:
                 self._open_for(frame)
-            stream = self._streams["media"]
             assert self._container is not None
-            pkt = av.Packet(frame.data)
-            pts = frame.rtp - self._rtp0
-            pkt.pts = pkt.dts = pts
-            pkt.time_base = Fraction(1, frame.clock_rate)
-            if frame.codec == "opus":
-                pkt.duration = opus_samples(frame.data) * frame.clock_rate // 48000
-            pkt.is_keyframe = frame.keyframe
-            pkt.stream = stream
-            self._container.mux(pkt)
+            pts = frame.rtp - self._rtp0 - cut
             kind = "audio" if frame.codec == "opus" else "video"
-            self._track_end(kind, (pts + (pkt.duration or 0)) / frame.clock_rate)
+            self._track_end(kind, mux_frame(self._container, self._streams["media"], frame, pts))
             self.frames += 1
         except Exception as e:
             self.fail(f"cannot write {self.path.name}: {e}")
@@ -79,26 +71,43 @@ class PassthroughFile(FileOutput):
         self._rtp0 = frame.rtp
         self.frames = 0
         container = av.open(str(self.path), "w", format=fmt, options=container_options(fmt))
-        name = PASSTHROUGH_CODECS[frame.codec][1]
-        scratch = av.open("/dev/null", "w", format=fmt)  # a template that is never opened
-        try:
-            template = (
-                scratch.add_stream(name, rate=48000) if frame.codec == "opus" else scratch.add_stream(name)
-            )
-            stream = container.add_stream_from_template(template, opaque=False)
-        finally:
-            scratch.close()
-        ctx: Any = stream.codec_context
-        if frame.codec == "opus":
-            ctx.sample_rate, ctx.layout = 48000, "stereo"
-            # OpusHead (RFC 7845): version 1, 2 channels, no pre-skip, 48 kHz, no gain, family 0
-            ctx.extradata = b"OpusHead" + struct.pack("<BBHIhB", 1, 2, 0, 48000, 0, 0)
-        else:
-            ctx.width, ctx.height = picture_size(frame)
-            ctx.pix_fmt = "yuv420p"
-            if frame.codec == "h264":
-                ctx.extradata = h264_parameter_sets(frame.data)
-        stream.time_base = Fraction(1, frame.clock_rate)
+        self._streams["media"] = add_stream(container, frame)
         container.start_encoding()
         self._container = container
-        self._streams["media"] = stream
+
+
+def add_stream(container: av.container.OutputContainer, frame: EncodedFrame) -> av.stream.Stream:
+    """A stream of ``container`` for the track whose first frame (a key frame) is ``frame``."""
+    name = PASSTHROUGH_CODECS[frame.codec][1]
+    scratch = av.open("/dev/null", "w", format=container.format.name.split(",")[0])  # never opened
+    try:
+        template = scratch.add_stream(name, rate=48000) if frame.codec == "opus" else scratch.add_stream(name)
+        stream = container.add_stream_from_template(template, opaque=False)
+    finally:
+        scratch.close()
+    ctx: Any = stream.codec_context
+    if frame.codec == "opus":
+        ctx.sample_rate, ctx.layout = 48000, "stereo"
+        # OpusHead (RFC 7845): version 1, 2 channels, no pre-skip, 48 kHz, no gain, family 0
+        ctx.extradata = b"OpusHead" + struct.pack("<BBHIhB", 1, 2, 0, 48000, 0, 0)
+    else:
+        ctx.width, ctx.height = picture_size(frame)
+        ctx.pix_fmt = "yuv420p"
+        if frame.codec == "h264":
+            ctx.extradata = h264_parameter_sets(frame.data)
+    stream.time_base = Fraction(1, frame.clock_rate)
+    return stream
+
+
+def mux_frame(container: av.container.OutputContainer, stream: av.stream.Stream, frame: EncodedFrame,
+              pts: int) -> float:  # fmt: skip
+    """Mux ``frame`` at ``pts`` (ticks of its clock); returns where it ends, in seconds."""
+    pkt = av.Packet(frame.data)
+    pkt.pts = pkt.dts = pts
+    pkt.time_base = Fraction(1, frame.clock_rate)
+    if frame.codec == "opus":
+        pkt.duration = opus_samples(frame.data) * frame.clock_rate // 48000
+    pkt.is_keyframe = frame.keyframe
+    pkt.stream = stream
+    container.mux(pkt)
+    return (pts + (pkt.duration or 0)) / frame.clock_rate

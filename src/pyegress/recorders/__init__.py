@@ -29,7 +29,9 @@ RECORDERS: dict[Kind, type[Recorder]] = {
 def recorder_for(config: EgressConfig, options: Options) -> Recorder:
     """The recorder of a validated config."""
     cls = TemplateRecorder if config.template else RECORDERS[config.kind]
-    if passthrough(config, options):
+    if config.passthrough:
+        cls = _passthrough_mux(options)
+    elif passthrough(config, options):
         from .track_passthrough import PassthroughTrackRecorder  # aiortc: only when used
 
         cls = PassthroughTrackRecorder
@@ -41,6 +43,18 @@ def recorder_for(config: EgressConfig, options: Options) -> Recorder:
         why = "Python 3.11+ with aiortc" if not ENCODED_PATH else "a room pyegress joins (not room=)"
         raise NotSupportedError(f"preset: PASSTHROUGH needs the encoded receive path: {why}")
     return cls.from_config(config, options)
+
+
+def _passthrough_mux(options: Options) -> type[Recorder]:
+    """The recorder of a participant or track composite egress with the PASSTHROUGH preset."""
+    if options.room is not None:
+        raise NotSupportedError("preset: PASSTHROUGH joins the room itself; an application's rtc.Room "
+                                "hands over decoded frames only")  # fmt: skip
+    if not ENCODED_PATH:
+        raise NotSupportedError("preset: PASSTHROUGH needs aiortc (Python 3.11 or later)")
+    from .passthrough_mux import PassthroughMuxRecorder  # aiortc: only when used
+
+    return PassthroughMuxRecorder
 
 
 #: The encoded receive path needs aiortc, whose 1.16 (the version ``compat.aiortc`` is pinned

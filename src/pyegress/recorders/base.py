@@ -464,6 +464,10 @@ class Recorder:
         if self.sidecars is not None:
             self.sidecars.note(event, **data)
 
+    def _pause_clock(self) -> PauseClock | None:
+        """The pauses of the recording (the pipeline's)."""
+        return self.pipeline.pauses if self.pipeline is not None else None
+
     def _sidecar_room(self) -> rtc.Room | None:
         """The room whose events and text streams the sidecars follow (none by default)."""
         return None
@@ -712,7 +716,8 @@ class Recorder:
         data = MessageToDict(snapshot(self.info), preserving_proto_field_name=True)
         if self._quality is not None:
             data["quality"] = self._quality.to_dict()
-        pauses = self.pipeline.pauses.to_list() if self.pipeline is not None else []
+        clock = self._pause_clock()
+        pauses = clock.to_list() if clock is not None else []
         if pauses:
             data["pauses"] = pauses
         if self.sidecars is not None:

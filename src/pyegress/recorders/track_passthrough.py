@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
 import time
 from typing import Any
@@ -14,12 +15,12 @@ from livekit.protocol import egress as pe
 from livekit.protocol import models as pm
 
 from ..ending import EndReason
-from ..errors import NotSupportedError, RoomConnectionLostError, SourceError
-from ..info import now_ns
+from ..errors import InvalidRequestError, NotSupportedError, RoomConnectionLostError, SourceError
+from ..info import now_ns, snapshot
 from ..media.encoding import AudioEncoding, VideoEncoding
 from ..outputs import FileOutput, build_outputs
-from ..outputs.passthrough import PASSTHROUGH_CODECS, PassthroughFile
-from ..pauses import PauseFill
+from ..outputs.passthrough import PASSTHROUGH_CODECS, PassthroughFile, opus_samples
+from ..pauses import FrameCut, PauseClock, PauseFill, check_fill
 from ..quality import with_details
 from ..sources.encoded import EncodedFrame, EncodedSubscriber, RemoteTrack
 from ..sources.room import recorder_token, wait_for_room
@@ -27,8 +28,10 @@ from .base import Media, Options, Recorder, require_found
 
 log = logging.getLogger("pyegress.recorder")
 
-
-NO_PAUSE = "passthrough track egress, which cannot pause yet"
+#: Ticks per second of a passthrough egress's pause clock (no frame rate of its own: 1 ms).
+PAUSE_TICKS = 1000
+#: How long a video frame is taken to last where a cut begins (the next one is not known yet).
+VIDEO_FRAME = 1 / 30
 
 
 class PassthroughTrackRecorder(Recorder):
@@ -51,6 +54,8 @@ class PassthroughTrackRecorder(Recorder):
         self.subscriber: EncodedSubscriber | None = None
         self.track: RemoteTrack | None = None
         self._file: PassthroughFile | None = None
+        self.pauses = PauseClock(PAUSE_TICKS)
+        self._rtp0: int | None = None  # the RTP time of the file's first frame
 
     @classmethod
     def _options(cls, options: Options) -> dict[str, Any]:
@@ -133,15 +138,26 @@ class PassthroughTrackRecorder(Recorder):
         with self.owner.edit() as info:
             info.room_id = self.info.room_id or await self._room_id()
         self._t0 = time.monotonic()
+        self.pauses, self._rtp0 = PauseClock(PAUSE_TICKS), None
+        self.pauses.start(self._t0)
         started = now_ns()
         loop = asyncio.get_running_loop()
         for o in files:
             o.attach(self.info, started)
             o.notify = lambda: _soon(loop, self._sync_results)
+        cut, track, first = FrameCut(self.pauses), self.track, self._first_frame
 
         def write(frame: EncodedFrame) -> None:
+            t = first(frame)
+            if t is None:
+                return
+            at = cut.place(t, t + frame_length(frame))
+            if at is None:
+                if not self.pauses.paused and self.subscriber is not None:
+                    self.subscriber.want_keyframe(track.sid)  # restart on a key frame after a cut
+                return
             for o in files:
-                o.write_frame(frame)
+                o.write_frame(frame, round((t - at) * frame.clock_rate))
             if all(o.failed for o in files):
                 self.end(EndReason.FAILURE, "every output failed")
 
@@ -154,6 +170,7 @@ class PassthroughTrackRecorder(Recorder):
             await self._end.wait()
         finally:
             self._t1 = time.monotonic()
+            self.pauses.next_tick = math.ceil((self._t1 - self.pauses.t0) * PAUSE_TICKS)
             await self._disconnect()  # no frame after the file is closed
             for o in files:
                 o.close()
@@ -167,16 +184,49 @@ class PassthroughTrackRecorder(Recorder):
                 await o.finish()
             self._finish_results()
 
-    # --- pause (not built for the sender's own frames yet) ------------------------------------
+    # --- pause: the paused span is cut out of the file (pyegress.pauses.FrameCut) ------------
+
+    def _first_frame(self, frame: EncodedFrame) -> float | None:
+        """Seconds of ``frame`` on the file's timeline (its first frame at 0); None before the
+        file starts (nothing starts it while paused). Tick 0 of the pause clock moves to it."""
+        if self._rtp0 is None:
+            if self.pauses.paused:
+                return None
+            self._rtp0 = frame.rtp
+            if not self.pauses.pauses:
+                self.pauses.start(time.monotonic())
+        return (frame.rtp - self._rtp0) / frame.clock_rate
+
+    def _active(self) -> None:
+        if self.info.status != pe.EGRESS_ACTIVE:
+            raise InvalidRequestError("egress_id", f"egress {self.egress_id} is not active")
 
     def pause(self, fill: PauseFill | str = "cut") -> pe.EgressInfo:
-        """Refused: a passthrough file holds the sender's frames, with no pipeline to cut or fill
-        (the recording goes on untouched)."""
-        raise NotSupportedError(f"egress_id: {self.egress_id} is a {NO_PAUSE}")
+        """Leave the room out of the file from now on: the paused span is cut (the sender's
+        frames cannot show a slate without an encode)."""
+        if check_fill(fill) != "cut":
+            raise NotSupportedError(f"fill: a passthrough egress writes the senders' frames, so it can "
+                                    f"only cut a pause, not fill it with {fill!r}")  # fmt: skip
+        self._active()
+        if not self.pauses.paused:
+            self.pauses.pause("cut")
+            self.note("paused", fill="cut")
+        return snapshot(self.info)
 
     def resume(self) -> pe.EgressInfo:
-        """Refused, as :meth:`pause`."""
-        raise NotSupportedError(f"egress_id: {self.egress_id} is a {NO_PAUSE}")
+        """Record again from the next frame (video from its next key frame, asked for now)."""
+        self._active()
+        if self.pauses.resume() is not None:
+            self.note("resumed")
+            self._want_keyframes()
+        return snapshot(self.info)
+
+    def _want_keyframes(self) -> None:
+        if self.subscriber is not None and self.track is not None:
+            self.subscriber.want_keyframe(self.track.sid)
+
+    def _pause_clock(self) -> PauseClock | None:
+        return self.pauses
 
     # --- the room ---------------------------------------------------------------------------
 
@@ -195,6 +245,11 @@ class PassthroughTrackRecorder(Recorder):
             text = f"recording ended early: connection to room {self.config.room_name!r} lost: {why}"
             self._end_error = RoomConnectionLostError(text)
             self.end(EndReason.FAILURE, text)
+
+
+def frame_length(frame: EncodedFrame) -> float:
+    """Seconds a frame lasts: an Opus packet's own, a video frame's taken as :data:`VIDEO_FRAME`."""
+    return opus_samples(frame.data) / 48000 if frame.codec == "opus" else VIDEO_FRAME
 
 
 def _soon(loop: asyncio.AbstractEventLoop, fn: Any) -> None:

@@ -172,6 +172,12 @@ class EncodedSubscriber:
         self._signal.send(pr.SignalRequest(subscription=pr.UpdateSubscription(
             track_sids=[track.sid], subscribe=False, participant_tracks=[pt])))  # fmt: skip
 
+    def want_keyframe(self, sid: str) -> None:
+        """Hand on nothing of video track ``sid`` until its next key frame, asked for now."""
+        r = self._receiving.get(sid)
+        if r is not None and r.video:
+            r.need_key, r.last_pli = True, 0.0
+
     def stats(self, sid: str) -> tuple[int, int]:
         """Frames handed on and frames skipped (waiting for a key frame) of track ``sid``."""
         r = self._receiving.get(sid)
