@@ -143,16 +143,17 @@ async def _encoded_child(args: argparse.Namespace) -> dict[str, Any]:
     found = await sub.wait_for(everyone, 20.0)
     if not found:
         raise SystemExit(f"not every track of {args.room} was published: {sub.tracks()}")
-    for t in found:
+    for t in found:  # one at a time: asked for all at once, 4 participants' tracks never flowed
         track = _Track(t.kind)
         tracks[t.sid] = (t.participant, track)
         sub.subscribe(t, track.frame)
+        await sub.wait_for(lambda tr=track: True if tr.rtp else None, 5.0)
 
     def videos_flowing() -> bool | None:
         return all(tr.decoded for _, tr in tracks.values() if tr.kind == "video") or None
 
-    if not await sub.wait_for(videos_flowing, 20.0):
-        raise SystemExit(f"not every video track decoded within 20 s ({lost})")
+    if not await sub.wait_for(videos_flowing, 20.0):  # measured anyway: the report shows what flowed
+        print(f"not every video track decoded within 20 s {lost}", file=sys.stderr)
     active_cpu, active_t = self_cpu(), time.monotonic()
     steady0 = thread_cpu()
     video0 = sum(tr.decoded for _, tr in tracks.values() if tr.kind == "video")
@@ -161,6 +162,7 @@ async def _encoded_child(args: argparse.Namespace) -> dict[str, Any]:
     steady_cpu, steady_t = self_cpu() - active_cpu, time.monotonic() - active_t
     steady1 = thread_cpu()
     steady_video = sum(tr.decoded for _, tr in tracks.values() if tr.kind == "video") - video0
+    stats = {sid: sub.stats(sid) for sid in tracks}
     await sub.close()
     cpu1, t1 = self_cpu(), time.monotonic()
     threads1 = thread_cpu()
@@ -170,6 +172,8 @@ async def _encoded_child(args: argparse.Namespace) -> dict[str, Any]:
             "arrival_ms": [1000 * a for a in tr.arrival[marks[sid] :]],
             "sr_frames": len(tr.offsets),
             "frames": len(tr.rtp),
+            "decoded": tr.decoded,
+            "handed_skipped": stats[sid],
             "offset_ms": 1000 * statistics.median(tr.offsets) if tr.offsets else None,
         }
         for sid, (who, tr) in tracks.items()
@@ -181,6 +185,7 @@ async def _encoded_child(args: argparse.Namespace) -> dict[str, Any]:
         "steady_wall_s": steady_t,
         "recorded_s": steady_t,
         "steady_video_frames": steady_video,
+        "videos_flowing": sum(1 for _, tr in tracks.values() if tr.kind == "video" and tr.decoded),
         "tracks": per_track,
         "lost": lost,
         "threads": thread_groups(threads0, threads1),
@@ -216,7 +221,8 @@ def _sdk_cadence(run: ChildRun, nominal_ms: float) -> tuple[float, float]:
 def _encoded_cadence(run: ChildRun, nominal_ms: float, key: str) -> tuple[float, float]:
     """The worst video track's spread of its RTP times (``rtp_ms``) or arrival times (``arrival_ms``)."""
     tracks = run.result["tracks"]
-    return max(_spread(t[key], nominal_ms) for name, t in tracks.items() if name.endswith("video"))
+    spreads = [_spread(t[key], nominal_ms) for name, t in tracks.items() if name.endswith("video") and t[key]]
+    return max(spreads, default=(float("nan"), float("nan")))
 
 
 def _av_offsets(run: ChildRun) -> str:
@@ -255,6 +261,9 @@ def _report(runs: dict[str, list[ChildRun]], argv: Sequence[str], vers: dict[str
             fps = statistics.median(
                 r.result["steady_video_frames"] / r.result["steady_wall_s"] for r in group
             )
+            flowing = (
+                f" ({last.result['videos_flowing']} of {case.participants} tracks)" if group is enc else ""
+            )
             if group is sdk:
                 p95, miss = _sdk_cadence(last, nominal)
                 cadence = f"{p95:.1f} ms, {miss:.1%} (timestamp_us)"
@@ -269,7 +278,7 @@ def _report(runs: dict[str, list[ChildRun]], argv: Sequence[str], vers: dict[str
                     f"{case.name}: {label}",
                     " / ".join(f"{_per_s(r):.3f}" for r in group),
                     f"{statistics.median(r.max_rss_mib for r in group):.0f}",
-                    f"{fps:.1f}",
+                    f"{fps:.1f}{flowing}",
                     cadence,
                     av,
                 )
@@ -395,7 +404,13 @@ def _parent(args: argparse.Namespace, argv: Sequence[str]) -> int:
                     if not (kind == "sdk" and run.result):  # the SDK may abort while leaving: kept
                         check_child(run)
                     runs.setdefault(label, []).append(run)
-                    print(f"  cpu/s {_per_s(run):.3f} rss {run.max_rss_mib:.0f} MiB", file=sys.stderr)
+                    flow = {
+                        k: (t["frames"], t["decoded"], t["handed_skipped"])
+                        for k, t in run.result.get("tracks", {}).items()
+                    }
+                    print(f"  cpu/s {_per_s(run):.3f} rss {run.max_rss_mib:.0f} MiB {flow}", file=sys.stderr)
+                    if kind == "encoded":
+                        print(run.stderr_tail[-800:], file=sys.stderr)
             finally:
                 stop_processes(pubs)
     raw = {label: [dataclasses.asdict(r) for r in group] for label, group in runs.items()}
