@@ -213,6 +213,7 @@ async def _sdk_child(args: argparse.Namespace) -> dict[str, Any]:
     from pyegress.sources import room as source
 
     counts = {"video": 0, "audio": 0}
+    stamps: dict[str, list[int]] = {}  # identity -> timestamp_us of each video frame (bench.receive_path)
     seen: set[str] = set()
     all_video = asyncio.Event()
     room = rtc.Room()
@@ -226,6 +227,7 @@ async def _sdk_child(args: argparse.Namespace) -> dict[str, Any]:
         async for ev in stream:
             np.frombuffer(ev.frame.data, np.uint8)
             counts["video"] += 1
+            stamps.setdefault(who, []).append(ev.timestamp_us)
             seen.add(who)
             if len(seen) >= args.participants:
                 all_video.set()
@@ -259,10 +261,11 @@ async def _sdk_child(args: argparse.Namespace) -> dict[str, Any]:
             pub.set_subscribed(True)
     await asyncio.wait_for(all_video.wait(), 20.0)
     active_cpu, active_t = self_cpu(), time.monotonic()
-    steady0 = thread_cpu()
+    steady0, video0 = thread_cpu(), counts["video"]
     await asyncio.sleep(args.seconds)
     steady_cpu, steady_t = self_cpu() - active_cpu, time.monotonic() - active_t
     steady1 = thread_cpu()
+    steady_video = counts["video"] - video0
     for task in tasks:
         task.cancel()
     for stream in streams:
@@ -278,6 +281,8 @@ async def _sdk_child(args: argparse.Namespace) -> dict[str, Any]:
         "recorded_s": steady_t,
         "video_frames_in": counts["video"],
         "audio_frames_in": counts["audio"],
+        "steady_video_frames": steady_video,
+        "video_timestamps_us": stamps,
         "threads": thread_groups(threads0, threads1),
         "steady_threads": thread_groups(steady0, steady1),
     }
@@ -591,7 +596,8 @@ def _parent(args: argparse.Namespace, argv: Sequence[str]) -> int:
                         plains[case.preset] = run
                     else:
                         runs[label] = run
-                    brief = {k: v for k, v in run.result.items() if k not in ("threads", "x264_options")}
+                    hidden = ("threads", "x264_options", "video_timestamps_us")
+                    brief = {k: v for k, v in run.result.items() if k not in hidden}
                     print(
                         f"  cpu/s {_per_s(run):.3f} rss {run.max_rss_mib:.0f} MiB {json.dumps(brief)}",
                         file=sys.stderr,
