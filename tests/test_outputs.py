@@ -21,7 +21,6 @@ from livekit.protocol import egress as pe
 
 import pyegress
 from pyegress.outputs.stream import StreamOutput
-from pyegress.recorders.track_pcm import PcmTrackRecorder
 from pyegress.testing import LiveKitServer, picture_moves, probe, tone_present
 from pyegress.testing.checks import AudioData
 from pyegress.testing.rtmp_server import RtmpServer
@@ -329,6 +328,9 @@ async def test_websocket_track_egress_sends_pcm_and_mute_changes(
         assert status(await wait_active(service, started.egress_id)) == "EGRESS_ACTIVE"
         # the encoded path: the track's Opus is decoded by PyAV, nothing is encoded
         recorder = service.recorder(started.egress_id)
+        # imported here: aiortc is there from Python 3.11 only, and the unit tests also run on 3.10
+        from pyegress.recorders.track_pcm import PcmTrackRecorder
+
         assert isinstance(recorder, PcmTrackRecorder) and recorder.pipeline is not None
         assert recorder.pipeline.encoder_count == 0 and not hasattr(recorder, "source")
         await asyncio.sleep(2.5)

@@ -348,6 +348,8 @@ async def test_passthrough_track_egress_ends_with_a_playable_file_when_the_serve
     print(f"FIGURES lost: {len(frames)} frames of {sent} sent before the kill, span {span:.2f} s "
           f"of {t_kill - t_active:.2f}")  # fmt: skip
     assert len(frames) >= 0.6 * sent and abs(span - (t_kill - t_active)) < 1.0, (len(frames), sent, span)
+
+
 async def test_a_retry_goes_on_with_the_pauses_and_sidecars_of_the_attempt_before(
     server: LiveKitServer, tmp_path: Path, room_name: str
 ) -> None:
