@@ -33,7 +33,6 @@ from ..ending import EndReason
 from ..errors import SourceError
 from ..info import now_ns
 from ..media.encoded import EncodedFrame
-from ..outputs import FileOutput, build_outputs
 from ..outputs.passthrough import PASSTHROUGH_CODECS
 from ..outputs.passthrough_mux import PassthroughMuxFile
 from ..pauses import FrameCut, PauseClock
@@ -189,20 +188,7 @@ class PassthroughMuxRecorder(PassthroughTrackRecorder):
         return Media(values, self.config.video if video else None, self.config.audio)
 
     async def _prepare(self, previous: dict[str, Any]) -> None:
-        await self._connect()
-        media = await self._resolve()
-        self._files = [
-            PassthroughMuxFile(
-                o.name,
-                o.path,
-                video=o.video,
-                audio=o.audio,
-                manifest=o.manifest_path is not None,
-                store=o.store,
-            )
-            for o in build_outputs(self.config, media.values, media.video, media.audio)
-            if isinstance(o, FileOutput)
-        ]
+        self._files = await self._files_as(PassthroughMuxFile)
         self.outputs = list(self._files)
 
     # --- recording ------------------------------------------------------------------------

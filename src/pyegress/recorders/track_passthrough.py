@@ -9,7 +9,7 @@ import logging
 import math
 import os
 import time
-from typing import Any
+from typing import Any, TypeVar
 
 from livekit.protocol import egress as pe
 from livekit.protocol import models as pm
@@ -32,6 +32,9 @@ log = logging.getLogger("pyegress.recorder")
 PAUSE_TICKS = 1000
 #: How long a video frame is taken to last where a cut begins (the next one is not known yet).
 VIDEO_FRAME = 1 / 30
+
+
+_F = TypeVar("_F", bound=FileOutput)
 
 
 class PassthroughTrackRecorder(Recorder):
@@ -114,10 +117,18 @@ class PassthroughTrackRecorder(Recorder):
         return Media(values, video, audio)
 
     async def _prepare(self, previous: dict[str, Any]) -> None:
+        self.outputs = list(await self._files_as(PassthroughFile))
+
+    async def _files_as(self, cls: type[_F]) -> list[_F]:
+        """Connect, find the track(s), and make each file output a ``cls`` writing them as sent
+        (a passthrough egress writes files only: there is no encoder for anything else)."""
         await self._connect()
         media = await self._resolve()
-        self.outputs = [
-            PassthroughFile(
+        outputs = build_outputs(self.config, media.values, media.video, media.audio)
+        if not all(isinstance(o, FileOutput) for o in outputs):
+            raise SourceError("file: a passthrough egress writes files only", code=400)
+        return [
+            cls(
                 o.name,
                 o.path,
                 video=o.video,
@@ -125,12 +136,9 @@ class PassthroughTrackRecorder(Recorder):
                 manifest=o.manifest_path is not None,
                 store=o.store,
             )
+            for o in outputs
             if isinstance(o, FileOutput)
-            else o
-            for o in build_outputs(self.config, media.values, media.video, media.audio)
         ]
-        if not all(isinstance(o, PassthroughFile) for o in self.outputs):
-            raise SourceError("file: a passthrough track egress writes a file only", code=400)
 
     async def _record(self) -> None:
         assert self.subscriber is not None and self.track is not None
