@@ -111,6 +111,7 @@ class EncodedSubscriber:
         self._watch: asyncio.Task[None] | None = None
         self._changed = asyncio.Event()
         self._trickled = False
+        self._server_udp = 0  # server candidates aiortc can use (it has no ICE-TCP)
         self.on_unpublished: Callable[[RemoteTrack], None] | None = None
         self.on_participant_left: Callable[[pm.ParticipantInfo], None] | None = None
         self.on_muted: Callable[[RemoteTrack, bool], None] | None = None  # (track, muted now)
@@ -133,6 +134,11 @@ class EncodedSubscriber:
         return [
             RemoteTrack(t.sid, p.identity, p.sid, t) for p in self.participants.values() for t in p.tracks
         ]
+
+    @property
+    def connected(self) -> bool:
+        """The media connection came up."""
+        return self._connected.is_set()
 
     def track(self, sid: str) -> RemoteTrack | None:
         return next((t for t in self.tracks() if t.sid == sid), None)
@@ -272,6 +278,7 @@ class EncodedSubscriber:
         for media in SessionDescription.parse(offer.sdp).media:
             if media.rtp.muxId and media.msid:
                 self._mid_track[media.rtp.muxId] = media.msid.split()[-1]
+            self._server_udp += sum(c.protocol.lower() == "udp" for c in media.ice_candidates)
         for tr in self._pc.getTransceivers():
             self._tap(tr)
         answer = await self._pc.createAnswer()
@@ -290,7 +297,15 @@ class EncodedSubscriber:
         try:
             await asyncio.wait_for(self._connected.wait(), CONNECT_TIMEOUT)
         except asyncio.TimeoutError:
-            self._lost(f"the media connection did not come up within {CONNECT_TIMEOUT:g} s")
+            self._lost(f"the media connection did not come up within {CONNECT_TIMEOUT:g} s{self._no_udp()}")
+
+    def _no_udp(self) -> str:
+        """Why, when the server gave no UDP candidate: a livekit-server whose rtc UDP port range
+        is used up offers only its ICE-TCP candidate, which aiortc cannot use."""
+        if self._server_udp:
+            return ""
+        return (" (the server offered no UDP candidate, only ICE-TCP, which aiortc lacks: "
+                "its rtc UDP port range may be used up)")  # fmt: skip
 
     def _trickle_out(self) -> None:
         """Send our candidates (also in the answer) as trickles, as other clients do."""
@@ -314,13 +329,15 @@ class EncodedSubscriber:
             return  # nothing is published: the publisher connection is never opened
         init = json.loads(trickle.candidateInit or "{}")
         text = str(init.get("candidate", ""))
-        if not text:
-            return
-        await self._described.wait()
-        c = candidate_from_sdp(text.split(":", 1)[1] if text.startswith("candidate:") else text)
-        c.sdpMid = init.get("sdpMid")
-        c.sdpMLineIndex = init.get("sdpMLineIndex")
-        await self._pc.addIceCandidate(c)
+        await self._described.wait()  # also for the final trickle: after the candidates before it
+        if text:
+            c = candidate_from_sdp(text.split(":", 1)[1] if text.startswith("candidate:") else text)
+            c.sdpMid = init.get("sdpMid")
+            c.sdpMLineIndex = init.get("sdpMLineIndex")
+            self._server_udp += c.protocol.lower() == "udp"
+            await self._pc.addIceCandidate(c)
+        if trickle.final and not self._server_udp and not self._connected.is_set():
+            self._lost(f"the media connection cannot come up{self._no_udp()}")
 
     # --- media -----------------------------------------------------------------------------
 
