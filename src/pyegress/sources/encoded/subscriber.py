@@ -20,7 +20,13 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TypeVar
 
-from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpTransceiver, RTCSessionDescription
+from aiortc import (
+    RTCBundlePolicy,
+    RTCConfiguration,
+    RTCPeerConnection,
+    RTCRtpTransceiver,
+    RTCSessionDescription,
+)
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 from aiortc.sdp import SessionDescription, candidate_from_sdp, candidate_to_sdp
 from livekit.protocol import models as pm
@@ -96,7 +102,12 @@ class EncodedSubscriber:
         self._url, self._token = url, token
         self._on_disconnected = on_disconnected
         self._signal = SignalClient(self._message, self._lost)
-        self._pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        # max-bundle, as LiveKit bundles every m-line: under aiortc's default (balanced) the 2nd..nth
+        # track of a kind in one offer takes the 1st's transport before bundling moves the 1st
+        # to the shared one, so they stay on a transport that never starts and their packets
+        # reach the 1st's receiver (8 tracks asked for at once: no frame from any)
+        config = RTCConfiguration(iceServers=[], bundlePolicy=RTCBundlePolicy.MAX_BUNDLE)
+        self._pc = RTCPeerConnection(config)
         self._pc.on("connectionstatechange", self._pc_state)
         self.room = pm.Room()
         self.me = pm.ParticipantInfo()
