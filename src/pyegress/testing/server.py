@@ -24,7 +24,10 @@ from .ports import free_tcp_port
 
 __all__ = ["LiveKitServer", "LiveKitServerError", "find_server_binary"]
 
-_UDP_RANGE = 100
+#: UDP ports of the server's rtc range: livekit-server binds one per peer connection (each
+#: participant's, each egress's) and offers a connection it finds none for only its ICE-TCP
+#: candidate; the encoded subscriber (aiortc) cannot use it, so a bench of 200 egresses needs more.
+_UDP_RANGE = 400
 _FALLBACK_BIN = Path("/root/go/bin/server")
 
 
@@ -99,14 +102,17 @@ class LiveKitServer:
         log_level: str = "info",
         redis_address: str = "",
         webhook_urls: Sequence[str] = (),
+        udp_ports: int = _UDP_RANGE,
     ) -> None:
         """``redis_address`` (``host:port``) gives the server a ``redis:`` section (what egress
-        dispatch to workers needs); ``webhook_urls`` get its webhooks, signed with its key."""
+        dispatch to workers needs); ``webhook_urls`` get its webhooks, signed with its key;
+        ``udp_ports``: how many UDP ports its rtc range has."""
         self._binary = Path(binary) if binary is not None else None
         self.start_timeout = start_timeout
         self.log_level = log_level
         self.redis_address = redis_address
         self.webhook_urls = tuple(webhook_urls)
+        self.udp_ports = udp_ports
         self.api_key = "APItest" + secrets.token_hex(6)
         self.api_secret = secrets.token_urlsafe(32)
         self.port = 0
@@ -261,8 +267,8 @@ class LiveKitServer:
         self.rtc_tcp_port = free_tcp_port()
         while self.rtc_tcp_port == self.port:
             self.rtc_tcp_port = free_tcp_port()
-        self.udp_port_start = _free_udp_range(_UDP_RANGE, {self.port, self.rtc_tcp_port})
-        self.udp_port_end = self.udp_port_start + _UDP_RANGE - 1
+        self.udp_port_start = _free_udp_range(self.udp_ports, {self.port, self.rtc_tcp_port})
+        self.udp_port_end = self.udp_port_start + self.udp_ports - 1
         (tmp / "livekit.yaml").write_text(self._config_yaml())
         # Keep the log outside the temp dir so it survives stop() for post-mortems.
         fd, log_name = tempfile.mkstemp(prefix="livekit-server-", suffix=".log")

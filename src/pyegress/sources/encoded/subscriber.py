@@ -20,7 +20,13 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TypeVar
 
-from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpTransceiver, RTCSessionDescription
+from aiortc import (
+    RTCBundlePolicy,
+    RTCConfiguration,
+    RTCPeerConnection,
+    RTCRtpTransceiver,
+    RTCSessionDescription,
+)
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 from aiortc.sdp import SessionDescription, candidate_from_sdp, candidate_to_sdp
 from livekit.protocol import models as pm
@@ -96,7 +102,12 @@ class EncodedSubscriber:
         self._url, self._token = url, token
         self._on_disconnected = on_disconnected
         self._signal = SignalClient(self._message, self._lost)
-        self._pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        # max-bundle, as LiveKit bundles every m-line: under aiortc's default (balanced) the 2nd..nth
+        # track of a kind in one offer takes the 1st's transport before bundling moves the 1st
+        # to the shared one, so they stay on a transport that never starts and their packets
+        # reach the 1st's receiver (8 tracks asked for at once: no frame from any)
+        config = RTCConfiguration(iceServers=[], bundlePolicy=RTCBundlePolicy.MAX_BUNDLE)
+        self._pc = RTCPeerConnection(config)
         self._pc.on("connectionstatechange", self._pc_state)
         self.room = pm.Room()
         self.me = pm.ParticipantInfo()
@@ -111,6 +122,7 @@ class EncodedSubscriber:
         self._watch: asyncio.Task[None] | None = None
         self._changed = asyncio.Event()
         self._trickled = False
+        self._server_udp = 0  # server candidates aiortc can use (it has no ICE-TCP)
         self.on_unpublished: Callable[[RemoteTrack], None] | None = None
         self.on_participant_left: Callable[[pm.ParticipantInfo], None] | None = None
         self.on_muted: Callable[[RemoteTrack, bool], None] | None = None  # (track, muted now)
@@ -133,6 +145,11 @@ class EncodedSubscriber:
         return [
             RemoteTrack(t.sid, p.identity, p.sid, t) for p in self.participants.values() for t in p.tracks
         ]
+
+    @property
+    def connected(self) -> bool:
+        """The media connection came up."""
+        return self._connected.is_set()
 
     def track(self, sid: str) -> RemoteTrack | None:
         return next((t for t in self.tracks() if t.sid == sid), None)
@@ -272,6 +289,7 @@ class EncodedSubscriber:
         for media in SessionDescription.parse(offer.sdp).media:
             if media.rtp.muxId and media.msid:
                 self._mid_track[media.rtp.muxId] = media.msid.split()[-1]
+            self._server_udp += sum(c.protocol.lower() == "udp" for c in media.ice_candidates)
         for tr in self._pc.getTransceivers():
             self._tap(tr)
         answer = await self._pc.createAnswer()
@@ -290,7 +308,15 @@ class EncodedSubscriber:
         try:
             await asyncio.wait_for(self._connected.wait(), CONNECT_TIMEOUT)
         except asyncio.TimeoutError:
-            self._lost(f"the media connection did not come up within {CONNECT_TIMEOUT:g} s")
+            self._lost(f"the media connection did not come up within {CONNECT_TIMEOUT:g} s{self._no_udp()}")
+
+    def _no_udp(self) -> str:
+        """Why, when the server gave no UDP candidate: a livekit-server whose rtc UDP port range
+        is used up offers only its ICE-TCP candidate, which aiortc cannot use."""
+        if self._server_udp:
+            return ""
+        return (" (the server offered no UDP candidate, only ICE-TCP, which aiortc lacks: "
+                "its rtc UDP port range may be used up)")  # fmt: skip
 
     def _trickle_out(self) -> None:
         """Send our candidates (also in the answer) as trickles, as other clients do."""
@@ -314,13 +340,15 @@ class EncodedSubscriber:
             return  # nothing is published: the publisher connection is never opened
         init = json.loads(trickle.candidateInit or "{}")
         text = str(init.get("candidate", ""))
-        if not text:
-            return
-        await self._described.wait()
-        c = candidate_from_sdp(text.split(":", 1)[1] if text.startswith("candidate:") else text)
-        c.sdpMid = init.get("sdpMid")
-        c.sdpMLineIndex = init.get("sdpMLineIndex")
-        await self._pc.addIceCandidate(c)
+        await self._described.wait()  # also for the final trickle: after the candidates before it
+        if text:
+            c = candidate_from_sdp(text.split(":", 1)[1] if text.startswith("candidate:") else text)
+            c.sdpMid = init.get("sdpMid")
+            c.sdpMLineIndex = init.get("sdpMLineIndex")
+            self._server_udp += c.protocol.lower() == "udp"
+            await self._pc.addIceCandidate(c)
+        if trickle.final and not self._server_udp and not self._connected.is_set():
+            self._lost(f"the media connection cannot come up{self._no_udp()}")
 
     # --- media -----------------------------------------------------------------------------
 
