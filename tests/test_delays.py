@@ -6,7 +6,14 @@ import time
 
 from livekit import rtc
 
-from pyegress.sources.delays import CLEAN_TARGET, MAX_EXCESS, MAX_LAG, SETTLE_SECONDS, JitterDelays
+from pyegress.sources.delays import (
+    CLEAN_TARGET,
+    MAX_ADVANCE,
+    MAX_EXCESS,
+    MAX_LAG,
+    SETTLE_SECONDS,
+    JitterDelays,
+)
 from pyegress.sources.room import RoomSource
 
 AUDIO = rtc.TrackKind.KIND_AUDIO
@@ -81,12 +88,19 @@ def test_a_participants_audio_and_camera_wait_for_each_other() -> None:
     bob = _Participant(_Pub("TR_bob", AUDIO, mic))  # audio only: nothing to line up with
     src = RoomSource("r", room=_Room(alice, bob))  # type: ignore[arg-type]
     src._pumps = {sid: None for sid in ("TR_ss", "TR_cam", "TR_mic", "TR_bob")}  # type: ignore[misc]
-    assert src._partner("TR_mic") == "TR_cam"  # the camera, not the screen share
-    assert src._partner("TR_cam") == "TR_mic" and src._partner("TR_bob") is None
+    assert src._partner("TR_mic") == ("TR_cam", False)  # the camera, not the screen share
+    assert src._partner("TR_cam") == ("TR_mic", True) and src._partner("TR_bob") == (None, False)
+    src.delays._excess = {"TR_mic": 0.060, "TR_cam": 0.010, "TR_bob": 0.5}
+    # the sound, held 50 ms longer, is placed that much earlier than it came: the picture stays
+    assert src.lag("TR_cam") == 0.0 and abs(src.lag("TR_mic") + 0.050) < 1e-9
     src.delays._excess = {"TR_mic": 0.160, "TR_cam": 0.010, "TR_bob": 0.5}
-    assert abs(src.lag("TR_cam") - 0.150) < 1e-9 and src.lag("TR_mic") == 0.0  # the picture waits
+    # 150 ms longer: the sound is advanced by what the output's latency allows, the picture waits
+    assert src.lag("TR_mic") == -MAX_ADVANCE and abs(src.lag("TR_cam") - (0.150 - MAX_ADVANCE)) < 1e-9
     assert src.lag("TR_bob") == 0.0
     src.delays._excess = {"TR_mic": 0.0, "TR_cam": 0.080}
     assert src.lag("TR_cam") == 0.0 and abs(src.lag("TR_mic") - 0.080) < 1e-9  # the sound waits
     src.delays._excess = {"TR_mic": 0.9, "TR_cam": 0.0}
-    assert src.lag("TR_cam") == MAX_LAG  # no more than the video inputs keep
+    # no further apart than MAX_LAG; the picture no later than the video inputs keep
+    assert src.lag("TR_mic") == -MAX_ADVANCE and abs(src.lag("TR_cam") - (MAX_LAG - MAX_ADVANCE)) < 1e-9
+    src.delays._excess = {"TR_mic": 0.0, "TR_cam": 0.9}
+    assert src.lag("TR_mic") == MAX_LAG

@@ -8,10 +8,10 @@ import random
 import numpy as np
 
 from pyegress.media.timeline import AudioInput, Ticks, VideoInput
+from pyegress.pipeline import LATENCY  # each tick is read this long after its instant
 from pyegress.quality import LagRange, QualityReport, audio_quality, video_quality, with_details
 
 FPS = 30
-LATENCY = 0.15  # Pipeline.latency: each tick is read this long after its instant
 RATE = 48000
 CHUNK = 1920  # 40 ms
 
@@ -118,6 +118,6 @@ def test_lag_range_and_summary() -> None:
     report = QualityReport([video_quality("alice/camera", VideoInput())], [audio_quality("a/mic", ai, both)])
     line = with_details("End reason: stopped", report)
     assert line.startswith("End reason: stopped; quality: video alice/camera: 0 in, 0 repeated")
-    assert "lag 0-60 ms" in line
+    assert "lag 0 to 60 ms" in line
     assert with_details("stopped", QualityReport()) == "stopped"
     assert report.to_dict()["audio"][0]["lag"]["max"] == 0.060

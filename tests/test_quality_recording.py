@@ -13,6 +13,7 @@ import pytest
 from livekit.protocol import egress as pe
 
 import pyegress
+from pyegress.sources.delays import MAX_ADVANCE
 from pyegress.testing import LiveKitServer, cadence
 from pyegress.testing.cadence import frame_shifts
 
@@ -71,7 +72,9 @@ async def test_the_report_matches_the_file_and_what_was_sent(
     rate = audio["sample_rate"]
     assert audio["samples_received"] > 5.5 * rate, audio
     assert audio["silence_inserted"] < 0.1 * rate and audio["samples_dropped"] < 0.05 * rate, audio
-    assert audio["lag"]["count"] > 0 and 0 <= audio["lag"]["min"] <= audio["lag"]["max"] <= 0.2, audio
+    # placed earlier than it came (its jitter buffer holds it longer than the camera's), or later
+    lag = audio["lag"]
+    assert lag["count"] > 0 and -MAX_ADVANCE <= lag["min"] <= lag["max"] <= 0.2, audio
     # the summary follows the end reason
     reason, summary = info.details.split("; quality: ", 1)
     assert reason == "End reason: StopEgress API", info.details

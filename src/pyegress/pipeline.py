@@ -44,6 +44,14 @@ class PipelineStats:
     still_seconds: float = 0.0  # of ``encode_seconds``: scaling the stills previews asked for
 
 
+#: Seconds the output runs behind the wall clock: a tick's media is read this long after its
+#: instant, so audio that came late, or was placed earlier than it came to line up with its
+#: camera (``sources.delays.MAX_ADVANCE``), still lands in place. 0.3 s: with the largest
+#: advance, a chunk handled 90 ms late by a busy event loop is still read whole (at 0.15 s
+#: with no advance, 40 ms); a live output is this much later, a file is not affected.
+LATENCY = 0.3
+
+
 class Pipeline:
     """Ticks at the output frame rate, hands each tick to one encode thread, feeds outputs.
 
@@ -58,7 +66,7 @@ class Pipeline:
         video_input: VideoSource | None,
         audio_inputs: Sequence[AudioSource],
         fps: int = 30,
-        latency: float = 0.15,
+        latency: float = LATENCY,
     ) -> None:
         self.outputs = list(outputs)
         self._packets = [o for o in self.outputs if isinstance(o, PacketOutput)]
@@ -139,6 +147,8 @@ class Pipeline:
                         break
                     except asyncio.TimeoutError:
                         pass
+                else:  # behind (the loop was busy): frames that came meanwhile are pushed first
+                    await asyncio.sleep(0)
                 self._tick(k)
                 k += 1
                 self.pauses.next_tick = k

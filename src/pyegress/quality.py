@@ -14,7 +14,8 @@ from .media.timeline import AudioInput, VideoInput
 
 @dataclass
 class LagRange:
-    """The A/V lag corrections applied to one track (seconds added to its arrival times)."""
+    """The A/V lag corrections applied to one track (seconds added to its arrival times;
+    negative: placed earlier than it came)."""
 
     min: float = 0.0
     max: float = 0.0
@@ -115,9 +116,9 @@ class QualityReport:
 
 def _lag(lag: LagRange | None) -> str:
     """The lag corrections' range for the summary (nothing when none was applied)."""
-    if lag is None or lag.max <= 0:
+    if lag is None or lag.min == lag.max == 0:
         return ""
-    return f", lag {lag.min * 1000:.0f}-{lag.max * 1000:.0f} ms"
+    return f", lag {lag.min * 1000:.0f} to {lag.max * 1000:.0f} ms"
 
 
 def video_quality(name: str, vi: VideoInput[Any], lag: LagRange | None = None) -> VideoQuality:

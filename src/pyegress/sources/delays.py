@@ -6,9 +6,15 @@ video of the same instant (measured through a loopback server with the audio sen
 86 ms late at 100 ms of jitter, 173 ms at 200 ms). The SDK's WebRTC stats say how long each
 jitter buffer is aiming to hold its media now (``jitter_buffer_target_delay`` per emitted
 sample or frame, over the last poll); this module keeps each track's excess over a clean
-network's. A participant's audio and camera are lined up with them: whichever of the two is
-held less is placed later by the difference (``RoomSource.lag``). Placing the other earlier is
-not possible: the output reads audio only ``Pipeline.latency`` behind its arrival.
+network's. A participant's audio and camera are lined up with them (``RoomSource.lag``): when
+the camera is held longer, the audio is placed later by the difference; when the audio is, it
+is placed earlier than it came, by up to ``MAX_ADVANCE`` (the output reads it
+``pipeline.LATENCY`` after its instant), and the picture waits only for the rest. A picture
+that waits moves by whole frames (a frame shown twice each 33 ms); audio moves by stretching
+a little, or by one jump: on a machine that stalls, NetEq's target swings by tens of ms each
+poll, and following it with the picture repeated frames in every recording (measured: 120 ms
+stalls every 1.5 s made the audio lead by 118-160 ms, 10 repeats in 10 s; 4 with the picture
+left in place).
 """
 
 from __future__ import annotations
@@ -37,9 +43,13 @@ FAST_SECONDS = 3.0
 SETTLE_SECONDS = 1.0
 #: The most a reading may say (seconds): beyond it, something other than jitter is going on.
 MAX_EXCESS = 1.0
-#: The most a track is placed later to line up with its partner (seconds): video inputs keep
-#: half a second of frames.
+#: The most a participant's audio and camera are moved apart to line up (seconds).
 MAX_LAG = 0.3
+#: The most audio is placed earlier than it came to line up with a camera held less (seconds):
+#: with ``AUDIO_PATH_DELAY`` and a 40 ms chunk, within ``pipeline.LATENCY`` by 90 ms. The
+#: camera waits for the rest (``MAX_LAG - MAX_ADVANCE`` at most: video inputs keep half a
+#: second of frames, read ``pipeline.LATENCY`` behind).
+MAX_ADVANCE = 0.1
 
 
 class JitterDelays:

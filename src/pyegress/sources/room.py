@@ -17,7 +17,7 @@ from ..media.inputs import Picture
 from ..media.timeline import AudioInput, VideoInput
 from ..quality import LagRange
 from ..redaction import remember
-from .delays import MAX_LAG, JitterDelays
+from .delays import MAX_ADVANCE, MAX_LAG, JitterDelays
 
 log = logging.getLogger("pyegress.source")
 
@@ -46,6 +46,13 @@ FRAME_TIME_SLACK = 0.5
 #: taken off, a frame is due when it is decoded, as its arrival said before.
 RENDER_DELAY = 0.010
 
+#: Decoded frames the SDK's Python stream holds while the event loop is busy: after a stall
+#: the loop hands the stream every frame that came meanwhile before pyegress's pump runs, and
+#: with two of slack all but the last two were dropped (skips). Each is placed by its own render
+#: time, so one taken late still shows in its slot; eight (a quarter second at 30 fps) cover
+#: the pipeline's latency. They hold memory only while the loop is behind.
+VIDEO_QUEUE = 8
+
 #: Audio arrives in chunks this long: fewer, larger chunks cost the SDK and the event loop less
 #: (measured: about 0.07 of the track composite's CPU ratio against 10 ms chunks).
 AUDIO_FRAME_MS = 40
@@ -53,12 +60,12 @@ T = TypeVar("T")
 
 
 def video_stream(track: rtc.Track) -> rtc.VideoStream:
-    """The decoded I420 frames of ``track`` as pyegress pulls them (two frames of slack).
+    """The decoded I420 frames of ``track`` as pyegress pulls them (``VIDEO_QUEUE`` frames of slack).
 
     Since livekit 1.2.1 a stream's queue gets only its own frame events (before, every stream
     woke up for every frame of every track; pyegress narrowed the SDK's queue itself).
     """
-    return rtc.VideoStream(track, format=rtc.VideoBufferType.I420, capacity=2)
+    return rtc.VideoStream(track, format=rtc.VideoBufferType.I420, capacity=VIDEO_QUEUE)
 
 
 def audio_stream(track: rtc.Track, sample_rate: int, channels: int) -> rtc.AudioStream:
@@ -146,7 +153,8 @@ class RoomSource:
         self._pumped: dict[str, rtc.Track] = {}
         self._video_sinks: dict[str, VideoInput[Picture]] = {}
         self.delays = JitterDelays()
-        self._partners: dict[str, str | None] = {}  # track sid -> the pumped track it syncs with
+        #: track sid -> the pumped track it syncs with, and whether the track is a video
+        self._partners: dict[str, tuple[str | None, bool]] = {}
         self._changed = asyncio.Event()
         # quality report (pyegress.quality): every input fed, by sink, and the lags applied
         self.fed: dict[int, tuple[str, VideoInput[Picture] | AudioInput, set[str]]] = {}
@@ -219,35 +227,41 @@ class RoomSource:
             pub.set_subscribed(True)
 
     def lag(self, sid: str) -> float:
-        """How much later than its arrival media of track ``sid`` is placed so that it lines up
-        with its partner (a participant's audio and camera): what the partner's jitter buffer
-        holds beyond this track's, when that is more (``delays.MAX_LAG`` at most)."""
+        """How much later than its arrival media of track ``sid`` is placed (negative: earlier)
+        so that it lines up with its partner (a participant's audio and camera): what the
+        partner's jitter buffer holds beyond this track's. Audio held longer than its camera is
+        placed earlier (``delays.MAX_ADVANCE`` at most) and the camera waits for the rest; a
+        camera held longer makes its audio wait (``delays.MAX_LAG`` at most)."""
         if sid not in self._partners:
             self._partners[sid] = self._partner(sid)
-        partner = self._partners[sid]
+        partner, is_video = self._partners[sid]
         lag = 0.0
         if partner is not None:
-            lag = min(MAX_LAG, max(0.0, self.delays.excess(partner) - self.delays.excess(sid)))
-            video = self._video_sinks.get(partner)
-            if video is not None:  # audio follows the phase at which its camera is shown
-                lag += video.shown_after
+            held = self.delays.excess(partner) - self.delays.excess(sid)  # the partner's, beyond
+            if is_video:  # it waits for what its audio cannot be advanced by
+                lag = min(MAX_LAG - MAX_ADVANCE, max(0.0, held - MAX_ADVANCE))
+            else:
+                lag = min(MAX_LAG, max(-MAX_ADVANCE, held))
+                video = self._video_sinks.get(partner)
+                if video is not None:  # audio follows the phase at which its camera is shown
+                    lag += video.shown_after
         self.lags.setdefault(sid, LagRange()).add(lag)
         return lag
 
-    def _partner(self, sid: str) -> str | None:
-        """The pumped track paired with ``sid`` for lip sync: a participant's audio with their
-        camera (or their other video when no camera is pumped)."""
+    def _partner(self, sid: str) -> tuple[str | None, bool]:
+        """The pumped track paired with ``sid`` for lip sync (a participant's audio with their
+        camera, or their other video when no camera is pumped), and whether ``sid`` is a video."""
         for p in self.room.remote_participants.values():
             pubs = p.track_publications
             if sid in pubs:
                 pumped = [pub for pub in pubs.values() if pub.sid in self._pumps and pub.sid != sid]
                 if pubs[sid].kind == rtc.TrackKind.KIND_VIDEO:
                     audio = [pub for pub in pumped if pub.kind == rtc.TrackKind.KIND_AUDIO]
-                    return audio[0].sid if audio else None
+                    return (audio[0].sid if audio else None), True
                 videos = [pub for pub in pumped if pub.kind == rtc.TrackKind.KIND_VIDEO]
                 videos.sort(key=lambda pub: pub.source != rtc.TrackSource.SOURCE_CAMERA)
-                return videos[0].sid if videos else None
-        return None
+                return (videos[0].sid if videos else None), False
+        return None, False
 
     def pump_video(self, track: rtc.Track, sink: VideoInput[Picture]) -> None:
         """Feed ``sink`` with decoded I420 frames of ``track`` until it ends."""
@@ -297,7 +311,7 @@ class RoomSource:
         self._pumps[sid] = (task, stream)
         self._pumped[sid] = track
         self._partners.clear()
-        partner = self._partner(sid)
+        partner, _ = self._partner(sid)
         if partner is not None:  # only paired tracks need their jitter buffers read
             self.delays.watch(track)
             self.delays.watch(self._pumped[partner])
