@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import socket
 import threading
@@ -18,6 +19,8 @@ from livekit.rtc._ffi_client import FfiClient
 from livekit.rtc._proto import ffi_pb2
 
 from pyegress.compat import avio
+from pyegress.compat import livekit as livekit_compat
+from pyegress.sources.room import VIDEO_QUEUE, video_stream
 
 RECHECK_AVIO = (
     "re-check pyegress/compat/avio.py against the new PyAV / FFmpeg: the AVIOContext head up to "
@@ -160,3 +163,34 @@ async def test_sdk_streams_get_only_their_own_frame_events() -> None:
     finally:
         for stream in streams:
             await stream.aclose()
+
+
+async def test_video_stream_native_queue_is_set_and_frames_flow(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The stream pyegress pulls asks the FFI for a native queue of several frames (the SDK's own
+    request leaves it at one), and a local track's frames come through it. If the pin fails after
+    an SDK upgrade, re-read ``rtc.VideoStream._create_owned_stream`` and update the compat module
+    (or drop it if the SDK exposes the queue size)."""
+    assert livekit_compat.drift() == "", "see this test's docstring"
+    sent: list[ffi_pb2.FfiRequest] = []
+    real = FfiClient.instance.request
+
+    def request(req: ffi_pb2.FfiRequest) -> ffi_pb2.FfiResponse:
+        sent.append(req)
+        return real(req)
+
+    monkeypatch.setattr(FfiClient.instance, "request", request)
+    source = rtc.VideoSource(64, 48)
+    track = rtc.LocalVideoTrack.create_video_track("v", source)
+    stream = video_stream(track)
+    monkeypatch.undo()
+    try:
+        new = [r.new_video_stream for r in sent if r.HasField("new_video_stream")]
+        assert len(new) == 1 and new[0].queue_size_frames == VIDEO_QUEUE
+        assert new[0].format == rtc.VideoBufferType.I420 and new[0].normalize_stride
+        frame = rtc.VideoFrame(64, 48, rtc.VideoBufferType.I420, bytes(64 * 48 * 3 // 2))
+        for i in range(3):
+            source.capture_frame(frame, timestamp_us=i * 33_000)
+        ev = await asyncio.wait_for(anext(aiter(stream)), 5)
+        assert (ev.frame.width, ev.frame.height) == (64, 48)
+    finally:
+        await stream.aclose()

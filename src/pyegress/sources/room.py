@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 import numpy as np
 from livekit import api, rtc
 
+from ..compat.livekit import QueuedVideoStream
 from ..errors import RoomConnectionLostError, SourceError
 from ..media.inputs import Picture
 from ..media.timeline import AudioInput, VideoInput
@@ -46,9 +47,10 @@ FRAME_TIME_SLACK = 0.5
 #: taken off, a frame is due when it is decoded, as its arrival said before.
 RENDER_DELAY = 0.010
 
-#: Decoded frames the SDK's Python stream holds while the event loop is busy: after a stall
-#: the loop hands the stream every frame that came meanwhile before pyegress's pump runs, and
-#: with two of slack all but the last two were dropped (skips). Each is placed by its own render
+#: Decoded frames the SDK's stream holds, on its native side and its Python side, while the
+#: process or its event loop is busy: after a stall every frame that came meanwhile is handed
+#: on at once, and with one native frame and two Python ones of slack the others were dropped
+#: (skips, "native video stream queue overflow"). Each is placed by its own render
 #: time, so one taken late still shows in its slot; eight (a quarter second at 30 fps) cover
 #: the pipeline's latency. They hold memory only while the loop is behind.
 VIDEO_QUEUE = 8
@@ -65,7 +67,9 @@ def video_stream(track: rtc.Track) -> rtc.VideoStream:
     Since livekit 1.2.1 a stream's queue gets only its own frame events (before, every stream
     woke up for every frame of every track; pyegress narrowed the SDK's queue itself).
     """
-    return rtc.VideoStream(track, format=rtc.VideoBufferType.I420, capacity=VIDEO_QUEUE)
+    return QueuedVideoStream(
+        track, format=rtc.VideoBufferType.I420, capacity=VIDEO_QUEUE, native_queue=VIDEO_QUEUE
+    )
 
 
 def audio_stream(track: rtc.Track, sample_rate: int, channels: int) -> rtc.AudioStream:
