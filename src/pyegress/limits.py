@@ -115,8 +115,8 @@ async def watch_limits(recorder: Limited, limits: SessionLimits) -> None:
         elif pipeline is None or not pipeline.t0:  # ACTIVE, its clock about to start
             wait = 0.02
         else:
-            # the pipeline runs ``latency`` behind the clock: this is when its media is that long
-            deadline = pipeline.t0 + pipeline.latency + seconds
+            # a stop is recorded up to its instant (the pipeline ticks on to it)
+            deadline = pipeline.t0 + seconds
             if seconds and now >= deadline:
                 recorder.reach_limit(f"{name}: {_seconds(seconds)}")
                 return

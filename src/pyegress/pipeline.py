@@ -132,21 +132,30 @@ class Pipeline:
                 out.fail(e)
 
     async def run(self, t0: float, stop: asyncio.Event) -> None:
-        """Tick from monotonic ``t0`` until ``stop`` is set, then drain and close outputs."""
+        """Tick from monotonic ``t0`` until ``stop`` is set, then drain and close outputs.
+
+        Ticks go on until the media reaches the instant ``stop`` was set at (``latency`` more):
+        a recording holds everything up to its stop, not up to ``latency`` before it."""
         self.t0 = t0
         self.pauses.start(t0)
         self._thread.start()
         k = 0
+        end: float | None = None  # when stop was set
         try:
-            while not stop.is_set():
-                due = t0 + k / self.fps + self.latency
-                delay = due - time.monotonic()
-                if delay > 0:
+            while True:
+                if end is None and stop.is_set():
+                    end = time.monotonic()
+                if end is not None and t0 + k / self.fps >= end:
+                    break
+                delay = t0 + k / self.fps + self.latency - time.monotonic()
+                if delay > 0 and end is None:
                     try:
                         await asyncio.wait_for(stop.wait(), delay)
-                        break
+                        continue  # stopped: ticked on to the stop's instant
                     except asyncio.TimeoutError:
                         pass
+                elif delay > 0:
+                    await asyncio.sleep(delay)
                 else:  # behind (the loop was busy): frames that came meanwhile are pushed first
                     await asyncio.sleep(0)
                 self._tick(k)
@@ -155,6 +164,11 @@ class Pipeline:
         finally:
             self._queue.put(None)
             await asyncio.to_thread(self._thread.join)
+
+    def when_output(self, fn: Callable[[], None]) -> None:
+        """Call ``fn`` when the output reaches the media of now (``latency`` from now): a
+        message sent beside the media (a mute change) lands in order with it."""
+        asyncio.get_running_loop().call_later(self.latency, fn)
 
     def _tick(self, k: int) -> None:
         tau = k / self.fps

@@ -246,6 +246,20 @@ class Recorder:
             await asyncio.wait_for(asyncio.shield(self._task), timeout)
         return snapshot(self.info)
 
+    def _tell_pcm_muted(self, muted: bool) -> None:
+        """Tell raw PCM receivers (WebSocket) that the recorded audio was muted or unmuted, in
+        order with the PCM: once the output reaches the media of now."""
+
+        def tell() -> None:
+            for o in self.outputs:
+                if isinstance(o, PcmOutput):
+                    o.set_muted(muted)
+
+        if self.pipeline is not None:
+            self.pipeline.when_output(tell)
+        else:
+            tell()
+
     def end(self, reason: str = EndReason.API, detail: str = "") -> None:
         """Ask the recording to finish (idempotent); ``details`` becomes ``End reason: <reason>``
         (one of :class:`~pyegress.ending.EndReason`) with ``detail`` after it. Before it

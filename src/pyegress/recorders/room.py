@@ -279,6 +279,4 @@ class RoomRecorder(Recorder):
             pub, rtc.RemoteTrackPublication
         )
         if remote and self._route(participant, pub) == "audio":  # type: ignore[arg-type]
-            for o in self.outputs:
-                if isinstance(o, PcmOutput):
-                    o.set_muted(muted)
+            self._tell_pcm_muted(muted)

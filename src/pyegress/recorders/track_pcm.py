@@ -14,7 +14,6 @@ import av
 
 from ..media.encoded import EncodedFrame
 from ..media.inputs import MIX_CHANNELS, MIX_RATE
-from ..outputs import PcmOutput
 from ..sources.encoded import RemoteTrack
 from .base import Recorder
 from .track_passthrough import PassthroughTrackRecorder
@@ -57,9 +56,7 @@ class PcmTrackRecorder(PassthroughTrackRecorder):
     def _muted(self, track: RemoteTrack, muted: bool) -> None:
         """Tell PCM receivers when the recorded track is muted or unmuted."""
         if self.track is not None and track.sid == self.track.sid:
-            for o in self.outputs:
-                if isinstance(o, PcmOutput):
-                    o.set_muted(muted)
+            self._tell_pcm_muted(muted)
 
 
 __all__ = ["PcmTrackRecorder"]
