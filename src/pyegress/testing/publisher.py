@@ -4,19 +4,27 @@ The picture is a moving test pattern (or a solid colour) and the audio a quiet t
 ``marker_interval`` seconds of wall clock (first at ``t0 + marker_interval``) the picture
 flashes white and the audio beeps at the same instant, so a recording's A/V offset can be
 measured with :func:`pyegress.testing.checks.av_offset`.
+
+The frames are paced on a thread of their own (its own event loop), as a camera and a sound
+card are: a recorder busy in the caller's loop (starting an egress blocks it 100 ms or more)
+would otherwise make them late, and libwebrtc's timestamp aligner carries a late start into
+the video's RTP clock for seconds (a drifting A/V offset that the sender, not the recorder, made).
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import logging
 import math
 import random
+import threading
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Coroutine
 from types import TracebackType
-from typing import TYPE_CHECKING, Literal, TypedDict, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypedDict, TypeVar
 
 from livekit import api, rtc
 
@@ -160,7 +168,8 @@ class SyntheticPublisher(SignalPublisher):
         self._audio_source: rtc.AudioSource | None = None
         self._tracks: dict[TrackKind, rtc.LocalVideoTrack | rtc.LocalAudioTrack] = {}
         self._pubs: dict[TrackKind, rtc.LocalTrackPublication] = {}
-        self._tasks: list[asyncio.Task[None]] = []
+        self._pacer = _Pacer()
+        self._tasks: list[concurrent.futures.Future[None]] = []
         self.frames_sent = 0
         self.audio_frames_sent = 0
 
@@ -196,13 +205,15 @@ class SyntheticPublisher(SignalPublisher):
                 self._video_source = rtc.VideoSource(self.width, self.height)
                 await self._publish("video")
             if self.audio_enabled:
-                self._audio_source = rtc.AudioSource(SAMPLE_RATE, 1, queue_size_ms=_AUDIO_QUEUE_MS)
+                self._audio_source = rtc.AudioSource(
+                    SAMPLE_RATE, 1, queue_size_ms=_AUDIO_QUEUE_MS, loop=self._pacer.loop
+                )
                 await self._publish("audio")
             self._t0 = time.monotonic() + _START_LEAD
             if self._video_source is not None:
-                self._tasks.append(asyncio.create_task(self._video_loop(self._video_source)))
+                self._tasks.append(self._pacer.run(self._video_loop(self._video_source)))
             if self._audio_source is not None:
-                self._tasks.append(asyncio.create_task(self._audio_loop(self._audio_source)))
+                self._tasks.append(self._pacer.run(self._audio_loop(self._audio_source)))
         except BaseException:
             await self.stop()
             raise
@@ -213,8 +224,9 @@ class SyntheticPublisher(SignalPublisher):
         for t in tasks:
             t.cancel()
         for t in tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await t
+            with contextlib.suppress(asyncio.CancelledError, concurrent.futures.CancelledError, Exception):
+                await asyncio.wrap_future(t)
+        await asyncio.to_thread(self._pacer.close)
         connected = self._room.isconnected()  # a deleted room has already dropped us
         for kind in list(self._pubs) if connected else []:
             with contextlib.suppress(Exception):
@@ -339,6 +351,36 @@ class SyntheticPublisher(SignalPublisher):
             await source.capture_frame(frame)
             self.audio_frames_sent += 1
             n += _AUDIO_FRAME_SAMPLES
+
+
+class _Pacer:
+    """A daemon thread running an event loop of its own, for the frame pacers (started lazily:
+    a publisher that is never started costs no thread)."""
+
+    def __init__(self) -> None:
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        if self._loop is None:
+            self._loop = asyncio.new_event_loop()
+            self._thread = threading.Thread(target=self._loop.run_forever, name="pyegress-pacer", daemon=True)
+            self._thread.start()
+        return self._loop
+
+    def run(self, coro: Coroutine[Any, Any, None]) -> concurrent.futures.Future[None]:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop)
+
+    def close(self) -> None:
+        """Stop the loop and wait for the thread (its tasks are cancelled and done by then)."""
+        loop, thread, self._loop, self._thread = self._loop, self._thread, None, None
+        if loop is None or thread is None:
+            return
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(5)
+        if not thread.is_alive():
+            loop.close()
 
 
 def join_token(
