@@ -309,8 +309,8 @@ def _report(runs: dict[str, list[ChildRun]], argv: Sequence[str], vers: dict[str
     why = (
         f"Where the encoded path's CPU goes ({CASES[0].name}): the asyncio loop, i.e. aiortc's RTP, "
         f"SRTP and depacketizing in Python plus the decode calls, {loop / enc4.result['steady_wall_s']:.3f} "
-        "CPU s / s; libavcodec's own decode threads little. Its cost grows with packets (many senders), "
-        "the SDK's with pixels: so it wins for one large track and loses for several small ones."
+        "CPU s / s; libavcodec's own decode threads little. Its cost grows with packets, the SDK's with "
+        "pixels."
     )
     why += " The bench asks for every track at once (8 tracks of 4 participants), as a composite does."
     if winners:
@@ -330,7 +330,7 @@ def _report(runs: dict[str, list[ChildRun]], argv: Sequence[str], vers: dict[str
             "",
             *head,
             "",
-            "Command: `" + command_line(argv) + "`",
+            "Command: `python -m pyegress.testing.netns -- " + command_line(argv) + "`",
             "",
             f"- Date: {now_utc()}",
             f"- Machine: {machine_line()}",
@@ -369,8 +369,9 @@ _DEFAULT_WOULD_TAKE = [
     "attributes from the signal's `update`, active speakers from its `speakers_changed`, "
     "simulcast layer per tile size through `UpdateTrackSettings`, reconnect / resume); a decode "
     "thread per track (PyAV, threads on) feeding the compositor's `VideoInput` and the mixer's "
-    "`AudioInput`, timed by the sender-report clock with a small playout delay instead of "
-    "`frame_time(timestamp_us)`; VP8 as well as H.264 (the bench's publishers send H.264 only); "
+    "`AudioInput`, timed by each track's RTP clock placed by arrival (as the passthrough mux: "
+    "the marker publisher's sender reports skew its audio by 32-36 ms) with a playout delay "
+    "instead of `frame_time(timestamp_us)`; VP8 as well as H.264 (the bench's publishers send H.264 only); "
     "loss handling (a PLI and skipped pictures until the key frame, not a frozen tile); and "
     "re-running bench.room_composite / bench.track_composite and the composite tests on it. The "
     "SDK path stays for recording from an application's own `rtc.Room`.",

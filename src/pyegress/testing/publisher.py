@@ -169,7 +169,6 @@ class SyntheticPublisher(SignalPublisher):
         self._tracks: dict[TrackKind, rtc.LocalVideoTrack | rtc.LocalAudioTrack] = {}
         self._pubs: dict[TrackKind, rtc.LocalTrackPublication] = {}
         self._pacer = _Pacer()
-        self._tasks: list[concurrent.futures.Future[None]] = []
         self.frames_sent = 0
         self.audio_frames_sent = 0
 
@@ -211,21 +210,15 @@ class SyntheticPublisher(SignalPublisher):
                 await self._publish("audio")
             self._t0 = time.monotonic() + _START_LEAD
             if self._video_source is not None:
-                self._tasks.append(self._pacer.run(self._video_loop(self._video_source)))
+                self._pacer.run(self._video_loop(self._video_source))
             if self._audio_source is not None:
-                self._tasks.append(self._pacer.run(self._audio_loop(self._audio_source)))
+                self._pacer.run(self._audio_loop(self._audio_source))
         except BaseException:
             await self.stop()
             raise
 
     async def stop(self) -> None:
         """Stop pacing, unpublish everything and disconnect."""
-        tasks, self._tasks = self._tasks, []
-        for t in tasks:
-            t.cancel()
-        for t in tasks:
-            with contextlib.suppress(asyncio.CancelledError, concurrent.futures.CancelledError, Exception):
-                await asyncio.wrap_future(t)
         await asyncio.to_thread(self._pacer.close)
         connected = self._room.isconnected()  # a deleted room has already dropped us
         for kind in list(self._pubs) if connected else []:
@@ -369,18 +362,33 @@ class _Pacer:
             self._thread.start()
         return self._loop
 
-    def run(self, coro: Coroutine[Any, Any, None]) -> concurrent.futures.Future[None]:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop)
+    def run(self, coro: Coroutine[Any, Any, None]) -> None:
+        """Run ``coro`` on the pacer loop until :meth:`close` (an error is logged)."""
+        asyncio.run_coroutine_threadsafe(coro, self.loop).add_done_callback(_log_failure)
 
     def close(self) -> None:
-        """Stop the loop and wait for the thread (its tasks are cancelled and done by then)."""
+        """Cancel the pacers, wait for them to end, stop the loop and its thread (blocking)."""
         loop, thread, self._loop, self._thread = self._loop, self._thread, None, None
         if loop is None or thread is None:
             return
+        with contextlib.suppress(Exception):
+            asyncio.run_coroutine_threadsafe(_cancel_others(), loop).result(5)
         loop.call_soon_threadsafe(loop.stop)
         thread.join(5)
         if not thread.is_alive():
             loop.close()
+
+
+async def _cancel_others() -> None:
+    tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+    for t in tasks:
+        t.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def _log_failure(fut: concurrent.futures.Future[None]) -> None:
+    if not fut.cancelled() and fut.exception() is not None:
+        logger.error("publisher: a frame pacer failed", exc_info=fut.exception())
 
 
 def join_token(
