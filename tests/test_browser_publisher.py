@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import av
 import pytest
 from livekit.protocol import egress as pe
 
@@ -117,3 +118,23 @@ async def test_grid_of_a_browser_and_a_python_publisher(
         assert c.judged > SECONDS * 30 * 0.6, f"{name}: {c.summary()}"
         problems += _cadence(name, c)
     assert not problems, problems
+
+
+async def test_track_egress_of_a_browser_camera_is_written_as_sent_from_its_top_layer(
+    livekit_server: LiveKitServer, service: pyegress.EgressService, room_name: str
+) -> None:
+    # a browser publishes VP8 in simulcast layers; the server forwards a lower one first (a first
+    # key frame at 320x180 seen, its 640x360 one right after): the file starts on the top layer
+    async with browser(livekit_server, room_name, "chrome") as pub:
+        sid = pub.video_track_sid
+        req = pe.TrackEgressRequest(room_name=room_name, track_id=sid, file=pe.DirectFileOutput())
+        info = await record_for(service, await service.start_track_egress(req), SECONDS)
+    media = check_file_result(info)
+    path = Path(info.file_results[0].filename)
+    assert path.suffix == ".webm" and media.video is not None and media.video.codec == "vp8"
+    with av.open(str(path)) as c:
+        frames = [(f.width, f.height, f.key_frame) for f in c.decode(video=0)]
+    assert frames[0][2] and len(frames) > SECONDS * 30 * 0.7, frames[:3]
+    lower = [(i, f) for i, f in enumerate(frames) if f[:2] != (640, 360)]
+    assert not lower, lower[:3]
+    print(f"FIGURES browser as sent: {cadence(path, source_fps=30, skip_seconds=0.5).summary()}")

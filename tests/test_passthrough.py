@@ -231,3 +231,26 @@ async def test_lost_packets_are_nacked_then_a_key_frame_is_asked_for(
     # frame), nothing else: the repaired losses cost no frame
     assert 1 <= len(holes) <= buffer.holes_dropped and max(gaps) < 1.5, (holes, buffer.holes_dropped)
     assert abs(missing - in_holes) <= 5, (missing, in_holes)
+
+
+@pytest.mark.parametrize("codec", ["vp8", "h264"])
+async def test_a_simulcast_track_is_written_from_its_top_layer(
+    livekit_server: LiveKitServer, service: pyegress.EgressService, room_name: str, codec: str
+) -> None:
+    # the file starts on the top layer's first key frame (a browser's track, where the server
+    # forwards a lower layer first: tests/test_browser_publisher.py)
+    async with publisher(livekit_server, room_name, video_codec=codec, audio=False, simulcast=True) as pub:
+        sid = pub.video_track_sid
+        started = await service.start_track_egress(
+            pe.TrackEgressRequest(room_name=room_name, track_id=sid, file=pe.DirectFileOutput())
+        )
+        assert status(await wait_active(service, started.egress_id)) == "EGRESS_ACTIVE"
+        await asyncio.sleep(3.0)
+        info = await service.stop_egress(pe.StopEgressRequest(egress_id=started.egress_id))
+    media = check_file_result(info)
+    assert media.video is not None and (media.video.width, media.video.height) == (640, 360)
+    with av.open(info.file_results[0].filename) as c:
+        frames = [(f.width, f.height, f.key_frame) for f in c.decode(video=0)]
+    print(f"FIGURES simulcast {codec}: {len(frames)} frames, sizes {sorted(set(f[:2] for f in frames))}")
+    assert frames[0][2] and len(frames) > 45, frames[:3]
+    assert {f[:2] for f in frames} == {(640, 360)}, [f for f in frames if f[:2] != (640, 360)][:3]

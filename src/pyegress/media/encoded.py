@@ -7,7 +7,10 @@ mapped through the latest report), which lines up tracks of one participant.
 
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass
+
+import av
 
 #: 1900-01-01 (NTP's epoch) to 1970-01-01, in seconds.
 NTP_UNIX_OFFSET = 2208988800
@@ -23,6 +26,7 @@ class EncodedFrame:
     clock_rate: int
     keyframe: bool
     sender_time: float | None  # the sender's wall clock (Unix seconds) of this frame, by its SR
+    arrived: float = 0.0  # when it was received (monotonic; 0: not known)
 
 
 def h264_nal_types(data: bytes) -> list[int]:
@@ -60,6 +64,19 @@ def is_keyframe(codec: str, data: bytes) -> bool:
     if codec == "vp8":
         return len(data) >= 10 and not data[0] & 1 and data[3:6] == b"\x9d\x01\x2a"
     return True
+
+
+def picture_size(frame: EncodedFrame) -> tuple[int, int]:
+    """The width and height of a key frame (VP8 from its header, H.264 by decoding it once)."""
+    if frame.codec == "vp8":
+        w, h = struct.unpack("<HH", frame.data[6:10])
+        return w & 0x3FFF, h & 0x3FFF
+    ctx = av.CodecContext.create("h264", "r")
+    for pic in ctx.decode(av.Packet(frame.data)):
+        return pic.width, pic.height
+    for pic in ctx.decode(None):
+        return pic.width, pic.height
+    raise ValueError("the first H.264 key frame does not decode")
 
 
 class RtpUnwrapper:

@@ -10,7 +10,7 @@ from typing import Any
 
 import av
 
-from ..media.encoded import EncodedFrame, h264_parameter_sets
+from ..media.encoded import EncodedFrame, h264_parameter_sets, picture_size
 from .file import CONTAINER_FORMATS, FileOutput, container_options
 
 #: The codec each container holds, and the codec name PyAV knows it by.
@@ -28,19 +28,6 @@ def opus_samples(packet: bytes) -> int:
     if count is None:
         count = packet[1] & 0x3F if len(packet) > 1 else 0
     return _OPUS_FRAME[toc >> 3] * count
-
-
-def picture_size(frame: EncodedFrame) -> tuple[int, int]:
-    """The width and height of a key frame (VP8 from its header, H.264 by decoding it once)."""
-    if frame.codec == "vp8":
-        w, h = struct.unpack("<HH", frame.data[6:10])
-        return w & 0x3FFF, h & 0x3FFF
-    ctx = av.CodecContext.create("h264", "r")
-    for pic in ctx.decode(av.Packet(frame.data)):
-        return pic.width, pic.height
-    for pic in ctx.decode(None):
-        return pic.width, pic.height
-    raise ValueError("the first H.264 key frame does not decode")
 
 
 class PassthroughFile(FileOutput):

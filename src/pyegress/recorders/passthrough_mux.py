@@ -9,8 +9,9 @@ delay from its RTP time to the frame's arrival, less what aiortc's jitter buffer
 for four more and was sent a packet after its first sample). The RTCP sender reports are not
 used: the marker publisher's (libwebrtc through the rtc SDK) stamp its audio at encode time and
 put it 27-81 ms late, varying per session (32-36 ms once the publisher paced its frames on a
-thread of its own), while the arrival figure was within 5 ms in every run (measured). The file's time 0 is its first video key frame. A muted, unpublished or
-republished track leaves a gap in its stream, never a broken file.
+thread of its own), while the arrival figure was within 5 ms in every run (measured). The
+file's time 0 is its first video key frame. A muted, unpublished or republished track leaves a
+gap in its stream, never a broken file.
 """
 
 from __future__ import annotations
@@ -270,7 +271,7 @@ class PassthroughMuxRecorder(PassthroughTrackRecorder):
     # --- frames onto the file's timeline ---------------------------------------------------
 
     def _frame(self, placed: _Placed, frame: EncodedFrame) -> None:
-        now = time.monotonic()
+        now = frame.arrived or time.monotonic()
         if not self._first_at:
             self._first_at = now
         if placed.offset is None:
