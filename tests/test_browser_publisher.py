@@ -53,16 +53,16 @@ def _not_black(rgb: tuple[int, int, int]) -> bool:
 
 
 #: Issue 14's goal for a browser's picture is ``MIN_CADENCE``; it is not reached every time, so
-#: the tests print the figure and hold only this floor against regressions. Measured: participant
-#: egress 79.8-100 % (session 8, 5 runs; 99 % in 2 of 2 on an idle machine, session 9); a grid's
-#: browser tile 79.5-86.1 % (session 8), 75.8-94.3 % (session 9, 8 runs); its Python tile
-#: 94.2-95.1 % (session 8), 86.3-95.9 % (session 9, 9 runs and a CI, with the old publisher as
-#: with the new in the same half hour). Lowered in session 9 below those spreads (they were 0.75,
-#: 0.75, 0.90; CI failed the Python tile at 86.3 %): the spread is the machine's load, as sent
-#: a browser's camera advances every frame (test below) and the recorder's own report of that
-#: tile said 0 frames repeated or skipped while the decoded file measured 94.6 %. Issue 14 stays
-#: open on it. Lip sync (every marker, the first included, within 40 ms) is held to the goal.
-CADENCE_FLOOR = {"participant": 0.65, "chrome": 0.65, "python": 0.80}
+#: the tests print the figure and hold only this floor against regressions. Measured from the
+#: second second on (the first shows a tile waiting for its first frame: judged, it read as a
+#: dozen repeats and one long skip, and CI failed the Python tile at 86.3 % on it): participant
+#: egress 82-95 %; a grid's browser tile 84-95 %, its Python tile 99-100 % (session 9). As sent,
+#: a browser's camera advances every frame (the track egress test below) on an idle machine;
+#: the spread is Chromium sharing the two cores. Issue 14 stays open on it. Lip sync (every
+#: marker, the first included, within 40 ms) is held to the goal.
+CADENCE_FLOOR = {"participant": 0.75, "chrome": 0.75, "python": 0.90}
+#: Left out of the cadence: the first second (the egress subscribing, tiles waiting for frames).
+SKIP = 1.0
 
 
 def _cadence(name: str, c: Cadence) -> list[str]:
@@ -87,8 +87,8 @@ async def test_participant_egress_of_a_browser(
     assert (media.video.width, media.video.height) == (640, 360)
     assert _not_black(region_color(path, media.duration - 1.3))
     assert tone_present(str(path), 440, start=1.0, end=media.duration - 0.5)
-    c = cadence(path, source_fps=30)
-    assert c.judged > SECONDS * 30 * 0.7, c.summary()
+    c = cadence(path, source_fps=30, skip_seconds=SKIP)
+    assert c.judged > (SECONDS - SKIP) * 30 * 0.6, c.summary()
     problems = _lip_sync(av_offset(path)) + _cadence("participant", c)
     assert not problems, problems
 
@@ -117,8 +117,8 @@ async def test_grid_of_a_browser_and_a_python_publisher(
         assert _not_black(
             region_color(path, media.duration - 1.3, (cell.x, cell.y, cell.x + cell.w, cell.y + cell.h))
         )
-        c = cadence(path, source_fps=30, box=box, scale=max(cell.w / 640, cell.h / 360))
-        assert c.judged > SECONDS * 30 * 0.6, f"{name}: {c.summary()}"
+        c = cadence(path, source_fps=30, box=box, scale=max(cell.w / 640, cell.h / 360), skip_seconds=SKIP)
+        assert c.judged > (SECONDS - SKIP) * 30 * 0.6, f"{name}: {c.summary()}"
         problems += _cadence(name, c)
     assert not problems, problems
 
