@@ -21,6 +21,7 @@ from .config import REQUEST_TYPES, RequestType
 from .console import follow_progress, results_table
 from .errors import EgressError, InvalidRequestError
 from .pauses import FILLS
+from .recorders import RECEIVE_PATHS
 from .selection import Selection
 from .service import EgressService
 
@@ -65,7 +66,12 @@ async def record(args: argparse.Namespace) -> int:
     try:
         sidecars = [s for s in args.sidecars.split(",") if s] if args.sidecars else []
         svc = EgressService(
-            args.url, args.api_key, args.api_secret, output_dir=args.output_dir, sidecars=sidecars
+            args.url,
+            args.api_key,
+            args.api_secret,
+            output_dir=args.output_dir,
+            sidecars=sidecars,
+            receive_path=args.receive_path,
         )
         info = await getattr(svc, _TYPES[kind].method)(req, **_composite_options(args, kind))
     except EgressError as e:
@@ -158,6 +164,13 @@ def main(argv: list[str] | None = None) -> int:
     rec.add_argument(
         "--sidecars",
         help="time-aligned sidecars beside the media, comma-separated: events,transcript,chat",
+    )
+    rec.add_argument(
+        "--receive-path",
+        choices=RECEIVE_PATHS,
+        default="sdk",
+        help="participant and track composite: receive the tracks through the rtc SDK (sdk) or "
+        "as sent, decoded by PyAV (encoded: lip sync under jitter, less CPU)",
     )
     rec.add_argument(
         "--pause-fill",

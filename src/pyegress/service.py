@@ -21,7 +21,15 @@ from .info import Listener, is_active, new_info, set_status, snapshot
 from .limits import SessionLimits
 from .pauses import PauseFill
 from .preview import Preview, View
-from .recorders import MediaRecorder, Options, Recorder, RoomCompositeRecorder, TemplateRecorder, recorder_for
+from .recorders import (
+    MediaRecorder,
+    Options,
+    Recorder,
+    RoomCompositeRecorder,
+    TemplateRecorder,
+    check_receive_path,
+    recorder_for,
+)
 from .recorders.base import DEFAULT_MAX_RETRIES, RECONNECT_TIMEOUT
 from .redaction import redact_url
 from .selection import Selection
@@ -123,6 +131,10 @@ class EgressService:
     the requests' (a LiveKit worker: livekit-server sends them).
     ``sidecars`` names the time-aligned sidecars written beside each recording (``"events"``,
     ``"transcript"``, ``"chat"``; :mod:`pyegress.sidecars`).
+    ``receive_path="encoded"`` records participant and track composite egresses from the
+    tracks as their senders encoded them, decoded by PyAV, instead of the rtc SDK's decoded
+    frames: lip sync holds under network jitter and it costs less CPU (see "Receive paths" in
+    the README).
     """
 
     def __init__(
@@ -143,8 +155,10 @@ class EgressService:
         reconnect_timeout: float = RECONNECT_TIMEOUT,
         limits: SessionLimits | None = None,
         sidecars: Collection[str] = (),
+        receive_path: str = "sdk",
     ) -> None:
         self.sidecars = check_kinds(sidecars)
+        self.receive_path = check_receive_path(receive_path)
         if max_retries < 0:
             raise InvalidRequestError("max_retries", "must be 0 or more")
         if reconnect_timeout <= 0:
@@ -429,6 +443,7 @@ class EgressService:
             sidecars=self.sidecars,
             selection=selection,
             speaker_tracks=speaker_tracks,
+            receive_path=self.receive_path,
         )
         if speaker_tracks and not _native_composite(config):
             raise InvalidRequestError("speaker_tracks", "only a room composite with a native layout takes it")

@@ -5,7 +5,7 @@ import importlib.util
 from livekit.protocol import egress as pe
 
 from ..config import EgressConfig, Kind
-from ..errors import NotSupportedError
+from ..errors import InvalidRequestError, NotSupportedError
 from .base import Options, Progress, Recorder
 from .media import MediaRecorder
 from .participant import ParticipantRecorder
@@ -35,6 +35,10 @@ def recorder_for(config: EgressConfig, options: Options) -> Recorder:
         from .track_passthrough import PassthroughTrackRecorder  # aiortc: only when used
 
         cls = PassthroughTrackRecorder
+    elif decodes_encoded(config, options):
+        from .decoded import DecodedRecorder  # aiortc: only when used
+
+        cls = DecodedRecorder
     elif encoded_pcm(config, options):
         from .track_pcm import PcmTrackRecorder
 
@@ -74,6 +78,34 @@ def passthrough(config: EgressConfig, options: Options) -> bool:
     )
 
 
+#: ``receive_path`` values: the rtc SDK's decoded frames, or the encoded receive path decoded
+#: by PyAV (participant and track composite egress; :mod:`.decoded`).
+RECEIVE_PATHS = ("sdk", "encoded")
+
+
+def check_receive_path(value: str) -> str:
+    """``receive_path``, or ``InvalidRequestError`` naming it."""
+    if value not in RECEIVE_PATHS:
+        raise InvalidRequestError("receive_path", f"must be one of {', '.join(RECEIVE_PATHS)}, not {value!r}")
+    return value
+
+
+def decodes_encoded(config: EgressConfig, options: Options) -> bool:
+    """Whether a participant or track composite egress takes the encoded receive path (asked
+    for with ``receive_path="encoded"``); ``NotSupportedError`` naming what stands in its way."""
+    if options.receive_path != "encoded" or config.kind not in (Kind.PARTICIPANT, Kind.TRACK_COMPOSITE):
+        return False
+    if not ENCODED_PATH:
+        raise NotSupportedError("receive_path: the encoded receive path needs aiortc (Python 3.11 or later)")
+    if options.room is not None:
+        raise NotSupportedError("receive_path: the encoded receive path joins the room itself; an "
+                                "application's rtc.Room hands over decoded frames only")  # fmt: skip
+    if options.sidecars - {"events"}:
+        raise NotSupportedError("receive_path: transcript and chat sidecars follow an rtc.Room; the "
+                                "encoded receive path has none")  # fmt: skip
+    return True
+
+
 def encoded_pcm(config: EgressConfig, options: Options) -> bool:
     """Whether a track egress to a WebSocket takes the encoded path and decodes Opus only (its
     PCM without the SDK's audio stream)."""
@@ -92,6 +124,7 @@ def asks_passthrough(config: EgressConfig) -> bool:
 
 
 __all__ = [
+    "RECEIVE_PATHS",
     "RECORDERS",
     "MediaRecorder",
     "Options",
@@ -104,5 +137,6 @@ __all__ = [
     "TrackCompositeRecorder",
     "TrackRecorder",
     "WebRecorder",
+    "check_receive_path",
     "recorder_for",
 ]

@@ -28,7 +28,6 @@ from typing import Any
 from livekit.protocol import egress as pe
 from livekit.protocol import models as pm
 
-from ..compat import aiortc as compat
 from ..config import Kind
 from ..ending import EndReason
 from ..errors import SourceError
@@ -39,6 +38,7 @@ from ..outputs.passthrough_mux import PassthroughMuxFile
 from ..pauses import FrameCut, PauseClock
 from ..quality import with_details
 from ..sources.encoded import RemoteTrack
+from ..sources.encoded.decode import receive_hold
 from .base import Media, require_found
 from .track_passthrough import PAUSE_TICKS, PassthroughTrackRecorder, _soon, frame_length
 
@@ -90,8 +90,7 @@ class _Placed:
     def place(self) -> None:
         """Fix the track's clock: the least delay less what the jitter buffer holds a frame."""
         step = statistics.median(self.steps) if self.steps else 0.0
-        hold = (compat.AUDIO_PREFETCH + 1) * step if self.kind == "audio" else step
-        self.offset = self.least - hold
+        self.offset = self.least - receive_hold(self.kind, step)
 
     def time_of(self, frame: EncodedFrame) -> float:
         assert self.offset is not None
@@ -152,6 +151,34 @@ class PassthroughMuxRecorder(PassthroughTrackRecorder):
         return {k for k, sid in (("video", cfg.video_track_id), ("audio", cfg.audio_track_id)) if sid}
 
     async def _resolve(self) -> Media:
+        routed, field_name = await self._find_routed()
+        for kind, track in routed.items():
+            codec = codec_of(track)
+            if codec not in PASSTHROUGH_CODECS or (kind == "audio") != (codec == "opus"):
+                why = f"track {track.sid} has codec {track.info.mime_type!r}, which cannot be written as sent"
+                raise SourceError(f"{field_name}: {why} (H.264, VP8 and Opus can be)", code=400)
+            self._codecs[kind] = codec
+        video = routed.get("video")
+        ext = PASSTHROUGH_CODECS[self._codecs["video"]][0] if video is not None else ".ogg"
+        values = self._source_values(routed, {"extension": ext})
+        return Media(values, self.config.video if video else None, self.config.audio)
+
+    def _source_values(self, routed: dict[str, RemoteTrack], extra: dict[str, str]) -> dict[str, str]:
+        """Template values of the first routed track (the camera when there is one), which
+        becomes ``self.track``."""
+        first = routed.get("video") or routed["audio"]
+        self.track = first
+        return self._template_values({
+            "publisher_identity": first.participant,
+            "track_id": first.sid,
+            "track_type": first.kind,
+            "track_source": pm.TrackSource.Name(first.info.source).lower(),
+            **extra,
+        })  # fmt: skip
+
+    async def _find_routed(self) -> tuple[dict[str, RemoteTrack], str]:
+        """Wait (bounded) for the participant and the tracks to record: every wanted kind, or
+        what came within ``SECOND_TRACK_WAIT`` of the first; and the request field they answer."""
         assert self.subscriber is not None
         sub, cfg, wanted = self.subscriber, self.config, self._wanted()
         if cfg.kind is Kind.PARTICIPANT:
@@ -169,24 +196,7 @@ class PassthroughMuxRecorder(PassthroughTrackRecorder):
             lambda: found if set(found := self._routed()) >= wanted else None,
             min(self.wait_timeout, SECOND_TRACK_WAIT),
         ) or self._routed()  # fmt: skip
-        for kind, track in routed.items():
-            codec = codec_of(track)
-            if codec not in PASSTHROUGH_CODECS or (kind == "audio") != (codec == "opus"):
-                why = f"track {track.sid} has codec {track.info.mime_type!r}, which cannot be written as sent"
-                raise SourceError(f"{field_name}: {why} (H.264, VP8 and Opus can be)", code=400)
-            self._codecs[kind] = codec
-        video = routed.get("video")
-        ext = PASSTHROUGH_CODECS[self._codecs["video"]][0] if video is not None else ".ogg"
-        first = video or routed["audio"]
-        values = self._template_values({
-            "publisher_identity": first.participant,
-            "track_id": first.sid,
-            "track_type": first.kind,
-            "track_source": pm.TrackSource.Name(first.info.source).lower(),
-            "extension": ext,
-        })  # fmt: skip
-        self.track = first
-        return Media(values, self.config.video if video else None, self.config.audio)
+        return routed, field_name
 
     async def _prepare(self, previous: dict[str, Any]) -> None:
         self._files = await self._files_as(PassthroughMuxFile)
@@ -261,12 +271,16 @@ class PassthroughMuxRecorder(PassthroughTrackRecorder):
         def new() -> list[RemoteTrack] | None:
             if self._end.is_set():
                 return []  # the end: wait_for answers within its half-second poll
-            found = [t for t in sub.tracks() if t.sid not in self._placed and self._route(t)]
+            found = [t for t in sub.tracks() if not self._taken(t.sid) and self._route(t)]
             return found or None
 
         while found := await sub.wait_for(new, 3600.0):
             for track in found:
                 self._subscribe(track)
+
+    def _taken(self, sid: str) -> bool:
+        """Whether track ``sid`` was subscribed to (or seen and left out)."""
+        return sid in self._placed
 
     # --- frames onto the file's timeline ---------------------------------------------------
 

@@ -1,0 +1,123 @@
+"""DecodedRecorder: participant and track composite egress from the encoded receive path,
+decoded by PyAV and encoded again as the request asks (``receive_path="encoded"``).
+
+The same tracks through the rtc SDK come out of its jitter buffers with no RTP time, so a
+participant's audio and camera are lined up by what the buffers say they hold, which under
+jitter is off by tens of milliseconds (``docs/motion.md``). Here every frame keeps its sender's
+RTP time and is placed by the frames that came soonest (:mod:`pyegress.sources.encoded.decode`):
+lip sync is the sender's from the first frame on, whatever the network does. It also costs less
+CPU than the SDK's receive path (``bench/receive_path.py``).
+
+Joining, routing (participant or track composite), republish and a participant leaving are
+:class:`PassthroughMuxRecorder`'s; recording (pipeline, encoders, outputs, pause) the base
+:class:`Recorder`'s. A lost connection ends the attempt early, which is retried.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+from livekit.protocol import models as pm
+
+from ..errors import SourceError
+from ..media.inputs import Picture
+from ..media.timeline import AudioInput, VideoInput
+from ..quality import AudioQuality, VideoQuality, audio_quality, video_quality
+from ..sources.encoded import RemoteTrack
+from ..sources.encoded.decode import DECODERS, OpusDecoder, VideoDecoder
+from .base import Media, Recorder
+from .passthrough_mux import PassthroughMuxRecorder, codec_of
+
+log = logging.getLogger("pyegress.recorder")
+
+
+class DecodedRecorder(PassthroughMuxRecorder):
+    """Records a participant's (or two tracks') camera and microphone, decoded and encoded
+    again; follows mute, unpublish and republish; ends when the participant leaves."""
+
+    _prepare = Recorder._prepare
+    _record = Recorder._record
+    pause = Recorder.pause
+    resume = Recorder.resume
+    _pause_clock = Recorder._pause_clock
+
+    def __init__(self, *args: Any, **kw: Any) -> None:
+        super().__init__(*args, **kw)
+        self._decoders: dict[str, VideoDecoder | OpusDecoder] = {}  # by track sid
+        self._names: dict[str, str] = {}  # kind -> "identity/source" of its first track
+        self._following: asyncio.Task[None] | None = None
+
+    async def _resolve(self) -> Media:
+        routed, field_name = await self._find_routed()
+        for kind, track in routed.items():
+            codec = codec_of(track)
+            if (kind == "audio" and codec != "opus") or (kind == "video" and codec not in DECODERS):
+                why = f"track {track.sid} has codec {track.info.mime_type!r}, which pyegress cannot decode"
+                raise SourceError(f"{field_name}: {why} (H.264, VP8, VP9, AV1 and Opus it can)", code=400)
+        values = self._source_values(routed, {})
+        return Media(values, self.config.video, self.config.audio)
+
+    def _on_active(self) -> None:
+        assert self.subscriber is not None
+        self.subscriber.on_muted = self._muted
+        for track in self._routed().values():
+            self._subscribe(track)
+        self._following = asyncio.get_running_loop().create_task(
+            self._follow(), name=f"pyegress-follow-{self.egress_id}"
+        )
+
+    def _subscribe(self, track: RemoteTrack) -> None:
+        kind = self._route(track)
+        if kind is None or track.sid in self._decoders or self.subscriber is None:
+            return
+        codec = codec_of(track)
+        sub, sid = self.subscriber, track.sid
+        decoder: VideoDecoder | OpusDecoder
+        if kind == "video" and self.video_input is not None and codec in DECODERS:
+            decoder = VideoDecoder(codec, self.video_input, lambda: sub.want_keyframe(sid))
+        elif kind == "audio" and self.audio_input is not None and codec == "opus":
+            self.audio_input.reset()  # a new track: continuity starts again
+            decoder = OpusDecoder(self.audio_input)
+        else:
+            return
+        self._decoders[sid] = decoder
+        source = pm.TrackSource.Name(track.info.source).lower()
+        self._names.setdefault(kind, f"{track.participant}/{source}")
+        sub.subscribe(track, decoder)
+
+    def _taken(self, sid: str) -> bool:
+        return sid in self._decoders
+
+    def _unpublished(self, track: RemoteTrack) -> None:
+        if self._decoders.pop(track.sid, None) is not None:
+            log.info("egress %s: track %s unpublished: a gap until it is back", self.egress_id, track.sid)
+
+    def _muted(self, track: RemoteTrack, muted: bool) -> None:
+        """Tell raw PCM receivers (WebSocket) when the recorded audio is muted or unmuted."""
+        if track.sid in self._decoders and track.kind == "audio":
+            self._tell_pcm_muted(muted)
+
+    async def _disconnect(self) -> None:
+        if self._following is not None:
+            task, self._following = self._following, None
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._decoders.clear()
+        await super()._disconnect()
+
+    def _quality_inputs(self) -> tuple[list[VideoQuality], list[AudioQuality]]:
+        video: list[VideoQuality] = []
+        audio: list[AudioQuality] = []
+        if isinstance(self.video_input, VideoInput):
+            sink: VideoInput[Picture] = self.video_input
+            video.append(video_quality(self._names.get("video", "video"), sink))
+        if isinstance(self.audio_input, AudioInput):
+            audio.append(audio_quality(self._names.get("audio", "audio"), self.audio_input))
+        return video, audio
+
+
+__all__ = ["DecodedRecorder"]

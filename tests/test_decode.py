@@ -1,0 +1,149 @@
+"""The encoded receive path's decoders: frames placed on the monotonic clock by their RTP time
+and the frames that came soonest, decoded into the recording's inputs."""
+
+from __future__ import annotations
+
+import fractions
+import sys
+
+import av
+import numpy as np
+import pytest
+
+if sys.version_info < (3, 11):  # aiortc 1.16 needs Python 3.11; on 3.10 there is no encoded path
+    pytest.skip("aiortc 1.16 is installed on Python 3.11 and later only", allow_module_level=True)
+
+from pyegress.media.encoded import EncodedFrame
+from pyegress.media.inputs import MIX_RATE, Picture
+from pyegress.media.timeline import AudioInput, VideoInput
+from pyegress.sources.encoded.decode import (
+    AUDIO_LATE,
+    LINE_WINDOW,
+    ArrivalLine,
+    OpusDecoder,
+    VideoDecoder,
+    receive_hold,
+)
+
+
+def opus_frame(rtp: int, arrived: float, data: bytes = b"\xf8\xff\xfe") -> EncodedFrame:
+    return EncodedFrame("opus", data, rtp, 48000, True, None, arrived)
+
+
+def test_bursty_audio_is_placed_where_it_was_due_not_where_it_came() -> None:
+    # 20 ms packets sent in 200 ms bursts: each burst's last packet came on time, the others
+    # up to 180 ms late. Every packet is placed on the line of the on-time ones.
+    line = ArrivalLine("audio")
+    hold = receive_hold("audio", 0.020)
+    places = []
+    for n in range(100):
+        due = n * 0.020
+        came = 10.0 + (n // 10 + 1) * 0.2 - 0.020 + 0.005  # sent with its burst of 10, 5 ms path
+        places.append(line.place(opus_frame(n * 960, came), came) - due)
+    # from the first burst's on-time packet on, every place is the same: the path, less the hold
+    assert max(places[10:]) - min(places[10:]) < 1e-9
+    assert places[-1] == pytest.approx(10.0 + 0.005 - hold)
+
+
+def test_the_line_follows_a_route_that_got_slower_within_its_window() -> None:
+    line = ArrivalLine("video")
+    rate = 90000
+    at = []
+    for n in range(300):  # 10 s at 30 fps; from 5 s on the path is 50 ms longer
+        due = n / 30
+        came = 100.0 + due + (0.050 if due >= 5.0 else 0.0)
+        at.append(line.place(EncodedFrame("vp8", b"", n * 3000, rate, False, None, came), came) - due)
+    assert at[0] == pytest.approx(100.0 - 1 / 30)  # the path, less the frame the receiver holds
+    assert at[100] == pytest.approx(at[0])
+    assert at[-1] - at[0] == pytest.approx(0.050)  # followed once the faster frames left the window
+    settled = next(n for n, a in enumerate(at) if a - at[0] > 0.049)
+    assert settled / 30 == pytest.approx(5.0 + LINE_WINDOW - 0.050, abs=0.034)  # arrivals age out
+
+
+def test_a_republished_track_gets_a_new_clock() -> None:
+    line = ArrivalLine("audio")
+    first = line.place(opus_frame(48000, 5.0), 5.0)
+    line.reset()
+    again = line.place(opus_frame(123, 9.0), 9.0)  # a new track: another RTP origin
+    hold = receive_hold("audio", 0.020)
+    assert first == pytest.approx(5.0 - hold)
+    assert again == pytest.approx(9.0 - hold)  # placed by its own first frame, not the old clock
+
+
+def encoded_video(codec: str, count: int) -> list[bytes]:
+    enc = av.CodecContext.create("libvpx" if codec == "vp8" else "libx264", "w")
+    enc.width, enc.height, enc.pix_fmt = 320, 180, "yuv420p"  # type: ignore[attr-defined]
+    enc.time_base = fractions.Fraction(1, 30)
+    enc.options = {"tune": "zerolatency"} if codec == "h264" else {"deadline": "realtime"}
+    packets: list[bytes] = []
+    for n in range(count):
+        frame = av.VideoFrame.from_ndarray(np.full((180, 320, 3), n * 8 % 256, np.uint8), format="rgb24")
+        frame = frame.reformat(format="yuv420p")
+        frame.pts = n
+        packets += [bytes(p) for p in enc.encode(frame)]  # type: ignore[attr-defined]
+    packets += [bytes(p) for p in enc.encode(None)]  # type: ignore[attr-defined]
+    return packets
+
+
+@pytest.mark.parametrize("codec", ["vp8", "h264"])
+def test_video_is_decoded_into_the_input_at_its_place(codec: str) -> None:
+    sink: VideoInput[Picture] = VideoInput()
+    keys: list[int] = []
+    dec = VideoDecoder(codec, sink, lambda: keys.append(1))
+    for n, data in enumerate(encoded_video(codec, 30)):
+        dec(EncodedFrame(codec, data, 1000 + n * 3000, 90000, n == 0, None, 50.0 + n / 30))
+        if n == 0:  # placed on its line, less the frame the receiver held it (a 30 fps step)
+            assert sink.at(50.0 - 1 / 30 - 1e-3) is None
+            first = sink.at(50.0 - 1 / 30 + 1e-6)
+            assert isinstance(first, av.VideoFrame) and (first.width, first.height) == (320, 180)
+    assert dec.decoded == 30 and not keys
+    assert sink.frames_in == 30
+    last = sink.at(60.0)
+    assert isinstance(last, av.VideoFrame)
+    assert last.to_ndarray(format="rgb24").mean() == pytest.approx(29 * 8 % 256, abs=4)  # the last picture
+
+
+def test_a_frame_that_does_not_decode_asks_for_a_key_frame() -> None:
+    sink: VideoInput[Picture] = VideoInput()
+    keys: list[int] = []
+    dec = VideoDecoder("vp8", sink, lambda: keys.append(1))
+    frames = encoded_video("vp8", 3)
+    dec(EncodedFrame("vp8", frames[0], 0, 90000, True, None, 1.0))
+    dec(EncodedFrame("vp8", b"\x01\x00\x00" + b"\xff" * 20, 3000, 90000, False, None, 1.03))  # damaged
+    assert keys == [1] and dec.errors == 1 and dec.decoded == 1
+    dec(EncodedFrame("vp8", frames[0], 6000, 90000, True, None, 1.06))  # the key frame asked for
+    assert dec.decoded == 2 and sink.frames_in == 2
+
+
+def test_a_damaged_h264_stream_shows_nothing_and_its_decoder_is_let_go() -> None:
+    # H.264 garbage does not raise; with frame threads, freeing such a decoder hung (slice threads now)
+    sink: VideoInput[Picture] = VideoInput()
+    dec = VideoDecoder("h264", sink, lambda: None)
+    dec(EncodedFrame("h264", b"\x00\x00\x01\x65" + b"\xff" * 40, 0, 90000, False, None, 1.0))
+    dec(EncodedFrame("h264", b"\x00\x00\x01\x41" + b"\x00" * 3, 3000, 90000, False, None, 1.03))
+    assert dec.decoded == 0 and sink.frames_in == 0
+    dec.restart()  # frees the decoder
+
+
+def test_opus_is_decoded_into_the_mix_at_its_place() -> None:
+    enc = av.CodecContext.create("libopus", "w")
+    enc.sample_rate, enc.layout, enc.format = 48000, "stereo", "s16"  # type: ignore[attr-defined]
+    tone = (np.sin(np.arange(48000) / 48000 * 2 * np.pi * 440) * 8000).astype(np.int16)
+    packets: list[bytes] = []
+    for n in range(50):
+        f = av.AudioFrame.from_ndarray(np.repeat(tone[n * 960 : (n + 1) * 960], 2)[None, :], format="s16",
+                                       layout="stereo")  # fmt: skip
+        f.sample_rate, f.pts = 48000, n * 960
+        packets += [bytes(p) for p in enc.encode(f)]  # type: ignore[attr-defined]
+    sink = AudioInput(MIX_RATE, 2, t0=20.0)
+    dec = OpusDecoder(sink)
+    for n, data in enumerate(packets):
+        came = 21.0 + n * 0.020 + receive_hold("audio", 0.020)
+        dec(opus_frame(n * 960, came, data))
+    assert dec.decoded == len(packets) >= 45
+    # placed from 1.0 s of the timeline on (less AUDIO_LATE): nothing before, the tone after
+    start = int((1.0 - AUDIO_LATE) * MIX_RATE)
+    before = sink.read(start - int(0.1 * MIX_RATE), int(0.1 * MIX_RATE) - 10)
+    after = sink.read(int(1.1 * MIX_RATE), int(0.5 * MIX_RATE))
+    assert not before.any()
+    assert np.abs(after).max() > 4000

@@ -1,0 +1,158 @@
+"""Participant and track composite egress through the encoded receive path
+(``receive_path="encoded"``): tracks received as sent, decoded by PyAV, placed by their RTP
+time. What a user gets: every source frame once, lip sync within ±40 ms from the first marker
+on, on a clean network and with the audio sent in 200 ms bursts (the SDK's receive path misses
+the latter: ``tests/test_recording.py``), and the participant followed across mute, unpublish
+and republish."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from livekit.protocol import egress as pe
+
+import pyegress
+from pyegress.errors import InvalidRequestError, NotSupportedError
+from pyegress.testing import LiveKitServer, av_offset, cadence, tone_present
+
+from .helpers import check_file_result, publisher, record_for, status, wait_active
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(sys.version_info < (3, 11), reason="aiortc 1.16 (the encoded path) needs Python 3.11"),
+]
+
+SERVICE_OPTIONS = {"receive_path": "encoded"}
+OUT = pe.EncodingOptions(width=640, height=360, framerate=30, video_bitrate=1500)
+#: Issue 14's goal: every marker, the first included, within this; it is printed, and held
+#: for the median. Measured here over 4 runs of this file: the first marker of a track composite
+#: -28..-31 ms (the video's first second comes a frame late, then its clock settles: one frame
+#: skipped), the later ones -25..+21 ms (a constant per publisher session: its audio pipeline
+#: before the RTP stamp), under 200 ms audio bursts +5..+21 ms on every marker; the marker after
+#: an unmute -32..-56 ms once.
+MAX_OFFSET = 0.040
+#: Held for every marker: a regression floor under the goal's spread.
+OFFSET_FLOOR = 0.060
+#: The publishers send this long before the egress starts (their encoders' first burst).
+SETTLE = 1.0
+
+
+def _request(kind: str, room: str, pub: object, name: str) -> object:
+    out = [pe.EncodedFileOutput(filepath=f"{name}.mp4")]
+    if kind == "track_composite":
+        return pe.TrackCompositeEgressRequest(
+            room_name=room, video_track_id=pub.video_track_sid, audio_track_id=pub.audio_track_sid,  # type: ignore[attr-defined]
+            advanced=OUT, file_outputs=out,
+        )  # fmt: skip
+    return pe.ParticipantEgressRequest(room_name=room, identity="alice", advanced=OUT, file_outputs=out)
+
+
+def _check_sync(path: Path, what: str) -> None:
+    off = av_offset(path)
+    ms = ", ".join(f"{x * 1000:+.0f}" for x in off.offsets)
+    print(f"FIGURES encoded path A/V, {what} (ms, goal ±{MAX_OFFSET * 1e3:.0f} each): {ms}")
+    assert off.count >= 6, off  # every marker's flash and beep are there
+    assert abs(off.median) <= MAX_OFFSET, off
+    assert max(abs(x) for x in off.offsets) <= OFFSET_FLOOR, off
+
+
+@pytest.mark.parametrize("kind", ["participant", "track_composite"])
+async def test_every_frame_once_and_in_sync_from_the_first_marker(
+    livekit_server: LiveKitServer, service: pyegress.EgressService, room_name: str, kind: str
+) -> None:
+    async with publisher(livekit_server, room_name) as pub:
+        await asyncio.sleep(SETTLE)
+        start = getattr(service, f"start_{kind}_egress")
+        t0 = time.monotonic()
+        info = await record_for(service, await start(_request(kind, room_name, pub, kind)), 8.0)
+        wall = time.monotonic() - t0
+    media = check_file_result(info)
+    assert media.video is not None and media.audio is not None
+    assert (media.video.width, media.video.height) == (640, 360)
+    assert media.video.measured_fps is not None and abs(media.video.measured_fps - 30) < 0.5
+    assert wall - 1.5 < media.duration <= wall + 0.3  # wall-clock speed: no speed-up, nothing lost
+    path = Path(info.file_results[0].filename)
+    c = cadence(path, source_fps=30)
+    print(f"FIGURES encoded path cadence, {kind}: {c.summary()}")
+    assert c.judged > 8.0 * 30 * 0.7, c.summary()
+    assert c.share >= 0.98, c.summary()
+    assert tone_present(path, 440.0)
+    _check_sync(path, f"{kind}, clean network")
+    assert "alice/camera" in info.details and "alice/microphone" in info.details  # the quality report
+
+
+async def test_audio_in_bursts_stays_in_sync_from_the_first_marker(
+    livekit_server: LiveKitServer, service: pyegress.EgressService, room_name: str
+) -> None:
+    # The audio is sent in bursts 200 ms apart: through the SDK it comes out of NetEq 170-235 ms
+    # late and the first marker misses by 165 ms; placed by RTP time it lines up from the start.
+    async with publisher(livekit_server, room_name, audio_burst=0.2) as pub:
+        req = _request("participant", room_name, pub, "bursts")
+        info = await record_for(service, await service.start_participant_egress(req), 8.0)  # type: ignore[arg-type]
+    check_file_result(info)
+    _check_sync(Path(info.file_results[0].filename), "200 ms audio bursts")
+
+
+async def test_participant_followed_across_mute_unpublish_republish_until_they_leave(
+    livekit_server: LiveKitServer, service: pyegress.EgressService, room_name: str
+) -> None:
+    pub = publisher(livekit_server, room_name)
+    await pub.start()
+    req = pe.ParticipantEgressRequest(
+        room_name=room_name,
+        identity="alice",
+        advanced=OUT,
+        file_outputs=[pe.EncodedFileOutput(filepath="p.mp4")],
+    )
+    started = await service.start_participant_egress(req)
+    assert status(await wait_active(service, started.egress_id)) == "EGRESS_ACTIVE"
+    t0 = time.monotonic()
+    await asyncio.sleep(2)
+    await pub.mute("video")
+    await pub.mute("audio")
+    await asyncio.sleep(1.5)
+    await pub.unmute("video")
+    await pub.unmute("audio")
+    await asyncio.sleep(1)
+    await pub.unpublish("video")
+    await pub.unpublish("audio")
+    await asyncio.sleep(1.5)
+    await pub.republish("video")
+    await pub.republish("audio")
+    await asyncio.sleep(3)
+    await pub.stop()  # the participant leaves: the egress ends by itself
+    info = await service.wait_egress(started.egress_id, timeout=15)
+    wall = time.monotonic() - t0
+    media = check_file_result(info)
+    assert media.video is not None and media.audio is not None
+    assert wall - 1.5 < media.duration < wall + 1.0, (media.duration, wall)
+    assert info.details.startswith("End reason: Source closed") and "left" in info.details
+    path = Path(info.file_results[0].filename)
+    off = av_offset(path)
+    print(
+        f"FIGURES encoded path A/V across mute and republish (ms): {[round(x * 1000) for x in off.offsets]}"
+    )
+    # markers before the mute and after the republish (new tracks, new clocks), all in sync
+    assert off.count >= 5, off
+    assert abs(off.median) <= MAX_OFFSET, off
+    assert max(abs(x) for x in off.offsets) <= 0.080, off  # the marker after an unmute: -56 ms once
+    late = [t for t in off.paired_flashes if t > 6.5]
+    assert late, off  # the republished tracks were recorded
+
+
+async def test_the_encoded_path_is_refused_where_it_cannot_run(
+    livekit_server: LiveKitServer, service: pyegress.EgressService, room_name: str
+) -> None:
+    with pytest.raises(InvalidRequestError, match="receive_path"):
+        pyegress.EgressService(livekit_server.url, "k", "s", receive_path="webrtc")
+    async with publisher(livekit_server, room_name) as pub:
+        from livekit import rtc
+
+        room = rtc.Room()  # never connected: refused before it is used
+        req = _request("participant", room_name, pub, "own")
+        with pytest.raises(NotSupportedError, match="receive_path"):
+            await service.start_participant_egress(req, room=room)  # type: ignore[arg-type]
