@@ -83,7 +83,7 @@ async def _egress_child(args: argparse.Namespace) -> dict[str, Any]:
     capture = EncodeCapture(Path(args.capture)) if args.capture else None
     if capture is not None:
         capture.install()
-    svc = pyegress.EgressService(output_dir=args.out_dir, wait_timeout=15.0)
+    svc = pyegress.EgressService(output_dir=args.out_dir, wait_timeout=15.0, receive_path=args.receive_path)
     req = pe.TrackCompositeEgressRequest(
         room_name=args.room,
         audio_track_id=args.audio_track,
@@ -402,6 +402,9 @@ def _parent(args: argparse.Namespace, argv: Sequence[str]) -> int:
             for i in range(args.repeat):  # pairs: an egress, then the bare encode of its pictures
                 plan.append((f"egress#{i}", [*me, "--child-egress", *common, "--capture", frames]))
                 plan.append((f"bare#{i}", [*me, "--child-bare", "--paced", *common, "--frames", frames]))
+                if args.encoded:  # the same egress through the encoded receive path, beside it
+                    encoded = [*me, "--child-egress", *common, "--receive-path", "encoded"]
+                    plan.append((f"encoded#{i}", encoded))
                 if i == 0:
                     plan.append(("sdk", [*me, "--child-sdk", *common]))
             plan.append(("synthetic", [*me, "--child-bare", "--paced", *common]))
@@ -427,11 +430,28 @@ def _parent(args: argparse.Namespace, argv: Sequence[str]) -> int:
     i = ratios.index(median)  # the pair shown in the tables
     runs["egress"], runs["bare"] = runs[f"egress#{i}"], runs[f"bare#{i}"]
     report = _report(runs, ratios, argv, _versions())
+    if args.encoded:
+        report += _encoded_table(runs)
     print(report)
     if args.write:
         update_section(SECTION, report)
         print(f"updated docs/performance.md section {SECTION!r}", file=sys.stderr)
     return 0 if median <= TARGET or not args.strict else 1
+
+
+def _encoded_table(runs: dict[str, ChildRun]) -> str:
+    """The egress through the encoded receive path against the same egress through the SDK,
+    run after run (``--encoded``)."""
+    rows = []
+    for key in sorted(k for k in runs if k.startswith("encoded#")):
+        i = key.removeprefix("encoded#")
+        sdk, enc = _per_s(runs[f"egress#{i}"]), _per_s(runs[key])
+        rss = f"{runs[f'egress#{i}'].max_rss_mib:.0f} / {runs[key].max_rss_mib:.0f}"
+        rows.append([f"pair {i}", f"{sdk:.3f}", f"{enc:.3f}", f"{enc / sdk:.2f}", rss])
+    head = ["run", "SDK path CPU s / s", "encoded path CPU s / s", "encoded / SDK", "RSS MiB (SDK / enc.)"]
+    return '\n\nThe same egress with `receive_path="encoded"` (PyAV decode), run beside each pair:\n\n' + (
+        markdown_table(head, rows)
+    )
 
 
 def _pair_ratios(runs: dict[str, ChildRun]) -> list[float]:
@@ -452,6 +472,9 @@ def _parser() -> argparse.ArgumentParser:
         help="pyegress + bare pairs to run (default 3): the received content, and so x264's cost, "
         "varies from run to run; the headline is the median pair",
     )
+    p.add_argument("--encoded", action="store_true",
+                   help="also run the egress through the encoded receive path beside each pair")  # fmt: skip
+    p.add_argument("--receive-path", default="sdk", help=argparse.SUPPRESS)
     child = p.add_mutually_exclusive_group()
     child.add_argument("--child-egress", action="store_true", help=argparse.SUPPRESS)
     child.add_argument("--child-sdk", action="store_true", help=argparse.SUPPRESS)

@@ -16,6 +16,7 @@ from livekit.protocol import egress as pe
 import pyegress
 from pyegress.testing import LiveKitServer, MediaInfo, SyntheticPublisher, probe
 from pyegress.testing.checks import beep_onsets, flash_onsets
+from pyegress.testing.publisher import TrackKind
 from pyegress.testing.rtmp_server import RtmpServer, RtmpServerError
 from pyegress.testing.signals import MARKER_DURATION
 
@@ -104,6 +105,27 @@ def start_rtmp() -> RtmpServer:
         return server.start()
     except RtmpServerError as e:
         pytest.fail(f"cannot start the RTMP server (scripts/install-rtmp-server.sh): {e}", pytrace=False)
+
+
+async def mute_then_republish(
+    pub: SyntheticPublisher, republished: tuple[TrackKind, ...], after: float
+) -> None:
+    """The scripted life of a recorded participant: 2 s on air, camera and microphone muted for
+    1.5 s, 1 s back, ``republished`` tracks unpublished for 1.5 s and published anew, ``after``
+    s more."""
+    await asyncio.sleep(2)
+    await pub.mute("video")
+    await pub.mute("audio")
+    await asyncio.sleep(1.5)
+    await pub.unmute("video")
+    await pub.unmute("audio")
+    await asyncio.sleep(1)
+    for kind in republished:
+        await pub.unpublish(kind)
+    await asyncio.sleep(1.5)
+    for kind in republished:
+        await pub.republish(kind)
+    await asyncio.sleep(after)
 
 
 async def record_for(svc: pyegress.EgressService, info: pe.EgressInfo, seconds: float) -> pe.EgressInfo:

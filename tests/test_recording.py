@@ -22,7 +22,16 @@ from pyegress.testing import (
     tone_present,
 )
 
-from .helpers import check_file_result, end_reason, manifest, publisher, record_for, status, wait_active
+from .helpers import (
+    check_file_result,
+    end_reason,
+    manifest,
+    mute_then_republish,
+    publisher,
+    record_for,
+    status,
+    wait_active,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -134,17 +143,7 @@ async def test_participant_survives_mute_and_republish_and_ends_when_they_leave(
     started = await service.start_participant_egress(req)
     assert status(await wait_active(service, started.egress_id)) == "EGRESS_ACTIVE"
     t0 = time.monotonic()
-    await asyncio.sleep(2)
-    await pub.mute("video")
-    await pub.mute("audio")
-    await asyncio.sleep(1.5)
-    await pub.unmute("video")
-    await pub.unmute("audio")
-    await asyncio.sleep(1)
-    await pub.unpublish("video")
-    await asyncio.sleep(1.5)
-    await pub.republish("video")
-    await asyncio.sleep(2)
+    await mute_then_republish(pub, ("video",), after=2)
     await pub.stop()  # the participant leaves: the egress ends by itself
     info = await service.wait_egress(started.egress_id, timeout=15)
     wall = time.monotonic() - t0
