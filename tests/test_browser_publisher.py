@@ -4,6 +4,7 @@ files are decoded and their picture, sound, lip sync and motion cadence measured
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import av
@@ -80,16 +81,27 @@ def _cadence(name: str, c: Cadence) -> list[str]:
     return [] if c.share >= CADENCE_FLOOR[name] else [f"{name}: {c.summary()}"]
 
 
+@pytest.mark.parametrize(
+    "receive_path",
+    ["sdk", pytest.param("encoded", marks=pytest.mark.skipif(sys.version_info < (3, 11), reason="aiortc"))],
+)
 async def test_participant_egress_of_a_browser(
-    livekit_server: LiveKitServer, service: pyegress.EgressService, room_name: str
+    livekit_server: LiveKitServer, service: pyegress.EgressService, room_name: str, receive_path: str
 ) -> None:
+    # the encoded path decodes the browser's VP8 (its top simulcast layer) and DTX'd Opus itself
+    svc = service
+    if receive_path == "encoded":
+        svc = pyegress.EgressService(livekit_server.url, livekit_server.api_key, livekit_server.api_secret,
+                                     output_dir=service.output_dir, receive_path="encoded")  # fmt: skip
     async with browser(livekit_server, room_name, "chrome") as pub:
         assert pub.identity == "chrome" and pub.video_track_sid and pub.audio_track_sid
         req = pe.ParticipantEgressRequest(
             room_name=room_name, identity="chrome", advanced=OUT,
-            file_outputs=[pe.EncodedFileOutput(filepath="browser.mp4")],
+            file_outputs=[pe.EncodedFileOutput(filepath=f"browser-{receive_path}.mp4")],
         )  # fmt: skip
-        info = await record_for(service, await service.start_participant_egress(req), SECONDS)
+        info = await record_for(svc, await svc.start_participant_egress(req), SECONDS)
+    if svc is not service:
+        await svc.aclose()
     media = check_file_result(info)
     path = Path(info.file_results[0].filename)
     assert media.video is not None and media.audio is not None
