@@ -107,6 +107,26 @@ def start_rtmp() -> RtmpServer:
         pytest.fail(f"cannot start the RTMP server (scripts/install-rtmp-server.sh): {e}", pytrace=False)
 
 
+def egress_request(
+    kind: str, room: str, pub: SyntheticPublisher, encoding: pe.EncodingOptions, name: str = ""
+) -> Any:
+    """A request recording ``pub`` (alice) to ``{name or kind}.mp4``: ``kind`` "participant",
+    "track_composite" (its camera and microphone) or "track" (its camera, as sent)."""
+    path = f"{name or kind}.mp4"
+    out = [pe.EncodedFileOutput(filepath=path)]
+    if kind == "track_composite":
+        return pe.TrackCompositeEgressRequest(room_name=room, video_track_id=pub.video_track_sid,
+                                              audio_track_id=pub.audio_track_sid, advanced=encoding,
+                                              file_outputs=out)  # fmt: skip
+    if kind == "participant":
+        return pe.ParticipantEgressRequest(
+            room_name=room, identity="alice", advanced=encoding, file_outputs=out
+        )
+    return pe.TrackEgressRequest(
+        room_name=room, track_id=pub.video_track_sid, file=pe.DirectFileOutput(filepath=path)
+    )
+
+
 async def mute_then_republish(
     pub: SyntheticPublisher, republished: tuple[TrackKind, ...], after: float
 ) -> None:

@@ -19,7 +19,7 @@ import pyegress
 from pyegress.media.layout import grid
 from pyegress.testing import LiveKitServer, cadence
 
-from .helpers import publisher, record_for
+from .helpers import egress_request, publisher, record_for
 
 pytestmark = pytest.mark.integration
 
@@ -31,22 +31,6 @@ MIN_SHARE = 0.98
 SETTLE = 1.0
 
 
-def _request(kind: str, room: str, pub: object) -> object:
-    out = [pe.EncodedFileOutput(filepath=f"{kind}.mp4")]
-    if kind == "track_composite":
-        return pe.TrackCompositeEgressRequest(
-            room_name=room, video_track_id=pub.video_track_sid, audio_track_id=pub.audio_track_sid,  # type: ignore[attr-defined]
-            advanced=OUT, file_outputs=out,
-        )  # fmt: skip
-    if kind == "participant":
-        return pe.ParticipantEgressRequest(room_name=room, identity="alice", advanced=OUT, file_outputs=out)
-    return pe.TrackEgressRequest(
-        room_name=room,
-        track_id=pub.video_track_sid,
-        file=pe.DirectFileOutput(filepath=f"{kind}.mp4"),  # type: ignore[attr-defined]
-    )
-
-
 @pytest.mark.parametrize("fps", [30, 15])
 @pytest.mark.parametrize("kind", ["track_composite", "participant", "track"])
 async def test_each_source_frame_is_shown_as_often_as_due(
@@ -55,7 +39,7 @@ async def test_each_source_frame_is_shown_as_often_as_due(
     async with publisher(livekit_server, room_name, fps=fps) as pub:
         await asyncio.sleep(SETTLE)
         start = getattr(service, f"start_{kind}_egress")
-        info = await record_for(service, await start(_request(kind, room_name, pub)), SECONDS)
+        info = await record_for(service, await start(egress_request(kind, room_name, pub, OUT)), SECONDS)
     assert info.status == pe.EGRESS_COMPLETE, info.error
     path = Path(info.file_results[0].filename)
     c = cadence(path, source_fps=fps)

@@ -19,7 +19,15 @@ import pyegress
 from pyegress.errors import InvalidRequestError, NotSupportedError
 from pyegress.testing import LiveKitServer, av_offset, cadence, tone_present
 
-from .helpers import check_file_result, mute_then_republish, publisher, record_for, status, wait_active
+from .helpers import (
+    check_file_result,
+    egress_request,
+    mute_then_republish,
+    publisher,
+    record_for,
+    status,
+    wait_active,
+)
 
 pytestmark = [
     pytest.mark.integration,
@@ -41,16 +49,6 @@ OFFSET_FLOOR = 0.060
 SETTLE = 1.0
 
 
-def _request(kind: str, room: str, pub: object, name: str) -> object:
-    out = [pe.EncodedFileOutput(filepath=f"{name}.mp4")]
-    if kind == "track_composite":
-        return pe.TrackCompositeEgressRequest(
-            room_name=room, video_track_id=pub.video_track_sid, audio_track_id=pub.audio_track_sid,  # type: ignore[attr-defined]
-            advanced=OUT, file_outputs=out,
-        )  # fmt: skip
-    return pe.ParticipantEgressRequest(room_name=room, identity="alice", advanced=OUT, file_outputs=out)
-
-
 def _check_sync(path: Path, what: str) -> None:
     off = av_offset(path)
     ms = ", ".join(f"{x * 1000:+.0f}" for x in off.offsets)
@@ -68,7 +66,7 @@ async def test_every_frame_once_and_in_sync_from_the_first_marker(
         await asyncio.sleep(SETTLE)
         start = getattr(service, f"start_{kind}_egress")
         t0 = time.monotonic()
-        info = await record_for(service, await start(_request(kind, room_name, pub, kind)), 8.0)
+        info = await record_for(service, await start(egress_request(kind, room_name, pub, OUT)), 8.0)
         wall = time.monotonic() - t0
     media = check_file_result(info)
     assert media.video is not None and media.audio is not None
@@ -91,7 +89,7 @@ async def test_audio_in_bursts_stays_in_sync_from_the_first_marker(
     # The audio is sent in bursts 200 ms apart: through the SDK it comes out of NetEq 170-235 ms
     # late and the first marker misses by 165 ms; placed by RTP time it lines up from the start.
     async with publisher(livekit_server, room_name, audio_burst=0.2) as pub:
-        req = _request("participant", room_name, pub, "bursts")
+        req = egress_request("participant", room_name, pub, OUT, "bursts")
         info = await record_for(service, await service.start_participant_egress(req), 8.0)  # type: ignore[arg-type]
     check_file_result(info)
     _check_sync(Path(info.file_results[0].filename), "200 ms audio bursts")
@@ -141,6 +139,6 @@ async def test_the_encoded_path_is_refused_where_it_cannot_run(
         from livekit import rtc
 
         room = rtc.Room()  # never connected: refused before it is used
-        req = _request("participant", room_name, pub, "own")
+        req = egress_request("participant", room_name, pub, OUT, "own")
         with pytest.raises(NotSupportedError, match="receive_path"):
             await service.start_participant_egress(req, room=room)  # type: ignore[arg-type]
