@@ -1,20 +1,17 @@
 """PcmTrackRecorder: a track egress to a WebSocket (its PCM) through the encoded receive path.
 
 The track's Opus packets come from :mod:`pyegress.sources.encoded` and are decoded by PyAV's
-libopus decoder into the 48 kHz stereo PCM the WebSocket carries: one decode, no encode, and
-no SDK audio stream (whose playout mixer and resampler cost more than the decode). The PCM
-goes through the pipeline's timeline as before, so gaps and mutes are silence and pause works.
+libopus decoder into the 48 kHz stereo PCM the WebSocket carries
+(:class:`~pyegress.sources.encoded.decode.OpusDecoder`, placed by RTP time): one decode, no
+encode, and no SDK audio stream (whose playout mixer and resampler cost more than the decode).
+The PCM goes through the pipeline's timeline as before, so gaps and mutes are silence and pause
+works.
 """
 
 from __future__ import annotations
 
-import time
-
-import av
-
-from ..media.encoded import EncodedFrame
-from ..media.inputs import MIX_CHANNELS, MIX_RATE
 from ..sources.encoded import RemoteTrack
+from ..sources.encoded.decode import OpusDecoder
 from .base import Recorder
 from .track_passthrough import PassthroughTrackRecorder
 
@@ -28,30 +25,20 @@ class PcmTrackRecorder(PassthroughTrackRecorder):
     pause = Recorder.pause
     resume = Recorder.resume
 
-    packets_decoded = 0
+    _decoder: OpusDecoder | None = None
+
+    @property
+    def packets_decoded(self) -> int:
+        """Opus packets decoded so far."""
+        return self._decoder.decoded if self._decoder is not None else 0
 
     def _on_active(self) -> None:
         assert self.subscriber is not None and self.track is not None
-        sink = self.audio_input
-        if sink is None:
+        if self.audio_input is None:
             return
-        decoder = av.CodecContext.create("libopus", "r")
-        decoder.sample_rate, decoder.layout = MIX_RATE, "stereo"  # type: ignore[attr-defined]
-        to_mix = av.AudioResampler(format="s16", layout="stereo", rate=MIX_RATE)
-
-        def decode(frame: EncodedFrame) -> None:
-            arrived = time.monotonic()
-            try:
-                decoded = decoder.decode(av.Packet(frame.data))
-            except av.error.FFmpegError:  # a damaged packet: its 20 ms are silence
-                return
-            self.packets_decoded += 1
-            for f in decoded:
-                for pcm in to_mix.resample(f):
-                    sink.push(pcm.to_ndarray().reshape(-1, MIX_CHANNELS), arrived)
-
+        self._decoder = OpusDecoder(self.audio_input)
         self.subscriber.on_muted = self._muted
-        self.subscriber.subscribe(self.track, decode)
+        self.subscriber.subscribe(self.track, self._decoder)
 
     def _muted(self, track: RemoteTrack, muted: bool) -> None:
         """Tell PCM receivers when the recorded track is muted or unmuted."""
