@@ -60,16 +60,6 @@ def test_the_line_follows_a_route_that_got_slower_within_its_window() -> None:
     assert settled / 30 == pytest.approx(5.0 + LINE_WINDOW - 0.050, abs=0.034)  # arrivals age out
 
 
-def test_a_republished_track_gets_a_new_clock() -> None:
-    line = ArrivalLine("audio")
-    first = line.place(opus_frame(48000, 5.0), 5.0)
-    line.reset()
-    again = line.place(opus_frame(123, 9.0), 9.0)  # a new track: another RTP origin
-    hold = receive_hold("audio", 0.020)
-    assert first == pytest.approx(5.0 - hold)
-    assert again == pytest.approx(9.0 - hold)  # placed by its own first frame, not the old clock
-
-
 def encoded_video(codec: str, count: int) -> list[bytes]:
     enc = av.CodecContext.create("libvpx" if codec == "vp8" else "libx264", "w")
     enc.width, enc.height, enc.pix_fmt = 320, 180, "yuv420p"  # type: ignore[attr-defined]
@@ -122,7 +112,7 @@ def test_a_damaged_h264_stream_shows_nothing_and_its_decoder_is_let_go() -> None
     dec(EncodedFrame("h264", b"\x00\x00\x01\x65" + b"\xff" * 40, 0, 90000, False, None, 1.0))
     dec(EncodedFrame("h264", b"\x00\x00\x01\x41" + b"\x00" * 3, 3000, 90000, False, None, 1.03))
     assert dec.decoded == 0 and sink.frames_in == 0
-    dec.restart()  # frees the decoder
+    del dec  # frees the decoder (this hung with frame threads)
 
 
 def test_opus_is_decoded_into_the_mix_at_its_place() -> None:

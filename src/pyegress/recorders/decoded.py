@@ -23,8 +23,6 @@ from typing import Any
 from livekit.protocol import models as pm
 
 from ..errors import SourceError
-from ..media.inputs import Picture
-from ..media.timeline import AudioInput, VideoInput
 from ..quality import AudioQuality, VideoQuality, audio_quality, video_quality
 from ..sources.encoded import RemoteTrack
 from ..sources.encoded.decode import DECODERS, OpusDecoder, VideoDecoder
@@ -110,13 +108,9 @@ class DecodedRecorder(PassthroughMuxRecorder):
         await super()._disconnect()
 
     def _quality_inputs(self) -> tuple[list[VideoQuality], list[AudioQuality]]:
-        video: list[VideoQuality] = []
-        audio: list[AudioQuality] = []
-        if isinstance(self.video_input, VideoInput):
-            sink: VideoInput[Picture] = self.video_input
-            video.append(video_quality(self._names.get("video", "video"), sink))
-        if isinstance(self.audio_input, AudioInput):
-            audio.append(audio_quality(self._names.get("audio", "audio"), self.audio_input))
+        vi, ai = self.video_input, self.audio_input
+        video = [video_quality(self._names.get("video", "video"), vi)] if vi is not None else []
+        audio = [audio_quality(self._names.get("audio", "audio"), ai)] if ai is not None else []
         return video, audio
 
 

@@ -84,12 +84,6 @@ class ArrivalLine:
         step = sorted(self._steps)[len(self._steps) // 2] if self._steps else FIRST_STEP[self.kind]
         return recent[0][1] + frame.rtp / rate - receive_hold(self.kind, step)
 
-    def reset(self) -> None:
-        """Forget the clock (a republished track has a new one)."""
-        self._recent.clear()
-        self._steps.clear()
-        self._last_rtp = None
-
 
 class VideoDecoder:
     """Decodes a video track's frames into ``sink``, each at its place on the line; a frame
@@ -112,7 +106,7 @@ class VideoDecoder:
         except av.error.FFmpegError as e:
             self._failed(e)
             return
-        for picture in pictures:  # with frame threads, an earlier frame's picture comes out
+        for picture in pictures:
             at = self._places.pop(picture.pts, None) if picture.pts is not None else None
             if at is not None:
                 self.decoded += 1
@@ -129,13 +123,6 @@ class VideoDecoder:
         self._ctx = _video_decoder(self.codec)  # the next key frame starts it clean
         self._places.clear()
         self._want_key()
-
-    def restart(self) -> None:
-        """Start clean: a new decoder (the next key frame starts it) and, for a republished
-        track, a new clock."""
-        self.line.reset()
-        self._ctx = _video_decoder(self.codec)
-        self._places.clear()
 
 
 class OpusDecoder:
