@@ -10,13 +10,12 @@ CPU than the SDK's receive path (``bench/receive_path.py``).
 
 Joining, routing (participant or track composite), republish and a participant leaving are
 :class:`PassthroughMuxRecorder`'s; recording (pipeline, encoders, outputs, pause) the base
-:class:`Recorder`'s. A lost connection ends the attempt early, which is retried.
+:class:`Recorder`'s. A lost connection is ridden out as the mux recorder's is (the room
+joined again), the recording going on with a held picture and silence meanwhile.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 from typing import Any
 
@@ -24,7 +23,7 @@ from livekit.protocol import models as pm
 
 from ..errors import SourceError
 from ..quality import AudioQuality, VideoQuality, audio_quality, video_quality
-from ..sources.encoded import RemoteTrack
+from ..sources.encoded import EncodedSubscriber, RemoteTrack
 from ..sources.encoded.decode import DECODERS, OpusDecoder, VideoDecoder
 from .base import Media, Recorder
 from .passthrough_mux import PassthroughMuxRecorder, codec_of
@@ -46,7 +45,6 @@ class DecodedRecorder(PassthroughMuxRecorder):
         super().__init__(*args, **kw)
         self._decoders: dict[str, VideoDecoder | OpusDecoder] = {}  # by track sid
         self._names: dict[str, str] = {}  # kind -> "identity/source" of its first track
-        self._following: asyncio.Task[None] | None = None
 
     async def _resolve(self) -> Media:
         routed, field_name = await self._find_routed()
@@ -59,13 +57,11 @@ class DecodedRecorder(PassthroughMuxRecorder):
         return Media(values, self.config.video, self.config.audio)
 
     def _on_active(self) -> None:
-        assert self.subscriber is not None
-        self.subscriber.on_muted = self._muted
-        for track in self._routed().values():
-            self._subscribe(track)
-        self._following = asyncio.get_running_loop().create_task(
-            self._follow(), name=f"pyegress-follow-{self.egress_id}"
-        )
+        self._start_following()
+
+    def _hook(self, sub: EncodedSubscriber) -> None:
+        super()._hook(sub)
+        sub.on_muted = self._muted
 
     def _subscribe(self, track: RemoteTrack) -> None:
         kind = self._route(track)
@@ -99,13 +95,14 @@ class DecodedRecorder(PassthroughMuxRecorder):
             self._tell_pcm_muted(muted)
 
     async def _disconnect(self) -> None:
-        if self._following is not None:
-            task, self._following = self._following, None
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
-        self._decoders.clear()
         await super()._disconnect()
+        self._decoders.clear()
+
+    def _forget(self) -> None:
+        self._decoders.clear()
+
+    def _subscribed_sids(self) -> list[str]:
+        return list(self._decoders)
 
     def _quality_inputs(self) -> tuple[list[VideoQuality], list[AudioQuality]]:
         vi, ai = self.video_input, self.audio_input

@@ -12,6 +12,12 @@ put it 27-81 ms late, varying per session (32-36 ms once the publisher paced its
 thread of its own), while the arrival figure was within 5 ms in every run (measured). The
 file's time 0 is its first video key frame. A muted, unpublished or republished track leaves a
 gap in its stream, never a broken file.
+
+A lost connection (livekit-server restarted, network down) is ridden out: the room is joined
+again as a new session until ``reconnect_timeout`` has passed, and the tracks it hands over
+(under new sids after a server restart) are taken as a republish. Then the recording ends
+early, FAILED with :class:`~pyegress.errors.RoomConnectionLostError` and retried, what was
+recorded kept.
 """
 
 from __future__ import annotations
@@ -30,14 +36,14 @@ from livekit.protocol import models as pm
 
 from ..config import Kind
 from ..ending import EndReason
-from ..errors import SourceError
+from ..errors import RoomConnectionLostError, SourceError
 from ..info import now_ns
 from ..media.encoded import EncodedFrame
 from ..outputs.passthrough import PASSTHROUGH_CODECS
 from ..outputs.passthrough_mux import PassthroughMuxFile
 from ..pauses import FrameCut, PauseClock
 from ..quality import with_details
-from ..sources.encoded import RemoteTrack
+from ..sources.encoded import EncodedSubscriber, RemoteTrack
 from ..sources.encoded.decode import receive_hold
 from .base import Media, require_found
 from .track_passthrough import PAUSE_TICKS, PassthroughTrackRecorder, _soon, frame_length
@@ -98,8 +104,8 @@ class _Placed:
 
 
 class PassthroughMuxRecorder(PassthroughTrackRecorder):
-    """Follows mute, unpublish and republish of the recorded sources; ends when their
-    participant leaves (or the connection is lost: the file stays playable)."""
+    """Follows mute, unpublish and republish of the recorded sources and rides out a lost
+    connection; ends when their participant leaves."""
 
     def __init__(self, *args: Any, **kw: Any) -> None:
         super().__init__(*args, **kw)
@@ -111,6 +117,11 @@ class PassthroughMuxRecorder(PassthroughTrackRecorder):
         self._first_at = 0.0  # monotonic time the first frame came
         self._origin: float | None = None  # the sender time of the file's time 0
         self._cut = FrameCut(self.pauses)
+        self._live = False  # recording: a lost connection is ridden out from then on
+        self._following: asyncio.Task[None] | None = None
+        self._rejoining: asyncio.Task[None] | None = None
+        self._settling: asyncio.Task[None] | None = None
+        self._lost_at: float | None = None  # when the connection was lost, until media is back
 
     # --- what to record -------------------------------------------------------------------
 
@@ -217,9 +228,7 @@ class PassthroughMuxRecorder(PassthroughTrackRecorder):
         for o in self._files:
             o.attach(self.info, started)
             o.notify = lambda: _soon(loop, self._sync_results)
-        for track in self._routed().values():
-            self._subscribe(track)
-        follow = loop.create_task(self._follow(), name=f"pyegress-follow-{self.egress_id}")
+        self._start_following()
         with self.owner.edit() as info:
             info.started_at = info.started_at or started
             self._mirror_legacy()
@@ -227,10 +236,6 @@ class PassthroughMuxRecorder(PassthroughTrackRecorder):
         try:
             await self._end.wait()
         finally:
-            # ends by itself (a cancel inside the subscriber's wait_for can be lost on 3.11)
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(asyncio.shield(follow), 2.0)
-            follow.cancel()
             await self._finish_recording()
 
     async def _finish_recording(self) -> None:
@@ -251,9 +256,8 @@ class PassthroughMuxRecorder(PassthroughTrackRecorder):
         self._finish_results()
 
     def _subscribe(self, track: RemoteTrack) -> None:
-        assert self.subscriber is not None
         kind = self._route(track)
-        if kind is None or track.sid in self._placed:
+        if kind is None or track.sid in self._placed or self.subscriber is None:
             return
         if self._codecs.get(kind) != codec_of(track):
             log.warning("egress %s: %s track %s is %s, not the file's %s: left out", self.egress_id, kind,
@@ -262,6 +266,24 @@ class PassthroughMuxRecorder(PassthroughTrackRecorder):
             return
         placed = self._placed[track.sid] = _Placed(track, kind)
         self.subscriber.subscribe(track, lambda frame: self._frame(placed, frame))
+
+    def _start_following(self) -> None:
+        """Subscribe to the recorded tracks now in the room, and to each published later."""
+        self._live = True
+        for track in self._routed().values():
+            self._subscribe(track)
+        self._following = asyncio.get_running_loop().create_task(
+            self._follow(), name=f"pyegress-follow-{self.egress_id}"
+        )
+
+    async def _stop_following(self) -> None:
+        """Once the end is set or the subscriber closed, the follower ends by itself (a cancel
+        inside the subscriber's wait_for can be lost on 3.11); else it is cancelled."""
+        task, self._following = self._following, None
+        if task is not None:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(asyncio.shield(task), 2.0)
+            task.cancel()
 
     async def _follow(self) -> None:
         """Subscribe to each track the recorded sources publish later (a republish)."""
@@ -373,9 +395,12 @@ class PassthroughMuxRecorder(PassthroughTrackRecorder):
             log.info("egress %s: %s track %s unpublished: a gap until it is back", self.egress_id,
                      placed.kind, track.sid)  # fmt: skip
 
-    def _participant_left(self, participant: pm.ParticipantInfo) -> None:
+    def _owner_identities(self) -> set[str]:
         cfg = self.config
-        owners = {cfg.identity} if cfg.kind is Kind.PARTICIPANT else {i for i, _ in self._owners.values()}
+        return {cfg.identity} if cfg.kind is Kind.PARTICIPANT else {i for i, _ in self._owners.values()}
+
+    def _participant_left(self, participant: pm.ParticipantInfo) -> None:
+        owners = self._owner_identities()
         if participant.identity in owners and not any(
             p.identity in owners for p in self._present() if p.sid != participant.sid
         ):
@@ -383,3 +408,104 @@ class PassthroughMuxRecorder(PassthroughTrackRecorder):
 
     def _present(self) -> list[pm.ParticipantInfo]:
         return list(self.subscriber.participants.values()) if self.subscriber is not None else []
+
+    # --- a lost connection: ridden out -------------------------------------------------------
+
+    def _disconnected(self, normal: bool, why: str) -> None:
+        sub = self.subscriber
+        taken = sub is not None and sub.left_reason == pm.DisconnectReason.DUPLICATE_IDENTITY
+        if normal or taken or not self._live or self._end.is_set():
+            super()._disconnected(normal, why)
+        elif self._rejoining is None:
+            log.warning("egress %s: connection to the room lost (%s): joining again", self.egress_id, why)
+            self._lost_at = self._lost_at or time.monotonic()
+            self._rejoining = asyncio.get_running_loop().create_task(
+                self._rejoin(why), name=f"pyegress-rejoin-{self.egress_id}"
+            )
+
+    async def _rejoin(self, why: str) -> None:
+        """Join the room again as a new session until ``reconnect_timeout`` from the loss has
+        passed. The server hands every track over again (after its restart under new sids,
+        once their publishers are back): each is routed and subscribed as a republish, the
+        recording going on meanwhile (a held picture and silence, or a gap in a file as sent)."""
+        old, self.subscriber = self.subscriber, None
+        if self._settling is not None:
+            self._settling.cancel()
+            self._settling = None
+        if old is not None:
+            await old.close()
+        await self._stop_following()
+        self._forget()
+        assert self._lost_at is not None
+        delay = 0.25
+        while not self._end.is_set():
+            left = self._lost_at + self.reconnect_timeout - time.monotonic()
+            if left <= 0:
+                self._rejoining = None
+                self._lose(f"lost and not regained within reconnect_timeout ({self.reconnect_timeout:g} s): "
+                           f"{why}")  # fmt: skip
+                return
+            try:
+                sub = await self._join(min(left, self.wait_timeout))
+            except (SourceError, RoomConnectionLostError) as e:  # unreachable, or refused for now
+                why = str(e)
+            else:
+                if not sub.closed:
+                    log.info("egress %s: back in the room", self.egress_id)
+                    self.subscriber, self._rejoining = sub, None
+                    self._start_following()
+                    self._settling = asyncio.get_running_loop().create_task(self._settle(sub))
+                    return
+                why = "the connection was lost again while joining"
+            await asyncio.sleep(min(delay, max(left, 0.0)))
+            delay = min(2 * delay, 2.0)
+        self._rejoining = None
+
+    async def _settle(self, sub: EncodedSubscriber) -> None:
+        """Back in the room: the recorded participant gets ``wait_timeout`` to be back too (it
+        rejoins after a server restart), and the media connection the rest of
+        ``reconnect_timeout`` to come up; else the recording ends (saying which)."""
+        owners = self._owner_identities()
+        back = await sub.wait_for(
+            lambda: True if any(p.identity in owners for p in sub.participants.values()) else None,
+            self.wait_timeout,
+        )
+        if sub.closed or self._end.is_set():
+            return
+        if back is None:
+            who = ", ".join(sorted(owners))
+            self.end(EndReason.SOURCE_CLOSED, f"participant {who} not back after the connection was lost")
+            return
+        assert self._lost_at is not None
+        left = self._lost_at + self.reconnect_timeout - time.monotonic()
+        up = await sub.wait_for(lambda: True if sub.connected else None, max(left, 0.0))
+        if sub.closed or self._end.is_set():
+            return
+        self._settling = None
+        if up is None:
+            self._lose(f"lost and not regained within reconnect_timeout ({self.reconnect_timeout:g} s): "
+                       "the media connection did not come up again")  # fmt: skip
+        else:
+            self._lost_at = None
+
+    def _forget(self) -> None:
+        """The tracks of a lost session: each comes again in the next (placed anew)."""
+        self._placed.clear()
+
+    async def _disconnect(self) -> None:
+        for task in (self._rejoining, self._settling):
+            if task is not None and task is not asyncio.current_task():
+                task.cancel()
+        self._rejoining = self._settling = None
+        await self._stop_following()
+        await super()._disconnect()
+
+    def receiving(self) -> list[str]:
+        """The sids of the recorded tracks whose frames come now (for tests and diagnostics)."""
+        sub = self.subscriber
+        if sub is None or not sub.connected:
+            return []
+        return [sid for sid in self._subscribed_sids() if sub.stats(sid)[0] > 0]
+
+    def _subscribed_sids(self) -> list[str]:
+        return [sid for sid, p in self._placed.items() if p.kind]

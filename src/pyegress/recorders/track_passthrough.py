@@ -24,7 +24,7 @@ from ..pauses import FrameCut, PauseClock, PauseFill, check_fill
 from ..quality import with_details
 from ..sources.encoded import EncodedFrame, EncodedSubscriber, RemoteTrack
 from ..sources.room import recorder_token, wait_for_room
-from .base import Media, Options, Recorder, require_found
+from .base import RECONNECT_TIMEOUT, Media, Options, Recorder, require_found
 
 log = logging.getLogger("pyegress.recorder")
 
@@ -48,9 +48,11 @@ class PassthroughTrackRecorder(Recorder):
         url: str | None = None,
         api_key: str | None = None,
         api_secret: str | None = None,
+        reconnect_timeout: float = RECONNECT_TIMEOUT,
         **kw: Any,
     ) -> None:
         super().__init__(request, **kw)
+        self.reconnect_timeout = reconnect_timeout  # how long the mux recorders rejoin for
         self._url = url or os.environ.get("LIVEKIT_URL", "")
         self._key = api_key or os.environ.get("LIVEKIT_API_KEY", "")
         self._secret = api_secret or os.environ.get("LIVEKIT_API_SECRET", "")
@@ -63,7 +65,7 @@ class PassthroughTrackRecorder(Recorder):
     @classmethod
     def _options(cls, options: Options) -> dict[str, Any]:
         return {**super()._options(options), "url": options.url, "api_key": options.api_key,
-                "api_secret": options.api_secret}  # fmt: skip
+                "api_secret": options.api_secret, "reconnect_timeout": options.reconnect_timeout}  # fmt: skip
 
     async def _connect(self) -> None:
         if not (self._url and self._key and self._secret):
@@ -71,11 +73,23 @@ class PassthroughTrackRecorder(Recorder):
         room = self.config.room_name
         await wait_for_room(self._url, self._key, self._secret, room, self.wait_timeout,
                             self.info.retry_count > 0)  # fmt: skip
-        token = recorder_token(self._key, self._secret, f"EG_{self.egress_id[3:]}", room)
-        self.subscriber = EncodedSubscriber(self._url, token, self._disconnected)
-        await self.subscriber.connect(self.wait_timeout)
-        self.subscriber.on_unpublished = self._unpublished
-        self.subscriber.on_participant_left = self._participant_left
+        self.subscriber = await self._join(self.wait_timeout)
+
+    async def _join(self, timeout: float) -> EncodedSubscriber:
+        """A new session in the room, on a fresh token (a rejoin may come hours later)."""
+        token = recorder_token(self._key, self._secret, f"EG_{self.egress_id[3:]}", self.config.room_name)
+        sub = EncodedSubscriber(self._url, token, self._disconnected)
+        try:
+            await sub.connect(timeout)
+        except BaseException:
+            await sub.close()
+            raise
+        self._hook(sub)
+        return sub
+
+    def _hook(self, sub: EncodedSubscriber) -> None:
+        sub.on_unpublished = self._unpublished
+        sub.on_participant_left = self._participant_left
 
     async def _disconnect(self) -> None:
         if self.subscriber is not None:
@@ -247,10 +261,20 @@ class PassthroughTrackRecorder(Recorder):
             self.end(EndReason.SOURCE_CLOSED, f"participant {participant.identity} left")
 
     def _disconnected(self, normal: bool, why: str) -> None:
+        sub = self.subscriber
         if normal:
             self.end(EndReason.SOURCE_CLOSED, f"room closed ({why})")
-        elif not self._end.is_set():
-            text = f"recording ended early: connection to room {self.config.room_name!r} lost: {why}"
+        elif sub is not None and sub.left_reason == pm.DisconnectReason.DUPLICATE_IDENTITY:
+            # another recorder took over: not ours to retry (nor to take back)
+            self._end_error = SourceError("room: another participant joined with the recorder's identity")
+            self.end(EndReason.FAILURE, str(self._end_error))
+        else:
+            self._lose(f"lost: {why}")
+
+    def _lose(self, what: str) -> None:
+        """End the recording early (it finishes, uploads, then fails and is retried)."""
+        if not self._end.is_set():
+            text = f"recording ended early: connection to room {self.config.room_name!r} {what}"
             self._end_error = RoomConnectionLostError(text)
             self.end(EndReason.FAILURE, text)
 

@@ -136,6 +136,7 @@ class EncodedSubscriber:
         self.on_unpublished: Callable[[RemoteTrack], None] | None = None
         self.on_participant_left: Callable[[pm.ParticipantInfo], None] | None = None
         self.on_muted: Callable[[RemoteTrack, bool], None] | None = None  # (track, muted now)
+        self.left_reason: int | None = None  # the server's DisconnectReason when it asked to leave
         self.closed = False
 
     # --- the room ------------------------------------------------------------------------
@@ -231,6 +232,7 @@ class EncodedSubscriber:
             self.room.CopyFrom(res.room_update.room)
         elif kind == "leave":
             leave = res.leave
+            self.left_reason = leave.reason
             self._end(
                 leave.reason in NORMAL_LEAVES,
                 f"the server asked to leave ({pm.DisconnectReason.Name(leave.reason)})",
