@@ -89,10 +89,8 @@ async def test_participant_egress_of_a_browser(
     livekit_server: LiveKitServer, service: pyegress.EgressService, room_name: str, receive_path: str
 ) -> None:
     # the encoded path decodes the browser's VP8 (its top simulcast layer) and DTX'd Opus itself
-    svc = service
-    if receive_path == "encoded":
-        svc = pyegress.EgressService(livekit_server.url, livekit_server.api_key, livekit_server.api_secret,
-                                     output_dir=service.output_dir, receive_path="encoded")  # fmt: skip
+    svc = pyegress.EgressService(livekit_server.url, livekit_server.api_key, livekit_server.api_secret,
+                                 output_dir=service.output_dir, receive_path=receive_path)  # fmt: skip
     async with browser(livekit_server, room_name, "chrome") as pub:
         assert pub.identity == "chrome" and pub.video_track_sid and pub.audio_track_sid
         req = pe.ParticipantEgressRequest(
@@ -100,8 +98,7 @@ async def test_participant_egress_of_a_browser(
             file_outputs=[pe.EncodedFileOutput(filepath=f"browser-{receive_path}.mp4")],
         )  # fmt: skip
         info = await record_for(svc, await svc.start_participant_egress(req), SECONDS)
-    if svc is not service:
-        await svc.aclose()
+    await svc.aclose()
     media = check_file_result(info)
     path = Path(info.file_results[0].filename)
     assert media.video is not None and media.audio is not None

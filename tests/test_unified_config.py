@@ -26,6 +26,7 @@ from pyegress.recorders import (
     RECORDERS,
     MediaRecorder,
     Options,
+    decodes_encoded,
     encoded_pcm,
     passthrough,
     recorder_for,
@@ -302,6 +303,28 @@ def test_passthrough_of_one_track_is_its_track_egress() -> None:
         build_config(pe.TrackEgressRequest(room_name="r", track_id="TR_a", websocket_url="ws://h/pcm")),
         Options(),
     )
+
+
+def test_participant_and_track_composite_take_the_encoded_path_by_default_where_they_can() -> None:
+    """``auto``: encoded wherever it can run, the SDK's frames elsewhere (never refused);
+    ``encoded`` asked for where it cannot run is refused naming ``receive_path``."""
+    part = build_config(pe.ParticipantEgressRequest(room_name="r", identity="a", file_outputs=[
+        pe.EncodedFileOutput(filepath="a.mp4")]))  # fmt: skip
+    room = build_config(pe.RoomCompositeEgressRequest(room_name="r", file_outputs=[
+        pe.EncodedFileOutput(filepath="a.mp4")]))  # fmt: skip
+    own = rtc.Room()
+    assert Options().receive_path == "auto"
+    assert decodes_encoded(part, Options()) is ENCODED_PATH
+    assert not decodes_encoded(room, Options())  # its receive path is the SDK's (not built on it)
+    for options in (
+        Options(room=own),
+        Options(sidecars=frozenset({"transcript"})),
+        Options(receive_path="sdk"),
+    ):
+        assert not decodes_encoded(part, options), options
+    with pytest.raises(NotSupportedError, match=r"^receive_path: "):
+        decodes_encoded(part, Options(room=own, receive_path="encoded"))
+    assert decodes_encoded(part, Options(sidecars=frozenset({"events"}))) is ENCODED_PATH
 
 
 PASSTHROUGH_REFUSED: list[tuple[pe.StartEgressRequest, type[Exception], str]] = [

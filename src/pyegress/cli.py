@@ -168,9 +168,10 @@ def main(argv: list[str] | None = None) -> int:
     rec.add_argument(
         "--receive-path",
         choices=RECEIVE_PATHS,
-        default="sdk",
-        help="participant and track composite: receive the tracks through the rtc SDK (sdk) or "
-        "as sent, decoded by PyAV (encoded: lip sync under jitter, less CPU)",
+        default="auto",
+        help="participant and track composite: receive the tracks as sent, decoded by PyAV "
+        "(encoded: lip sync under jitter, less CPU), or through the rtc SDK (sdk); auto "
+        "(default): encoded wherever it can be",
     )
     rec.add_argument(
         "--pause-fill",

@@ -131,10 +131,11 @@ class EgressService:
     the requests' (a LiveKit worker: livekit-server sends them).
     ``sidecars`` names the time-aligned sidecars written beside each recording (``"events"``,
     ``"transcript"``, ``"chat"``; :mod:`pyegress.sidecars`).
-    ``receive_path="encoded"`` records participant and track composite egresses from the
-    tracks as their senders encoded them, decoded by PyAV, instead of the rtc SDK's decoded
-    frames: lip sync holds under network jitter and it costs less CPU (see "Receive paths" in
-    the README).
+    ``receive_path``: participant and track composite egresses are recorded from the tracks as
+    their senders encoded them, decoded by PyAV (``"encoded"``), rather than from the rtc SDK's
+    decoded frames (``"sdk"``): lip sync holds under network jitter and it costs less CPU. The
+    default, ``"auto"``, takes it wherever it can (not on Python 3.10, not from an application's
+    own ``rtc.Room``, not with transcript or chat sidecars; see "Receive paths" in the README).
     """
 
     def __init__(
@@ -155,7 +156,7 @@ class EgressService:
         reconnect_timeout: float = RECONNECT_TIMEOUT,
         limits: SessionLimits | None = None,
         sidecars: Collection[str] = (),
-        receive_path: str = "sdk",
+        receive_path: str = "auto",
     ) -> None:
         self.sidecars = check_kinds(sidecars)
         self.receive_path = check_receive_path(receive_path)
