@@ -363,18 +363,15 @@ def _report(runs: dict[str, list[ChildRun]], argv: Sequence[str], vers: dict[str
 
 #: What the report says when the encoded path clears the bar: what making it the default takes.
 _DEFAULT_WOULD_TAKE = [
-    "Making it the default there (not done here) would take: a `RoomSource` counterpart "
-    "over `EncodedSubscriber` with the same surface the room and track composite recorders use "
-    "(participants and their tracks, join / leave / mute / unpublish events, metadata and "
-    "attributes from the signal's `update`, active speakers from its `speakers_changed`, "
-    "simulcast layer per tile size through `UpdateTrackSettings`, reconnect / resume); a decode "
-    "thread per track (PyAV, threads on) feeding the compositor's `VideoInput` and the mixer's "
-    "`AudioInput`, timed by each track's RTP clock placed by arrival (as the passthrough mux: "
-    "the marker publisher's sender reports skew its audio by 32-36 ms) with a playout delay "
-    "instead of `frame_time(timestamp_us)`; VP8 as well as H.264 (the bench's publishers send H.264 only); "
-    "loss handling (a PLI and skipped pictures until the key frame, not a frozen tile); and "
-    "re-running bench.room_composite / bench.track_composite and the composite tests on it. The "
-    "SDK path stays for recording from an application's own `rtc.Room`.",
+    'Participant and track composite egress take it by default (`receive_path="auto"`, '
+    "`pyegress.recorders.decoded`: PyAV decoding on slice threads into the same `VideoInput` / "
+    "`AudioInput`, each frame placed by its RTP time on the line of the frames that came "
+    "soonest, a lost connection ridden out by joining again), except from an application's own "
+    "`rtc.Room`, with sidecars, and on Python 3.10. The room composite still "
+    "takes the SDK path: it needs a `RoomSource` counterpart over `EncodedSubscriber` "
+    "(participants' join / leave / mute / unpublish events, metadata and attributes from the "
+    "signal's `update`, active speakers from its `speakers_changed`, a simulcast layer per tile "
+    "size through `UpdateTrackSettings`), not built yet.",
 ]
 _NOT_CHEAPER = [
     "The encoded path does not clear the bar in every case, so the composites keep the SDK's "

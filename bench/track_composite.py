@@ -6,10 +6,11 @@ livekit-server and a synthetic 1280x720 30 fps publisher (its own process, not c
 measures, each in a child process of its own, one after the other:
 
 * ``egress``: ``EgressService.start_track_composite_egress`` with preset H264_720P_30 to an MP4
-  for ``--seconds``; the whole process is counted, so the LiveKit SDK's receive and decode
-  threads are in the figure;
-* ``sdk``: a process that only joins, subscribes and pulls the same I420 and PCM frames (the
-  SDK's share of the above);
+  for ``--seconds`` through its default receive path (encoded, decoded by PyAV); the whole
+  process is counted, so the receive and decode are in the figure (``--sdk-path``: the same
+  egress through the rtc SDK's receive path beside each pair);
+* ``sdk``: a process that only joins, subscribes and pulls the same I420 and PCM frames through
+  the SDK (the SDK path's receive share of the above);
   While it runs, a hook records every frame it hands to the H.264 encoder, tick by tick
   (``bench.common.EncodeCapture``); the hook's own CPU is measured and taken out of the figures;
 * ``bare``: PyAV alone encoding exactly those frames (read into memory first) + a tone, with the
@@ -402,9 +403,8 @@ def _parent(args: argparse.Namespace, argv: Sequence[str]) -> int:
             for i in range(args.repeat):  # pairs: an egress, then the bare encode of its pictures
                 plan.append((f"egress#{i}", [*me, "--child-egress", *common, "--capture", frames]))
                 plan.append((f"bare#{i}", [*me, "--child-bare", "--paced", *common, "--frames", frames]))
-                if args.encoded:  # the same egress through the encoded receive path, beside it
-                    encoded = [*me, "--child-egress", *common, "--receive-path", "encoded"]
-                    plan.append((f"encoded#{i}", encoded))
+                if args.sdk_path:  # the same egress through the SDK's receive path, beside it
+                    plan.append((f"sdkpath#{i}", [*me, "--child-egress", *common, "--receive-path", "sdk"]))
                 if i == 0:
                     plan.append(("sdk", [*me, "--child-sdk", *common]))
             plan.append(("synthetic", [*me, "--child-bare", "--paced", *common]))
@@ -430,8 +430,8 @@ def _parent(args: argparse.Namespace, argv: Sequence[str]) -> int:
     i = ratios.index(median)  # the pair shown in the tables
     runs["egress"], runs["bare"] = runs[f"egress#{i}"], runs[f"bare#{i}"]
     report = _report(runs, ratios, argv, _versions())
-    if args.encoded:
-        report += _encoded_table(runs)
+    if args.sdk_path:
+        report += _paths_table(runs)
     print(report)
     if args.write:
         update_section(SECTION, report)
@@ -439,17 +439,17 @@ def _parent(args: argparse.Namespace, argv: Sequence[str]) -> int:
     return 0 if median <= TARGET or not args.strict else 1
 
 
-def _encoded_table(runs: dict[str, ChildRun]) -> str:
-    """The egress through the encoded receive path against the same egress through the SDK,
-    run after run (``--encoded``)."""
+def _paths_table(runs: dict[str, ChildRun]) -> str:
+    """The egress through its default, encoded receive path against the same egress through
+    the SDK's, run after run (``--sdk-path``)."""
     rows = []
-    for key in sorted(k for k in runs if k.startswith("encoded#")):
-        i = key.removeprefix("encoded#")
-        sdk, enc = _per_s(runs[f"egress#{i}"]), _per_s(runs[key])
-        rss = f"{runs[f'egress#{i}'].max_rss_mib:.0f} / {runs[key].max_rss_mib:.0f}"
+    for key in sorted(k for k in runs if k.startswith("sdkpath#")):
+        i = key.removeprefix("sdkpath#")
+        sdk, enc = _per_s(runs[key]), _per_s(runs[f"egress#{i}"])
+        rss = f"{runs[key].max_rss_mib:.0f} / {runs[f'egress#{i}'].max_rss_mib:.0f}"
         rows.append([f"pair {i}", f"{sdk:.3f}", f"{enc:.3f}", f"{enc / sdk:.2f}", rss])
     head = ["run", "SDK path CPU s / s", "encoded path CPU s / s", "encoded / SDK", "RSS MiB (SDK / enc.)"]
-    return '\n\nThe same egress with `receive_path="encoded"` (PyAV decode), run beside each pair:\n\n' + (
+    return '\n\nThe same egress with `receive_path="sdk"`, run beside each pair:\n\n' + (
         markdown_table(head, rows)
     )
 
@@ -472,9 +472,9 @@ def _parser() -> argparse.ArgumentParser:
         help="pyegress + bare pairs to run (default 3): the received content, and so x264's cost, "
         "varies from run to run; the headline is the median pair",
     )
-    p.add_argument("--encoded", action="store_true",
-                   help="also run the egress through the encoded receive path beside each pair")  # fmt: skip
-    p.add_argument("--receive-path", default="sdk", help=argparse.SUPPRESS)
+    p.add_argument("--sdk-path", action="store_true",
+                   help="also run the egress through the SDK's receive path beside each pair")  # fmt: skip
+    p.add_argument("--receive-path", default="auto", help=argparse.SUPPRESS)
     child = p.add_mutually_exclusive_group()
     child.add_argument("--child-egress", action="store_true", help=argparse.SUPPRESS)
     child.add_argument("--child-sdk", action="store_true", help=argparse.SUPPRESS)

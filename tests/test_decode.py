@@ -60,6 +60,24 @@ def test_the_line_follows_a_route_that_got_slower_within_its_window() -> None:
     assert settled / 30 == pytest.approx(5.0 + LINE_WINDOW - 0.050, abs=0.034)  # arrivals age out
 
 
+def test_a_resumed_tracks_first_frame_is_placed_as_it_came() -> None:
+    """livekit-server resumes a track it stopped forwarding (a mute) with a first frame stamped
+    one frame after the last it forwarded: placed by that RTP time it would land 2 s in the
+    past. It is placed as it came, and the line (the frames after it) is kept."""
+    line = ArrivalLine("video")
+    rate, hold = 90000, receive_hold("video", 1 / 30)
+
+    def place(n: int, came: float) -> float:
+        return line.place(EncodedFrame("h264", b"", n * 3000, rate, False, None, came), came)
+
+    for n in range(60):  # 2 s at 30 fps, 5 ms path
+        place(n, 100.005 + n / 30)
+    resumed_at = 100.005 + 4.0
+    assert place(60, resumed_at) == pytest.approx(resumed_at - hold)  # stamped as frame 60
+    # then frames stamped by when they were sent (frame 121: 4.033 s) on the same line
+    assert place(121, 100.005 + 121 / 30) == pytest.approx(100.005 + 121 / 30 - hold)
+
+
 def encoded_video(codec: str, count: int) -> list[bytes]:
     enc = av.CodecContext.create("libvpx" if codec == "vp8" else "libx264", "w")
     enc.width, enc.height, enc.pix_fmt = 320, 180, "yuv420p"  # type: ignore[attr-defined]

@@ -65,8 +65,8 @@ def _media_flowing(svc: pyegress.EgressService, egress_id: str) -> bool:
     """The recorder is in the room again with both tracks subscribed (and, on the encoded
     path, their frames coming)."""
     recorder = svc.recorder(egress_id)
-    if svc.receive_path == "encoded":  # a DecodedRecorder (aiortc is not imported on 3.10)
-        return len(recorder.receiving()) == 2  # type: ignore[attr-defined]
+    if hasattr(recorder, "receiving"):  # the encoded path's (aiortc is not imported on 3.10)
+        return len(recorder.receiving()) == 2
     room = recorder.source.room  # type: ignore[attr-defined]
     pubs = [pub for p in room.remote_participants.values() for pub in p.track_publications.values()]
     return (

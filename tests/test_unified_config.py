@@ -305,7 +305,7 @@ def test_passthrough_of_one_track_is_its_track_egress() -> None:
     )
 
 
-def test_participant_and_track_composite_take_the_encoded_path_by_default_where_they_can() -> None:
+async def test_participant_and_track_composite_take_the_encoded_path_by_default_where_they_can() -> None:
     """``auto``: encoded wherever it can run, the SDK's frames elsewhere (never refused);
     ``encoded`` asked for where it cannot run is refused naming ``receive_path``."""
     part = build_config(pe.ParticipantEgressRequest(room_name="r", identity="a", file_outputs=[
@@ -324,7 +324,8 @@ def test_participant_and_track_composite_take_the_encoded_path_by_default_where_
         assert not decodes_encoded(part, options), options
     with pytest.raises(NotSupportedError, match=r"^receive_path: "):
         decodes_encoded(part, Options(room=own, receive_path="encoded"))
-    assert decodes_encoded(part, Options(sidecars=frozenset({"events"}))) is ENCODED_PATH
+    with pytest.raises(NotSupportedError, match=r"^receive_path: sidecars"):
+        decodes_encoded(part, Options(sidecars=frozenset({"events"}), receive_path="encoded"))
 
 
 PASSTHROUGH_REFUSED: list[tuple[pe.StartEgressRequest, type[Exception], str]] = [

@@ -28,6 +28,7 @@ prometheus_port: 9090
 log_level: debug
 insecure: true
 output_dir: /tmp/rec
+receive_path: sdk
 cpu_cost:
   room_composite_cpu_cost: 0.7
   max_cpu_utilization: 0.9
@@ -54,6 +55,7 @@ backup:
     assert (cfg.api_key, cfg.ws_url, cfg.redis.address) == ("key", "ws://127.0.0.1:7880", "127.0.0.1:6379")
     assert (cfg.health_port, cfg.prometheus_port, cfg.log_level, cfg.insecure) == (8080, 9090, "debug", True)
     assert cfg.output_dir == Path("/tmp/rec")
+    assert cfg.receive_path == "sdk" and load_config(body=BASE).receive_path == "auto"
     assert cfg.cost("room_composite") == 0.7 and cfg.cpu_cost["max_cpu_utilization"] == 0.9
     assert cfg.session_limits == SessionLimits(
         file_output_max_duration=5400.0,
@@ -80,6 +82,7 @@ backup:
         ("api_key: k\napi_secret: s\nws_url: ws://h\n", "redis"),
         ("api_key: k\napi_secret: s\nws_url: ws://h\nredis:\n  db: 1\n", "redis.address"),
         (BASE + "health_port: 99999\n", "health_port"),
+        (BASE + "receive_path: webrtc\n", "receive_path"),
         (BASE + "storage:\n  s3:\n    region: x\n", "storage.s3.bucket"),
         (BASE + "backup:\n  s3:\n    bucket: b\n", "backup.s3.region"),
         (BASE + "backup: /var/backup\n", "backup"),

@@ -45,6 +45,7 @@ class DecodedRecorder(PassthroughMuxRecorder):
         super().__init__(*args, **kw)
         self._decoders: dict[str, VideoDecoder | OpusDecoder] = {}  # by track sid
         self._names: dict[str, str] = {}  # kind -> "identity/source" of its first track
+        self._left_out: set[str] = set()  # routed tracks not recorded (no input of their kind)
 
     async def _resolve(self) -> Media:
         routed, field_name = await self._find_routed()
@@ -75,7 +76,8 @@ class DecodedRecorder(PassthroughMuxRecorder):
         elif kind == "audio" and self.audio_input is not None and codec == "opus":
             self.audio_input.reset()  # a new track: continuity starts again
             decoder = OpusDecoder(self.audio_input)
-        else:
+        else:  # not recorded (an output without audio, or a codec left out): seen, never asked for
+            self._left_out.add(sid)
             return
         self._decoders[sid] = decoder
         source = pm.TrackSource.Name(track.info.source).lower()
@@ -83,9 +85,10 @@ class DecodedRecorder(PassthroughMuxRecorder):
         sub.subscribe(track, decoder)
 
     def _taken(self, sid: str) -> bool:
-        return sid in self._decoders
+        return sid in self._decoders or sid in self._left_out
 
     def _unpublished(self, track: RemoteTrack) -> None:
+        self._left_out.discard(track.sid)
         if self._decoders.pop(track.sid, None) is not None:
             log.info("egress %s: track %s unpublished: a gap until it is back", self.egress_id, track.sid)
 
@@ -100,6 +103,7 @@ class DecodedRecorder(PassthroughMuxRecorder):
 
     def _forget(self) -> None:
         self._decoders.clear()
+        self._left_out.clear()
 
     def _subscribed_sids(self) -> list[str]:
         return list(self._decoders)

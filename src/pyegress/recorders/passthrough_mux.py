@@ -411,6 +411,10 @@ class PassthroughMuxRecorder(PassthroughTrackRecorder):
 
     # --- a lost connection: ridden out -------------------------------------------------------
 
+    async def _connect(self) -> None:
+        self._live, self._lost_at = False, None  # a retry starts afresh
+        await super()._connect()
+
     def _disconnected(self, normal: bool, why: str) -> None:
         sub = self.subscriber
         taken = sub is not None and sub.left_reason == pm.DisconnectReason.DUPLICATE_IDENTITY

@@ -14,9 +14,11 @@ sharing an ``output_dir`` need one each), ``reconnect_timeout`` (how long an egr
 connection was lost waits for it to come back before it fails: a duration; default 30 s),
 ``max_retries`` (how often an egress that failed for a transient reason is retried; default
 1), ``sidecars`` (the time-aligned sidecars written beside each recording: a list of
-``events``, ``transcript``, ``chat``; default none) and ``room_composite`` (for every native room
-composite: ``include`` / ``exclude`` rules and ``hide_without_video`` as in
-:mod:`pyegress.selection`, ``speaker_tracks``). Unknown keys are logged once and ignored.
+``events``, ``transcript``, ``chat``; default none), ``receive_path`` (participant and track
+composite: ``auto``, ``sdk`` or ``encoded``, as ``EgressService``'s; default ``auto``) and
+``room_composite`` (for every native room composite: ``include`` / ``exclude`` rules and
+``hide_without_video`` as in :mod:`pyegress.selection`, ``speaker_tracks``). Unknown keys are
+logged once and ignored.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from livekit.protocol import egress as pe
 from .. import redaction
 from ..errors import InvalidRequestError
 from ..limits import SessionLimits
+from ..recorders import check_receive_path
 from ..recorders.base import DEFAULT_MAX_RETRIES, RECONNECT_TIMEOUT
 from ..redaction import redacted_repr
 from ..selection import Selection
@@ -91,6 +94,7 @@ _KNOWN = {
     "reconnect_timeout",
     "max_retries",
     "sidecars",
+    "receive_path",
     "state_file",
     "room_composite",
     "template_base",
@@ -144,6 +148,7 @@ class WorkerConfig:
     reconnect_timeout: float = RECONNECT_TIMEOUT
     max_retries: int = DEFAULT_MAX_RETRIES
     sidecars: frozenset[str] = frozenset()  # time-aligned sidecars beside each recording
+    receive_path: str = "auto"  # participant / track composite (pyegress.recorders.RECEIVE_PATHS)
     selection: Selection | None = None  # room composites: who is recorded (consent rules)
     speaker_tracks: bool = False  # room composites: one audio track per participant
 
@@ -155,6 +160,13 @@ class WorkerConfig:
     def cost(self, kind: str) -> float:
         """CPU cores reserved for one request of ``kind`` (``room_composite``, ``web``, ...)."""
         return float(self.cpu_cost.get(f"{kind}_cpu_cost", DEFAULT_CPU_COST["room_composite_cpu_cost"]))
+
+
+def _receive_path(data: Mapping[str, Any]) -> str:
+    try:
+        return check_receive_path(_str(data, "receive_path") or "auto")
+    except InvalidRequestError as e:
+        raise ConfigError("receive_path", e.message) from None
 
 
 def _str(data: Mapping[str, Any], key: str, where: str = "") -> str:
@@ -334,6 +346,7 @@ def parse_config(data: Mapping[str, Any]) -> WorkerConfig:
         reconnect_timeout=_seconds(data.get("reconnect_timeout", RECONNECT_TIMEOUT), "reconnect_timeout", ""),
         max_retries=_count(data, "max_retries", DEFAULT_MAX_RETRIES),
         sidecars=check_kinds(data.get("sidecars") or ()),
+        receive_path=_receive_path(data),
     )
     config.selection, config.speaker_tracks = _composite(data.get("room_composite"))
     secrets = [config.api_secret, config.redis.password, config.redis.sentinel_password]

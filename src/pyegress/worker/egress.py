@@ -91,6 +91,7 @@ class EgressWorker:
             reconnect_timeout=config.reconnect_timeout,
             max_retries=config.max_retries,
             sidecars=config.sidecars,
+            receive_path=config.receive_path,
         )
         cores = cpus if cpus is not None else float(os.cpu_count() or 1)
         self.capacity = cores * config.cpu_cost.get("max_cpu_utilization", 0.8)

@@ -44,6 +44,12 @@ FIRST_STEP = {"video": 1 / 30, "audio": 0.020}
 #: time it stamps. Audio is placed this much earlier, as ``sources.room.AUDIO_PATH_DELAY``
 #: does for the SDK's receive path.
 AUDIO_LATE = 0.023
+#: Seconds after its place on the line beyond which a frame is placed as it came instead: its
+#: RTP time is not when it was sent. livekit-server resumes a track it stopped forwarding
+#: (muted, then unmuted) with a first frame stamped one frame after the last it forwarded,
+#: however long ago that was (seen: the key frame after a 2 s mute placed 2.04 s before it
+#: came, then dropped); no network delay the line absorbs comes near.
+LATE_LIMIT = 1.0
 #: libavcodec decoders of the codecs LiveKit forwards (AV1 through dav1d, as FFmpeg prefers).
 DECODERS = {"h264": "h264", "vp8": "vp8", "vp9": "vp9", "av1": "libdav1d"}
 
@@ -75,14 +81,16 @@ class ArrivalLine:
         self._last_rtp = frame.rtp if self._last_rtp is None else max(self._last_rtp, frame.rtp)
         recent = self._recent
         delay = arrived - frame.rtp / rate
-        while recent and (recent[-1][1] >= delay or recent[0][0] < arrived - LINE_WINDOW):
-            if recent[-1][1] >= delay:
-                recent.pop()  # never the least again: this frame is newer and came sooner
-            else:
-                recent.popleft()
-        recent.append((arrived, delay))
         step = sorted(self._steps)[len(self._steps) // 2] if self._steps else FIRST_STEP[self.kind]
-        return recent[0][1] + frame.rtp / rate - receive_hold(self.kind, step)
+        hold = receive_hold(self.kind, step)
+        while recent and recent[0][0] < arrived - LINE_WINDOW:
+            recent.popleft()
+        if recent and delay - recent[0][1] > LATE_LIMIT:
+            return arrived - hold  # a resumed track's first frame: placed as it came, the line kept
+        while recent and recent[-1][1] >= delay:
+            recent.pop()  # never the least again: this frame is newer and came sooner
+        recent.append((arrived, delay))
+        return recent[0][1] + frame.rtp / rate - hold
 
 
 class VideoDecoder:
