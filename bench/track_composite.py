@@ -262,7 +262,10 @@ def _report(
     base = _per_s(bare)
     ratio = _per_s(egress) / base
     rows = [
-        ("pyegress track composite (whole process: SDK receive + decode, pipeline, encode, mux)", egress),
+        (
+            "pyegress track composite (whole process: encoded receive, PyAV decode, pipeline, encode)",
+            egress,
+        ),
         ("SDK only: join, subscribe, pull the same I420 + PCM frames (as pyegress pulls them)", sdk),
         ("bare PyAV encode of the frames pyegress encoded (captured), paced at 30 fps", bare),
         ("bare PyAV encode of a synthetic pattern, paced at 30 fps", synth),
@@ -299,10 +302,12 @@ def _report(
     loop = sum(v for k, v in groups.items() if k.startswith("python: main"))
     summary = (
         f"Where it goes, steady recording: encode + mux (`pyegress-encode` thread and libx264 workers) "
-        f"{encode:.3f} CPU s / s against the bare run's {_per_s(bare):.3f}; the SDK's native threads "
-        f"(WebRTC receive, H.264 decode, audio, FFI) {sdk_native:.3f}; the asyncio loop (SDK frame events "
-        f"in Python plus pyegress's timeline and ticks) {loop:.3f}. pyegress minus the SDK-only run is "
-        f"{(_per_s(egress) - _per_s(sdk)) / base:.2f} x the bare encode of the captured frames."
+        f"{encode:.3f} CPU s / s against the bare run's {_per_s(bare):.3f}; named native threads (the "
+        f"SDK's WebRTC receive, decode, audio and FFI on its path; PyAV's decode slice threads are "
+        f"unnamed) {sdk_native:.3f}; the asyncio loop (aiortc's RTP, SRTP and depacketizing plus the "
+        f"decode calls, and pyegress's timeline and ticks) {loop:.3f}. pyegress minus the SDK path's "
+        f"receive alone (the SDK-only run) is {(_per_s(egress) - _per_s(sdk)) / base:.2f} x the bare "
+        "encode of the captured frames."
     )
     verdict = "meets" if ratio <= TARGET else "misses"
     x264 = egress.result.get("x264") or bare.result.get("x264") or "unknown build"
@@ -358,8 +363,8 @@ def _report(
         "",
         '"CPU s / recorded s" is user + system CPU of every thread of the child between the start '
         "call and the finished file (pyegress: `start_track_composite_egress` to `stop_egress`; bare: "
-        "container open to close), over the seconds recorded. It includes the LiveKit SDK's "
-        "receive, jitter-buffer and H.264 decode threads, which the SDK-only row shows alone; "
+        "container open to close), over the seconds recorded. It includes the receive and "
+        "decode (by default aiortc and PyAV; the SDK-only row shows the SDK path's receive alone); "
         'nothing is subtracted but the capture hook\'s own CPU. "Whole process" also counts '
         "interpreter start-up and imports "
         "(kernel `wait4` accounting; for the captured run also reading its pictures in); peak RSS is "
