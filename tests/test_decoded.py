@@ -8,6 +8,7 @@ and republish."""
 from __future__ import annotations
 
 import asyncio
+import json
 import sys
 import time
 from pathlib import Path
@@ -142,3 +143,51 @@ async def test_the_encoded_path_is_refused_where_it_cannot_run(
         req = egress_request("participant", room_name, pub, OUT, "own")
         with pytest.raises(NotSupportedError, match="receive_path"):
             await service.start_participant_egress(req, room=room)  # type: ignore[arg-type]
+
+
+async def test_the_events_sidecar_follows_the_room_through_the_signaling(
+    livekit_server: LiveKitServer, service: pyegress.EgressService, room_name: str
+) -> None:
+    """The encoded path has no rtc.Room: the events sidecar's room events come from its
+    signaling as an rtc.Room's would: who was there, joins and leaves, mute and unmute, and
+    the active speakers (the publishers' tone)."""
+    async with (
+        pyegress.EgressService(livekit_server.url, livekit_server.api_key, livekit_server.api_secret,
+                               output_dir=service.output_dir, sidecars=("events",)) as svc,
+        publisher(livekit_server, room_name) as pub,
+    ):  # fmt: skip
+        started = await svc.start_participant_egress(egress_request("participant", room_name, pub, OUT, "ev"))
+        assert status(await wait_active(svc, started.egress_id)) == "EGRESS_ACTIVE"
+        assert type(svc.recorder(started.egress_id)).__name__ == "DecodedRecorder"  # the default path
+        async with publisher(livekit_server, room_name, identity="bob") as bob:
+            await asyncio.sleep(1.5)
+        await pub.mute("video")
+        await asyncio.sleep(1.0)
+        await pub.unmute("video")
+        await asyncio.sleep(1.0)
+        info = await svc.stop_egress(pe.StopEgressRequest(egress_id=started.egress_id))
+    check_file_result(info)
+    doc = json.loads(Path(f"{info.file_results[0].filename}.events.json").read_text())
+    events = [e for e in doc["events"] if e["type"] not in ("paused", "resumed")]
+    print("FIGURES events:", [(e["type"], e.get("participant"), e.get("source")) for e in events])
+
+    def of(kind: str, **match: object) -> list[dict[str, object]]:
+        return [e for e in events if e["type"] == kind and all(e.get(k) == v for k, v in match.items())]
+
+    present = of("participant_present", participant="alice")
+    assert len(present) == 1 and present[0]["participant_kind"] == "standard", events
+    assert {e["source"] for e in of("track_present", participant="alice")} == {"camera", "microphone"}
+    joined, left = of("participant_joined", participant="bob"), of("participant_left", participant="bob")
+    assert len(joined) == 1 and len(left) == 1 and joined[0]["media_time"] < left[0]["media_time"]
+    bobs = of("track_published", participant="bob")
+    assert {e["track_sid"] for e in bobs} == {bob.video_track_sid, bob.audio_track_sid}, bobs
+    muted = of("track_muted", participant="alice", source="camera")
+    unmuted = of("track_unmuted", participant="alice", source="camera")
+    assert len(muted) == 1 and len(unmuted) == 1, events
+    assert 0.7 < float(unmuted[0]["media_time"]) - float(muted[0]["media_time"]) < 1.5  # type: ignore[arg-type]
+    speakers = of("active_speakers_changed")
+    assert any("alice" in e["speakers"] for e in speakers), speakers  # type: ignore[operator]
+    times = [float(e["media_time"]) for e in events]  # type: ignore[arg-type]
+    assert times == sorted(times) and times[0] >= 0 and times[-1] <= info.file_results[0].duration / 1e9, (
+        times
+    )

@@ -324,8 +324,10 @@ async def test_participant_and_track_composite_take_the_encoded_path_by_default_
         assert not decodes_encoded(part, options), options
     with pytest.raises(NotSupportedError, match=r"^receive_path: "):
         decodes_encoded(part, Options(room=own, receive_path="encoded"))
-    with pytest.raises(NotSupportedError, match=r"^receive_path: sidecars"):
-        decodes_encoded(part, Options(sidecars=frozenset({"events"}), receive_path="encoded"))
+    chat = frozenset({"events", "chat"})
+    with pytest.raises(NotSupportedError, match=r"^receive_path: transcript and chat sidecars"):
+        decodes_encoded(part, Options(sidecars=chat, receive_path="encoded"))
+    assert decodes_encoded(part, Options(sidecars=frozenset({"events"}))) is ENCODED_PATH  # signaling's
 
 
 PASSTHROUGH_REFUSED: list[tuple[pe.StartEgressRequest, type[Exception], str]] = [

@@ -103,9 +103,10 @@ def decodes_encoded(config: EgressConfig, options: Options) -> bool:
     elif options.room is not None:
         why = ("the encoded receive path joins the room itself; an application's rtc.Room hands "
                "over decoded frames only")  # fmt: skip
-    elif options.sidecars:
-        why = ("sidecars follow an rtc.Room's events and text streams; the encoded receive path "
-               "has none")  # fmt: skip
+    elif options.sidecars - {"events"}:
+        why = (
+            "transcript and chat sidecars read an rtc.Room's text streams; the encoded receive path has none"
+        )
     if why and options.receive_path == "encoded":
         raise NotSupportedError(f"receive_path: {why}")
     return not why

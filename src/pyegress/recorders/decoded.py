@@ -25,6 +25,7 @@ from ..errors import SourceError
 from ..quality import AudioQuality, VideoQuality, audio_quality, video_quality
 from ..sources.encoded import EncodedSubscriber, RemoteTrack
 from ..sources.encoded.decode import DECODERS, OpusDecoder, VideoDecoder
+from ..sources.encoded.subscriber import participant_fields, track_fields
 from .base import Media, Recorder
 from .passthrough_mux import PassthroughMuxRecorder, codec_of
 
@@ -58,11 +59,20 @@ class DecodedRecorder(PassthroughMuxRecorder):
         return Media(values, self.config.video, self.config.audio)
 
     def _on_active(self) -> None:
+        if self.sidecars is not None and self.subscriber is not None:
+            for p in self.subscriber.participants.values():
+                self.sidecars.present(participant_fields(p), [track_fields(t) for t in p.tracks])
         self._start_following()
 
     def _hook(self, sub: EncodedSubscriber) -> None:
         super()._hook(sub)
         sub.on_muted = self._muted
+        sub.on_event = self._room_event
+
+    def _room_event(self, name: str, data: dict[str, Any]) -> None:
+        """The events sidecar's room events, from the signaling (as an rtc.Room's are)."""
+        if self.sidecars is not None:
+            self.sidecars.room_event(name, **data)
 
     def _subscribe(self, track: RemoteTrack) -> None:
         kind = self._route(track)

@@ -2,7 +2,8 @@
 
 - ``events``: joins, leaves, tracks published / unpublished / muted / unmuted, active speaker
   changes, layout changes, pauses and resumes, retries, and the application's marks
-  (:meth:`Sidecars.note`), in ``<media>.events.json``;
+  (:meth:`Sidecars.note`), in ``<media>.events.json``; from an ``rtc.Room`` (:meth:`attach`) or
+  from the encoded receive path's signaling (:meth:`present`, :meth:`room_event`);
 - ``transcript``: the room's ``lk.transcription`` text streams as LiveKit Agents publish them
   (``lk.segment_id``, ``lk.transcription_final``, ``lk.transcribed_track_id``): one cue per
   segment from when its first stream opened to when its final one ended, the speaker the
@@ -109,17 +110,22 @@ class Sidecars:
         if "events" in self.kinds:
             self.events.append({"type": event, **self._times(at), **data})
 
-    def _room_event(self, event: str, /, **data: Any) -> None:
+    def room_event(self, event: str, /, **data: Any) -> None:
+        """An event of the room that arrives now (placed where its media lands)."""
         self.note(event, at=_arrived(), **data)
+
+    def present(self, who: dict[str, Any], tracks: Collection[dict[str, Any]]) -> None:
+        """A participant, and its tracks, in the room as the recording starts."""
+        self.note("participant_present", **who)
+        for track in tracks:
+            self.note("track_present", **who, **track)
 
     def attach(self, room: rtc.Room) -> None:
         """Follow ``room``: its state now, then its events and text streams."""
         self._room = room
         for p in room.remote_participants.values():
-            self.note("participant_present", **_who(p))
-            for pub in p.track_publications.values():
-                self.note("track_present", **_who(p), **_track(pub))
-        note = self._room_event
+            self.present(_who(p), [_track(pub) for pub in p.track_publications.values()])
+        note = self.room_event
         listeners: dict[str, Callable[..., None]] = {
             "participant_connected": lambda p: note("participant_joined", **_who(p)),
             "participant_disconnected": lambda p: note("participant_left", **_who(p)),

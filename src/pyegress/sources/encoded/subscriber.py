@@ -18,7 +18,7 @@ import logging
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from aiortc import (
     RTCBundlePolicy,
@@ -56,6 +56,25 @@ NORMAL_LEAVES = frozenset(
 )  # fmt: skip
 
 Sink = Callable[[EncodedFrame], None]
+#: ``on_event(name, data)``: a room event in the events sidecar's words (``participant_joined``,
+#: ``track_muted``, ``active_speakers_changed``, ...; :mod:`pyegress.sidecars`).
+EventHook = Callable[[str, dict[str, Any]], None]
+
+
+def participant_fields(info: pm.ParticipantInfo) -> dict[str, Any]:
+    """A participant as the events sidecar names one."""
+    kind = pm.ParticipantInfo.Kind.Name(info.kind).lower()
+    return {"participant": info.identity, "participant_sid": info.sid, "participant_kind": kind}
+
+
+def track_fields(info: pm.TrackInfo) -> dict[str, Any]:
+    """A track as the events sidecar names one."""
+    return {
+        "track_sid": info.sid,
+        "track_kind": "video" if info.type == pm.TrackType.VIDEO else "audio",
+        "source": pm.TrackSource.Name(info.source).lower(),
+        "muted": info.muted,
+    }
 
 
 @dataclass(frozen=True)
@@ -136,6 +155,8 @@ class EncodedSubscriber:
         self.on_unpublished: Callable[[RemoteTrack], None] | None = None
         self.on_participant_left: Callable[[pm.ParticipantInfo], None] | None = None
         self.on_muted: Callable[[RemoteTrack, bool], None] | None = None  # (track, muted now)
+        self.on_event: EventHook | None = None
+        self._speaking: dict[str, float] = {}  # participant sid -> audio level, of active speakers
         self.left_reason: int | None = None  # the server's DisconnectReason when it asked to leave
         self.closed = False
 
@@ -230,6 +251,8 @@ class EncodedSubscriber:
             self._unpublished(res.track_unpublished.track_sid)
         elif kind == "room_update":
             self.room.CopyFrom(res.room_update.room)
+        elif kind == "speakers_changed":
+            self._speakers(res.speakers_changed.speakers)
         elif kind == "leave":
             leave = res.leave
             self.left_reason = leave.reason
@@ -246,21 +269,44 @@ class EncodedSubscriber:
             if info.state == pm.ParticipantInfo.DISCONNECTED:
                 if old is not None:
                     del self.participants[info.sid]
+                    self._event("participant_left", participant_fields(old))
                     if self.on_participant_left is not None:
                         self.on_participant_left(old)
                 continue
             if old is not None and info.version and old.version > info.version:
                 continue  # an older state than the one held
             self.participants[info.sid] = info
-            if old is not None:
-                now = {t.sid: t for t in info.tracks}
-                for t in old.tracks:
-                    if t.sid not in now:
-                        self._gone(RemoteTrack(t.sid, old.identity, old.sid, t))
-                    elif now[t.sid].muted != t.muted and self.on_muted is not None:
-                        new = now[t.sid]
-                        self.on_muted(RemoteTrack(t.sid, info.identity, info.sid, new), new.muted)
+            before = {t.sid: t for t in old.tracks} if old is not None else {}
+            if old is None:
+                self._event("participant_joined", participant_fields(info))
+            for t in info.tracks:
+                if t.sid not in before:
+                    self._event("track_published", participant_fields(info) | track_fields(t))
+                elif before[t.sid].muted != t.muted:
+                    self._event("track_muted" if t.muted else "track_unmuted",
+                                participant_fields(info) | track_fields(t))  # fmt: skip
+                    if self.on_muted is not None:
+                        self.on_muted(RemoteTrack(t.sid, info.identity, info.sid, t), t.muted)
+            now = {t.sid for t in info.tracks}
+            for t in before.values():
+                if t.sid not in now:
+                    self._gone(RemoteTrack(t.sid, info.identity, info.sid, t))
         self._changed.set()
+
+    def _speakers(self, speakers: Iterable[pm.SpeakerInfo]) -> None:
+        """The server sends the speakers whose state changed: the active ones, loudest first."""
+        for s in speakers:
+            if s.active:
+                self._speaking[s.sid] = s.level
+            else:
+                self._speaking.pop(s.sid, None)
+        names = {p.sid: p.identity for p in self.participants.values()}
+        loudest = sorted(self._speaking, key=lambda sid: -self._speaking[sid])
+        self._event("active_speakers_changed", {"speakers": [names[s] for s in loudest if s in names]})
+
+    def _event(self, name: str, data: dict[str, Any]) -> None:
+        if self.on_event is not None:
+            self.on_event(name, data)
 
     def _unpublished(self, sid: str) -> None:
         track = self.track(sid)
@@ -276,6 +322,9 @@ class EncodedSubscriber:
 
     def _gone(self, track: RemoteTrack) -> None:
         self._receiving.pop(track.sid, None)
+        info = self.participants.get(track.participant_sid)
+        if info is not None:
+            self._event("track_unpublished", participant_fields(info) | track_fields(track.info))
         if self.on_unpublished is not None:
             self.on_unpublished(track)
 
