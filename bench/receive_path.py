@@ -367,7 +367,7 @@ _DEFAULT_WOULD_TAKE = [
     "`pyegress.recorders.decoded`: PyAV decoding on slice threads into the same `VideoInput` / "
     "`AudioInput`, each frame placed by its RTP time on the line of the frames that came "
     "soonest, a lost connection ridden out by joining again), except from an application's own "
-    "`rtc.Room`, with sidecars, and on Python 3.10. The room composite still "
+    "`rtc.Room`, with transcript or chat sidecars, and on Python 3.10. The room composite still "
     "takes the SDK path: it needs a `RoomSource` counterpart over `EncodedSubscriber` "
     "(participants' join / leave / mute / unpublish events, metadata and attributes from the "
     "signal's `update`, active speakers from its `speakers_changed`, a simulcast layer per tile "

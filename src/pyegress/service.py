@@ -135,7 +135,7 @@ class EgressService:
     their senders encoded them, decoded by PyAV (``"encoded"``), rather than from the rtc SDK's
     decoded frames (``"sdk"``): lip sync holds under network jitter and it costs less CPU. The
     default, ``"auto"``, takes it wherever it can (not on Python 3.10, not from an application's
-    own ``rtc.Room``, not with sidecars; see "Receive paths" in the README).
+    own ``rtc.Room``, not with transcript or chat sidecars; see "Receive paths" in the README).
     """
 
     def __init__(
