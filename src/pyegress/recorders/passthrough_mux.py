@@ -36,7 +36,7 @@ from livekit.protocol import models as pm
 
 from ..config import Kind
 from ..ending import EndReason
-from ..errors import RoomConnectionLostError, SourceError
+from ..errors import SourceError
 from ..info import now_ns
 from ..media.encoded import EncodedFrame
 from ..outputs.passthrough import PASSTHROUGH_CODECS
@@ -451,8 +451,8 @@ class PassthroughMuxRecorder(PassthroughTrackRecorder):
                 return
             try:
                 sub = await self._join(min(left, self.wait_timeout))
-            except (SourceError, RoomConnectionLostError) as e:  # unreachable, or refused for now
-                why = str(e)
+            except Exception as e:  # unreachable, refused for now, or broken: tried again until the bound
+                why = str(e) or repr(e)
             else:
                 if not sub.closed:
                     log.info("egress %s: back in the room", self.egress_id)
@@ -460,6 +460,7 @@ class PassthroughMuxRecorder(PassthroughTrackRecorder):
                     self._start_following()
                     self._settling = asyncio.get_running_loop().create_task(self._settle(sub))
                     return
+                await sub.close()
                 why = "the connection was lost again while joining"
             await asyncio.sleep(min(delay, max(left, 0.0)))
             delay = min(2 * delay, 2.0)
