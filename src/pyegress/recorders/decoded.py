@@ -109,7 +109,7 @@ class DecodedRecorder(PassthroughMuxRecorder):
 
     async def _disconnect(self) -> None:
         await super()._disconnect()
-        self._decoders.clear()
+        self._forget()
 
     def _forget(self) -> None:
         self._decoders.clear()

@@ -415,11 +415,9 @@ class PassthroughMuxRecorder(PassthroughTrackRecorder):
         self._live, self._lost_at = False, None  # a retry starts afresh
         await super()._connect()
 
-    def _disconnected(self, normal: bool, why: str) -> None:
-        sub = self.subscriber
-        taken = sub is not None and sub.left_reason == pm.DisconnectReason.DUPLICATE_IDENTITY
-        if normal or taken or not self._live or self._end.is_set():
-            super()._disconnected(normal, why)
+    def _connection_lost(self, why: str) -> None:
+        if not self._live or self._end.is_set():
+            super()._connection_lost(why)
         elif self._rejoining is None:
             log.warning("egress %s: connection to the room lost (%s): joining again", self.egress_id, why)
             self._lost_at = self._lost_at or time.monotonic()

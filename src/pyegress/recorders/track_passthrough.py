@@ -269,7 +269,11 @@ class PassthroughTrackRecorder(Recorder):
             self._end_error = SourceError("room: another participant joined with the recorder's identity")
             self.end(EndReason.FAILURE, str(self._end_error))
         else:
-            self._lose(f"lost: {why}")
+            self._connection_lost(why)
+
+    def _connection_lost(self, why: str) -> None:
+        """The connection dropped (not a normal leave, not taken over): the recording ends early."""
+        self._lose(f"lost: {why}")
 
     def _lose(self, what: str) -> None:
         """End the recording early (it finishes, uploads, then fails and is retried)."""
