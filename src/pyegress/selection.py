@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from livekit import rtc
 
 from .errors import InvalidRequestError
+from .sources.members import Participant
 
 _KIND_PREFIX = "PARTICIPANT_KIND_"
 KINDS = tuple(k.removeprefix(_KIND_PREFIX).lower() for k in rtc.ParticipantKind.keys())  # noqa: SIM118
@@ -29,7 +30,7 @@ class Rule:
     kind: int | None = None
     attribute: tuple[str, str] | None = None
 
-    def matches(self, participant: rtc.Participant) -> bool:
+    def matches(self, participant: Participant) -> bool:
         """Whether this rule names ``participant``.
 
         Args:
@@ -41,7 +42,7 @@ class Rule:
         if self.identity:
             return participant.identity == self.identity
         if self.kind is not None:
-            return isinstance(participant, rtc.RemoteParticipant) and participant.kind == self.kind
+            return participant.kind == self.kind
         if self.attribute is not None:
             key, value = self.attribute
             return participant.attributes.get(key) == value
@@ -102,7 +103,7 @@ class Selection:
     exclude: tuple[Rule, ...] = ()
     hide_without_video: bool = False
 
-    def records(self, participant: rtc.Participant) -> bool:
+    def records(self, participant: Participant) -> bool:
         """Whether ``participant``'s picture and sound may reach the output now.
 
         Args:

@@ -1,5 +1,6 @@
 """Recorders, one per request type; public for users who hold their own ``rtc.Room``."""
 
+import dataclasses
 import importlib.util
 
 from livekit.protocol import egress as pe
@@ -36,6 +37,8 @@ def recorder_for(config: EgressConfig, options: Options) -> Recorder:
 
         cls = PassthroughTrackRecorder
     elif decodes_encoded(config, options):
+        if config.kind == Kind.ROOM_COMPOSITE:  # the same recorder, fed by the encoded room source
+            return cls.from_config(config, dataclasses.replace(options, receive_path="encoded"))
         from .decoded import DecodedRecorder  # aiortc: only when used
 
         cls = DecodedRecorder
@@ -90,12 +93,17 @@ def check_receive_path(value: str) -> str:
     return value
 
 
+#: The requests recorded from the encoded receive path, decoded, wherever it can run.
+ENCODED_KINDS = (Kind.PARTICIPANT, Kind.TRACK_COMPOSITE, Kind.ROOM_COMPOSITE)
+
+
 def decodes_encoded(config: EgressConfig, options: Options) -> bool:
-    """Whether a participant or track composite egress takes the encoded receive path: by
-    default wherever it can (it costs 22 % less CPU to receive than the SDK's path and keeps the
-    senders' clocks: ``docs/performance.md``, ``docs/motion.md``). Asked for explicitly where it
+    """Whether a participant, track composite or room composite egress (not a template: Chromium
+    joins that room) takes the encoded receive path: by default wherever it can (it costs 22 %
+    less CPU to receive than the SDK's path and keeps the senders' clocks:
+    ``docs/performance.md``, ``docs/motion.md``). Asked for explicitly where it
     cannot be taken: ``NotSupportedError`` naming what stands in its way."""
-    if options.receive_path == "sdk" or config.kind not in (Kind.PARTICIPANT, Kind.TRACK_COMPOSITE):
+    if options.receive_path == "sdk" or config.kind not in ENCODED_KINDS or config.template:
         return False
     why = ""
     if not ENCODED_PATH:

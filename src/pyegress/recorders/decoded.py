@@ -27,7 +27,7 @@ from ..sources.encoded import EncodedSubscriber, RemoteTrack
 from ..sources.encoded.decode import DECODERS, OpusDecoder, VideoDecoder
 from ..sources.encoded.subscriber import participant_fields, track_fields
 from .base import Media, Recorder
-from .passthrough_mux import PassthroughMuxRecorder, codec_of
+from .passthrough_mux import PassthroughMuxRecorder
 
 log = logging.getLogger("pyegress.recorder")
 
@@ -51,7 +51,7 @@ class DecodedRecorder(PassthroughMuxRecorder):
     async def _resolve(self) -> Media:
         routed, field_name = await self._find_routed()
         for kind, track in routed.items():
-            codec = codec_of(track)
+            codec = track.codec
             if (kind == "audio" and codec != "opus") or (kind == "video" and codec not in DECODERS):
                 why = f"track {track.sid} has codec {track.info.mime_type!r}, which pyegress cannot decode"
                 raise SourceError(f"{field_name}: {why} (H.264, VP8, VP9, AV1 and Opus it can)", code=400)
@@ -78,7 +78,7 @@ class DecodedRecorder(PassthroughMuxRecorder):
         kind = self._route(track)
         if kind is None or track.sid in self._decoders or self.subscriber is None:
             return
-        codec = codec_of(track)
+        codec = track.codec
         sub, sid = self.subscriber, track.sid
         decoder: VideoDecoder | OpusDecoder
         if kind == "video" and self.video_input is not None and codec in DECODERS:

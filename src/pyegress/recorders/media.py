@@ -16,6 +16,7 @@ from ..media.inputs import MIX_CHANNELS, MIX_RATE, AudioSource, Picture, VideoSo
 from ..media.mixer import Mixer
 from ..media.timeline import VideoInput
 from ..selection import Selection
+from ..sources.members import Participant, Publication, Track
 from .base import Media, Options, require_found
 from .room import RoomRecorder
 
@@ -50,7 +51,7 @@ class PreferredPicture:
 
 
 def route_of(
-    routes: list[AudioRoute], capture_all: bool, participant: rtc.RemoteParticipant, sid: str
+    routes: list[AudioRoute], capture_all: bool, participant: Participant, sid: str
 ) -> Channel | None:
     """The channel of an audio track: its first matching route's, else both channels when
     ``capture_all``; None: not recorded."""
@@ -93,11 +94,11 @@ class MediaRecorder(RoomRecorder):
     def set_selection(self, selection: Selection) -> pe.EgressInfo:
         """Change whose audio is mixed, from the next span of the mix on."""
         self.selection = selection
-        for p in list(self.source.room.remote_participants.values()) if not self.source.closed else []:
+        for p in list(self.source.participants().values()) if not self.source.closed else []:
             self._judge(p)
         return self.info
 
-    def _judge(self, participant: rtc.Participant) -> None:
+    def _judge(self, participant: Participant) -> None:
         sids = [
             s for s, pub in participant.track_publications.items() if pub.kind == rtc.TrackKind.KIND_AUDIO
         ]
@@ -108,10 +109,9 @@ class MediaRecorder(RoomRecorder):
 
     async def _resolve(self) -> Media:
         cfg = self.config
-        rooms = self.source.room
 
         def missing() -> str | None:
-            present = {p.identity for p in rooms.remote_participants.values()}
+            present = set(self.source.participants())
             sids = {pub.sid: (p, pub) for p, pub in self.source.publications()}
             if cfg.identity and cfg.identity not in present:
                 return f"media.participant_video.identity: participant {cfg.identity!r}"
@@ -141,7 +141,7 @@ class MediaRecorder(RoomRecorder):
                 extra.update(publisher_identity=p.identity, track_id=pub.sid, track_type="video")
         return Media(self._template_values(extra), cfg.video, cfg.audio)
 
-    def _route(self, participant: rtc.RemoteParticipant, pub: rtc.RemoteTrackPublication) -> str | None:
+    def _route(self, participant: Participant, pub: Publication) -> str | None:
         cfg = self.config
         if pub.kind == rtc.TrackKind.KIND_AUDIO:
             if cfg.audio is None:
@@ -167,9 +167,7 @@ class MediaRecorder(RoomRecorder):
             self.source.on("participant_attributes_changed", lambda _changed, p: self._judge(p))
         return self.picture, [self.mixer] if self.mixer is not None else []
 
-    def _attach(
-        self, kind: str, track: rtc.Track, pub: rtc.RemoteTrackPublication, participant: rtc.RemoteParticipant
-    ) -> None:
+    def _attach(self, kind: str, track: Track, pub: Publication, participant: Participant) -> None:
         cfg = self.config
         if kind == "video" and self.picture is not None:
             self.source.pump_video(track, self.picture.input(screen=pub.source == _SCREEN))
@@ -179,13 +177,13 @@ class MediaRecorder(RoomRecorder):
             if channel is not None:
                 self.source.pump_audio(track, self.mixer.voice(pub.sid, side=channel.value))
 
-    def _on_unpublished(self, participant: rtc.RemoteParticipant, pub: rtc.RemoteTrackPublication) -> None:
+    def _on_unpublished(self, participant: Participant, pub: Publication) -> None:
         if self.mixer is not None:
             self.mixer.remove(pub.sid)
         if self.picture is not None and pub.source == _SCREEN:
             self.picture.drop_screen()
 
-    def _on_participant_left(self, participant: rtc.RemoteParticipant) -> None:
+    def _on_participant_left(self, participant: Participant) -> None:
         if self.mixer is not None:
             for sid in participant.track_publications:
                 self.mixer.remove(sid)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from livekit import rtc
 
 from ..ending import EndReason
+from ..sources.members import Participant, Publication
 from .base import Media, require_found
 from .room import RoomRecorder
 
@@ -18,7 +19,7 @@ class ParticipantRecorder(RoomRecorder):
     async def _resolve(self) -> Media:
         identity = self.config.identity
         found = await self.source.wait_for(
-            lambda: self.source.room.remote_participants.get(identity), self.wait_timeout
+            lambda: self.source.participants().get(identity), self.wait_timeout
         )
         require_found(
             found,
@@ -28,7 +29,7 @@ class ParticipantRecorder(RoomRecorder):
         values = self._template_values({"publisher_identity": identity})
         return Media(values, self.config.video, self.config.audio)
 
-    def _route(self, participant: rtc.RemoteParticipant, pub: rtc.RemoteTrackPublication) -> str | None:
+    def _route(self, participant: Participant, pub: Publication) -> str | None:
         if participant.identity != self.config.identity:
             return None
         share = self.config.screen_share
@@ -42,6 +43,6 @@ class ParticipantRecorder(RoomRecorder):
             return "audio"
         return None
 
-    def _on_participant_left(self, participant: rtc.RemoteParticipant) -> None:
+    def _on_participant_left(self, participant: Participant) -> None:
         if participant.identity == self.config.identity:
             self.end(EndReason.SOURCE_CLOSED, f"participant {participant.identity} left")

@@ -62,11 +62,6 @@ _VIDEO = {False: pm.TrackSource.CAMERA, True: pm.TrackSource.SCREEN_SHARE}
 _AUDIO = {False: pm.TrackSource.MICROPHONE, True: pm.TrackSource.SCREEN_SHARE_AUDIO}
 
 
-def codec_of(track: RemoteTrack) -> str:
-    """The codec written for a track (the server turns RED into Opus for a subscriber)."""
-    return "opus" if track.codec == "red" else track.codec
-
-
 @dataclass
 class _Placed:
     """One subscribed track's place on the file's timeline (monotonic seconds)."""
@@ -164,7 +159,7 @@ class PassthroughMuxRecorder(PassthroughTrackRecorder):
     async def _resolve(self) -> Media:
         routed, field_name = await self._find_routed()
         for kind, track in routed.items():
-            codec = codec_of(track)
+            codec = track.codec
             if codec not in PASSTHROUGH_CODECS or (kind == "audio") != (codec == "opus"):
                 why = f"track {track.sid} has codec {track.info.mime_type!r}, which cannot be written as sent"
                 raise SourceError(f"{field_name}: {why} (H.264, VP8 and Opus can be)", code=400)
@@ -259,7 +254,7 @@ class PassthroughMuxRecorder(PassthroughTrackRecorder):
         kind = self._route(track)
         if kind is None or track.sid in self._placed or self.subscriber is None:
             return
-        if self._codecs.get(kind) != codec_of(track):
+        if self._codecs.get(kind) != track.codec:
             log.warning("egress %s: %s track %s is %s, not the file's %s: left out", self.egress_id, kind,
                         track.sid, track.info.mime_type, self._codecs.get(kind))  # fmt: skip
             self._placed[track.sid] = _Placed(track, "")  # seen; never written

@@ -34,6 +34,7 @@ from ..errors import RoomConnectionLostError, SourceError
 from ..media.timeline import AudioInput
 from ..outputs import PcmOutput
 from ..quality import AudioQuality, LagRange, VideoQuality, audio_quality, video_quality
+from ..sources.members import Participant, Publication, RoomFeed, Track
 from ..sources.room import RoomSource
 from .base import RECONNECT_TIMEOUT, Options, Recorder
 
@@ -60,6 +61,7 @@ class RoomRecorder(Recorder):
         api_key: str | None = None,
         api_secret: str | None = None,
         reconnect_timeout: float = RECONNECT_TIMEOUT,
+        receive_path: str = "sdk",
         **kw: Any,
     ) -> None:
         super().__init__(request, **kw)
@@ -69,13 +71,16 @@ class RoomRecorder(Recorder):
             "api_secret": api_secret or os.environ.get("LIVEKIT_API_SECRET", ""),
             "identity": f"EG_{self.egress_id[3:]}",
         }
-        self.source = RoomSource(self.config.room_name, room=room, **self._join)
+        if receive_path == "encoded" and room is not None:
+            raise SourceError("receive_path: the encoded receive path joins the room itself, not room=")
+        self.receive_path = receive_path
+        self.source: RoomFeed = self._make_source(room)
         self.reconnect_timeout = reconnect_timeout
         self._active = False
         self._reconnecting: asyncio.Task[None] | None = None  # the bound on a reconnection
         self._settling: asyncio.Task[None] | None = None
-        self._away: dict[str, rtc.RemoteParticipant] = {}  # left while the SDK rejoined
-        self._gone: list[tuple[rtc.RemoteParticipant, rtc.RemoteTrackPublication]] = []
+        self._away: dict[str, Participant] = {}  # left while the SDK rejoined
+        self._gone: list[tuple[Participant, Publication]] = []
 
     @classmethod
     def _options(cls, options: Options) -> dict[str, Any]:
@@ -102,24 +107,27 @@ class RoomRecorder(Recorder):
                 video.append(video_quality(name, sink, lag))
         return video, audio
 
-    def _sidecar_room(self) -> rtc.Room | None:
-        return self.source.room
+    def _make_source(self, room: rtc.Room | None = None) -> RoomFeed:
+        """The room's events and media: through the rtc SDK, or kept encoded (``receive_path``)."""
+        if self.receive_path == "encoded":
+            from ..sources.encoded.room import EncodedRoomSource  # aiortc: only when used
+
+            return EncodedRoomSource(self.config.room_name, **self._join)
+        return RoomSource(self.config.room_name, room=room, **self._join)
 
     # --- subclass hooks -----------------------------------------------------------------
 
-    def _route(self, participant: rtc.RemoteParticipant, pub: rtc.RemoteTrackPublication) -> str | None:
+    def _route(self, participant: Participant, pub: Publication) -> str | None:
         """Which input ("video", "audio" or None) this publication feeds."""
         raise NotImplementedError
 
-    def _on_unpublished(self, participant: rtc.RemoteParticipant, pub: rtc.RemoteTrackPublication) -> None:
+    def _on_unpublished(self, participant: Participant, pub: Publication) -> None:
         """A routed track went away (default: keep recording, the timeline fills the gap)."""
 
-    def _on_participant_left(self, participant: rtc.RemoteParticipant) -> None:
+    def _on_participant_left(self, participant: Participant) -> None:
         """A participant left (subclasses end when theirs did)."""
 
-    def _attach(
-        self, kind: str, track: rtc.Track, pub: rtc.RemoteTrackPublication, participant: rtc.RemoteParticipant
-    ) -> None:
+    def _attach(self, kind: str, track: Track, pub: Publication, participant: Participant) -> None:
         """Start feeding a subscribed track into its input (default: the single inputs)."""
         if kind == "video" and self.video_input is not None:
             self.source.pump_video(track, self.video_input)
@@ -132,7 +140,7 @@ class RoomRecorder(Recorder):
         if self.source.closed:  # a retry: join again, hidden as before
             if not self.source.owns_room:
                 raise SourceError("room: the application's rtc.Room was lost; it cannot be rejoined")
-            self.source = RoomSource(self.config.room_name, **self._join)
+            self.source = self._make_source()
             self._active = False
         await self.source.connect(self.wait_timeout, patient=self.info.retry_count > 0)
         self.source.on("disconnected", self._disconnected)
@@ -151,7 +159,7 @@ class RoomRecorder(Recorder):
 
     async def _room_id(self) -> str:
         with contextlib.suppress(Exception):
-            return await asyncio.wait_for(self.source.room.sid, 2.0)
+            return await asyncio.wait_for(self.source.room_sid(), 2.0)
         return ""
 
     def _on_active(self) -> None:
@@ -162,6 +170,8 @@ class RoomRecorder(Recorder):
         self.source.on("track_unpublished", self._unpublished)
         self.source.on("participant_disconnected", self._participant_left)
         self._active = True
+        if self.sidecars is not None:
+            self.source.follow(self.sidecars)
         if any(isinstance(o, PcmOutput) for o in self.outputs):
             self.source.on("track_muted", lambda p, pub: self._pcm_muted(p, pub, True))
             self.source.on("track_unmuted", lambda p, pub: self._pcm_muted(p, pub, False))
@@ -174,7 +184,7 @@ class RoomRecorder(Recorder):
         empty_since: float | None = None
         with contextlib.suppress(asyncio.CancelledError):
             while not self._end.is_set():
-                if self.source.room.remote_participants or self._reconnecting is not None:
+                if self.source.participants() or self._reconnecting is not None:
                     empty_since = None
                 elif empty_since is None:
                     empty_since = time.monotonic()
@@ -183,7 +193,7 @@ class RoomRecorder(Recorder):
                     return
                 await asyncio.sleep(0.25)
 
-    def _published(self, pub: rtc.RemoteTrackPublication, participant: rtc.RemoteParticipant) -> None:
+    def _published(self, pub: Publication, participant: Participant) -> None:
         if self._route(participant, pub) is None:
             return
         if pub.track is not None:
@@ -191,14 +201,12 @@ class RoomRecorder(Recorder):
         else:
             self.source.subscribe(pub)
 
-    def _subscribed(
-        self, track: rtc.Track, pub: rtc.RemoteTrackPublication, participant: rtc.RemoteParticipant
-    ) -> None:
+    def _subscribed(self, track: Track, pub: Publication, participant: Participant) -> None:
         kind = self._route(participant, pub)
         if kind is not None:
             self._attach(kind, track, pub, participant)
 
-    def _unpublished(self, pub: rtc.RemoteTrackPublication, participant: rtc.RemoteParticipant) -> None:
+    def _unpublished(self, pub: Publication, participant: Participant) -> None:
         if self._route(participant, pub) is not None:
             self.source.stop_pump(pub.sid)
             if self._reconnecting is not None or self._settling is not None:
@@ -206,7 +214,7 @@ class RoomRecorder(Recorder):
             else:
                 self._on_unpublished(participant, pub)
 
-    def _participant_left(self, participant: rtc.RemoteParticipant) -> None:
+    def _participant_left(self, participant: Participant) -> None:
         if self._reconnecting is not None or self._settling is not None:
             self._away[participant.identity] = participant
         else:
@@ -263,7 +271,7 @@ class RoomRecorder(Recorder):
         self._settling = None
         away, self._away = self._away, {}
         gone, self._gone = self._gone, []
-        present = self.source.room.remote_participants
+        present = self.source.participants()
         for identity, participant in away.items():
             if identity not in present:
                 self._on_participant_left(participant)
@@ -273,10 +281,8 @@ class RoomRecorder(Recorder):
             if participant.identity in present and not back:
                 self._on_unpublished(participant, pub)
 
-    def _pcm_muted(self, participant: rtc.Participant, pub: rtc.TrackPublication, muted: bool) -> None:
+    def _pcm_muted(self, participant: Participant, pub: Publication, muted: bool) -> None:
         """Tell raw PCM receivers (WebSocket) when the recorded audio is muted or unmuted."""
-        remote = isinstance(participant, rtc.RemoteParticipant) and isinstance(
-            pub, rtc.RemoteTrackPublication
-        )
-        if remote and self._route(participant, pub) == "audio":  # type: ignore[arg-type]
+        remote = participant.identity != self.source.identity  # not the recorder's own
+        if remote and self._route(participant, pub) == "audio":
             self._tell_pcm_muted(muted)

@@ -23,6 +23,7 @@ from ..outputs.file import FileOutput
 from ..outputs.speakers import MULTITRACK, SpeakerTracks
 from ..pauses import PauseClock
 from ..selection import Selection
+from ..sources.members import Participant, Publication, Track
 from .base import Options
 from .room import RoomRecorder
 
@@ -91,6 +92,8 @@ class RoomCompositeRecorder(RoomRecorder):
             "empty_timeout": options.empty_timeout,
             "selection": options.selection,
             "speaker_tracks": options.speaker_tracks,
+            # resolved by recorders.recorder_for: "encoded" only where it can run
+            "receive_path": "encoded" if options.receive_path == "encoded" else "sdk",
         }
 
     # --- public -------------------------------------------------------------------------
@@ -111,11 +114,11 @@ class RoomCompositeRecorder(RoomRecorder):
         log.info("egress %s: selection %s", self.egress_id, selection.to_dict())
         if self.compositor is not None:
             self.compositor.hide_without_video = selection.hide_without_video
-        for p in list(self.source.room.remote_participants.values()) if not self.source.closed else []:
+        for p in list(self.source.participants().values()) if not self.source.closed else []:
             self._judge(p)
         return self.info
 
-    def _judge(self, participant: rtc.Participant) -> None:
+    def _judge(self, participant: Participant) -> None:
         """Keep ``participant`` in or out of the picture and the mix by the selection as it is."""
         if self.selection.records(participant):
             self.excluded.discard(participant.identity)
@@ -124,7 +127,7 @@ class RoomCompositeRecorder(RoomRecorder):
 
     # --- hooks --------------------------------------------------------------------------
 
-    def _route(self, participant: rtc.RemoteParticipant, pub: rtc.RemoteTrackPublication) -> str | None:
+    def _route(self, participant: Participant, pub: Publication) -> str | None:
         if pub.kind == rtc.TrackKind.KIND_AUDIO:
             return "audio" if self.mixer is not None or self.config.audio is not None else None
         if pub.source in _VIDEO_SOURCES:
@@ -143,7 +146,7 @@ class RoomCompositeRecorder(RoomRecorder):
             self.mixer = Mixer(MIX_RATE, MIX_CHANNELS, t0, Mixing(self.config.audio_mixing))
             self.mixer.excluded = self.excluded
             self._start_speaker_tracks(self.mixer)
-        for p in sorted(self.source.room.remote_participants.values(), key=_join_time):
+        for p in sorted(self.source.participants().values(), key=_join_time):
             self._joined(p)
         self.source.on("participant_connected", self._joined)
         self.source.on("track_muted", lambda p, pub: self._muted(p, pub, True))
@@ -185,9 +188,7 @@ class RoomCompositeRecorder(RoomRecorder):
         for o, enc in zip(files, encodings, strict=True):
             o.before_upload = functools.partial(self.tracks.merge, encoding=enc)
 
-    def _attach(
-        self, kind: str, track: rtc.Track, pub: rtc.RemoteTrackPublication, participant: rtc.RemoteParticipant
-    ) -> None:
+    def _attach(self, kind: str, track: Track, pub: Publication, participant: Participant) -> None:
         self._judge(participant)  # before any of its media reaches an input
         if kind == "video" and self.compositor is not None:
             self._joined(participant)
@@ -200,11 +201,11 @@ class RoomCompositeRecorder(RoomRecorder):
             agent = participant.kind == rtc.ParticipantKind.PARTICIPANT_KIND_AGENT
             self.source.pump_audio(track, self.mixer.voice(participant.identity, agent=agent))
 
-    def _on_unpublished(self, participant: rtc.RemoteParticipant, pub: rtc.RemoteTrackPublication) -> None:
+    def _on_unpublished(self, participant: Participant, pub: Publication) -> None:
         if self.compositor is not None and pub.source in _VIDEO_SOURCES:
             self.compositor.drop_video(participant.identity, screen=_VIDEO_SOURCES[pub.source])
 
-    def _on_participant_left(self, participant: rtc.RemoteParticipant) -> None:
+    def _on_participant_left(self, participant: Participant) -> None:
         if self.compositor is not None:
             self.compositor.leave(participant.identity)
         if self.mixer is not None:
@@ -212,19 +213,19 @@ class RoomCompositeRecorder(RoomRecorder):
 
     # --- room events --------------------------------------------------------------------
 
-    def _joined(self, participant: rtc.RemoteParticipant) -> None:
+    def _joined(self, participant: Participant) -> None:
         self._judge(participant)
         if self.compositor is not None:
             self.compositor.join(participant.identity, participant.name or participant.identity)
 
-    def _muted(self, participant: rtc.Participant, pub: rtc.TrackPublication, muted: bool) -> None:
+    def _muted(self, participant: Participant, pub: rtc.TrackPublication, muted: bool) -> None:
         if self.compositor is not None and pub.source in _VIDEO_SOURCES:
             self.compositor.set_muted(participant.identity, screen=_VIDEO_SOURCES[pub.source], muted=muted)
 
-    def _own_metadata(self, participant: rtc.Participant, old: str, new: str) -> None:
+    def _own_metadata(self, participant: Participant, old: str, new: str) -> None:
         """``UpdateLayout`` through a LiveKit server: it sets the recorder participant's
         metadata to ``{"layout": ...}`` (the identity is the egress id)."""
-        if not isinstance(participant, rtc.LocalParticipant) or not self.source.owns_room:
+        if participant.identity != self.source.identity or not self.source.owns_room:
             return
         try:
             layout = json.loads(new).get("layout") if new else None
@@ -233,7 +234,7 @@ class RoomCompositeRecorder(RoomRecorder):
         except (ValueError, AttributeError, EgressError) as e:
             log.warning("egress %s: layout from metadata %r not applied: %s", self.egress_id, new, e)
 
-    def _room_speakers(self, speakers: list[rtc.Participant]) -> None:
+    def _room_speakers(self, speakers: list[Participant]) -> None:
         if self.mixer is None and self.compositor is not None and speakers:
             self.compositor.speaker = speakers[0].identity  # video only: the server's choice
 
@@ -250,7 +251,7 @@ class RoomCompositeRecorder(RoomRecorder):
                 layer = simulcast_layer(pub.width, pub.height, tile)
                 if self.layers.get(pub.sid) != layer:
                     try:
-                        pub.set_video_quality(layer)  # type: ignore[arg-type]
+                        self.source.set_layer(pub, layer)
                         self.layers[pub.sid] = layer
                     except Exception as e:  # a publication that went away meanwhile
                         log.debug("simulcast layer for %s not set: %s", pub.sid, e)
@@ -271,7 +272,7 @@ def layout_holder(info: pe.EgressInfo) -> pe.RoomCompositeEgressRequest | pe.Tem
     return info.egress.template if info.WhichOneof("request") == "egress" else info.room_composite
 
 
-def _join_time(p: rtc.RemoteParticipant) -> float:
+def _join_time(p: Participant) -> float:
     joined = p.joined_at
     return joined.timestamp() if joined is not None else float("inf")
 

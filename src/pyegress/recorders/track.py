@@ -8,6 +8,7 @@ from ..config import audio_for
 from ..ending import EndReason
 from ..errors import SourceError
 from ..media.encoding import AudioEncoding, VideoEncoding
+from ..sources.members import Participant, Publication
 from .base import Media, require_found
 from .room import RoomRecorder
 
@@ -71,20 +72,20 @@ class TrackRecorder(RoomRecorder):
         )
         return Media(values, video, audio)
 
-    async def _video_size(self, pub: rtc.RemoteTrackPublication) -> tuple[int, int]:
+    async def _video_size(self, pub: Publication) -> tuple[int, int]:
         w, h = pub.width, pub.height
         w, h = (w or 1280) - (w or 1280) % 2, (h or 720) - (h or 720) % 2
         return max(16, w), max(16, h)
 
-    def _route(self, participant: rtc.RemoteParticipant, pub: rtc.RemoteTrackPublication) -> str | None:
+    def _route(self, participant: Participant, pub: Publication) -> str | None:
         same = (participant.identity, pub.source) == (self._owner, self._source)
         if pub.sid != self.config.track_id and not same:
             return None
         return "video" if pub.kind == rtc.TrackKind.KIND_VIDEO else "audio"
 
-    def _on_unpublished(self, participant: rtc.RemoteParticipant, pub: rtc.RemoteTrackPublication) -> None:
+    def _on_unpublished(self, participant: Participant, pub: Publication) -> None:
         self.end(EndReason.SOURCE_CLOSED, f"track {pub.sid} unpublished")
 
-    def _on_participant_left(self, participant: rtc.RemoteParticipant) -> None:
+    def _on_participant_left(self, participant: Participant) -> None:
         if participant.identity == self._owner:
             self.end(EndReason.SOURCE_CLOSED, f"participant {participant.identity} left")

@@ -7,6 +7,7 @@ from typing import Any
 from livekit import rtc
 
 from ..ending import EndReason
+from ..sources.members import Participant, Publication
 from .base import Media, require_found
 from .room import RoomRecorder
 
@@ -24,7 +25,7 @@ class TrackCompositeRecorder(RoomRecorder):
         cfg = self.config
         wanted = {cfg.audio_track_id, cfg.video_track_id} - {""}
 
-        def probe() -> list[tuple[rtc.RemoteParticipant, rtc.RemoteTrackPublication]] | None:
+        def probe() -> list[tuple[Participant, Publication]] | None:
             hits = [(p, pub) for p, pub in self.source.publications() if self._route(p, pub)]
             return hits or None
 
@@ -48,7 +49,7 @@ class TrackCompositeRecorder(RoomRecorder):
         )
         return Media(values, cfg.video, cfg.audio)
 
-    def _route(self, participant: rtc.RemoteParticipant, pub: rtc.RemoteTrackPublication) -> str | None:
+    def _route(self, participant: Participant, pub: Publication) -> str | None:
         cfg = self.config
         kind = "video" if pub.kind == rtc.TrackKind.KIND_VIDEO else "audio"
         wanted = cfg.video_track_id if kind == "video" else cfg.audio_track_id
@@ -63,9 +64,9 @@ class TrackCompositeRecorder(RoomRecorder):
             return kind
         return None
 
-    def _on_participant_left(self, participant: rtc.RemoteParticipant) -> None:
+    def _on_participant_left(self, participant: Participant) -> None:
         owners = {identity for identity, _ in self._owners.values()}
-        remaining = {identity for identity in owners if identity in self.source.room.remote_participants} - {
+        remaining = {identity for identity in owners if identity in self.source.participants()} - {
             participant.identity
         }
         if participant.identity in owners and not remaining:

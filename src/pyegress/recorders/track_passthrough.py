@@ -109,7 +109,7 @@ class PassthroughTrackRecorder(Recorder):
         )
         assert track is not None
         self.track = track
-        codec = "opus" if track.codec == "red" else track.codec  # RED is turned to Opus by the server
+        codec = track.codec
         if codec not in PASSTHROUGH_CODECS:
             raise SourceError(f"track_id: track {sid} has codec {track.info.mime_type!r}, which track "
                               f"egress cannot write (H.264, VP8 and Opus can be)", code=400)  # fmt: skip

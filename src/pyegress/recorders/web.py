@@ -10,7 +10,7 @@ import os
 import urllib.parse
 from typing import Any
 
-from livekit import api, rtc
+from livekit import api
 from livekit.protocol import egress as pe
 
 from ..ending import EndReason
@@ -18,6 +18,7 @@ from ..errors import SourceError
 from ..media.inputs import MIX_CHANNELS, MIX_RATE, AudioSource, VideoSource
 from ..media.timeline import VideoInput
 from ..quality import AudioQuality, VideoQuality, audio_quality, video_quality
+from ..sources.members import Participant, Publication
 from ..sources.room import recorder_token
 from ..sources.web import LAYOUT_EVENT, PageAudio, PageSource
 from .base import Options, Recorder
@@ -167,7 +168,7 @@ class TemplateRecorder(RoomRecorder, _PageRecorder):
 
     # --- hooks --------------------------------------------------------------------------
 
-    def _route(self, participant: rtc.RemoteParticipant, pub: rtc.RemoteTrackPublication) -> str | None:
+    def _route(self, participant: Participant, pub: Publication) -> str | None:
         return None  # the page subscribes; the recorder only watches the room
 
     async def _connect(self) -> None:

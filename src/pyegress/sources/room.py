@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 import numpy as np
@@ -18,7 +18,9 @@ from ..media.inputs import Picture
 from ..media.timeline import AudioInput, VideoInput
 from ..quality import LagRange
 from ..redaction import remember
+from ..sidecars import Sidecars
 from .delays import MAX_ADVANCE, MAX_LAG, JitterDelays
+from .members import Publication, Track, feed_name, note_fed, wait_for_change
 
 log = logging.getLogger("pyegress.source")
 
@@ -207,17 +209,24 @@ class RoomSource:
 
     async def wait_for(self, probe: Callable[[], T | None], timeout: float) -> T | None:
         """Re-evaluate ``probe`` on every room change until it returns a value or time runs out."""
-        deadline = time.monotonic() + timeout
-        while True:
-            self._changed.clear()
-            found = probe()
-            if found is not None:
-                return found
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return None
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._changed.wait(), min(left, 0.5))
+        return await wait_for_change(self._changed, probe, timeout)
+
+    @property
+    def identity(self) -> str:
+        """The recorder's own identity in the room."""
+        return self.room.local_participant.identity if not self._own else self._identity
+
+    def participants(self) -> Mapping[str, rtc.RemoteParticipant]:
+        """The remote participants now in the room, by identity."""
+        return self.room.remote_participants
+
+    def follow(self, sidecars: Sidecars) -> None:
+        """Write the room's state now, its events and text streams from now on into ``sidecars``."""
+        sidecars.attach(self.room)
+
+    async def room_sid(self) -> str:
+        """The room's sid (the server's, once it said)."""
+        return await self.room.sid
 
     def publications(self) -> list[tuple[rtc.RemoteParticipant, rtc.RemoteTrackPublication]]:
         """Every remote (participant, publication) pair now in the room."""
@@ -225,10 +234,16 @@ class RoomSource:
             (p, pub) for p in self.room.remote_participants.values() for pub in p.track_publications.values()
         ]
 
-    def subscribe(self, pub: rtc.RemoteTrackPublication) -> None:
+    def subscribe(self, pub: Publication) -> None:
         """Ask for the track (a no-op when already subscribed)."""
+        assert isinstance(pub, rtc.RemoteTrackPublication)  # from this room
         if not pub.subscribed:
             pub.set_subscribed(True)
+
+    def set_layer(self, pub: Publication, quality: int) -> None:
+        """Ask for simulcast layer ``quality`` (``rtc.VideoQuality``) of a subscribed video."""
+        assert isinstance(pub, rtc.RemoteTrackPublication)
+        pub.set_video_quality(quality)  # type: ignore[arg-type]
 
     def lag(self, sid: str) -> float:
         """How much later than its arrival media of track ``sid`` is placed (negative: earlier)
@@ -267,8 +282,9 @@ class RoomSource:
                 return (videos[0].sid if videos else None), False
         return None, False
 
-    def pump_video(self, track: rtc.Track, sink: VideoInput[Picture]) -> None:
+    def pump_video(self, track: Track, sink: VideoInput[Picture]) -> None:
         """Feed ``sink`` with decoded I420 frames of ``track`` until it ends."""
+        assert isinstance(track, rtc.Track)  # from this room
         stream = video_stream(track)
         self._note_fed(track, sink)
         self._video_sinks[track.sid] = sink
@@ -280,10 +296,9 @@ class RoomSource:
 
         self._start(track, run(), stream)
 
-    def pump_audio(
-        self, track: rtc.Track, sink: AudioInput, on_frame: Callable[[], None] | None = None
-    ) -> None:
+    def pump_audio(self, track: Track, sink: AudioInput, on_frame: Callable[[], None] | None = None) -> None:
         """Feed ``sink`` with PCM of ``track`` (resampled by the SDK to the sink's format)."""
+        assert isinstance(track, rtc.Track)
         stream = audio_stream(track, sink.sample_rate, sink.channels)
         self._note_fed(track, sink)
         sink.reset()
@@ -304,9 +319,8 @@ class RoomSource:
         for p in self.room.remote_participants.values():
             pub = p.track_publications.get(track.sid)
             if pub is not None:
-                name = f"{p.identity}/{rtc.TrackSource.Name(pub.source).removeprefix('SOURCE_').lower()}"
-        _, _, sids = self.fed.get(id(sink), (name, sink, set()))
-        self.fed[id(sink)] = (name, sink, sids | {track.sid})
+                name = feed_name(p.identity, pub.source)
+        note_fed(self.fed, name, sink, track.sid)
 
     def _start(self, track: rtc.Track, coro: Any, stream: Any) -> None:
         sid = track.sid

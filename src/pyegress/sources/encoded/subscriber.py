@@ -34,6 +34,7 @@ from livekit.protocol import rtc as pr
 
 from ...compat import aiortc as compat
 from ...media.encoded import EncodedFrame, RtpUnwrapper, SenderClock, is_keyframe, picture_size
+from ..members import wait_for_change
 from .signal import SignalClient
 
 log = logging.getLogger("pyegress.source.encoded")
@@ -92,7 +93,10 @@ class RemoteTrack:
 
     @property
     def codec(self) -> str:
-        return self.info.mime_type.split("/")[-1].lower()
+        """The codec its frames arrive in (the server turns a sender's RED into Opus for a
+        subscriber that did not offer RED)."""
+        codec = self.info.mime_type.split("/")[-1].lower()
+        return "opus" if codec == "red" else codec
 
     @property
     def size(self) -> tuple[int, int]:
@@ -156,6 +160,7 @@ class EncodedSubscriber:
         self.on_participant_left: Callable[[pm.ParticipantInfo], None] | None = None
         self.on_muted: Callable[[RemoteTrack, bool], None] | None = None  # (track, muted now)
         self.on_event: EventHook | None = None
+        self.on_change: Callable[[], None] | None = None  # participants or tracks changed
         self._speaking: dict[str, float] = {}  # participant sid -> audio level, of active speakers
         self.left_reason: int | None = None  # the server's DisconnectReason when it asked to leave
         self.closed = False
@@ -188,17 +193,7 @@ class EncodedSubscriber:
 
     async def wait_for(self, probe: Callable[[], T | None], timeout: float) -> T | None:
         """Re-evaluate ``probe`` on every room change until it returns a value or time runs out."""
-        deadline = time.monotonic() + timeout
-        while True:
-            self._changed.clear()
-            found = probe()
-            if found is not None or self.closed:
-                return found
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return None
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._changed.wait(), min(left, 0.5))
+        return await wait_for_change(self._changed, probe, timeout, lambda: self.closed)
 
     # --- subscriptions -----------------------------------------------------------------
 
@@ -216,6 +211,18 @@ class EncodedSubscriber:
                 track_sids=[track.sid], disabled=False, quality=pm.VideoQuality.HIGH, width=w, height=h
             )
             self._signal.send(pr.SignalRequest(track_setting=settings))
+
+    def set_layer(self, track: RemoteTrack, quality: int) -> None:
+        """Ask for simulcast layer ``quality`` (``VideoQuality``) of a subscribed video: a
+        restart (after loss) waits for a key frame of that layer's size, not the top one's."""
+        sizes = {layer.quality: (layer.width, layer.height) for layer in track.info.layers}
+        w, h = sizes.get(quality, track.size)  # type: ignore[call-overload]
+        r = self._receiving.get(track.sid)
+        if r is not None and r.top is not None:
+            r.top = (w, h)
+        settings = pr.UpdateTrackSettings(track_sids=[track.sid], disabled=False, quality=quality,  # type: ignore[arg-type]
+                                          width=w, height=h)  # fmt: skip
+        self._signal.send(pr.SignalRequest(track_setting=settings))
 
     def unsubscribe(self, track: RemoteTrack) -> None:
         """Stop receiving ``track``."""
@@ -264,6 +271,8 @@ class EncodedSubscriber:
     def _update(self, infos: Iterable[pm.ParticipantInfo]) -> None:
         for info in infos:
             if info.sid == self.me.sid or info.identity == self.me.identity:
+                if not info.version or info.version >= self.me.version:  # its metadata: UpdateLayout
+                    self.me.CopyFrom(info)
                 continue
             old = self.participants.get(info.sid)
             if info.state == pm.ParticipantInfo.DISCONNECTED:
@@ -291,7 +300,7 @@ class EncodedSubscriber:
             for t in before.values():
                 if t.sid not in now:
                     self._gone(RemoteTrack(t.sid, info.identity, info.sid, t))
-        self._changed.set()
+        self._changes()
 
     def _speakers(self, speakers: Iterable[pm.SpeakerInfo]) -> None:
         """The server sends the speakers whose state changed: the active ones, loudest first."""
@@ -318,7 +327,13 @@ class EncodedSubscriber:
                 del p.tracks[:]
                 p.tracks.extend(kept)
         self._gone(track)
+        self._changes()
+
+    def _changes(self) -> None:
+        """The room's state changed: wake the waiters, tell ``on_change``."""
         self._changed.set()
+        if self.on_change is not None:
+            self.on_change()
 
     def _gone(self, track: RemoteTrack) -> None:
         self._receiving.pop(track.sid, None)
