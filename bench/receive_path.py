@@ -363,15 +363,12 @@ def _report(runs: dict[str, list[ChildRun]], argv: Sequence[str], vers: dict[str
 
 #: What the report says when the encoded path clears the bar: what making it the default takes.
 _DEFAULT_WOULD_TAKE = [
-    'Participant and track composite egress take it by default (`receive_path="auto"`, '
-    "`pyegress.recorders.decoded`: PyAV decoding on slice threads into the same `VideoInput` / "
+    'Participant, track composite and room composite egress take it by default (`receive_path="auto"`: '
+    "`pyegress.recorders.decoded` for the first two, `pyegress.sources.encoded.room.EncodedRoomSource` "
+    "under the room composite; PyAV decoding on slice threads into the same `VideoInput` / "
     "`AudioInput`, each frame placed by its RTP time on the line of the frames that came "
     "soonest, a lost connection ridden out by joining again), except from an application's own "
-    "`rtc.Room`, with transcript or chat sidecars, and on Python 3.10. The room composite still "
-    "takes the SDK path: it needs a `RoomSource` counterpart over `EncodedSubscriber` "
-    "(participants' join / leave / mute / unpublish events, metadata and attributes from the "
-    "signal's `update`, active speakers from its `speakers_changed`, a simulcast layer per tile "
-    "size through `UpdateTrackSettings`), not built yet.",
+    "`rtc.Room`, with transcript or chat sidecars, and on Python 3.10.",
 ]
 _NOT_CHEAPER = [
     "The encoded path does not clear the bar in every case, so the composites keep the SDK's "

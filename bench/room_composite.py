@@ -9,7 +9,11 @@ measures, each in a child process of its own, one after the other:
   H264_720P_30 or H264_1080P_30, MP4) for ``--seconds``; the whole process is counted: the
   LiveKit SDK's receive and decode of every participant, the compositor, the mixer, encode, mux;
 * ``sdk``: a process that only joins, subscribes to every track and pulls the same I420 and PCM
-  frames (the SDK's share of the above);
+  frames (the SDK's receive path alone);
+* ``encoded``: the same through the encoded receive path (``bench.receive_path``'s child: the
+  encoded subscriber, PyAV decoding), which the egress takes by default (``receive_path="auto"``):
+  its receive path alone, what "(pyegress - receive) / bare" takes out;
+* with ``--sdk-path``, ``egress sdk path``: the egress again with ``receive_path="sdk"``;
   While it runs, a hook records every canvas it hands to the H.264 encoder, tick by tick
   (``bench.common.EncodeCapture``); the hook's own CPU is measured and taken out of the figures;
 * ``bare captured``: PyAV alone encoding exactly those canvases (read into memory first) + a
@@ -131,7 +135,7 @@ async def _egress_child(args: argparse.Namespace) -> dict[str, Any]:
     capture = EncodeCapture(Path(args.capture)) if args.capture else None
     if capture is not None:
         capture.install()
-    svc = pyegress.EgressService(output_dir=args.out_dir, wait_timeout=15.0)
+    svc = pyegress.EgressService(output_dir=args.out_dir, wait_timeout=15.0, receive_path=args.receive_path)
     req = pe.RoomCompositeEgressRequest(
         room_name=args.room,
         layout="grid",
@@ -195,6 +199,7 @@ async def _egress_child(args: argparse.Namespace) -> dict[str, Any]:
         "threads": thread_groups(threads0, threads1),
         "steady_threads": thread_groups(steady0, steady1),
         "x264": x264_build(path.read_bytes()[:1_000_000]),
+        "receive_source": type(recorder.source).__name__,
         **captured,
     }
     return discount_capture(result)
@@ -366,6 +371,18 @@ def _median_pair(runs: dict[str, ChildRun], case: Case, repeats: int) -> list[fl
     return ratios
 
 
+def _receive_alone(runs: dict[str, ChildRun], case: Case, egress: ChildRun) -> ChildRun:
+    """The receive-only run of the path ``egress`` took (the encoded one unless asked otherwise)."""
+    encoded = egress.result.get("receive_source") == "EncodedRoomSource"
+    return runs[f"{case.name} {'encoded' if encoded else 'sdk'}"]
+
+
+def _added(runs: dict[str, ChildRun], case: Case, egress: ChildRun) -> float:
+    """What the egress adds on top of receiving through its own path, against the bare encode."""
+    bare = _per_s(runs[f"{case.name} bare captured"])
+    return (_per_s(egress) - _per_s(_receive_alone(runs, case, egress))) / bare
+
+
 def _case_runs(runs: dict[str, ChildRun], case: Case) -> tuple[ChildRun, ChildRun, ChildRun, ChildRun]:
     """(egress, sdk, bare captured, bare synthetic grid) of ``case``."""
     egress, sdk, bare, synth = (
@@ -397,9 +414,31 @@ def _summary(runs: dict[str, ChildRun], plains: dict[str, ChildRun], case: Case)
     )
     if case.preset in plains:
         line += f", bare full-canvas pattern {_per_s(plains[case.preset]):.3f}"
-    line += f" CPU s / s; (pyegress - sdk) / bare captured {(mine - _per_s(sdk)) / base:.2f}"
+    enc = runs[f"{case.name} encoded"]
+    line += f", encoded receive {_per_s(enc):.3f} CPU s / s; (pyegress - its receive) / bare captured "
+    line += f"{_added(runs, case, egress):.2f} ({egress.result.get('receive_source')})"
+    sdk_egress = runs.get(f"{case.name} egress sdk path")
+    if sdk_egress is not None:
+        added = _added(runs, case, sdk_egress)
+        line += f"; on the SDK path {_per_s(sdk_egress):.3f}, (it - sdk) / bare {added:.2f}"
     line += f"; capture hook {_hook_per_s(egress):.3f} CPU s / s taken out of pyegress's figure"
     return f"{line}; {_captured(runs, case)}"
+
+
+def _sdk_path_cell(runs: dict[str, ChildRun], case: Case) -> str:
+    run = runs.get(f"{case.name} egress sdk path")
+    return f"{_per_s(run):.3f} ({_added(runs, case, run):.2f})" if run is not None else "not run"
+
+
+def _sdk_path_line(runs: dict[str, ChildRun], case: Case) -> str:
+    run = runs.get(f"{case.name} egress sdk path")
+    if run is None:
+        return "(The egress on the SDK's receive path was not run: `--sdk-path`.)"
+    return (
+        f"The same egress on the SDK's receive path (`--sdk-path`): {_per_s(run):.3f} CPU s / s, "
+        f"{_per_s(runs[f'{case.name} egress']) / _per_s(run):.2f}x of it on the encoded path; what it "
+        f"adds on top of the SDK alone: {_added(runs, case, run):.2f}."
+    )
 
 
 def _report(
@@ -423,8 +462,9 @@ def _report(
                 f"{mine / base:.2f}",
                 f"{grid:.3f} ({mine / grid:.2f})",
                 f"{plain:.3f} ({mine / plain:.2f})",
-                f"{_per_s(sdk):.3f}",
-                f"{(mine - _per_s(sdk)) / base:.2f}",
+                f"{_per_s(sdk):.3f} / {_per_s(runs[f'{case.name} encoded']):.3f}",
+                f"{_added(runs, case, egress):.2f}",
+                _sdk_path_cell(runs, case),
                 f"{egress.result['render_cpu_s'] / egress.result['steady_wall_s']:.3f}",
                 f"{fps_in:.0f}",
                 str(egress.result["max_backlog"]),
@@ -439,8 +479,9 @@ def _report(
             "ratio",
             "bare encode of a synthetic grid (ratio)",
             "bare encode of one full-canvas pattern (ratio)",
-            "SDK only CPU s / s",
-            "(pyegress - SDK) / bare",
+            "receive alone CPU s / s: SDK / encoded",
+            "(pyegress - its receive alone) / bare",
+            "pyegress on the SDK path CPU s / s ((it - SDK alone) / bare)",
             "compositor render CPU s / s",
             "frames in / s",
             "max backlog (ticks)",
@@ -481,6 +522,12 @@ def _report(
         f"({verdict} the target of <= {TARGET}; against a synthetic grid it would be "
         f"{_per_s(egress4) / _per_s(synth4):.2f}); **peak RSS {rss:.0f} MB** ({rss_verdict} the target "
         f"of <= {RSS_TARGET_MB:.0f} MB).",
+        "",
+        f"**What pyegress adds on top of receiving, against the bare encode: "
+        f"{_added(runs, head, egress4):.2f}** (goal 1.05): the egress takes the "
+        f"{'encoded' if egress4.result.get('receive_source') == 'EncodedRoomSource' else 'SDK'} receive "
+        f'path (`receive_path="auto"`), its receive alone costs '
+        f"{_per_s(_receive_alone(runs, head, egress4)):.3f} CPU s / s. {_sdk_path_line(runs, head)}",
         "",
         f"The 4 @ 720p ratio is the median of {len(head_ratios)} pairs, each one pyegress run and the bare "
         "encode of the very canvases that run encoded (the received content, and with it x264's cost, "
@@ -523,12 +570,15 @@ def _report(
         "canvases.",
         "",
         '"CPU s / s" is user + system CPU of every thread of the child from the start call to the '
-        "finished file (pyegress: `start_room_composite_egress` to `stop_egress`; SDK only: connect to "
-        "disconnect; bare: container open to close), over the seconds recorded. The SDK-only child "
+        "finished file (pyegress: `start_room_composite_egress` to `stop_egress`; receive alone: connect "
+        "to leave; bare: container open to close), over the seconds recorded. The SDK-alone child "
         "joins hidden, subscribes to every track and pulls the same I420 frames and 48 kHz stereo PCM "
-        "(40 ms chunks, each stream handed only its own frame events, as pyegress does), "
-        'nothing more. "(pyegress - SDK) / bare" is what pyegress adds on top of receiving, against '
-        'the bare encode of the captured canvases. "compositor render" is `Scene.render` on the '
+        "(40 ms chunks, each stream handed only its own frame events, as pyegress does), nothing more; "
+        "the encoded-alone child (`bench.receive_path`'s) subscribes to every track through the "
+        "encoded subscriber and decodes it with PyAV into the compositor's and mixer's formats. "
+        '"(pyegress - its receive alone) / bare" is what pyegress adds on top of receiving through '
+        'the path it took, against the bare encode of the captured canvases. "compositor render" is '
+        "`Scene.render` on the "
         'encode thread (scale, crop, paste, labels), part of pyegress\'s figure. "frames in / s" sums '
         'every participant\'s decoded frames reaching the compositor; "max backlog" is the most ticks '
         "waiting for the encode thread (0-2: it keeps up). Peak RSS is the whole egress child's "
@@ -567,11 +617,14 @@ def _parent(args: argparse.Namespace, argv: Sequence[str]) -> int:
             plan = [
                 ("egress", ["--child-egress", *shown, "--capture", str(frames)]),
                 ("sdk", ["--child-sdk", *shown]),
+                ("encoded", ["--child-encoded", *shown]),
                 ("bare captured", ["--child-bare", *shown, "--frames", str(frames)]),
                 ("bare synthetic grid", ["--child-bare", *shown]),
             ]
             if case.preset not in plains:
                 plan.append(("bare full-canvas pattern", ["--child-bare"]))
+            if args.sdk_path:
+                plan.append(("egress sdk path", ["--child-egress", *shown, "--receive-path", "sdk"]))
             repeats = args.repeat if case == CASES[0] else 1  # more pairs for the headline case
             for i in range(1, repeats):  # each bare run right after the egress whose pictures it encodes
                 plan.append((f"egress#{i}", ["--child-egress", *shown, "--capture", str(frames)]))
@@ -588,7 +641,7 @@ def _parent(args: argparse.Namespace, argv: Sequence[str]) -> int:
                     print(f"running {label} ({seconds:g} s) ...", file=sys.stderr)
                     child = [*me, *flag, "--room", room, "--preset", case.preset]
                     run = run_child(label, child, timeout=timeout, env=env)
-                    if kind == "sdk" and run.result and run.returncode != 0:
+                    if kind in ("sdk", "egress sdk path") and run.result and run.returncode != 0:
                         print("  (aborted while leaving the room, after its figures: kept)", file=sys.stderr)
                     else:
                         check_child(run)
@@ -644,10 +697,17 @@ def _parser() -> argparse.ArgumentParser:
         help="pyegress + bare pairs for the 4 @ 720p headline (default 3): the received content, and "
         "so x264's cost, varies from run to run; the headline is the median pair",
     )
+    p.add_argument(
+        "--sdk-path",
+        action="store_true",
+        help="also run each case's egress with receive_path=\"sdk\" (the rtc SDK's receive path)",
+    )
+    p.add_argument("--receive-path", default="auto", help=argparse.SUPPRESS)
     p.add_argument("--only", default="", help="comma-separated cases to run (no report), e.g. 4@720p,16@720p")
     child = p.add_mutually_exclusive_group()
     child.add_argument("--child-egress", action="store_true", help=argparse.SUPPRESS)
     child.add_argument("--child-sdk", action="store_true", help=argparse.SUPPRESS)
+    child.add_argument("--child-encoded", action="store_true", help=argparse.SUPPRESS)
     child.add_argument("--child-bare", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--participants", type=int, default=0, help=argparse.SUPPRESS)
     p.add_argument("--sender-fps", type=int, default=30, help=argparse.SUPPRESS)
@@ -666,6 +726,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         write_result(args.result, asyncio.run(_egress_child(args)))
     elif args.child_sdk:
         write_result(args.result, asyncio.run(_sdk_child(args)))
+    elif args.child_encoded:
+        from bench.receive_path import _encoded_child  # it imports this module's SDK child
+
+        write_result(args.result, asyncio.run(_encoded_child(args)))
     elif args.child_bare:
         write_result(args.result, _bare_child(args))
     else:

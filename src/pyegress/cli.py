@@ -169,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
         "--receive-path",
         choices=RECEIVE_PATHS,
         default="auto",
-        help="participant and track composite: receive the tracks as sent, decoded by PyAV "
+        help="participant, track composite and room composite: receive the tracks as sent, decoded by PyAV "
         "(encoded: lip sync under jitter, less CPU), or through the rtc SDK (sdk); auto "
         "(default): encoded wherever it can be",
     )

@@ -131,7 +131,7 @@ class EgressService:
     the requests' (a LiveKit worker: livekit-server sends them).
     ``sidecars`` names the time-aligned sidecars written beside each recording (``"events"``,
     ``"transcript"``, ``"chat"``; :mod:`pyegress.sidecars`).
-    ``receive_path``: participant and track composite egresses are recorded from the tracks as
+    ``receive_path``: participant, track composite and room composite egresses are recorded from the tracks as
     their senders encoded them, decoded by PyAV (``"encoded"``), rather than from the rtc SDK's
     decoded frames (``"sdk"``): lip sync holds under network jitter and it costs less CPU. The
     default, ``"auto"``, takes it wherever it can (not on Python 3.10, not from an application's

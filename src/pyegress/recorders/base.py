@@ -106,7 +106,7 @@ class Options:
     sidecars: frozenset[str] = frozenset()  # time-aligned sidecars written beside the media
     selection: Selection | None = None  # room composites: who is recorded
     speaker_tracks: bool = False  # room composites: one audio track per participant in files
-    receive_path: str = "auto"  # participant / track composite: pyegress.recorders.RECEIVE_PATHS
+    receive_path: str = "auto"  # participant / track / room composite: pyegress.recorders.RECEIVE_PATHS
 
 
 @dataclass

@@ -14,8 +14,8 @@ sharing an ``output_dir`` need one each), ``reconnect_timeout`` (how long an egr
 connection was lost waits for it to come back before it fails: a duration; default 30 s),
 ``max_retries`` (how often an egress that failed for a transient reason is retried; default
 1), ``sidecars`` (the time-aligned sidecars written beside each recording: a list of
-``events``, ``transcript``, ``chat``; default none), ``receive_path`` (participant and track
-composite: ``auto``, ``sdk`` or ``encoded``, as ``EgressService``'s; default ``auto``) and
+``events``, ``transcript``, ``chat``; default none), ``receive_path`` (participant, track
+composite and room composite: ``auto``, ``sdk`` or ``encoded``, as ``EgressService``'s; default ``auto``) and
 ``room_composite`` (for every native room composite: ``include`` / ``exclude`` rules and
 ``hide_without_video`` as in :mod:`pyegress.selection`, ``speaker_tracks``). Unknown keys are
 logged once and ignored.
@@ -148,7 +148,7 @@ class WorkerConfig:
     reconnect_timeout: float = RECONNECT_TIMEOUT
     max_retries: int = DEFAULT_MAX_RETRIES
     sidecars: frozenset[str] = frozenset()  # time-aligned sidecars beside each recording
-    receive_path: str = "auto"  # participant / track composite (pyegress.recorders.RECEIVE_PATHS)
+    receive_path: str = "auto"  # participant / track / room composite (pyegress.recorders.RECEIVE_PATHS)
     selection: Selection | None = None  # room composites: who is recorded (consent rules)
     speaker_tracks: bool = False  # room composites: one audio track per participant
 

@@ -269,7 +269,11 @@ class EncodedRoomSource:
         if sub is None or self.closed:
             return
         self._own(sub.me)
-        now = {info.identity: info for info in sub.participants.values()}
+        # by identity; of two sessions of one identity (the server drops the older) the later
+        joined = sorted(
+            sub.participants.values(), key=lambda info: info.joined_at_ms or info.joined_at * 1000
+        )
+        now = {info.identity: info for info in joined}
         for identity in [i for i in self._people if i not in now]:
             self._gone(self._people.pop(identity))
         for identity, info in now.items():
@@ -409,6 +413,13 @@ class EncodedRoomSource:
             decoder = VideoDecoder(codec, sink, lambda: sub.want_keyframe(sid))
         self._pumped.add(sid)
         sub.subscribe(remote, decoder)
+
+    def receiving(self) -> list[str]:
+        """The sids of the pumped tracks whose frames come now (for tests and diagnostics)."""
+        sub = self.subscriber
+        if sub is None or not sub.connected:
+            return []
+        return [sid for sid in self._pumped if sub.stats(sid)[0] > 0]
 
     def stop_pump(self, sid: str) -> None:
         """Stop feeding from track ``sid`` (unpublished, or not recorded any more)."""
