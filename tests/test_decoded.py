@@ -84,16 +84,26 @@ async def test_every_frame_once_and_in_sync_from_the_first_marker(
     assert "alice/camera" in info.details and "alice/microphone" in info.details  # the quality report
 
 
+@pytest.mark.parametrize("kind", ["participant", "room_composite"])
 async def test_audio_in_bursts_stays_in_sync_from_the_first_marker(
-    livekit_server: LiveKitServer, service: pyegress.EgressService, room_name: str
+    livekit_server: LiveKitServer, service: pyegress.EgressService, room_name: str, kind: str
 ) -> None:
     # The audio is sent in bursts 200 ms apart: through the SDK it comes out of NetEq 170-235 ms
-    # late and the first marker misses by 165 ms; placed by RTP time it lines up from the start.
+    # late and the first marker misses by 165 ms (a room composite's tile +10..+72 ms); placed
+    # by RTP time it lines up from the start.
     async with publisher(livekit_server, room_name, audio_burst=0.2) as pub:
-        req = egress_request("participant", room_name, pub, OUT, "bursts")
-        info = await record_for(service, await service.start_participant_egress(req), 8.0)  # type: ignore[arg-type]
+        if kind == "participant":
+            req = egress_request("participant", room_name, pub, OUT, "bursts")
+            started = await service.start_participant_egress(req)  # type: ignore[arg-type]
+        else:  # one tile filling the canvas: its markers are the picture's
+            started = await service.start_room_composite_egress(pe.RoomCompositeEgressRequest(
+                room_name=room_name, layout="grid", advanced=OUT,
+                file_outputs=[pe.EncodedFileOutput(filepath="bursts.mp4")]))  # fmt: skip
+            source = service.recorder(started.egress_id).source  # type: ignore[attr-defined]
+            assert type(source).__name__ == "EncodedRoomSource"
+        info = await record_for(service, started, 8.0)
     check_file_result(info)
-    _check_sync(Path(info.file_results[0].filename), "200 ms audio bursts")
+    _check_sync(Path(info.file_results[0].filename), f"{kind}, 200 ms audio bursts")
 
 
 async def test_participant_followed_across_mute_unpublish_republish_until_they_leave(

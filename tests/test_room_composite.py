@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from livekit import api
 from livekit.protocol import egress as pe
 
 import pyegress
@@ -166,6 +167,49 @@ async def test_single_speaker_and_live_layout_update(
     assert media.duration > 4.5, "no gap: the file spans the whole recording"
     stamps = frame_timestamps(path)
     assert max(np.diff(stamps)) < 0.034, "constant frame rate across the layout switch"
+
+
+@pytest.mark.parametrize("receive_path", ["sdk", "encoded"])
+async def test_layout_set_through_the_recorders_metadata(
+    livekit_server: LiveKitServer, tmp_path: Path, room_name: str, receive_path: str
+) -> None:
+    """What livekit-server does with ``UpdateLayout`` for an egress it dispatched: it sets the
+    recorder participant's metadata to ``{"layout": ...}``. The recording follows within a
+    second, whichever receive path reads the room."""
+    server = livekit_server
+    svc = pyegress.EgressService(server.url, server.api_key, server.api_secret, output_dir=tmp_path,
+                                 wait_timeout=4.0, receive_path=receive_path)  # fmt: skip
+    async with svc:
+        a = await join(server, room_name, "a", color=RED, marker_interval=NO_MARKERS)
+        b = await join(server, room_name, "b", color=BLUE, audio=False, marker_interval=NO_MARKERS)
+        info = await start(svc, room_name, "grid")
+        source = type(svc.recorder(info.egress_id).source).__name__  # type: ignore[attr-defined]
+        assert source == ("RoomSource" if receive_path == "sdk" else "EncodedRoomSource")
+        await asyncio.sleep(2.5)
+        t_update = (time.time_ns() - (await _started(svc, info)).started_at) / 1e9
+        async with api.LiveKitAPI(server.http_url, server.api_key, server.api_secret) as lk:
+            recorder = "EG_" + info.egress_id[3:]  # the recorder participant's identity
+            update = api.UpdateParticipantRequest(
+                room=room_name, identity=recorder, metadata='{"layout": "grid-light"}'
+            )
+            await lk.room.update_participant(update)
+        deadline = time.monotonic() + 3.0
+        while (await _started(svc, info)).room_composite.layout != "grid-light":
+            assert time.monotonic() < deadline, "the layout from the metadata was not taken"
+            await asyncio.sleep(0.1)
+        await asyncio.sleep(2.5)
+        final = await svc.stop_egress(pe.StopEgressRequest(egress_id=info.egress_id))
+        for p in (a, b):
+            await p.stop()
+    check_file_result(final)
+    assert final.room_composite.layout == "grid-light"
+    path = final.file_results[0].filename
+    before, after = t_update - 0.7, t_update + 1.0
+    assert near(region_color(path, before, box(640, 360, 2)), (0, 0, 0), 30), "grid: dark background"
+    assert near(region_color(path, after, box(640, 360, 2)), (255, 255, 255), 25), "grid-light background"
+    assert near(region_color(path, after, box(320, 360)), RED) and near(
+        region_color(path, after, box(960, 360)), BLUE
+    )
 
 
 async def test_audio_only_mix_has_every_voice_and_ends_when_room_empties(

@@ -305,23 +305,28 @@ def test_passthrough_of_one_track_is_its_track_egress() -> None:
     )
 
 
-async def test_participant_and_track_composite_take_the_encoded_path_by_default_where_they_can() -> None:
+async def test_participant_track_and_room_composite_take_the_encoded_path_by_default_where_they_can() -> None:
     """``auto``: encoded wherever it can run, the SDK's frames elsewhere (never refused);
-    ``encoded`` asked for where it cannot run is refused naming ``receive_path``."""
+    ``encoded`` asked for where it cannot run is refused naming ``receive_path``. A room
+    composite rendered by a web template is Chromium's: never the encoded path."""
     part = build_config(pe.ParticipantEgressRequest(room_name="r", identity="a", file_outputs=[
         pe.EncodedFileOutput(filepath="a.mp4")]))  # fmt: skip
     room = build_config(pe.RoomCompositeEgressRequest(room_name="r", file_outputs=[
         pe.EncodedFileOutput(filepath="a.mp4")]))  # fmt: skip
+    template = build_config(pe.RoomCompositeEgressRequest(room_name="r", custom_base_url="http://127.0.0.1:1/",
+        file_outputs=[pe.EncodedFileOutput(filepath="a.mp4")]))  # fmt: skip
     own = rtc.Room()
     assert Options().receive_path == "auto"
     assert decodes_encoded(part, Options()) is ENCODED_PATH
-    assert not decodes_encoded(room, Options())  # its receive path is the SDK's (not built on it)
-    for options in (
-        Options(room=own),
-        Options(sidecars=frozenset({"transcript"})),
-        Options(receive_path="sdk"),
-    ):
-        assert not decodes_encoded(part, options), options
+    assert decodes_encoded(room, Options()) is ENCODED_PATH
+    assert template.template and not decodes_encoded(template, Options())
+    for config in (part, room):
+        for options in (
+            Options(room=own),
+            Options(sidecars=frozenset({"transcript"})),
+            Options(receive_path="sdk"),
+        ):
+            assert not decodes_encoded(config, options), (config.kind, options)
     with pytest.raises(NotSupportedError, match=r"^receive_path: "):
         decodes_encoded(part, Options(room=own, receive_path="encoded"))
     chat = frozenset({"events", "chat"})
