@@ -10,9 +10,9 @@ measures, each in a child process of its own, one after the other:
   LiveKit SDK's receive and decode of every participant, the compositor, the mixer, encode, mux;
 * ``sdk``: a process that only joins, subscribes to every track and pulls the same I420 and PCM
   frames (the SDK's receive path alone);
-* ``encoded``: the same through the encoded receive path (``bench.receive_path``'s child: the
-  encoded subscriber, PyAV decoding), which the egress takes by default (``receive_path="auto"``):
-  its receive path alone, what "(pyegress - receive) / bare" takes out;
+* ``encoded``: the same through the encoded receive path the egress takes by default
+  (``receive_path="auto"``: ``EncodedRoomSource``, PyAV decoding into the inputs a room
+  composite reads): its receive path alone, what "(pyegress - receive) / bare" takes out;
 * with ``--sdk-path``, ``egress sdk path``: the egress again with ``receive_path="sdk"``;
   While it runs, a hook records every canvas it hands to the H.264 encoder, tick by tick
   (``bench.common.EncodeCapture``); the hook's own CPU is measured and taken out of the figures;
@@ -297,6 +297,73 @@ async def _sdk_child(args: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
+# --- child: the encoded receive path alone ---------------------------------------------------
+
+
+async def _encoded_child(args: argparse.Namespace) -> dict[str, Any]:
+    """Join through the egress's own encoded receive path (``EncodedRoomSource``), subscribe to
+    every track and decode it into the inputs a room composite reads (``VideoInput`` /
+    ``AudioInput``, never rendered nor mixed): what the egress spends before compositing."""
+    import os
+
+    from livekit import rtc
+
+    from pyegress.media.inputs import MIX_CHANNELS, MIX_RATE
+    from pyegress.media.timeline import AudioInput, VideoInput
+    from pyegress.sources.encoded.room import EncodedRoomSource
+    from pyegress.sources.members import Participant, Publication, Track
+
+    env = os.environ
+    source = EncodedRoomSource(
+        args.room,
+        url=env["LIVEKIT_URL"],
+        api_key=env["LIVEKIT_API_KEY"],
+        api_secret=env["LIVEKIT_API_SECRET"],
+        identity="bench-encoded-only",
+    )
+    videos: dict[str, VideoInput[Any]] = {}
+
+    def subscribed(track: Track, pub: Publication, p: Participant) -> None:
+        if pub.kind == rtc.TrackKind.KIND_VIDEO:
+            videos[p.identity] = VideoInput()
+            source.pump_video(track, videos[p.identity])
+        else:
+            source.pump_audio(track, AudioInput(MIX_RATE, MIX_CHANNELS, time.monotonic()))
+
+    threads0 = thread_cpu()
+    cpu0, t0 = self_cpu(), time.monotonic()
+    await source.connect(15.0)
+    source.on("track_subscribed", subscribed)
+    source.on("track_published", lambda pub, _p: source.subscribe(pub))
+    for _p, pub in source.publications():
+        source.subscribe(pub)
+
+    def flowing() -> bool | None:
+        return (len(videos) >= args.participants and all(v.frames_in for v in videos.values())) or None
+
+    if not await source.wait_for(flowing, 20.0):
+        raise SystemExit(f"not every video of {args.room} came through the encoded path")
+    active_cpu, active_t = self_cpu(), time.monotonic()
+    steady0, video0 = thread_cpu(), sum(v.frames_in for v in videos.values())
+    await asyncio.sleep(args.seconds)
+    steady_cpu, steady_t = self_cpu() - active_cpu, time.monotonic() - active_t
+    steady1 = thread_cpu()
+    steady_video = sum(v.frames_in for v in videos.values()) - video0
+    await source.close()
+    cpu1, t1 = self_cpu(), time.monotonic()
+    threads1 = thread_cpu()
+    return {
+        "window_cpu_s": cpu1 - cpu0,
+        "window_wall_s": t1 - t0,
+        "steady_cpu_s": steady_cpu,
+        "steady_wall_s": steady_t,
+        "recorded_s": steady_t,
+        "steady_video_frames": steady_video,
+        "threads": thread_groups(threads0, threads1),
+        "steady_threads": thread_groups(steady0, steady1),
+    }
+
+
 # --- child: PyAV alone ------------------------------------------------------------------------
 
 
@@ -574,8 +641,9 @@ def _report(
         "to leave; bare: container open to close), over the seconds recorded. The SDK-alone child "
         "joins hidden, subscribes to every track and pulls the same I420 frames and 48 kHz stereo PCM "
         "(40 ms chunks, each stream handed only its own frame events, as pyegress does), nothing more; "
-        "the encoded-alone child (`bench.receive_path`'s) subscribes to every track through the "
-        "encoded subscriber and decodes it with PyAV into the compositor's and mixer's formats. "
+        "the encoded-alone child subscribes to every track through the egress's own encoded "
+        "receive path (`EncodedRoomSource`) and decodes it into the inputs the compositor and the "
+        "mixer read (never rendered nor mixed). "
         '"(pyegress - its receive alone) / bare" is what pyegress adds on top of receiving through '
         'the path it took, against the bare encode of the captured canvases. "compositor render" is '
         "`Scene.render` on the "
@@ -727,8 +795,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     elif args.child_sdk:
         write_result(args.result, asyncio.run(_sdk_child(args)))
     elif args.child_encoded:
-        from bench.receive_path import _encoded_child  # it imports this module's SDK child
-
         write_result(args.result, asyncio.run(_encoded_child(args)))
     elif args.child_bare:
         write_result(args.result, _bare_child(args))

@@ -12,6 +12,7 @@ from typing import Any
 import av
 import pytest
 from livekit.protocol import egress as pe
+from livekit.protocol import models as pm
 
 import pyegress
 from pyegress.testing import LiveKitServer, picture_moves, tone_present
@@ -254,3 +255,40 @@ async def test_a_simulcast_track_is_written_from_its_top_layer(
     print(f"FIGURES simulcast {codec}: {len(frames)} frames, sizes {sorted(set(f[:2] for f in frames))}")
     assert frames[0][2] and len(frames) > 45, frames[:3]
     assert {f[:2] for f in frames} == {(640, 360)}, [f for f in frames if f[:2] != (640, 360)][:3]
+
+
+@pytest.mark.parametrize("codec", ["h264", "vp8"])
+async def test_a_simulcast_layer_switch_mid_file_keeps_one_playable_file(
+    livekit_server: LiveKitServer, service: pyegress.EgressService, room_name: str, codec: str
+) -> None:
+    """livekit-server moves a subscriber to another simulcast layer when its estimate of the
+    subscriber's bandwidth changes; here the recorder asks for the lowest layer, then the top
+    one again, as such a server would switch. The file goes on in each layer's size from its
+    key frame (the H.264 parameter sets ride in band): every frame decodes, the timeline has no
+    hole and the picture ends at the top layer."""
+    async with publisher(livekit_server, room_name, video_codec=codec, audio=False, simulcast=True) as pub:
+        sid = pub.video_track_sid
+        started = await service.start_track_egress(
+            pe.TrackEgressRequest(room_name=room_name, track_id=sid, file=pe.DirectFileOutput())
+        )
+        assert status(await wait_active(service, started.egress_id)) == "EGRESS_ACTIVE"
+        recorder: Any = service.recorder(started.egress_id)
+        await asyncio.sleep(2.5)
+        sub = recorder.subscriber
+        sub.set_layer(sub.track(sid), pm.VideoQuality.LOW)
+        await asyncio.sleep(2.5)
+        sub.set_layer(sub.track(sid), pm.VideoQuality.HIGH)
+        await asyncio.sleep(3.0)
+        info = await service.stop_egress(pe.StopEgressRequest(egress_id=started.egress_id))
+    media = check_file_result(info)
+    assert media.video is not None
+    with av.open(info.file_results[0].filename) as c:
+        frames = [(f.width, f.height, float(f.time or 0.0)) for f in c.decode(video=0)]
+    sizes = [f[:2] for f in frames]
+    runs = [size for size, _ in itertools.groupby(sizes)]
+    print(f"FIGURES simulcast switch {codec}: {len(frames)} frames, sizes in order {runs}")
+    assert runs[0] == runs[-1] == (640, 360) and len(runs) >= 3, runs  # down, and up again
+    assert min(w for w, _ in runs) <= 320, runs
+    steps = [b[2] - a[2] for a, b in itertools.pairwise(frames)]
+    assert min(steps) > 0 and max(steps) < 0.25, (min(steps), max(steps))  # in order, no hole
+    assert len(frames) >= 0.8 * 30 * media.duration, (len(frames), media.duration)
