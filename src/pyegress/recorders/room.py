@@ -30,7 +30,7 @@ from typing import Any
 from livekit import rtc
 
 from ..ending import EndReason
-from ..errors import RoomConnectionLostError, SourceError
+from ..errors import NotSupportedError, RoomConnectionLostError, SourceError
 from ..media.timeline import AudioInput
 from ..outputs import PcmOutput
 from ..quality import AudioQuality, LagRange, VideoQuality, audio_quality, video_quality
@@ -72,7 +72,7 @@ class RoomRecorder(Recorder):
             "identity": f"EG_{self.egress_id[3:]}",
         }
         if receive_path == "encoded" and room is not None:
-            raise SourceError("receive_path: the encoded receive path joins the room itself, not room=")
+            raise NotSupportedError("receive_path: the encoded receive path joins the room itself, not room=")
         self.receive_path = receive_path
         self.source: RoomFeed = self._make_source(room)
         self.reconnect_timeout = reconnect_timeout

@@ -218,7 +218,7 @@ class RoomCompositeRecorder(RoomRecorder):
         if self.compositor is not None:
             self.compositor.join(participant.identity, participant.name or participant.identity)
 
-    def _muted(self, participant: Participant, pub: rtc.TrackPublication, muted: bool) -> None:
+    def _muted(self, participant: Participant, pub: Publication, muted: bool) -> None:
         if self.compositor is not None and pub.source in _VIDEO_SOURCES:
             self.compositor.set_muted(participant.identity, screen=_VIDEO_SOURCES[pub.source], muted=muted)
 
