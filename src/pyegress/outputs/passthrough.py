@@ -4,6 +4,7 @@ has neither jitter nor drift by construction."""
 
 from __future__ import annotations
 
+import math
 import struct
 from fractions import Fraction
 from typing import Any
@@ -33,6 +34,8 @@ def opus_samples(packet: bytes) -> int:
 class PassthroughFile(FileOutput):
     """One track's encoded frames into its container; opened on the first (key) frame."""
 
+    _last: int | None = None  # the pts of the frame muxed last
+
     def open(self, video: av.VideoStream | None, audio: av.AudioStream | None) -> None:
         """Nothing to do before the first frame (:meth:`write_frame` opens the file)."""
 
@@ -47,7 +50,9 @@ class PassthroughFile(FileOutput):
             assert self._container is not None
             pts = frame.rtp - self._rtp0 - cut
             kind = "audio" if frame.codec == "opus" else "video"
-            self._track_end(kind, mux_frame(self._container, self._streams["media"], frame, pts))
+            end, last = mux_frame(self._container, self._streams["media"], frame, pts, self._last)
+            self._track_end(kind, end)
+            self._last = last
             self.frames += 1
         except Exception as e:
             self.fail(f"cannot write {self.path.name}: {e}")
@@ -56,6 +61,7 @@ class PassthroughFile(FileOutput):
         fmt = CONTAINER_FORMATS[self.path.suffix]
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._rtp0 = frame.rtp
+        self._last = None
         self.frames = 0
         container = av.open(str(self.path), "w", format=fmt, options=container_options(fmt))
         self._streams["media"] = add_stream(container, frame)
@@ -87,8 +93,15 @@ def add_stream(container: av.container.OutputContainer, frame: EncodedFrame) -> 
 
 
 def mux_frame(container: av.container.OutputContainer, stream: av.stream.Stream, frame: EncodedFrame,
-              pts: int) -> float:  # fmt: skip
-    """Mux ``frame`` at ``pts`` (ticks of its clock); returns where it ends, in seconds."""
+              pts: int, last: int | None = None) -> tuple[float, int]:  # fmt: skip
+    """Mux ``frame`` at ``pts`` (ticks of its clock), or one tick of the container's clock after
+    ``last`` (the stream's previous frame) when it would not land later than that: a simulcast
+    layer switch forwards the new layer's key frame 1-60 RTP ticks after the old layer's last
+    frame, which a WebM's millisecond clock would put on the same instant. Returns where the
+    frame ends, in seconds, and the pts it was muxed at."""
+    if last is not None:
+        tick = max(1, math.ceil(frame.clock_rate * stream.time_base)) if stream.time_base else 1
+        pts = max(pts, last + tick)
     pkt = av.Packet(frame.data)
     pkt.pts = pkt.dts = pts
     pkt.time_base = Fraction(1, frame.clock_rate)
@@ -97,4 +110,4 @@ def mux_frame(container: av.container.OutputContainer, stream: av.stream.Stream,
     pkt.is_keyframe = frame.keyframe
     pkt.stream = stream
     container.mux(pkt)
-    return (pts + (pkt.duration or 0)) / frame.clock_rate
+    return (pts + (pkt.duration or 0)) / frame.clock_rate, pts

@@ -56,12 +56,10 @@ class PassthroughMuxFile(FileOutput):
         if stream is None or self._container is None or self.failed:
             return
         try:
-            pts = round(t * frame.clock_rate)
-            last = self._last.get(kind)
-            if last is not None and pts <= last:
-                pts = last + 1
-            self._track_end(kind, mux_frame(self._container, stream, frame, pts))
-            self._last[kind] = pts
+            end, self._last[kind] = mux_frame(
+                self._container, stream, frame, round(t * frame.clock_rate), self._last.get(kind)
+            )
+            self._track_end(kind, end)
             self.frames += 1
         except Exception as e:
             self.fail(f"cannot write {self.path.name}: {e}")
