@@ -18,7 +18,8 @@ from livekit.protocol import egress as pe
 
 import pyegress
 from pyegress.errors import InvalidRequestError, NotSupportedError
-from pyegress.testing import LiveKitServer, av_offset, cadence, tone_present
+from pyegress.sidecars.collect import DATA_LEAD
+from pyegress.testing import LiveKitServer, av_offset, cadence, probe, tone_present
 
 from .helpers import (
     check_file_result,
@@ -199,6 +200,9 @@ async def test_the_events_sidecar_follows_the_room_through_the_signaling(
     speakers = of("active_speakers_changed")
     assert any("alice" in e["speakers"] for e in speakers), speakers  # type: ignore[operator]
     times = [float(e["media_time"]) for e in events]  # type: ignore[arg-type]
-    # on the recording's media clock, in the order they came (a speaker change noted while the
-    # egress stops can land up to ~0.1 s past the file's last frame, as on the SDK path)
+    # on the recording's media clock, in the order they came, none that came after the stop (a
+    # speaker change that came while the egress stopped once landed 87 ms past its last frame):
+    # the last may be placed up to DATA_LEAD past the file's end, where its media would be
     assert times == sorted(times) and times[0] >= 0, times
+    end = probe(info.file_results[0].filename).duration + DATA_LEAD
+    assert times[-1] <= end, (times[-1], end, events[-1])

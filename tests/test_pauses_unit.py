@@ -140,3 +140,17 @@ def test_webvtt_cues_are_ordered_escaped_and_voiced() -> None:
         "01:01:01.500 --> 01:01:02.000",
         "<v bob>b &lt;i&gt;",
     ]
+
+
+def test_room_events_that_come_after_the_stop_are_left_out() -> None:
+    """The media ends where the recording was asked to stop: a room event that comes after
+    that (a speaker change while the egress drains) is not part of the recording, one that
+    came before it is, and so are the recorder's own notes."""
+    side = Sidecars(frozenset({"events"}), _clock())
+    side.room_event("participant_joined", participant="a")
+    side.stop_at(time.monotonic())
+    side.stop_at(time.monotonic() + 5)  # a later stop request moves nothing
+    side.room_event("active_speakers_changed", speakers=["a"])
+    side.note("resumed")
+    events = json.loads(side.documents({"egress_id": "EG_x"})["events.json"])["events"]
+    assert [e["type"] for e in events] == ["participant_joined", "resumed"], events

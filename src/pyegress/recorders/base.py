@@ -269,6 +269,8 @@ class Recorder:
             log.info("egress %s ending: %s%s", self.egress_id, reason, f" ({detail})" if detail else "")
             with self.owner.edit() as info:
                 info.details = end_details(reason, detail)
+            if self.sidecars is not None:  # the media ends at this instant: no room event after it
+                self.sidecars.stop_at(time.monotonic())
             self._end.set()
 
     @property

@@ -97,6 +97,7 @@ class Sidecars:
     _topics: list[str] = field(default_factory=list)
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
     _end: float | None = None
+    _stop: float | None = None  # when the recording was asked to stop (monotonic)
 
     # --- collecting ----------------------------------------------------------------------
 
@@ -111,8 +112,16 @@ class Sidecars:
             self.events.append({"type": event, **self._times(at), **data})
 
     def room_event(self, event: str, /, **data: Any) -> None:
-        """An event of the room that arrives now (placed where its media lands)."""
-        self.note(event, at=_arrived(), **data)
+        """An event of the room that arrives now (placed where its media lands); left out when
+        it arrives after the recording was asked to stop (:meth:`stop_at`): what happens in
+        the room after the stop is not part of the recording (one that ends it, a participant
+        leaving, still is)."""
+        if self._stop is None or time.monotonic() <= self._stop:
+            self.note(event, at=_arrived(), **data)
+
+    def stop_at(self, when: float) -> None:
+        """The recording was asked to stop at monotonic ``when``: its media ends there."""
+        self._stop = when if self._stop is None else min(self._stop, when)
 
     def present(self, who: dict[str, Any], tracks: Collection[dict[str, Any]]) -> None:
         """A participant, and its tracks, in the room as the recording starts."""
