@@ -24,7 +24,7 @@ from livekit.protocol import models as pm
 from ..errors import SourceError
 from ..quality import AudioQuality, VideoQuality, audio_quality, video_quality
 from ..sources.encoded import EncodedSubscriber, RemoteTrack
-from ..sources.encoded.decode import DECODERS, OpusDecoder, VideoDecoder
+from ..sources.encoded.decode import DECODERS, OpusDecoder, VideoDecoder, decoder_for
 from ..sources.encoded.subscriber import participant_fields, track_fields
 from .base import Media, Recorder
 from .passthrough_mux import PassthroughMuxRecorder
@@ -78,15 +78,10 @@ class DecodedRecorder(PassthroughMuxRecorder):
         kind = self._route(track)
         if kind is None or track.sid in self._decoders or self.subscriber is None:
             return
-        codec = track.codec
         sub, sid = self.subscriber, track.sid
-        decoder: VideoDecoder | OpusDecoder
-        if kind == "video" and self.video_input is not None and codec in DECODERS:
-            decoder = VideoDecoder(codec, self.video_input, lambda: sub.want_keyframe(sid))
-        elif kind == "audio" and self.audio_input is not None and codec == "opus":
-            self.audio_input.reset()  # a new track: continuity starts again
-            decoder = OpusDecoder(self.audio_input)
-        else:  # not recorded (an output without audio, or a codec left out): seen, never asked for
+        sink = self.video_input if kind == "video" else self.audio_input
+        decoder = decoder_for(track.codec, sink, lambda: sub.want_keyframe(sid)) if sink is not None else None
+        if decoder is None:  # not recorded (no input of its kind, or a codec left out): seen, not asked for
             self._left_out.add(sid)
             return
         self._decoders[sid] = decoder

@@ -171,3 +171,17 @@ def _opus_decoder() -> AudioCodecContext:
     ctx = av.CodecContext.create("libopus", "r")
     ctx.sample_rate, ctx.layout = MIX_RATE, "stereo"
     return ctx
+
+
+def decoder_for(
+    codec: str, sink: VideoInput[Picture] | AudioInput, want_key: Callable[[], None]
+) -> VideoDecoder | OpusDecoder | None:
+    """The decoder of a ``codec`` track into ``sink`` (``want_key`` asks its sender for a key
+    frame), or None when that codec is not decoded into that kind of sink. An audio sink is
+    reset: a new track, so its continuity starts again."""
+    if isinstance(sink, AudioInput):
+        if codec != "opus":
+            return None
+        sink.reset()
+        return OpusDecoder(sink)
+    return VideoDecoder(codec, sink, want_key) if codec in DECODERS else None

@@ -37,7 +37,7 @@ from ...redaction import remember
 from ...sidecars import Sidecars
 from ..members import Participant, Publication, Track, feed_name, note_fed, wait_for_change
 from ..room import recorder_token, wait_for_room
-from .decode import DECODERS, OpusDecoder, VideoDecoder
+from .decode import decoder_for
 from .subscriber import NORMAL_LEAVES, EncodedSubscriber, RemoteTrack, participant_fields, track_fields
 
 log = logging.getLogger("pyegress.source.encoded")
@@ -253,7 +253,7 @@ class EncodedRoomSource:
         return self._people
 
     def publications(self) -> Sequence[tuple[Participant, Publication]]:
-        return [(p, pub) for p in self._people.values() for pub in p.publications.values()]
+        return self._pairs()
 
     async def wait_for(self, probe: Callable[[], T | None], timeout: float) -> T | None:
         """Re-evaluate ``probe`` on every room change until it returns a value or time runs out."""
@@ -398,19 +398,11 @@ class EncodedRoomSource:
     def _decode(self, remote: RemoteTrack, sink: VideoInput[Picture] | AudioInput) -> None:
         sub = self.subscriber
         assert sub is not None
-        sid, codec = remote.sid, remote.codec
-        decoder: VideoDecoder | OpusDecoder
-        if isinstance(sink, AudioInput):
-            if codec != "opus":
-                log.warning("track %s: codec %r is not decoded (Opus is): not recorded", sid, codec)
-                return
-            sink.reset()  # a new track: continuity starts again
-            decoder = OpusDecoder(sink)
-        else:
-            if codec not in DECODERS:
-                log.warning("track %s: codec %r is not decoded: not recorded", sid, codec)
-                return
-            decoder = VideoDecoder(codec, sink, lambda: sub.want_keyframe(sid))
+        sid = remote.sid
+        decoder = decoder_for(remote.codec, sink, lambda: sub.want_keyframe(sid))
+        if decoder is None:
+            log.warning("track %s: codec %r is not decoded: not recorded", sid, remote.codec)
+            return
         self._pumped.add(sid)
         sub.subscribe(remote, decoder)
 
