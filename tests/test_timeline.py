@@ -8,6 +8,7 @@ import random
 from collections import Counter
 
 import numpy as np
+import pytest
 
 from pyegress.media.timeline import SLEW, SLEW_DEADBAND, AudioInput, Ticks, VideoInput, stretch
 
@@ -170,3 +171,45 @@ def test_an_unsteady_source_is_placed_as_it_comes() -> None:
     assert vi.slots is not None and vi.slots._steps() == 0
     when = 100.0 + 40 / 30
     assert vi.at(when) == max(i for i, t in enumerate(times) if t <= when)
+
+
+@pytest.mark.parametrize("phase", [0.1, 0.3, 0.5, 0.7, 0.9])
+def test_a_steady_source_starts_on_the_tick_nearest_to_its_frames(phase: float) -> None:
+    """Each frame is shown from the tick nearest to when it came (at most half a period either
+    way: the sound, placed where it comes, stays in step on average), from the start and
+    without moving later, whatever the source's phase against the ticks."""
+    times = [100.0 + (i + phase) / 30 for i in range(120)]
+    vi: VideoInput[int] = VideoInput(Ticks(100.0, 30))
+    events = sorted(
+        [(t, 0, i) for i, t in enumerate(times)] + [(100 + k / 30 + LATENCY, 1, k) for k in range(120)]
+    )
+    first_tick: dict[int, float] = {}
+    for _, is_tick, n in events:  # in wall-clock order, each tick read LATENCY after its instant
+        if not is_tick:
+            vi.push(n, times[n])
+        elif (f := vi.at(100.0 + n / 30)) is not None:
+            first_tick.setdefault(f, 100.0 + n / 30)
+    gaps = [first_tick[i] - times[i] for i in sorted(first_tick) if i >= 3]  # the rate known
+    assert len(gaps) >= 100 and all(abs(g) <= 0.5 / 30 + 1e-9 for g in gaps), (min(gaps), max(gaps))
+    assert sorted(first_tick) == list(range(len(first_tick))), "every frame shown, in order"
+
+
+@pytest.mark.parametrize("phase", [0.2, 0.45, 0.7])
+def test_paints_on_the_output_grid_are_each_shown_for_their_whole_periods(phase: float) -> None:
+    """A page painted by a display at the output's rate, only when it changes (1 to 3 periods
+    apart), each paint up to 5 ms late: every paint is shown for as many ticks as periods
+    passed until the next one, at any phase of the paints against the ticks (placed as they
+    come, at 0.45 a third of them flipped to the other side of a tick)."""
+    rng = random.Random(11)
+    grid = [0]
+    while len(grid) < 150:
+        grid.append(grid[-1] + rng.choice((1, 1, 2, 3)))
+    times = [100.0 + (g + phase) / 30 + rng.uniform(0.0, 0.005) for g in grid]
+    shown = _shown(times, 30, grid[-1] + 1)
+    runs = {f: len(list(g)) for f, g in itertools.groupby(shown)}
+    wrong = [
+        (i, runs.get(i), grid[i + 1] - grid[i])
+        for i in range(10, 140)
+        if runs.get(i) != grid[i + 1] - grid[i]
+    ]
+    assert not wrong, wrong[:5]

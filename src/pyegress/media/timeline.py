@@ -12,7 +12,6 @@ a new path) re-anchors at once. What is missing reads as silence.
 from __future__ import annotations
 
 import collections
-import math
 import threading
 from dataclasses import dataclass
 from typing import Generic, TypeVar
@@ -58,12 +57,17 @@ RATE_SPREAD = 0.25
 #: Weight of each frame in the smoothed difference between where frames come and their slots
 #: (small: one frame 40 ms late must not move the schedule; a lost frame does, in 4 frames).
 SLOT_GAIN = 0.1
-#: Frames are placed mid-slot before the first tick from when they come (so they show from that
-#: tick on, as placed where they come, half a period after on average): the schedule moves by
-#: a whole slot when frames come, smoothed, this many periods away from half a period after
-#: their slots (more than half: a source on the ticks' phase would otherwise move back and
-#: forth).
+#: A schedule starts with its frame shown from the tick nearest to when it came (it is placed
+#: mid-slot before that tick, so frames come half a period after their slots on average, and
+#: the picture is neither late nor early on average: the sound, placed where it comes, stays
+#: in step). It moves by a whole slot when frames come, smoothed, this many periods away from
+#: that (more than half: a source on the ticks' phase would otherwise move back and forth).
 SLOT_MOVE = 0.75
+#: A source whose frame intervals are each close to a whole number of output periods, not all
+#: the same one (a page painted by a display refreshing at the output's rate, only when it
+#: changes), within this share of a period in the median, is on the output's grid: each frame
+#: takes as many slots after the previous one's as its own interval rounds to.
+GRID_SPREAD = 0.15
 #: A frame this far (seconds) from its slot is a new start (a pause, a new path): re-anchored.
 SLOT_JUMP = 0.25
 
@@ -115,7 +119,11 @@ class FrameSlots:
     reference: when the smoothed difference reaches ``SLOT_MOVE`` periods (a frame lost on the
     way, two clocks drifting apart) the schedule moves by a whole slot (one skip or one hold,
     as due); a frame ``SLOT_JUMP`` away re-anchors it. Lip sync moves by at most that much.
-    A source with no steady rate (variable, 24 fps into 30) is placed as it comes.
+    A source on the output's grid (``GRID_SPREAD``: a page's paints) is scheduled the same way,
+    each frame by its own interval in whole periods.
+    A source with no steady rate (variable, 24 fps into 30) is placed as it comes, half a period
+    earlier: each frame is shown from the tick nearest to it, as a schedule starts (a source
+    that turns steady keeps its phase, no frame skipped).
     """
 
     def __init__(self, ticks: Ticks, intervals: Intervals) -> None:
@@ -140,18 +148,28 @@ class FrameSlots:
         close = abs(mean - k * period) <= slack * RATE_TOLERANCE * period
         return k if close and spread <= slack * RATE_SPREAD * period else 0
 
+    def _on_grid(self) -> int:
+        """Output periods since the previous frame of a source on the output's grid (0: not)."""
+        recent, period = self.intervals.recent, self.ticks.period
+        if len(recent) < 3 or min(recent) < period / 2:
+            return 0
+        spread = sorted(abs(d - round(d / period) * period) for d in recent)[len(recent) // 2]
+        slack = 2.0 if self._slot is not None else 1.0
+        return round(recent[-1] / period) if spread <= slack * GRID_SPREAD * period else 0
+
     def place(self, when: float) -> float:
         """The time at which a frame that came (or is due) at ``when`` is shown (``when``
         already noted in ``intervals``)."""
-        k, period = self._steps(), self.ticks.period
-        if not k:
+        k, period = self._steps() or self._on_grid(), self.ticks.period
+        if not k:  # shown from the tick nearest to when it came, as a schedule starts
             self._slot = None
-            return when
+            return when - period / 2
         slot = None if self._slot is None else self._slot + k * period
         if slot is None or abs(when - slot) > SLOT_JUMP:
             origin = self.ticks.origin
-            mid = math.ceil((when - origin) / period) - 0.5  # shown from the first tick from now
-            self._slot, self._error = origin + mid * period, period / 2
+            mid = round((when - origin) / period) - 0.5  # shown from the tick nearest to when
+            self._slot = origin + mid * period
+            self._error = when - self._slot
             return self._slot
         self._error += SLOT_GAIN * (when - slot - self._error)
         off = self._error - period / 2
@@ -229,9 +247,10 @@ class VideoInput(Generic[T]):
 
     def _note_delay(self, delay: float) -> None:
         """Follow how long after their own time frames are first shown: the output's ticks
-        sample them 0 to 1 period late, a phase fixed for a steady source (its slots) that
-        the paired audio follows (``RoomSource.lag``) instead of landing up to a period early."""
-        if not 0.0 <= delay <= SLOT_JUMP:  # a re-anchor or a stalled tick, not the phase
+        sample them up to a period late, or (a steady source's slots) at the tick nearest to
+        their time, half a period either way: a phase that the paired audio follows
+        (``RoomSource.lag``) instead of landing up to half a period off."""
+        if abs(delay) > SLOT_JUMP:  # a re-anchor or a stalled tick, not the phase
             return
         first = self._shown < 0
         self.shown_after = delay if first else self.shown_after + SLOT_GAIN * (delay - self.shown_after)

@@ -40,6 +40,7 @@ from ..media.inputs import Picture
 from ..media.timeline import VideoInput
 from ..redaction import redact_url, scrub
 from .page_audio import AUDIO_CAPTURE_JS, PageAudio
+from .page_playout import PLAYOUT_FLAGS, PLAYOUT_JS
 from .processes import (
     PROFILE_PREFIX,
     browser_pids,
@@ -181,7 +182,7 @@ class PageSource:
         self._loop = asyncio.get_running_loop()
         executable = find_chromium()
         self._profile = new_profile()
-        args = list(CHROMIUM_FLAGS)
+        args = [*CHROMIUM_FLAGS, *PLAYOUT_FLAGS]
         if self.allow_hosts is not None:
             args.append(f"--host-resolver-rules={host_rules(self.allow_hosts)}")
         if self.insecure:
@@ -218,6 +219,7 @@ class PageSource:
             if self.want_audio:
                 await context.expose_binding("__pyegressPcm", self._pcm)
                 await context.add_init_script(AUDIO_CAPTURE_JS)
+            await context.add_init_script(PLAYOUT_JS)
             page = self._page = context.pages[0] if context.pages else await context.new_page()
             page.on("console", self._console)
             page.on("crash", lambda *_: self._gone("the page crashed"))
