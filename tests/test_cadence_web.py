@@ -67,13 +67,7 @@ async def test_a_template_of_two_publishers_shows_each_source_frame_in_each_tile
         publisher(livekit_server, room_name, "left", fps=fps, audio=False, marker_interval=3600.0),
         publisher(livekit_server, room_name, "right", fps=fps, audio=False, marker_interval=3600.0),
     ):
-        req = pe.RoomCompositeEgressRequest(
-            room_name=room_name,
-            layout="grid",
-            custom_base_url=f"{site}/templates/grid/index.html",
-            advanced=pe.EncodingOptions(width=1280, height=720, framerate=30),
-            file_outputs=[pe.EncodedFileOutput(filepath="template.mp4")],
-        )
+        req = test_web.template_request(site, room_name)
         info = await record_for(service, await service.start_room_composite_egress(req), SECONDS)
     assert info.status == pe.EGRESS_COMPLETE, info.error
     path = Path(info.file_results[0].filename)

@@ -366,7 +366,8 @@ async def test_simulcast_layers_follow_tile_sizes(
         return False
 
     # a speaks (main area, 1016x720): full size; b sits in the strip (~240x136): the 320x180 layer
-    assert await until(lambda: received("a") >= 1280 and 0 < received("b") <= 320), (received("a"), received("b"))
+    small = await until(lambda: received("a") >= 1280 and 0 < received("b") <= 320)
+    assert small, (received("a"), received("b"))
     await asyncio.sleep(1.5)
     assert 0 < received("b") <= 320
     t_small = (time.time_ns() - (await _started(service, info)).started_at) / 1e9 - 0.5

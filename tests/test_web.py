@@ -332,6 +332,17 @@ def test_xvfb_outlives_the_thread_that_started_it() -> None:
 # --- room composite through a template ---------------------------------------------------------------
 
 
+def template_request(site: str, room_name: str) -> pe.RoomCompositeEgressRequest:
+    """A room composite of ``room_name`` through the sample grid template, 1280x720 at 30 fps."""
+    return pe.RoomCompositeEgressRequest(
+        room_name=room_name,
+        layout="grid",
+        custom_base_url=f"{site}/templates/grid/index.html",
+        advanced=pe.EncodingOptions(width=1280, height=720, framerate=30),
+        file_outputs=[pe.EncodedFileOutput(filepath="template.mp4")],
+    )
+
+
 async def test_template_shows_each_participant_with_sound_and_follows_layout(
     livekit_server: LiveKitServer, service: pyegress.EgressService, site: str, room_name: str
 ) -> None:
@@ -343,14 +354,7 @@ async def test_template_shows_each_participant_with_sound_and_follows_layout(
         await p.start()
         pubs.append(p)
         await asyncio.sleep(0.3)  # a distinct join order
-    req = pe.RoomCompositeEgressRequest(
-        room_name=room_name,
-        layout="grid",
-        custom_base_url=f"{site}/templates/grid/index.html",
-        advanced=pe.EncodingOptions(width=1280, height=720, framerate=30),
-        file_outputs=[pe.EncodedFileOutput(filepath="template.mp4")],
-    )
-    info = await service.start_room_composite_egress(req)
+    info = await service.start_room_composite_egress(template_request(site, room_name))
     active = await wait_active(service, info.egress_id)
     assert status(active) == "EGRESS_ACTIVE", active.error
     await asyncio.sleep(3.5)
