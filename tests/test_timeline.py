@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from pyegress.media.timeline import SLEW, SLEW_DEADBAND, AudioInput, Ticks, VideoInput, stretch
+from pyegress.sources.xdisplay import server_time
 
 RATE = 48000
 CHUNK = 1920  # 40 ms, as the SDK hands them over
@@ -115,10 +116,12 @@ def test_video_frames_never_shown_are_counted_as_skipped() -> None:
     assert vi.at(10.11) == "f" and vi.frames_skipped == 3
 
 
-def _shown(times: list[float], fps: float, ticks: int, origin: float = 100.0) -> list[int]:
+def _shown(
+    times: list[float], fps: float, ticks: int, origin: float = 100.0, on_grid: bool = False
+) -> list[int]:
     """Which frame (index) each of ``ticks`` output frames shows, frames pushed at ``times``
     and each tick read ``LATENCY`` after its instant, in wall-clock order as the pipeline does."""
-    vi: VideoInput[int] = VideoInput(Ticks(origin, fps))
+    vi: VideoInput[int] = VideoInput(Ticks(origin, fps), on_grid=on_grid)
     events = [(t, 0, i) for i, t in enumerate(times)]
     events += [(origin + k / fps + LATENCY, 1, k) for k in range(ticks)]
     shown = []
@@ -194,6 +197,20 @@ def test_a_steady_source_starts_on_the_tick_nearest_to_its_frames(phase: float) 
     assert sorted(first_tick) == list(range(len(first_tick))), "every frame shown, in order"
 
 
+def _misplaced_paints(
+    grid: list[int], times: list[float], first: int = 10
+) -> list[tuple[int, int | None, int]]:
+    """Paints (index, ticks shown, periods until the next paint) not shown for exactly as many
+    ticks as the display showed them, from paint ``first`` to the last but ten."""
+    shown = _shown(times, 30, grid[-1] + 1, on_grid=True)
+    runs = {f: len(list(g)) for f, g in itertools.groupby(shown)}
+    return [
+        (i, runs.get(i), grid[i + 1] - grid[i])
+        for i in range(first, len(grid) - 10)
+        if runs.get(i) != grid[i + 1] - grid[i]
+    ]
+
+
 @pytest.mark.parametrize("phase", [0.2, 0.45, 0.7])
 def test_paints_on_the_output_grid_are_each_shown_for_their_whole_periods(phase: float) -> None:
     """A page painted by a display at the output's rate, only when it changes (1 to 3 periods
@@ -205,11 +222,33 @@ def test_paints_on_the_output_grid_are_each_shown_for_their_whole_periods(phase:
     while len(grid) < 150:
         grid.append(grid[-1] + rng.choice((1, 1, 2, 3)))
     times = [100.0 + (g + phase) / 30 + rng.uniform(0.0, 0.005) for g in grid]
-    shown = _shown(times, 30, grid[-1] + 1)
-    runs = {f: len(list(g)) for f, g in itertools.groupby(shown)}
-    wrong = [
-        (i, runs.get(i), grid[i + 1] - grid[i])
-        for i in range(10, 140)
-        if runs.get(i) != grid[i + 1] - grid[i]
-    ]
-    assert not wrong, wrong[:5]
+    assert not (wrong := _misplaced_paints(grid, times)), wrong[:5]
+
+
+@pytest.mark.parametrize("phase", [0.05, 0.3, 0.5, 0.7, 0.95])
+def test_a_page_whose_paints_look_steady_is_still_shown_paint_by_paint(phase: float) -> None:
+    """A template of two 15 fps tiles, as recorded from Chromium: the tiles change on the same
+    refresh (paints two periods apart, steady enough to pass for a 15 fps source), then the
+    page's playout shows one tile a refresh later (one paint three periods after the one
+    before, the rest two), then the tiles change on alternate refreshes (paints one period
+    apart) and again together; each paint 5 ms either side of its refresh. Every paint is
+    shown for as many ticks as the display showed it: a schedule of two periods per paint
+    gave the late paint two and held every later one a period late until it moved a slot,
+    and gave each paint one period apart two slots."""
+    rng = random.Random(5)
+    steps = [2] * 40 + [3] + [2] * 30 + [1] * 20 + [2] * 40
+    grid = list(itertools.accumulate(steps, initial=0))
+    times = [100.0 + (g + phase) / 30 + rng.uniform(-0.005, 0.005) for g in grid]
+    assert not (wrong := _misplaced_paints(grid, times, first=3)), wrong[:5]
+
+
+def test_an_x_server_timestamp_is_read_on_the_monotonic_clock() -> None:
+    """Xvfb dates events in milliseconds of the monotonic clock, modulo 2**32: a paint 30 ms
+    before the thread got to it is dated 30 ms back, across the wrap too; a timestamp of
+    another clock (far from now) leaves the thread's own reading."""
+    now = 5000.0
+    assert server_time(int(now * 1000) - 30, now) == pytest.approx(now - 0.030, abs=1e-6)
+    wrapped = (2**32 + 10) / 1000  # 10 ms after the millisecond counter wrapped
+    assert server_time(2**32 - 20, wrapped) == pytest.approx(wrapped - 0.030, abs=1e-6)
+    assert server_time(int(now * 1000) - 86_400_000, now) == now
+    assert server_time(int(now * 1000) + 5, now) == now  # ahead of now: not this clock

@@ -63,11 +63,6 @@ SLOT_GAIN = 0.1
 #: in step). It moves by a whole slot when frames come, smoothed, this many periods away from
 #: that (more than half: a source on the ticks' phase would otherwise move back and forth).
 SLOT_MOVE = 0.75
-#: A source whose frame intervals are each close to a whole number of output periods, not all
-#: the same one (a page painted by a display refreshing at the output's rate, only when it
-#: changes), within this share of a period in the median, is on the output's grid: each frame
-#: takes as many slots after the previous one's as its own interval rounds to.
-GRID_SPREAD = 0.15
 #: A frame this far (seconds) from its slot is a new start (a pause, a new path): re-anchored.
 SLOT_JUMP = 0.25
 
@@ -119,16 +114,20 @@ class FrameSlots:
     reference: when the smoothed difference reaches ``SLOT_MOVE`` periods (a frame lost on the
     way, two clocks drifting apart) the schedule moves by a whole slot (one skip or one hold,
     as due); a frame ``SLOT_JUMP`` away re-anchors it. Lip sync moves by at most that much.
-    A source on the output's grid (``GRID_SPREAD``: a page's paints) is scheduled the same way,
-    each frame by its own interval in whole periods.
+    A source ``on_grid`` (a page painted by a display refreshing at the output's rate, only
+    when it changes) is scheduled the same way, each frame in the slot of the refresh it was
+    painted on, however many periods after the previous one: its paints are as the page showed
+    them, where a steady rate inferred from them would misplace a late paint or a stretch of
+    paints one period apart.
     A source with no steady rate (variable, 24 fps into 30) is placed as it comes, half a period
     earlier: each frame is shown from the tick nearest to it, as a schedule starts (a source
     that turns steady keeps its phase, no frame skipped).
     """
 
-    def __init__(self, ticks: Ticks, intervals: Intervals) -> None:
+    def __init__(self, ticks: Ticks, intervals: Intervals, on_grid: bool = False) -> None:
         self.ticks = ticks
         self.intervals = intervals  # the source's, noted by its owner as frames come
+        self.on_grid = on_grid
         self._slot: float | None = None  # the time the previous frame was placed at
         self._error = 0.0  # smoothed (arrival - slot), seconds
         self.moves = 0  # whole-slot corrections so far
@@ -148,20 +147,19 @@ class FrameSlots:
         close = abs(mean - k * period) <= slack * RATE_TOLERANCE * period
         return k if close and spread <= slack * RATE_SPREAD * period else 0
 
-    def _on_grid(self) -> int:
-        """Output periods since the previous frame of a source on the output's grid (0: not)."""
-        recent, period = self.intervals.recent, self.ticks.period
-        if len(recent) < 3 or min(recent) < period / 2:
-            return 0
-        spread = sorted(abs(d - round(d / period) * period) for d in recent)[len(recent) // 2]
-        slack = 2.0 if self._slot is not None else 1.0
-        return round(recent[-1] / period) if spread <= slack * GRID_SPREAD * period else 0
+    def _periods_since(self, previous: float, when: float) -> int:
+        """Output periods between the previous frame and this one of a source on the output's
+        grid, judged against where frames have been coming relative to their slots (smoothed),
+        not by their raw interval: each frame's jitter counts once, not twice."""
+        return max(0, round((when - previous - self._error) / self.ticks.period))
 
     def place(self, when: float) -> float:
         """The time at which a frame that came (or is due) at ``when`` is shown (``when``
         already noted in ``intervals``)."""
-        k, period = self._steps() or self._on_grid(), self.ticks.period
-        if not k:  # shown from the tick nearest to when it came, as a schedule starts
+        period = self.ticks.period
+        if self.on_grid:
+            k = self._periods_since(self._slot, when) if self._slot is not None else 0
+        elif not (k := self._steps()):  # shown from the tick nearest to when it came
             self._slot = None
             return when - period / 2
         slot = None if self._slot is None else self._slot + k * period
@@ -191,7 +189,7 @@ class VideoInput(Generic[T]):
     output frame rate), what GStreamer's ``videorate`` counts as dropped.
     """
 
-    def __init__(self, ticks: Ticks | None = None, history: float = 0.5) -> None:
+    def __init__(self, ticks: Ticks | None = None, history: float = 0.5, on_grid: bool = False) -> None:
         #: (placed arrival, the frame's own arrival, frame): ticks take frames by the first,
         #: the delay they are shown after is measured from the second.
         self._frames: collections.deque[tuple[float, float, T]] = collections.deque()
@@ -199,7 +197,7 @@ class VideoInput(Generic[T]):
         self._history = history
         self._lock = threading.Lock()
         self.intervals = Intervals()  # where frames came: the source's rate
-        self.slots = FrameSlots(ticks, self.intervals) if ticks is not None else None
+        self.slots = FrameSlots(ticks, self.intervals, on_grid) if ticks is not None else None
         self.frames_in = 0
         self.frames_skipped = 0
         self._shown = -1  # index (in arrival order) of the newest frame handed out

@@ -100,7 +100,8 @@ class _PageRecorder(Recorder):
     def _make_inputs(
         self, t0: float, video: bool, audio: bool
     ) -> tuple[VideoSource | None, list[AudioSource]]:
-        self.video_input = VideoInput(self.ticks) if video else None
+        on_grid = self.page is not None and self.page.paints_on_grid
+        self.video_input = VideoInput(self.ticks, on_grid=on_grid) if video else None
         self.page_audio = PageAudio(MIX_RATE, MIX_CHANNELS, t0) if audio else None
         if self.page is not None:
             self.page.start_capture(self.video_input, self.page_audio)

@@ -230,6 +230,13 @@ class PageSource:
         except Exception as e:
             raise SourceError(f"url: cannot open {redact_url(self.url)} in Chromium: {scrub(str(e))}") from e
 
+    @property
+    def paints_on_grid(self) -> bool:
+        """Whether each picture captured is a paint of a display refreshing at the output's rate,
+        stamped with when it was painted (x11 capture): its pictures lie on the output's grid
+        (:class:`~pyegress.media.timeline.FrameSlots`)."""
+        return self._screen is not None
+
     def start_capture(self, video: VideoInput[Picture] | None, audio: PageAudio | None) -> None:
         """Start feeding ``video`` (at ``fps``) and ``audio`` from the page."""
         self.video_sink, self.audio_sink = video, audio

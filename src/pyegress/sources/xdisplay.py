@@ -22,7 +22,7 @@ from Xlib import X
 from Xlib.display import Display
 from Xlib.ext import damage, randr
 
-__all__ = ["PagedDisplay"]
+__all__ = ["PagedDisplay", "server_time"]
 
 #: The rest of a paint (Chromium puts each damaged rectangle separately) comes within this
 #: many seconds of its first rectangle; the picture is read once it is quiet that long ...
@@ -30,6 +30,18 @@ PAINT_QUIET = 0.002
 #: ... but no later than this share of an output period after the paint began (a late paint
 #: followed at once by the next one must stay two pictures).
 PAINT_SPAN = 0.25
+#: A paint is dated by the X server's own timestamp (Xvfb's clock is the monotonic clock in
+#: milliseconds, modulo 2**32), not by when this thread got to its event: on a busy machine
+#: that is tens of milliseconds later, and the paint would take the slot of a later refresh.
+#: A timestamp older than this (seconds) is not of that clock: the event's reading is used.
+STAMP_AGE = 1.0
+
+
+def server_time(stamp: int, now: float) -> float:
+    """The monotonic time of X server timestamp ``stamp`` read at monotonic ``now`` (``now``
+    itself when the server's clock is not the monotonic clock)."""
+    age = ((int(now * 1000) - stamp) & 0xFFFFFFFF) / 1000
+    return now - age if age <= STAMP_AGE else now
 
 
 class PagedDisplay:
@@ -97,16 +109,17 @@ class PagedDisplay:
         return began
 
     def _wait_damage(self, timeout: float) -> float | None:
-        """The time of the next damage event (others in the queue are taken with it)."""
+        """The time of the next damage event, by the server's clock (others in the queue are
+        taken with it)."""
         d = self._display
         deadline = time.monotonic() + timeout
         while True:
             while d.pending_events():
-                if d.next_event().type == self._damage_event:
-                    now = time.monotonic()
+                event = d.next_event()
+                if event.type == self._damage_event:
                     while d.pending_events():  # the rest of a batch belongs to this paint
                         d.next_event()
-                    return now
+                    return server_time(int(event.timestamp), time.monotonic())
             left = deadline - time.monotonic()
             if left <= 0:
                 return None
