@@ -46,6 +46,10 @@ TEMPLATES = REPO / "examples" / "templates" / "dist"
 #: beside the pinned one). Opt-in with PYEGRESS_LATEST_SERVER=1: v1.13.6 and later need
 #: LiveKit's forks of pion (``replace`` directives) that the Go module proxy does not serve.
 LATEST_SERVER = REPO / ".tools" / "bin" / "livekit-server-latest"
+#: Seconds two workers get to serve their health ports (each imports PyAV, the SDK and redis-py
+#: and registers on Redis: a few seconds on a quiet machine). A CI run once saw 20 s pass with no
+#: log to tell why: a worker that exits, or one still silent at the end, fails with its log.
+WORKER_START = 40.0
 SERVERS = ["v1.13.5"] + (["latest"] if os.environ.get("PYEGRESS_LATEST_SERVER") == "1" else [])
 
 pytestmark = pytest.mark.integration
@@ -155,15 +159,23 @@ async def cluster(
         for i, (out, port) in enumerate(zip(outputs, ports, strict=True))
     ]
     cluster = Cluster(server, redis_server, hooks, outputs, workers, ports)
-    deadline = time.monotonic() + 20
-    while True:  # each answers its health port once it serves
-        try:
-            await cluster.health()
-            break
-        except aiohttp.ClientError:
-            assert time.monotonic() < deadline, "the workers did not start"
-            await asyncio.sleep(0.2)
+
+    def logs() -> dict[str, str]:
+        return {p.name: p.read_text(errors="replace")[-2000:] for p in root.glob("w*.log")}
+
     try:
+        deadline = time.monotonic() + WORKER_START
+        while True:  # each answers its health port once it serves
+            try:
+                await cluster.health()
+                break
+            except aiohttp.ClientError:
+                exited = [w.poll() for w in workers]
+                if any(code is not None for code in exited):
+                    pytest.fail(f"a worker exited at start ({exited}): {logs()}", pytrace=False)
+                if time.monotonic() > deadline:
+                    pytest.fail(f"the workers did not serve in {WORKER_START} s: {logs()}", pytrace=False)
+                await asyncio.sleep(0.2)
         yield cluster
     finally:
         codes = []
@@ -177,8 +189,7 @@ async def cluster(
                 codes.append(-9)
         server.stop()
         await runner.cleanup()
-        logs = {p.name: p.read_text()[-2000:] for p in root.glob("w*.log")}
-        assert codes == [0, 0], f"workers exited {codes} after SIGTERM: {logs}"
+        assert codes == [0, 0], f"workers exited {codes} after SIGTERM: {logs()}"
 
 
 async def _until(cluster: Cluster, egress_id: str, wanted: Collection[int], timeout: float) -> pe.EgressInfo:
