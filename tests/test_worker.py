@@ -170,6 +170,11 @@ async def cluster(
                 await cluster.health()
                 break
             except aiohttp.ClientError:
+                for i, w in enumerate(workers):
+                    if w.poll() is not None and "address already in use" in logs()[f"w{i}.log"].lower():
+                        # free_tcp_port's race: another socket took the port meanwhile
+                        ports[i] = free_tcp_port()
+                        workers[i] = _worker(server, redis_server, outputs[i], root / f"w{i}.log", ports[i])
                 exited = [w.poll() for w in workers]
                 if any(code is not None for code in exited):
                     pytest.fail(f"a worker exited at start ({exited}): {logs()}", pytrace=False)

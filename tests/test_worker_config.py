@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import logging
+import socket
 from pathlib import Path
 
 import pytest
 
-from pyegress import SessionLimits
+from pyegress import SessionLimits, cli
 from pyegress.worker.config import ConfigError, load_config
 
 BASE = """
@@ -128,3 +129,19 @@ def test_a_redis_cluster_is_its_nodes_addresses() -> None:
     nodes = "cluster_addresses: [10.0.0.1:7000, 10.0.0.2:7001]"
     cfg = load_config(body=BASE.replace("address: 127.0.0.1:6379", nodes))
     assert cfg.redis.cluster_addresses == ["10.0.0.1:7000", "10.0.0.2:7001"] and cfg.redis.address == ""
+
+
+@pytest.mark.parametrize("field", ["health_port", "prometheus_port"])
+def test_a_port_already_taken_is_an_error_naming_the_key(
+    field: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The worker serves its ports before it joins the cluster: a port another process holds
+    is a config error naming the key (exit 2), not a traceback, and nothing is claimed."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert cli.main(["worker", "--config-body", BASE + f"{field}: {port}\n"]) == 2
+    err = capsys.readouterr().err
+    assert f"error: worker config: {field}: port {port} cannot be served" in err, err
+    assert "Traceback" not in err

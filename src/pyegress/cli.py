@@ -244,7 +244,11 @@ def _worker(args: argparse.Namespace) -> int:
     logging.basicConfig(
         level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    return asyncio.run(run_worker(config, drain_timeout=args.drain_timeout))
+    try:
+        return asyncio.run(run_worker(config, drain_timeout=args.drain_timeout))
+    except EgressError as e:  # a port of the config that cannot be served
+        print(f"error: worker config: {e}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

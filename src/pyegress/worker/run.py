@@ -7,12 +7,13 @@ import contextlib
 import logging
 import secrets
 import signal
+from collections.abc import Awaitable
 
 import redis.asyncio as aioredis
 from aiohttp import web
 from redis.exceptions import RedisError
 
-from .config import WorkerConfig
+from .config import ConfigError, WorkerConfig
 from .egress import EgressWorker
 from .metrics import WorkerMetrics, serve_metrics, tick_backlog
 from .psrpc import Bus
@@ -55,6 +56,15 @@ async def _watch_redis(client: aioredis.Redis, worker: EgressWorker) -> None:
         await asyncio.sleep(REDIS_CHECK_INTERVAL)
 
 
+async def _listen(field: str, port: int, serve: Awaitable[web.AppRunner]) -> web.AppRunner:
+    """``serve``'s runner; a port that cannot be served (taken, not allowed) is a config error
+    naming ``field``, not a traceback."""
+    try:
+        return await serve
+    except OSError as e:
+        raise ConfigError(field, f"port {port} cannot be served: {e.strerror or e}") from None
+
+
 async def run_worker(config: WorkerConfig, *, drain_timeout: float | None = None) -> int:
     """Serve the cluster until SIGTERM / SIGINT, then drain (up to ``drain_timeout`` s, default
     the config's ``drain_timeout``) and exit 0."""
@@ -64,17 +74,29 @@ async def run_worker(config: WorkerConfig, *, drain_timeout: float | None = None
     keys = make_cluster_keys(config.redis)
     node_id = "EW_" + secrets.token_hex(6)
     bus = Bus(client, node_id, keys=keys)
-    await bus.start()
     worker = EgressWorker(config, bus)
+    metrics = WorkerMetrics(worker) if config.prometheus_port else None
+    runners: list[web.AppRunner] = []
+    try:  # the ports first: a worker that cannot serve them must not claim requests
+        if config.health_port:
+            runners.append(
+                await _listen("health_port", config.health_port, _health_server(worker, config.health_port))
+            )
+        if metrics is not None:
+            port = config.prometheus_port
+            runners.append(await _listen("prometheus_port", port, serve_metrics(metrics, port)))
+    except ConfigError:
+        for runner in runners:
+            await runner.cleanup()
+        await client.aclose()
+        if keys is not None:
+            await keys.aclose()
+        raise
+    await bus.start()
     await worker.start()
     watcher = asyncio.create_task(_watch_redis(client, worker))
-    runner = await _health_server(worker, config.health_port) if config.health_port else None
-    metrics = WorkerMetrics(worker) if config.prometheus_port else None
     if metrics is not None:
         metrics.start()
-        runners = [await serve_metrics(metrics, config.prometheus_port)]
-    else:
-        runners = []
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -88,10 +110,8 @@ async def run_worker(config: WorkerConfig, *, drain_timeout: float | None = None
     finally:
         watcher.cancel()
         await worker.close()
-        if runner is not None:
+        for runner in runners:
             await runner.cleanup()
-        for extra in runners:
-            await extra.cleanup()
         if metrics is not None:
             await metrics.close()
         await bus.close()
