@@ -39,6 +39,7 @@ from ..media.frames import fit_on_canvas, reformat
 from ..media.inputs import Picture
 from ..media.timeline import VideoInput
 from ..redaction import redact_url, scrub
+from . import collector
 from .page_audio import AUDIO_CAPTURE_JS, PageAudio
 from .page_playout import PLAYOUT_FLAGS, PLAYOUT_JS
 from .processes import (
@@ -243,6 +244,7 @@ class PageSource:
         if video is None or self._page is None:
             return
         if self.capture == "x11":
+            collector.hold()  # a full collection must not hold the grab past the next paint
             self._grabber = threading.Thread(target=self._grab, name="pyegress-x11grab", daemon=True)
             self._grabber.start()
         else:
@@ -255,6 +257,8 @@ class PageSource:
         self._stop_grab.set()
         if self._grabber is not None:
             await asyncio.to_thread(self._grabber.join, 5)
+            self._grabber = None
+            collector.release()
         procs = self._procs | browser_processes(self._profile)
         with contextlib.suppress(Exception):
             if self._context is not None:
