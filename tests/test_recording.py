@@ -122,7 +122,8 @@ async def test_sdk_path_audio_on_a_jittery_network_stays_in_sync_with_the_camera
     assert off.count >= 6, off  # every marker's beep is there: no audio lost to the correction
     ms = ", ".join(f"{x * 1000:+.0f}" for x in off.offsets)
     print(f"FIGURES A/V, 200 ms audio bursts (ms, goal ±40): median {off.median * 1000:+.0f}, each: {ms}")
-    assert abs(off.median) <= JITTER_OFFSET_FLOOR, off
+    # the quality report's lag range says what correction was applied (CI once measured +150 ms)
+    assert abs(off.median) <= JITTER_OFFSET_FLOOR, (off, info.details)
 
 
 #: Issue 14's goal under 200 ms audio bursts is ±40 ms (printed above); held: this floor, which
