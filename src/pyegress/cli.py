@@ -223,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
 def _worker(args: argparse.Namespace) -> int:
     """``worker`` and ``control``: both read the worker config (``control`` for its Redis)."""
     try:  # the worker's dependencies are an extra: pip install 'pyegress[worker]'
-        from .worker.config import load_config
+        from .worker.config import ConfigError, load_config
         from .worker.control import run_control
         from .worker.run import run_worker
     except ImportError as e:
@@ -246,7 +246,7 @@ def _worker(args: argparse.Namespace) -> int:
     )
     try:
         return asyncio.run(run_worker(config, drain_timeout=args.drain_timeout))
-    except EgressError as e:  # a port of the config that cannot be served
+    except ConfigError as e:  # a port of the config that cannot be served
         print(f"error: worker config: {e}", file=sys.stderr)
         return 2
 

@@ -1,8 +1,8 @@
 """Python's full garbage collections kept short while a page's display is grabbed.
 
 A full collection scans every object the collector tracks while holding the GIL: in a process
-with Chromium's driver, the SDK and an application's own objects, that is 50-70 ms (measured in
-the test process), during which the grab thread cannot read the paint it was told of. By the
+with Chromium's driver, the SDK and an application's own objects, that is 65-71 ms (measured
+in the test process), during which the grab thread cannot read the paint it was told of. By the
 time it does, Chromium has painted the next picture over it: one source frame is lost and the
 next shown twice, in every tile at once (seen at about 5 s into each 8 s recording logged).
 :func:`hold` freezes the objects there are (``gc.freeze``): full collections then scan only
