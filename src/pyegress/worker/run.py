@@ -11,6 +11,7 @@ from collections.abc import Awaitable
 
 import redis.asyncio as aioredis
 from aiohttp import web
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisError
 
 from .config import ConfigError, WorkerConfig
@@ -65,6 +66,15 @@ async def _listen(field: str, port: int, serve: Awaitable[web.AppRunner]) -> web
         raise ConfigError(field, f"port {port} cannot be served: {e.strerror or e}") from None
 
 
+async def _let_go(runners: list[web.AppRunner], client: aioredis.Redis, keys: RedisCluster | None) -> None:
+    """Stop serving the ports and close the Redis connections (the last of a worker's exit)."""
+    for runner in runners:
+        await runner.cleanup()
+    await client.aclose()
+    if keys is not None:
+        await keys.aclose()
+
+
 async def run_worker(config: WorkerConfig, *, drain_timeout: float | None = None) -> int:
     """Serve the cluster until SIGTERM / SIGINT, then drain (up to ``drain_timeout`` s, default
     the config's ``drain_timeout``) and exit 0."""
@@ -86,11 +96,7 @@ async def run_worker(config: WorkerConfig, *, drain_timeout: float | None = None
             port = config.prometheus_port
             runners.append(await _listen("prometheus_port", port, serve_metrics(metrics, port)))
     except ConfigError:
-        for runner in runners:
-            await runner.cleanup()
-        await client.aclose()
-        if keys is not None:
-            await keys.aclose()
+        await _let_go(runners, client, keys)
         raise
     await bus.start()
     await worker.start()
@@ -110,12 +116,8 @@ async def run_worker(config: WorkerConfig, *, drain_timeout: float | None = None
     finally:
         watcher.cancel()
         await worker.close()
-        for runner in runners:
-            await runner.cleanup()
         if metrics is not None:
             await metrics.close()
         await bus.close()
-        await client.aclose()
-        if keys is not None:
-            await keys.aclose()
+        await _let_go(runners, client, keys)
     return 0
