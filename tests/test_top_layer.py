@@ -84,3 +84,45 @@ def test_a_track_without_layers_starts_on_its_first_key_frame(clock: Clock) -> N
     r, got = receiving(None)
     feed(r, clock, [(0.0, key(320, 180)), (0.03, INTER)])
     assert [f.keyframe for f in got] == [True, False]
+
+
+class Signal:
+    def __init__(self) -> None:
+        self.sent: list[Any] = []
+
+    def send(self, request: Any) -> None:
+        self.sent.append(request)
+
+
+def subscribed(top_first: bool) -> tuple[_Receiving, list[EncodedFrame]]:
+    """A simulcast camera (640x360 over 320x180) subscribed as a recorder of ``top_first``."""
+    from livekit.protocol import models as pm
+
+    from pyegress.sources.encoded.subscriber import RemoteTrack
+
+    layers = [pm.VideoLayer(quality=pm.VideoQuality.LOW, width=320, height=180),
+              pm.VideoLayer(quality=pm.VideoQuality.HIGH, width=640, height=360)]  # fmt: skip
+    info = pm.TrackInfo(
+        sid="TR_v", type=pm.TrackType.VIDEO, simulcast=True, width=640, height=360, layers=layers
+    )
+    sub: Any = EncodedSubscriber.__new__(EncodedSubscriber)  # no connection: what subscribe sets
+    sub._receiving, sub._signal = {}, Signal()
+    got: list[EncodedFrame] = []
+    sub.subscribe(RemoteTrack("TR_v", "p", "PA_p", info), got.append, top_first=top_first)
+    return sub._receiving["TR_v"], got
+
+
+def test_a_decoded_recording_starts_on_the_layer_that_comes_and_goes_on_to_the_top_one(clock: Clock) -> None:
+    # a composite scales any layer to its tile: the lower layer's picture at once, not a
+    # placeholder until the top layer's key frame (or TOP_LAYER_WAIT) comes
+    r, got = subscribed(top_first=False)
+    feed(r, clock, [(0.0, key(320, 180)), (0.05, INTER), (1.0, key(640, 360)), (1.03, INTER)])
+    assert [(f.keyframe, f.rtp, f.arrived) for f in got] == [
+        (True, 0, 100.0), (False, 3000, 100.05), (True, 6000, 101.0), (False, 9000, 101.03),
+    ]  # fmt: skip
+
+
+def test_a_recording_written_as_sent_still_waits_for_the_top_layer(clock: Clock) -> None:
+    r, got = subscribed(top_first=True)
+    feed(r, clock, [(0.0, key(320, 180)), (0.05, INTER), (1.0, key(640, 360)), (1.03, INTER)])
+    assert [(f.keyframe, f.rtp) for f in got] == [(True, 6000), (False, 9000)]

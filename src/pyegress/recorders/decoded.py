@@ -87,7 +87,7 @@ class DecodedRecorder(PassthroughMuxRecorder):
         self._decoders[sid] = decoder
         source = pm.TrackSource.Name(track.info.source).lower()
         self._names.setdefault(kind, f"{track.participant}/{source}")
-        sub.subscribe(track, decoder)
+        sub.subscribe(track, decoder, top_first=False)
 
     def _taken(self, sid: str) -> bool:
         return sid in self._decoders or sid in self._left_out

@@ -404,7 +404,7 @@ class EncodedRoomSource:
             log.warning("track %s: codec %r is not decoded: not recorded", sid, remote.codec)
             return
         self._pumped.add(sid)
-        sub.subscribe(remote, decoder)
+        sub.subscribe(remote, decoder, top_first=False)
 
     def receiving(self) -> list[str]:
         """The sids of the pumped tracks whose frames come now (for tests and diagnostics)."""

@@ -197,10 +197,16 @@ class EncodedSubscriber:
 
     # --- subscriptions -----------------------------------------------------------------
 
-    def subscribe(self, track: RemoteTrack, sink: Sink) -> None:
-        """Ask for ``track`` (its top layer, never paused) and hand its frames to ``sink``."""
+    def subscribe(self, track: RemoteTrack, sink: Sink, *, top_first: bool = True) -> None:
+        """Ask for ``track`` (its top layer, never paused) and hand its frames to ``sink``.
+
+        ``top_first``: a simulcast video starts (and restarts after loss) on its top layer's key
+        frame, a lower layer's frames held up to :data:`TOP_LAYER_WAIT` meanwhile, as a file
+        written as sent must. A decoded recording passes False: it scales any layer to its
+        picture, and a lower layer's frames shown at once beat a tile left waiting for seconds
+        (a browser's top layer came 2.5 s after the recording started in a CI run)."""
         r = self._receiving[track.sid] = _Receiving(sink, track.kind)
-        if r.video and (track.info.simulcast or len(track.info.layers) > 1):
+        if r.video and top_first and (track.info.simulcast or len(track.info.layers) > 1):
             r.top = track.size
         pt = pm.ParticipantTracks(participant_sid=track.participant_sid, track_sids=[track.sid])
         self._signal.send(pr.SignalRequest(subscription=pr.UpdateSubscription(
