@@ -17,7 +17,7 @@ from pyegress.testing import AvOffset, LiveKitServer, av_offset, region_color, t
 from pyegress.testing.browser_publisher import BrowserPublisher
 from pyegress.testing.cadence import Cadence, cadence, frame_shifts
 
-from .helpers import check_file_result, publisher, record_for
+from .helpers import check_file_result, manifest, publisher, record_for
 
 pytestmark = pytest.mark.integration
 
@@ -71,17 +71,23 @@ def _not_black(rgb: tuple[int, int, int]) -> bool:
 #: the spread is Chromium sharing the two cores. Issue 14 stays open on it. Lip sync (every
 #: marker, the first included, within 40 ms) is held to the goal. A browser's tile starts on its
 #: lower simulcast layer, sent at 20 fps (livekit-client's preset), until the server forwards the
-#: top one (0.5-2.5 s in): past ``SKIP`` that shows as a repeat and a skip every third frame.
-CADENCE_FLOOR = {"participant": 0.75, "chrome": 0.75, "python": 0.90}
+#: top one: past ``SKIP`` that shows as a repeat and a skip every third frame, the source's own
+#: rate. From its top layer on (when, the quality report's ``sizes`` say) the source's rate is the
+#: output's, and the tile is held to a floor of its own: 99.4-100 % in 6 runs with a busy process
+#: beside the test (session 15), against 92.6-97.3 % for the same runs judged from the second second.
+CADENCE_FLOOR = {"participant": 0.75, "chrome": 0.75, "python": 0.90, "chrome from its top layer": 0.93}
 #: Left out of the cadence: the first second (the egress subscribing, tiles waiting for frames).
 SKIP = 1.0
 
 
 #: How much later than the Python publisher's picture a browser's may start in a grid. Both
 #: publish before the egress starts; a browser's simulcast comes on its lower layer first and
-#: that layer is shown at once (0-0.1 s after the Python tile, measured). Waiting for the top
-#: layer instead left the tile on its placeholder 1.1 s longer here, 2.3 s in a CI run.
-START_LAG = 1.0
+#: that layer is now shown at once. What is left is the server's: it forwards a track from a key
+#: frame, and asks the browser for one at most once a second per layer (livekit-server's
+#: ``pli_throttle``): +0.00..+1.10 s in 5 runs, +0.00..+0.40 s in 4 with the throttle at 100 ms.
+#: Waiting for the top layer (up to ``TOP_LAYER_WAIT``, 2.5 s, after the first key frame) came
+#: on top of that: 2.6 s in a CI run.
+START_LAG = 2.5
 
 
 def _picture_starts(path: Path, box: tuple[int, int, int, int]) -> int:
@@ -90,10 +96,20 @@ def _picture_starts(path: Path, box: tuple[int, int, int, int]) -> int:
     return next(k for k, shift in enumerate(frame_shifts(path, box)) if shift)
 
 
-def _cadence(name: str, c: Cadence) -> list[str]:
+def _top_layer_from(path: Path, name: str, start: int) -> float:
+    """Seconds into the output where input ``name``'s top simulcast layer is shown: its first
+    picture's output frame ``start`` plus when its pictures first came at their largest size
+    (the quality report's sizes), and a few frames for their placement."""
+    (video,) = (v for v in manifest(str(path))["quality"]["video"] if v["name"] == name)
+    top = max(w * h for w, h in ((s["width"], s["height"]) for s in video["sizes"]))
+    came = next(s["from_s"] for s in video["sizes"] if s["width"] * s["height"] == top)
+    return start / 30 + came + 0.1
+
+
+def _cadence(name: str, c: Cadence, note: str = "") -> list[str]:
     """Prints the cadence against the goal; a problem only below the regression floor."""
-    print(f"FIGURES browser cadence {name}: {c.summary()} (goal {MIN_CADENCE:.0%})")
-    return [] if c.share >= CADENCE_FLOOR[name] else [f"{name}: {c.summary()}"]
+    print(f"FIGURES browser cadence {name}{note}: {c.summary()} (goal {MIN_CADENCE:.0%})")
+    return [] if c.share >= CADENCE_FLOOR[name] else [f"{name}{note}: {c.summary()}"]
 
 
 @pytest.mark.parametrize(
@@ -152,9 +168,15 @@ async def test_grid_of_a_browser_and_a_python_publisher(
         assert _not_black(
             region_color(path, media.duration - 1.3, (cell.x, cell.y, cell.x + cell.w, cell.y + cell.h))
         )
-        c = cadence(path, source_fps=30, box=box, scale=max(cell.w / 640, cell.h / 360), skip_seconds=SKIP)
+        scale = max(cell.w / 640, cell.h / 360)
+        c = cadence(path, source_fps=30, box=box, scale=scale, skip_seconds=SKIP)
         assert c.judged > (SECONDS - SKIP) * 30 * 0.6, f"{name}: {c.summary()}"
         problems += _cadence(name, c)
+        if name == "chrome":  # once its top layer (30 fps) is shown: the source's rate is the output's
+            top = _top_layer_from(path, "chrome/camera", starts[name])
+            c = cadence(path, source_fps=30, box=box, scale=scale, skip_seconds=max(SKIP, top))
+            assert c.judged > (SECONDS - top) * 30 * 0.6, f"{name} from its top layer: {c.summary()}"
+            problems += _cadence("chrome from its top layer", c, f" ({top:.2f} s in)")
     lag = (starts["chrome"] - starts["python"]) / 30
     print(f"FIGURES browser picture starts {lag:+.2f} s after the Python one's (frames {starts})")
     if lag > START_LAG:

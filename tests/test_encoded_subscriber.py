@@ -3,6 +3,7 @@ media connection the server cannot offer a usable candidate for."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import sys
 from collections import Counter
@@ -16,6 +17,7 @@ if sys.version_info < (3, 11):  # from 3.11 on, a missing aiortc fails below
 
 from pyegress.media.encoded import EncodedFrame
 from pyegress.sources.encoded import EncodedSubscriber
+from pyegress.sources.encoded.subscriber import join_until_media
 from pyegress.sources.room import recorder_token
 from pyegress.testing import LiveKitServer
 
@@ -70,3 +72,34 @@ async def test_no_usable_server_candidate_is_said(room_name: str) -> None:
                 assert await b.wait_for(lambda: b.closed or None, 10.0), "no error within 10 s"
         assert not first
     assert second and "no UDP candidate" in second[0], second
+
+
+async def test_a_session_without_a_usable_candidate_is_joined_again(room_name: str) -> None:
+    # the first recorder holds the only UDP port: each session of the second is offered only
+    # ICE-TCP, and is joined again until the port is free (it was failed outright, once in CI)
+    async with LiveKitServer(udp_ports=1) as server:
+        sessions: list[EncodedSubscriber] = []
+
+        async def session(timeout: float) -> EncodedSubscriber:
+            token = recorder_token(server.api_key, server.api_secret, "rec-b", room_name)
+            sub = EncodedSubscriber(server.url, token, lambda _normal, _why: None)
+            sessions.append(sub)
+            await sub.connect(timeout)
+            return sub
+
+        lost: list[str] = []
+        async with joined(server, room_name, "rec-a", lost) as a:
+            assert await a.wait_for(lambda: a.connected or None, 10.0)
+            with pytest.raises(ConnectionError, match="no UDP candidate"):  # not free in time: said
+                await join_until_media(session, 2.0, "rec-b")
+            tried = len(sessions)
+            assert tried >= 2 and all(s.closed for s in sessions), tried
+            joining = asyncio.ensure_future(join_until_media(session, 15.0, "rec-b"))
+            await asyncio.sleep(1.0)
+        assert not joining.done()  # still trying while rec-a held the port
+        sub = await joining
+        try:
+            assert len(sessions) > tried + 1
+            assert await sub.wait_for(lambda: sub.connected or None, 10.0) and not sub.closed
+        finally:
+            await sub.close()

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import random
 
+import av
 import numpy as np
 
-from pyegress.media.timeline import AudioInput, Ticks, VideoInput
+from pyegress.media.timeline import SIZES_KEPT, AudioInput, Ticks, VideoInput
 from pyegress.pipeline import LATENCY  # each tick is read this long after its instant
 from pyegress.quality import LagRange, QualityReport, audio_quality, video_quality, with_details
 
@@ -121,3 +122,33 @@ def test_lag_range_and_summary() -> None:
     assert "lag 0 to 60 ms" in line
     assert with_details("stopped", QualityReport()) == "stopped"
     assert report.to_dict()["audio"][0]["lag"]["max"] == 0.060
+
+
+def test_the_sizes_pictures_came_in_are_reported_from_the_first_frame_on() -> None:
+    # a simulcast track on its lower layer, then the top one (and a sender's rescaling back)
+    vi: VideoInput[av.VideoFrame] = VideoInput()
+    small, large = av.VideoFrame(320, 180, "yuv420p"), av.VideoFrame(640, 360, "yuv420p")
+    for i, picture in enumerate([small] * 20 + [large] * 30 + [small] * 3):
+        vi.push(picture, 50.0 + i / 20)
+    vi.push(object(), 60.0)  # a picture drawn on demand has no size: not a change
+    q = video_quality("chrome/camera", vi)
+    assert [(s.width, s.height, s.from_s) for s in q.sizes] == [
+        (320, 180, 0.0),
+        (640, 360, 1.0),
+        (320, 180, 2.5),
+    ]
+    assert q.size_changes == 3
+    assert "sizes 320x180, 640x360 at 1.00 s, 320x180 at 2.50 s" in QualityReport([q]).summary()
+    steady: VideoInput[av.VideoFrame] = VideoInput()
+    steady.push(large, 1.0)
+    assert "sizes" not in QualityReport([video_quality("p/camera", steady)]).summary()
+
+
+def test_a_sender_rescaling_all_day_keeps_the_report_bounded() -> None:
+    vi: VideoInput[av.VideoFrame] = VideoInput()
+    pictures = [av.VideoFrame(320, 180, "yuv420p"), av.VideoFrame(640, 360, "yuv420p")]
+    for i in range(SIZES_KEPT * 2):
+        vi.push(pictures[i % 2], float(i))
+    q = video_quality("p/camera", vi)
+    assert len(q.sizes) == SIZES_KEPT and q.size_changes == SIZES_KEPT * 2
+    assert f"and {SIZES_KEPT} more" in QualityReport([q]).summary()

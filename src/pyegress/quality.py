@@ -43,9 +43,21 @@ class LagRange:
 
 
 @dataclass
+class PictureSize:
+    """A size an input's pictures came in from ``from_s`` seconds after its first frame on: a
+    simulcast track starts on a lower layer and moves up (or down) as the server allows, which
+    is why part of a recording can look soft or run at the lower layer's frame rate."""
+
+    width: int
+    height: int
+    from_s: float
+
+
+@dataclass
 class VideoQuality:
     """One video input: frames received, output ticks that repeated a frame when the next was
-    due, received frames never shown, and the longest one frame stayed on screen."""
+    due, received frames never shown, the longest one frame stayed on screen, and the sizes its
+    pictures came in (``size_changes`` counts them all, ``sizes`` lists the first 64)."""
 
     name: str
     frames_received: int
@@ -53,6 +65,8 @@ class VideoQuality:
     frames_skipped: int
     longest_freeze_s: float
     lag: LagRange | None = None
+    sizes: list[PictureSize] = field(default_factory=list)
+    size_changes: int = 0
 
 
 @dataclass
@@ -99,7 +113,7 @@ class QualityReport:
         """One line for ``EgressInfo.details``."""
         parts = [
             f"video {v.name}: {v.frames_received} in, {v.frames_repeated} repeated, "
-            f"{v.frames_skipped} skipped, longest freeze {v.longest_freeze_s:.2f} s{_lag(v.lag)}"
+            f"{v.frames_skipped} skipped, longest freeze {v.longest_freeze_s:.2f} s{_lag(v.lag)}{_sizes(v)}"
             for v in self.video
         ]
         for a in self.audio:
@@ -121,9 +135,22 @@ def _lag(lag: LagRange | None) -> str:
     return f", lag {lag.min * 1000:.0f} to {lag.max * 1000:.0f} ms"
 
 
+def _sizes(v: VideoQuality) -> str:
+    """The sizes an input changed between, for the summary (nothing when it kept one)."""
+    if v.size_changes < 2:
+        return ""
+    at = [f" at {s.from_s:.2f} s" if s.from_s else "" for s in v.sizes]
+    sizes = ", ".join(f"{s.width}x{s.height}{when}" for s, when in zip(v.sizes, at, strict=True))
+    more = f" and {v.size_changes - len(v.sizes)} more" if v.size_changes > len(v.sizes) else ""
+    return f", sizes {sizes}{more}"
+
+
 def video_quality(name: str, vi: VideoInput[Any], lag: LagRange | None = None) -> VideoQuality:
     """The report of one video input."""
-    return VideoQuality(name, vi.frames_in, vi.repeats, vi.frames_skipped, round(vi.longest_freeze, 3), lag)
+    first = vi.sizes[0][0] if vi.sizes else 0.0
+    sizes = [PictureSize(w, h, round(came - first, 3)) for came, w, h in vi.sizes]
+    return VideoQuality(name, vi.frames_in, vi.repeats, vi.frames_skipped, round(vi.longest_freeze, 3), lag,
+                        sizes, vi.size_changes)  # fmt: skip
 
 
 def audio_quality(name: str, ai: AudioInput, lag: LagRange | None = None) -> AudioQuality:
@@ -144,6 +171,7 @@ __all__ = [
     "AudioQuality",
     "LagRange",
     "OutputQuality",
+    "PictureSize",
     "QualityReport",
     "VideoQuality",
     "audio_quality",

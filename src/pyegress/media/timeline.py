@@ -65,6 +65,9 @@ SLOT_GAIN = 0.1
 SLOT_MOVE = 0.75
 #: A frame this far (seconds) from its slot is a new start (a pause, a new path): re-anchored.
 SLOT_JUMP = 0.25
+#: Picture size changes an input keeps for its quality report (a sender that rescales all day
+#: would otherwise grow the list without end); later ones are counted only.
+SIZES_KEPT = 64
 
 
 class Intervals:
@@ -207,6 +210,11 @@ class VideoInput(Generic[T]):
         self._shown_due = 0.0  # when the frame on screen was due
         self._shown_since = 0.0  # the first tick that showed it
         self._held = 0  # its repeats so far (counted once a newer frame ends the run)
+        #: (arrival, width, height) of each frame that came in a new size (a simulcast layer
+        #: switch, a sender's rescaling), the first :data:`SIZES_KEPT`; ``size_changes`` all
+        self.sizes: list[tuple[float, int, int]] = []
+        self.size_changes = 0
+        self._size: tuple[int, int] | None = None
 
     def push(self, frame: T, arrival: float) -> None:
         """Add a frame received at monotonic time ``arrival`` (never before the previous one's:
@@ -220,9 +228,22 @@ class VideoInput(Generic[T]):
                 arrival = max(arrival, self._frames[-1][0])
             self._frames.append((arrival, came, frame))
             self.frames_in += 1
+            self._note_size(frame, came)
             # keep at least one frame older than the history window (the one on screen)
             while len(self._frames) > 2 and self._frames[1][0] < arrival - self._history:
                 self._frames.popleft()
+
+    def _note_size(self, frame: T, came: float) -> None:
+        """Note a frame whose size differs from the one before (a picture drawn on demand has
+        none: nothing is noted)."""
+        width, height = getattr(frame, "width", None), getattr(frame, "height", None)
+        if not isinstance(width, int) or not isinstance(height, int):
+            return
+        if self._size != (width, height):
+            self._size = (width, height)
+            self.size_changes += 1
+            if len(self.sizes) < SIZES_KEPT:
+                self.sizes.append((came, width, height))
 
     def at(self, when: float) -> T | None:
         """The newest frame that had arrived by monotonic time ``when`` (None before the first)."""

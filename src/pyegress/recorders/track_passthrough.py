@@ -23,6 +23,7 @@ from ..outputs.passthrough import PASSTHROUGH_CODECS, PassthroughFile, opus_samp
 from ..pauses import FrameCut, PauseClock, PauseFill, check_fill
 from ..quality import with_details
 from ..sources.encoded import EncodedFrame, EncodedSubscriber, RemoteTrack
+from ..sources.encoded.subscriber import join_until_media
 from ..sources.room import recorder_token, wait_for_room
 from .base import RECONNECT_TIMEOUT, Media, Options, Recorder, require_found
 
@@ -76,9 +77,20 @@ class PassthroughTrackRecorder(Recorder):
         self.subscriber = await self._join(self.wait_timeout)
 
     async def _join(self, timeout: float) -> EncodedSubscriber:
-        """A new session in the room, on a fresh token (a rejoin may come hours later)."""
+        """A new session in the room whose media connection is up, on a fresh token (a rejoin
+        may come hours later)."""
+        return await join_until_media(self._session, timeout, f"egress {self.egress_id}")
+
+    async def _session(self, timeout: float) -> EncodedSubscriber:
         token = recorder_token(self._key, self._secret, f"EG_{self.egress_id[3:]}", self.config.room_name)
-        sub = EncodedSubscriber(self._url, token, self._disconnected)
+
+        # a session's losses are the recording's once it is the recorder's (join_until_media
+        # handles those of a session whose media never came up)
+        def disconnected(normal: bool, why: str) -> None:
+            if sub is self.subscriber:
+                self._disconnected(normal, why)
+
+        sub = EncodedSubscriber(self._url, token, disconnected)
         try:
             await sub.connect(timeout)
         except BaseException:

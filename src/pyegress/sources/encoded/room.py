@@ -38,7 +38,14 @@ from ...sidecars import Sidecars
 from ..members import Participant, Publication, Track, feed_name, note_fed, wait_for_change
 from ..room import recorder_token, wait_for_room
 from .decode import decoder_for
-from .subscriber import NORMAL_LEAVES, EncodedSubscriber, RemoteTrack, participant_fields, track_fields
+from .subscriber import (
+    NORMAL_LEAVES,
+    EncodedSubscriber,
+    RemoteTrack,
+    join_until_media,
+    participant_fields,
+    track_fields,
+)
 
 log = logging.getLogger("pyegress.source.encoded")
 
@@ -200,15 +207,22 @@ class EncodedRoomSource:
         self._sync()
 
     async def _join(self, timeout: float) -> EncodedSubscriber:
+        """A new session whose media connection is up (its losses count once it is ours)."""
+        try:
+            return await join_until_media(self._session, timeout, f"room {self.room_name}")
+        except Exception as e:
+            raise SourceError(f"room_name: cannot join {self.room_name!r} at {self._url}: {e}") from e
+
+    async def _session(self, timeout: float) -> EncodedSubscriber:
         token = recorder_token(self._key, self._secret, self._identity, self.room_name)
         sub = EncodedSubscriber(self._url, token, lambda normal, why: self._left(sub, why))
         sub.on_change = lambda: self._sync() if sub is self.subscriber else None
         sub.on_event = lambda name, data: self._event(sub, name, data)
         try:
             await sub.connect(timeout)
-        except Exception as e:
+        except BaseException:
             await sub.close()
-            raise SourceError(f"room_name: cannot join {self.room_name!r} at {self._url}: {e}") from e
+            raise
         return sub
 
     def _left(self, sub: EncodedSubscriber, why: str) -> None:

@@ -16,7 +16,7 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -124,6 +124,32 @@ class _Receiving:
         self.skipped = 0  # frames dropped while waiting for a key frame
 
 
+async def join_until_media(join: Callable[[float], Awaitable[EncodedSubscriber]], timeout: float,
+                           what: str) -> EncodedSubscriber:  # fmt: skip
+    """A session (``join(seconds)``: signaling up) offered a media candidate it can use, joined
+    again until ``timeout`` when one was not: a busy livekit-server can offer a session only its
+    ICE-TCP candidate (4 of 100 subscribers joining at once, and once in a CI run), which aiortc
+    cannot use, and a new session gets new candidates. A session the server closed (the room
+    ended) is not joined again; a connection lost later is the recorder's to ride out."""
+    deadline = time.monotonic() + timeout
+    while True:
+        sub = await join(max(deadline - time.monotonic(), 1.0))
+        try:
+            up = await sub.media_usable(CONNECT_TIMEOUT + 1.0)  # the session's own watch ends it first
+        except BaseException:
+            await sub.close()
+            raise
+        if up and not sub.closed:
+            return sub
+        why = sub.ended_why or f"no usable candidate within {CONNECT_TIMEOUT:g} s"
+        normal = sub.left_reason is not None and sub.left_reason in NORMAL_LEAVES
+        await sub.close()
+        if normal or time.monotonic() >= deadline:
+            raise ConnectionError(f"the media connection did not come up: {why}")
+        log.warning("%s: the media connection did not come up (%s): joining again", what, why)
+        await asyncio.sleep(0.25)
+
+
 class EncodedSubscriber:
     """Joins with ``token`` (a hidden recorder's) and hands on frames of subscribed tracks.
 
@@ -163,6 +189,7 @@ class EncodedSubscriber:
         self.on_change: Callable[[], None] | None = None  # participants or tracks changed
         self._speaking: dict[str, float] = {}  # participant sid -> audio level, of active speakers
         self.left_reason: int | None = None  # the server's DisconnectReason when it asked to leave
+        self.ended_why = ""  # why the session ended, when it ended on its own
         self.closed = False
 
     # --- the room ------------------------------------------------------------------------
@@ -187,6 +214,14 @@ class EncodedSubscriber:
     def connected(self) -> bool:
         """The media connection came up."""
         return self._connected.is_set()
+
+    async def media_usable(self, timeout: float) -> bool:
+        """Wait until the server offered a candidate aiortc can use or the media connection is
+        up (True), the session ended, or ``timeout``: the first offer comes right after the join,
+        well before ICE completes (waiting for that put 0.2 s on every start)."""
+        usable = lambda: True if self._server_udp or self.connected else None  # noqa: E731
+        up = await wait_for_change(self._changed, usable, timeout, lambda: self.closed)
+        return bool(up)
 
     def track(self, sid: str) -> RemoteTrack | None:
         return next((t for t in self.tracks() if t.sid == sid), None)
@@ -374,6 +409,8 @@ class EncodedSubscriber:
             if media.rtp.muxId and media.msid:
                 self._mid_track[media.rtp.muxId] = media.msid.split()[-1]
             self._server_udp += sum(c.protocol.lower() == "udp" for c in media.ice_candidates)
+        if self._server_udp:
+            self._changed.set()  # media_usable
         for tr in self._pc.getTransceivers():
             self._tap(tr)
         answer = await self._pc.createAnswer()
@@ -429,7 +466,9 @@ class EncodedSubscriber:
             c = candidate_from_sdp(text.split(":", 1)[1] if text.startswith("candidate:") else text)
             c.sdpMid = init.get("sdpMid")
             c.sdpMLineIndex = init.get("sdpMLineIndex")
-            self._server_udp += c.protocol.lower() == "udp"
+            if c.protocol.lower() == "udp":
+                self._server_udp += 1
+                self._changed.set()  # media_usable
             await self._pc.addIceCandidate(c)
         if trickle.final and not self._server_udp and not self._connected.is_set():
             self._lost(f"the media connection cannot come up{self._no_udp()}")
@@ -509,6 +548,7 @@ class EncodedSubscriber:
     def _pc_state(self) -> None:
         if self._pc.connectionState == "connected":
             self._connected.set()
+            self._changed.set()  # media_usable
         if self._pc.connectionState == "failed":
             self._lost("the media connection failed")
 
@@ -518,7 +558,7 @@ class EncodedSubscriber:
     def _end(self, normal: bool, why: str) -> None:
         if self.closed:
             return
-        self.closed = True
+        self.closed, self.ended_why = True, why
         self._changed.set()
         log.warning("subscriber left the room: %s", why) if not normal else log.info("room left: %s", why)
         self._on_disconnected(normal, why)
