@@ -77,15 +77,15 @@ class PassthroughTrackRecorder(Recorder):
         self.subscriber = await self._join(self.wait_timeout)
 
     async def _join(self, timeout: float) -> EncodedSubscriber:
-        """A new session in the room whose media connection is up, on a fresh token (a rejoin
-        may come hours later)."""
+        """A new session in the room offered a media candidate it can use, on a fresh token (a
+        rejoin may come hours later)."""
         return await join_until_media(self._session, timeout, f"egress {self.egress_id}")
 
     async def _session(self, timeout: float) -> EncodedSubscriber:
         token = recorder_token(self._key, self._secret, f"EG_{self.egress_id[3:]}", self.config.room_name)
 
         # a session's losses are the recording's once it is the recorder's (join_until_media
-        # handles those of a session whose media never came up)
+        # handles those of a session offered no usable candidate)
         def disconnected(normal: bool, why: str) -> None:
             if sub is self.subscriber:
                 self._disconnected(normal, why)

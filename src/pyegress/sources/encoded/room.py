@@ -207,7 +207,8 @@ class EncodedRoomSource:
         self._sync()
 
     async def _join(self, timeout: float) -> EncodedSubscriber:
-        """A new session whose media connection is up (its losses count once it is ours)."""
+        """A new session offered a media candidate it can use (its losses count once it is
+        ``subscriber``)."""
         try:
             return await join_until_media(self._session, timeout, f"room {self.room_name}")
         except Exception as e:

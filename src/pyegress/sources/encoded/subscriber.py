@@ -239,7 +239,7 @@ class EncodedSubscriber:
         frame, a lower layer's frames held up to :data:`TOP_LAYER_WAIT` meanwhile, as a file
         written as sent must. A decoded recording passes False: it scales any layer to its
         picture, and a lower layer's frames shown at once beat a tile left waiting for seconds
-        (a browser's top layer came 2.5 s after the recording started in a CI run)."""
+        (a browser's grid tile stayed on its placeholder 2.6 s in a CI run)."""
         r = self._receiving[track.sid] = _Receiving(sink, track.kind)
         if r.video and top_first and (track.info.simulcast or len(track.info.layers) > 1):
             r.top = track.size
