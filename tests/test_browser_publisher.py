@@ -95,16 +95,18 @@ START_LAG = 2.5
 def _picture_starts(path: Path, box: tuple[int, int, int, int]) -> int:
     """The first output frame of a tile that differs from the one before: the placeholder
     before a track's first frame is still, the pattern moves."""
-    return next(k for k, shift in enumerate(frame_shifts(path, box)) if shift)
+    shifts = frame_shifts(path, box)
+    return next((k for k, shift in enumerate(shifts) if shift), len(shifts))
 
 
 def _top_layer_from(path: Path, name: str, start: int) -> float:
-    """Seconds into the output where input ``name``'s top simulcast layer is shown: its first
-    picture's output frame ``start`` plus when its pictures first came at their largest size
-    (the quality report's sizes), and a few frames for their placement."""
+    """Seconds into the output where input ``name``'s top simulcast layer (the browser's 640x360)
+    is shown: its first picture's output frame ``start`` plus when its pictures first came at
+    that size (the quality report's sizes), and a few frames for their placement."""
     (video,) = (v for v in manifest(str(path))["quality"]["video"] if v["name"] == name)
-    top = max(w * h for w, h in ((s["width"], s["height"]) for s in video["sizes"]))
-    came = next(s["from_s"] for s in video["sizes"] if s["width"] * s["height"] == top)
+    tops = [s["from_s"] for s in video["sizes"] if (s["width"], s["height"]) == (640, 360)]
+    assert tops, f"{name}: never on its top layer: {video['sizes']}"
+    came = tops[0]
     return start / 30 + came + 0.1
 
 
