@@ -73,9 +73,9 @@ def _not_black(rgb: tuple[int, int, int]) -> bool:
 #: lower simulcast layer, sent at 20 fps (livekit-client's preset), until the server forwards the
 #: top one: past ``SKIP`` that shows as a repeat and a skip every third frame, the source's own
 #: rate. From its top layer on (when, the quality report's ``sizes`` say) the source's rate is the
-#: output's, and the tile is held to a floor of its own: 99.4-100 % in 6 runs with a busy process
-#: beside the test (session 15), against 92.6-97.3 % for the same runs judged from the second
-#: second; a browser participant (both receive paths) 97.0-100 % in 6 runs, against 95.1-100 %.
+#: output's, and the tile is held to a floor of its own: 99.4-100 % in 7 runs with a busy process
+#: beside the test (session 15), against 92.6-99.5 % for the same runs judged from the second
+#: second; a browser participant (both receive paths) 97.0-100 % in 8 runs, against 94.6-100 %.
 CADENCE_FLOOR = {"participant": 0.75, "chrome": 0.75, "python": 0.90, "chrome from its top layer": 0.93,
                  "participant from its top layer": 0.90}  # fmt: skip
 #: Left out of the cadence: the first second (the egress subscribing, tiles waiting for frames).
