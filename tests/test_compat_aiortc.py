@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import copy
 import sys
 
 import pytest
@@ -59,9 +60,11 @@ def _packets(frames: int, per_frame: int = 3, first_seq: int = 65530) -> list[Rt
     out = []
     for k in range(frames * per_frame):
         p = RtpPacket(
-            payload_type=96, sequence_number=(first_seq + k) & 0xFFFF, timestamp=3000 * (k // per_frame)
-        )
+            payload_type=96, sequence_number=(first_seq + k) & 0xFFFF, timestamp=3000 * (k // per_frame),
+            marker=int(k % per_frame == per_frame - 1),  # a frame's last packet
+        )  # fmt: skip
         p._data = bytes([k % 256])  # type: ignore[attr-defined]
+        p.payload = bytes([0x10 if k % per_frame == 0 else 0]) + p._data  # type: ignore[attr-defined]  # VP8: S bit at a frame's start
         out.append(p)
     return out
 
@@ -92,3 +95,70 @@ def test_a_frame_with_a_hole_waits_for_its_packet_then_gives_way_to_a_pli() -> N
     frames, plis = _feed(bounded, lost)
     assert plis == 1 and bounded.holes_dropped == 1
     assert frames[:2] == [0, 3000] and 6000 not in frames and frames[-1] == 3000 * 38, frames
+
+
+def _renumbered(packets: list[RtpPacket]) -> list[RtpPacket]:
+    """Copies of the packets renumbered without a gap, as an SFU forwards what it chose to."""
+    out = [copy.copy(p) for p in packets]
+    for k, p in enumerate(out):
+        p.sequence_number = (packets[0].sequence_number + k) & 0xFFFF
+    return out
+
+
+VP8 = {96: "VP8"}.get
+
+
+def test_a_frame_without_its_tail_or_head_is_not_handed_on() -> None:
+    """A frame cut short by an SFU's layer switch (its tail not forwarded, the numbers left
+    without a gap) or one whose first packets were lost is dropped with a PLI; aiortc's own
+    buffer hands both on, and such a frame does not decode. The frame after the cut one starts
+    whole (a VP8 descriptor's start bit) and goes on."""
+    packets = _packets(10)
+    cut = _renumbered([*packets[:7], *packets[9:]])  # frame 2 lost its last two packets
+    assert 6000 in _feed(JitterBuffer(capacity=512, is_video=True), cut)[0]
+    bounded = compat.BoundedJitterBuffer(codec_of=VP8)
+    frames, plis = _feed(bounded, cut)
+    assert frames == [0, 3000, *range(9000, 24001, 3000)] and plis == 1 and bounded.broken_dropped == 1
+    # without knowing the codec a frame after a cut one cannot be told from a headless one
+    frames, plis = _feed(compat.BoundedJitterBuffer(), _renumbered([*packets[:7], *packets[9:]]))
+    assert frames == [0, 3000, *range(12000, 24001, 3000)] and plis == 2
+    # frame 3's first packet lost and never repaired, renumbered as if sent so: not handed on
+    headless = _renumbered([*packets[:9], *packets[10:]])
+    assert 9000 in _feed(JitterBuffer(capacity=512, is_video=True), headless)[0]
+    frames, plis = _feed(compat.BoundedJitterBuffer(codec_of=VP8), headless)
+    assert frames == [0, 3000, 6000, *range(12000, 24001, 3000)] and plis == 1, frames
+    # lost (a hole, never repaired): frames 2 and 3 give way to a PLI once the wait is over
+    bounded = compat.BoundedJitterBuffer(max_wait=0.0, codec_of=VP8)
+    frames, plis = _feed(bounded, [*packets[:9], *packets[10:]])
+    assert 9000 not in frames and frames[:2] == [0, 3000] and frames[-1] == 3000 * 8, frames
+    assert plis >= 1 and bounded.holes_dropped >= 1
+
+
+def test_a_frame_start_is_read_from_its_codec() -> None:
+    """VP8: the descriptor's S bit with partition 0; H.264: aiortc's start code before a NAL
+    unit's start (an FU-A's later fragments carry none); another codec: not known."""
+
+    def packet(payload: bytes, data: bytes) -> RtpPacket:
+        p = RtpPacket(payload=payload)
+        p._data = data  # type: ignore[attr-defined]
+        return p
+
+    assert compat.starts_frame("VP8", packet(b"\x90\x80\x01x", b"x"))  # extended, picture id
+    assert not compat.starts_frame("VP8", packet(b"\x80\x80\x01x", b"x"))  # a later packet
+    assert not compat.starts_frame("VP8", packet(b"\x11x", b"x"))  # partition 1's start
+    assert compat.starts_frame("H264", packet(b"", b"\x00\x00\x00\x01\x65x"))
+    assert not compat.starts_frame("H264", packet(b"", b"\x88\x84x"))
+    assert compat.starts_frame("opus", packet(b"x", b"x")) is None
+
+
+def test_padding_is_no_frame() -> None:
+    """Padding packets (no data: an SFU probing bandwidth) between frames, with a timestamp of
+    their own or the last frame's, hand on no empty frame and ask for nothing."""
+    packets = _packets(6)
+    pads = []
+    for ts in (6000, 7500, 7500):  # after frame 2's end: its timestamp, then one of their own
+        pad = RtpPacket(payload_type=96, timestamp=ts)
+        pad._data = b""  # type: ignore[attr-defined]
+        pads.append(pad)
+    stream = _renumbered([*packets[:9], *pads, *packets[9:]])
+    assert _feed(compat.BoundedJitterBuffer(codec_of=VP8), stream) == ([3000 * k for k in range(5)], 0)

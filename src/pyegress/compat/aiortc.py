@@ -12,7 +12,8 @@ at 0 and queues them for its decoder thread. Here, per receiver and before it st
 - PLIs aiortc sends after loss are shown to ``on_loss``; :func:`request_keyframe` sends one;
 - a video receiver's jitter buffer is a :class:`BoundedJitterBuffer`: a frame with a hole waits
   for its NACKed packets at most :data:`MAX_HOLE_WAIT`, then is dropped with a PLI (aiortc's
-  own waits until 512 packets came after the hole: seconds of video at any bitrate).
+  own waits until 512 packets came after the hole: seconds of video at any bitrate); a frame
+  not whole (its head or tail missing) is dropped with a PLI too, and padding is no frame.
 
 Written for and checked with aiortc :data:`WRITTEN_FOR` (tests/test_compat_aiortc.py fails
 loudly on another version or when a reached name is gone); :func:`check` refuses others.
@@ -41,7 +42,7 @@ WRITTEN_FOR = "1.16.0"
 _P = "_RTCRtpReceiver__"
 #: The private names used, each must exist on a new receiver.
 REACHED = (f"{_P}decoder_queue", f"{_P}timestamp_mapper", f"{_P}started", f"{_P}jitter_buffer",
-           "_handle_rtcp_packet", "_send_rtcp_pli")  # fmt: skip
+           f"{_P}codecs", "_handle_rtcp_packet", "_send_rtcp_pli")  # fmt: skip
 #: How long a video frame with a hole waits for its NACKed packets before a PLI replaces it.
 MAX_HOLE_WAIT = 0.4
 
@@ -87,16 +88,62 @@ class FrameTap(queue.Queue):  # type: ignore[type-arg]
 class BoundedJitterBuffer(JitterBuffer):
     """aiortc's video jitter buffer (512 packets) whose frames wait for a missing packet at
     most ``max_wait`` seconds: then the broken frame is dropped and ``add`` asks for a PLI (the
-    subscriber then waits for the key frame it brings)."""
+    subscriber then waits for the key frame it brings).
 
-    def __init__(self, max_wait: float = MAX_HOLE_WAIT) -> None:
+    aiortc hands on a frame once a packet of the next timestamp follows it, whole or not. A
+    frame is handed on here only when whole: its last packet carries the RTP marker and its
+    first one starts a frame (by ``codec_of`` its payload type's codec: a VP8 descriptor's
+    start of partition 0, an H.264 NAL unit's start; for another codec, the packet before it
+    carried the marker). Else it is dropped with a PLI: a frame without its head (its first
+    packets lost) or its tail (an SFU that switches simulcast layers mid-frame renumbers the
+    packets without a gap) does not decode, and a file written as sent must not hold one.
+    Packets without data (padding an SFU sends to probe bandwidth) are no frame."""
+
+    def __init__(
+        self, max_wait: float = MAX_HOLE_WAIT, codec_of: Callable[[int], str | None] = lambda pt: None
+    ) -> None:
         super().__init__(capacity=512, is_video=True)
         self.max_wait = max_wait
+        self.codec_of = codec_of
         self.holes_dropped = 0
+        #: frames dropped because their head or tail was missing
+        self.broken_dropped = 0
         self._newest: int | None = None
         self._hole_since: float | None = None
+        #: whether the packets removed so far ended on a frame's last packet (None: none yet)
+        self._ended: bool | None = None
+        self._ended_before: bool | None = None
+        self._first: RtpPacket | None = None  # the first packet with data of the last removal
 
     def add(self, packet: RtpPacket) -> tuple[bool, JitterFrame | None]:
+        pli, frame = self._add(packet)
+        if frame is None or not frame.data:
+            return pli, None
+        head = self._first is not None and starts_frame(self.codec_of(self._first.payload_type), self._first)
+        if not self._ended or head is False or (head is None and self._ended_before is False):
+            self.broken_dropped += 1
+            return True, None
+        return pli, frame
+
+    def remove(self, count: int) -> None:
+        """aiortc's removal, noting whether what it removes ends a frame: a missing packet does
+        not, a packet with data does when it carries the marker, padding changes nothing."""
+        assert self._origin is not None
+        self._ended_before, self._first = self._ended, None
+        for i in range(count):
+            p = self._packets[(self._origin + i) % self.capacity]
+            if p is None:
+                self._ended = False
+            elif getattr(p, "_data", b""):
+                self._ended = bool(p.marker)
+                self._first = self._first or p
+        super().remove(count)
+
+    def smart_remove(self, count: int) -> bool:
+        self._ended = False  # aiortc drops whole frames here, after a loss
+        return super().smart_remove(count)
+
+    def _add(self, packet: RtpPacket) -> tuple[bool, JitterFrame | None]:
         if self._newest is None or uint16_gt(packet.sequence_number, self._newest):
             self._newest = packet.sequence_number
         pli, frame = super().add(packet)
@@ -139,6 +186,15 @@ class BoundedJitterBuffer(JitterBuffer):
         return None
 
 
+def starts_frame(codec: str | None, packet: RtpPacket) -> bool | None:
+    """Whether a depayloaded packet starts a frame; None for a codec not known here."""
+    if codec == "VP8":  # the descriptor: start of a partition, and it is partition 0
+        return bool(packet.payload) and packet.payload[0] & 0x17 == 0x10
+    if codec == "H264":  # aiortc writes a start code before each NAL unit's start only
+        return bytes(getattr(packet, "_data", b"")[:4]) == b"\x00\x00\x00\x01"
+    return None
+
+
 class _Identity:
     def map(self, timestamp: int) -> int:
         return timestamp
@@ -169,7 +225,13 @@ def tap(
     setattr(receiver, f"{_P}decoder_queue", FrameTap(on_frame))
     setattr(receiver, f"{_P}timestamp_mapper", _Identity())
     if getattr(receiver, f"{_P}jitter_buffer")._is_video:
-        setattr(receiver, f"{_P}jitter_buffer", BoundedJitterBuffer())
+        codecs = getattr(receiver, f"{_P}codecs")  # filled in place by receive()
+
+        def codec_of(pt: int) -> str | None:
+            c = codecs.get(pt)
+            return c.name if c is not None else None
+
+        setattr(receiver, f"{_P}jitter_buffer", BoundedJitterBuffer(codec_of=codec_of))
     receiver._pyegress_on_report = on_report  # type: ignore[attr-defined]
     receiver._pyegress_on_loss = on_loss  # type: ignore[attr-defined]
     handle_rtcp = receiver._handle_rtcp_packet
