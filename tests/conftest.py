@@ -7,6 +7,8 @@ FFI client is process-global and binds to the loop that first uses it.
 
 from __future__ import annotations
 
+import os
+import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -20,6 +22,24 @@ from pyegress.testing.rtmp_server import RtmpServer
 from .helpers import start_rtmp
 
 pytest_plugins = ["tests.conftest_storage"]
+
+
+_status: list[int] = [0]
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    _status[0] = int(exitstatus)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """End the run with pytest's status, without the interpreter's teardown: there livekit's
+    FFI runtime (livekit 1.2.1) aborted the process once, after every test had run and its
+    summary was printed ("panic in a function that cannot unwind" in a tokio thread, exit 134),
+    which made a finished run fail. Every fixture and report is done by now."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(_status[0])
 
 
 @pytest.fixture(scope="session")
