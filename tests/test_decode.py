@@ -78,6 +78,34 @@ def test_a_resumed_tracks_first_frame_is_placed_as_it_came() -> None:
     assert place(121, 100.005 + 121 / 30) == pytest.approx(100.005 + 121 / 30 - hold)
 
 
+def test_an_unmuted_track_starts_its_line_afresh() -> None:
+    """What the marker publisher's microphone did (logged through a real livekit-server): while
+    muted its packets ran 20 ms ahead of their RTP time, after the unmute the server forwarded
+    four packets continuing the old RTP clock (0.5 s behind), then the sender's own times.
+    Kept, the muted stretch placed the sound 20 ms early for the next 3 s; a resumed track's
+    line starts afresh (the subscriber marks its first frame after the signaling's unmute)."""
+    rate, hold = 48000, receive_hold("audio", 0.020)
+
+    def run(mark: bool) -> list[float]:
+        line = ArrivalLine("audio")
+        out = []
+        for n in range(200):  # 4 s of 20 ms packets, 5 ms path; muted from 2 s: 20 ms sooner
+            came = 100.005 + n * 0.02 - (0.020 if n >= 100 else 0.0)
+            line.place(EncodedFrame("opus", b"", n * 960, rate, True, None, came), came)
+        for k in range(10):  # resumed at 4.5 s: four packets on the old clock, then the jump
+            n = 225 + k
+            rtp = (200 + k) * 960 if k < 4 else n * 960
+            came = 100.005 + n * 0.02
+            frame = EncodedFrame("opus", b"", rtp, rate, True, None, came, resumed=mark and k == 0)
+            out.append(line.place(frame, came) - (came - hold))
+        return out
+
+    kept, afresh = run(False), run(True)
+    assert kept[-1] == pytest.approx(-0.020)  # the muted stretch's line: 20 ms early
+    assert afresh[:4] == pytest.approx([0.0] * 4)  # the old clock's packets: placed as they came
+    assert afresh[4:] == pytest.approx([0.0] * 6)  # then where they were due, as before the mute
+
+
 def encoded_video(codec: str, count: int) -> list[bytes]:
     enc = av.CodecContext.create("libvpx" if codec == "vp8" else "libx264", "w")
     enc.width, enc.height, enc.pix_fmt = 320, 180, "yuv420p"  # type: ignore[attr-defined]

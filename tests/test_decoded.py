@@ -41,8 +41,9 @@ OUT = pe.EncodingOptions(width=640, height=360, framerate=30, video_bitrate=1500
 #: Issue 14's goal: every marker, the first included, within this; it is printed, and held
 #: for the median. Measured over 4 runs of this file (session 13, frames on the tick nearest to
 #: their time): -7..+10 ms on a clean network, +5..+20 under 200 ms audio bursts, each run the
-#: same on every marker; a room composite tile under bursts +4..+49 (one run +36..+49); the
-#: marker after an unmute -25..-43 ms, a frame below the others of its run.
+#: same on every marker; a room composite tile under bursts +4..+49 (one run +36..+49). The
+#: markers after an unmute: -25..-43 ms, a frame below the others of their run, until session
+#: 16; since then the same as before the mute to 2 ms (5 runs).
 MAX_OFFSET = 0.040
 #: Held for every marker: a regression floor under the goal's spread.
 OFFSET_FLOOR = 0.060
@@ -136,7 +137,9 @@ async def test_participant_followed_across_mute_unpublish_republish_until_they_l
     # markers before the mute and after the republish (new tracks, new clocks), all in sync
     assert off.count >= 5, off
     assert abs(off.median) <= MAX_OFFSET, off
-    assert max(abs(x) for x in off.offsets) <= 0.080, off  # the marker after an unmute: -25..-56 ms
+    # the marker after an unmute was a frame below the others (-25..-56 ms) until session 16: a
+    # resumed track's line now starts afresh (sources/encoded/decode.py ArrivalLine)
+    assert max(abs(x) for x in off.offsets) <= OFFSET_FLOOR, off
     late = [t for t in off.paired_flashes if t > 6.5]
     assert late, off  # the republished tracks were recorded
 

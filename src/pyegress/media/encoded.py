@@ -27,6 +27,9 @@ class EncodedFrame:
     keyframe: bool
     sender_time: float | None  # the sender's wall clock (Unix seconds) of this frame, by its SR
     arrived: float = 0.0  # when it was received (monotonic; 0: not known)
+    #: the first frame handed on after the signaling said its track was unmuted: livekit-server
+    #: re-times a resumed track, so what came before says nothing of this frame's delay
+    resumed: bool = False
 
 
 def h264_nal_types(data: bytes) -> list[int]:

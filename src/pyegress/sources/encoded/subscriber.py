@@ -122,6 +122,7 @@ class _Receiving:
         self.last_pli = 0.0
         self.frames = 0
         self.skipped = 0  # frames dropped while waiting for a key frame
+        self.resumed = False  # unmuted: the next frame handed on says so (EncodedFrame.resumed)
 
 
 async def join_until_media(join: Callable[[float], Awaitable[EncodedSubscriber]], timeout: float,
@@ -335,6 +336,9 @@ class EncodedSubscriber:
                 elif before[t.sid].muted != t.muted:
                     self._event("track_muted" if t.muted else "track_unmuted",
                                 participant_fields(info) | track_fields(t))  # fmt: skip
+                    r = self._receiving.get(t.sid)
+                    if r is not None and not t.muted:
+                        r.resumed = True
                     if self.on_muted is not None:
                         self.on_muted(RemoteTrack(t.sid, info.identity, info.sid, t), t.muted)
             now = {t.sid for t in info.tracks}
@@ -531,7 +535,8 @@ class EncodedSubscriber:
               key: bool) -> None:  # fmt: skip
         r.frames += 1
         rate, sent = codec.clockRate, r.clock.time_of(ts, codec.clockRate)
-        r.sink(EncodedFrame(codec.name.lower(), data, r.unwrap(ts), rate, key, sent, came))
+        r.sink(EncodedFrame(codec.name.lower(), data, r.unwrap(ts), rate, key, sent, came, r.resumed))
+        r.resumed = False
 
     @staticmethod
     def _below_top(r: _Receiving, codec: str, data: bytes) -> bool:
