@@ -18,7 +18,8 @@ from pathlib import Path
 from livekit.protocol import egress as pe
 
 from pyegress.config import build_config
-from pyegress.recorders import Options, PassthroughTrackRecorder, TrackRecorder
+from pyegress.recorders import Options, TrackRecorder
+from pyegress.recorders.track_passthrough import PassthroughTrackRecorder
 from pyegress.testing import LiveKitServer, SyntheticPublisher
 
 
