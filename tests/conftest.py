@@ -17,6 +17,7 @@ import pytest
 
 import pyegress
 from pyegress.testing import LiveKitServer, LiveKitServerError, netns
+from pyegress.testing.relay import BurstRelay
 from pyegress.testing.rtmp_server import RtmpServer
 
 from .helpers import start_rtmp
@@ -51,13 +52,24 @@ def livekit_server() -> Iterator[LiveKitServer]:
     Only inside a network namespace of pyegress's: libwebrtc never gathers loopback candidates,
     so outside one the media would run over this machine's own interface address.
     """
+    yield from _running(LiveKitServer())
+
+
+@pytest.fixture
+def bursty_server() -> Iterator[LiveKitServer]:
+    """A livekit-server its clients reach through a jittery network: a relay that holds the
+    audio they send and lets it go every 200 ms (``pyegress.testing.relay``); its ``relay``
+    says what it carried. The sender's own timing is left as it is."""
+    yield from _running(LiveKitServer(relay=BurstRelay(burst=0.2), udp_ports=100))
+
+
+def _running(server: LiveKitServer) -> Iterator[LiveKitServer]:
     if netns.current() is None:
         pytest.fail(
             "WebRTC tests run inside a network namespace: "
             "python -m pyegress.testing.netns -- pytest ... (scripts/test.sh does)",
             pytrace=False,
         )
-    server = LiveKitServer()
     try:
         server.start()
     except LiveKitServerError as e:

@@ -156,6 +156,14 @@ async def record_for(svc: pyegress.EgressService, info: pe.EgressInfo, seconds: 
     return await svc.stop_egress(pe.StopEgressRequest(egress_id=info.egress_id))
 
 
+def assert_audio_was_held(server: LiveKitServer, seconds: float) -> None:
+    """Stop ``server``'s relay (``bursty_server``) and check it held the publisher's audio for
+    ``seconds`` at least (50 packets a second), so the network the test ran on was bursty."""
+    assert server.relay is not None
+    stats = server.relay.stop()
+    assert stats is not None and stats.held >= 50 * seconds, stats
+
+
 def cli_env(server: LiveKitServer) -> dict[str, str]:
     """The environment a ``pyegress`` CLI subprocess needs to reach the test server."""
     import os

@@ -23,6 +23,7 @@ from pyegress.testing import (
 )
 
 from .helpers import (
+    assert_audio_was_held,
     check_file_result,
     end_reason,
     manifest,
@@ -99,16 +100,16 @@ async def test_variable_frame_rate_sender_is_not_sped_up(
 
 
 async def test_sdk_path_audio_on_a_jittery_network_stays_in_sync_with_the_camera(
-    livekit_server: LiveKitServer, service: pyegress.EgressService, room_name: str
+    bursty_server: LiveKitServer, tmp_path: Path, room_name: str
 ) -> None:
-    # The publisher sends its audio in bursts 200 ms apart (video evenly): the recorder's audio
-    # jitter buffer grows to absorb it and, uncorrected, audio lands ~170 ms after the picture.
-    # The SDK's receive path (what an application's own rtc.Room records through); the default,
-    # encoded path holds ±40 ms under the same bursts (tests/test_decoded.py).
+    # The network holds the audio and lets it go every 200 ms (video evenly): the recorder's
+    # audio jitter buffer grows to absorb it and, uncorrected, audio lands ~170 ms after the
+    # picture. The SDK's receive path (what an application's own rtc.Room records through); the
+    # default, encoded path holds ±40 ms under the same bursts (tests/test_decoded.py).
     async with (
-        pyegress.EgressService(livekit_server.url, livekit_server.api_key, livekit_server.api_secret,
-                               output_dir=service.output_dir, receive_path="sdk") as svc,
-        publisher(livekit_server, room_name, audio_burst=0.2),
+        pyegress.EgressService(bursty_server.url, bursty_server.api_key, bursty_server.api_secret,
+                               output_dir=tmp_path, receive_path="sdk") as svc,
+        publisher(bursty_server, room_name),
     ):  # fmt: skip
         req = pe.ParticipantEgressRequest(
             room_name=room_name,
@@ -118,6 +119,7 @@ async def test_sdk_path_audio_on_a_jittery_network_stays_in_sync_with_the_camera
         )
         info = await record_for(svc, await svc.start_participant_egress(req), 8.0)
     check_file_result(info)
+    assert_audio_was_held(bursty_server, 8.0)
     off = av_offset(Path(info.file_results[0].filename))
     assert off.count >= 6, off  # every marker's beep is there: no audio lost to the correction
     ms = ", ".join(f"{x * 1000:+.0f}" for x in off.offsets)
@@ -132,7 +134,10 @@ async def test_sdk_path_audio_on_a_jittery_network_stays_in_sync_with_the_camera
 #: (session 9) the audio of 17 runs here still landed +10..+72 ms late (median +40): NetEq holds
 #: a packet that came on time -10..+55 ms beyond its stated target at 200 ms bursts (within -25..+10
 #: at 100 and 300 ms), which no stat it reports shows (polled every 65 ms, the per-poll delay
-#: did not tell a +28 ms run from a +46 ms one). Issue 14 stays open on it.
+#: did not tell a +28 ms run from a +46 ms one). On the relay's jittery network (session 17,
+#: the sender steady) 6 runs: medians +7..+58 ms, first markers +208..+226. The default,
+#: encoded receive path meets the goal (tests/test_decoded.py); this one cannot from the first
+#: marker (no RTP time: docs/motion.md).
 JITTER_OFFSET_FLOOR = 0.100
 
 

@@ -38,6 +38,7 @@ __all__ = [
     "INTERFACE",
     "Namespace",
     "NetnsError",
+    "add_peer_address",
     "addresses",
     "command",
     "current",
@@ -107,6 +108,16 @@ def current() -> Namespace | None:
     if address.ip not in _interfaces().get(INTERFACE, set()):
         return None
     return Namespace(INTERFACE, address)
+
+
+def add_peer_address(address: IPAddress) -> None:
+    """Give the veth's peer one more address (a second host of the namespace that livekit-server,
+    bound to :data:`INTERFACE` only, leaves free); a no-op if the namespace has it already."""
+    ns = current()
+    if ns is None:
+        raise NetnsError("not in a pyegress network namespace: its addresses are not ours to add")
+    if address not in addresses():
+        subprocess.run([_tool("ip"), "addr", "add", f"{address}/32", "dev", _PEER], check=True)
 
 
 def _setup_script(ip: str, address: ipaddress.IPv4Interface) -> str:

@@ -65,7 +65,7 @@ def _parser() -> argparse.ArgumentParser:
         type=float,
         default=0.0,
         metavar="SECONDS",
-        help="send audio in bursts this far apart (network jitter on the audio only)",
+        help="hand the audio to the SDK in bursts this far apart (moves the sender's own audio timing too)",
     )
     p.add_argument("--duration", type=float, default=None, help="seconds (default: forever)")
     return p

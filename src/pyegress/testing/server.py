@@ -17,10 +17,14 @@ import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
+from typing import TYPE_CHECKING
 
 from livekit import api
 
 from .ports import free_tcp_port
+
+if TYPE_CHECKING:
+    from .relay import BurstRelay
 
 __all__ = ["LiveKitServer", "LiveKitServerError", "find_server_binary"]
 
@@ -103,16 +107,19 @@ class LiveKitServer:
         redis_address: str = "",
         webhook_urls: Sequence[str] = (),
         udp_ports: int = _UDP_RANGE,
+        relay: BurstRelay | None = None,
     ) -> None:
         """``redis_address`` (``host:port``) gives the server a ``redis:`` section (what egress
         dispatch to workers needs); ``webhook_urls`` get its webhooks, signed with its key;
-        ``udp_ports``: how many UDP ports its rtc range has."""
+        ``udp_ports``: how many UDP ports its rtc range has; ``relay``: a jittery network in
+        front of its media (clients reach the server through it only; in a namespace only)."""
         self._binary = Path(binary) if binary is not None else None
         self.start_timeout = start_timeout
         self.log_level = log_level
         self.redis_address = redis_address
         self.webhook_urls = tuple(webhook_urls)
         self.udp_ports = udp_ports
+        self.relay = relay
         self.api_key = "APItest" + secrets.token_hex(6)
         self.api_secret = secrets.token_urlsafe(32)
         self.port = 0
@@ -156,6 +163,8 @@ class LiveKitServer:
         node_ip, iface, loopback = (
             (ns.address.ip, ns.interface, "false") if ns else ("127.0.0.1", "lo", "true")
         )
+        if self.relay is not None:  # its candidates name the relay, and it checks no others
+            node_ip = self.relay.address
         return (
             f"port: {self.port}\n"
             'bind_addresses: ["127.0.0.1"]\n'
@@ -166,7 +175,8 @@ class LiveKitServer:
             "  use_external_ip: false\n"
             f"  node_ip: {node_ip}\n"
             f"  enable_loopback_candidate: {loopback}\n"
-            "  interfaces:\n"
+            + ("  use_ice_lite: true\n" if self.relay is not None else "")
+            + "  interfaces:\n"
             f"    includes: [{iface}]\n"
             "keys:\n"
             f'  "{self.api_key}": "{self.api_secret}"\n'
@@ -217,6 +227,7 @@ class LiveKitServer:
             self._launch(binary)
             why = self._wait_up()
             if not why:
+                self._start_relay()
                 return self
             # a port found free was taken before the server bound it: new ports, again
             exited = self._proc is not None and self._proc.poll() is not None
@@ -225,6 +236,19 @@ class LiveKitServer:
                 continue
             raise self._fail(why)
         raise self._fail("no free ports")  # not reached: the last attempt raises above
+
+    def _start_relay(self) -> None:
+        if self.relay is None:
+            return
+        from .netns import current  # as in _config_yaml
+
+        ns = current()
+        if ns is None:
+            raise self._fail("a relay runs inside a pyegress network namespace only")
+        try:
+            self.relay.start(str(ns.address.ip), range(self.udp_port_start, self.udp_port_end + 1))
+        except (OSError, RuntimeError, subprocess.CalledProcessError) as e:
+            raise self._fail(f"relay: {e}") from e
 
     def _wait_up(self) -> str:
         """'' once the HTTP port answers, else why it did not (bounded by start_timeout)."""
@@ -293,7 +317,9 @@ class LiveKitServer:
                 raise self._fail(f"cannot execute {binary}: {e}") from e
 
     def stop(self, timeout: float = 5.0) -> None:
-        """Terminate the server (kill after ``timeout``); the process is always reaped."""
+        """Terminate the server (kill after ``timeout``) and its relay; the process is always reaped."""
+        if self.relay is not None:
+            self.relay.stop()
         proc, self._proc = self._proc, None
         if proc is not None:
             if proc.poll() is None:
