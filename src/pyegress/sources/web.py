@@ -41,7 +41,7 @@ from ..media.timeline import VideoInput
 from ..redaction import redact_url, scrub
 from . import collector
 from .page_audio import AUDIO_CAPTURE_JS, PageAudio
-from .page_playout import PLAYOUT_FLAGS, PLAYOUT_JS
+from .page_playout import KEEP_RATE_JS, PLAYOUT_FLAGS, PLAYOUT_JS
 from .processes import (
     PROFILE_PREFIX,
     browser_pids,
@@ -221,6 +221,8 @@ class PageSource:
                 await context.expose_binding("__pyegressPcm", self._pcm)
                 await context.add_init_script(AUDIO_CAPTURE_JS)
             await context.add_init_script(PLAYOUT_JS)
+            if x11:  # the display refreshes at the output's rate only there (PagedDisplay)
+                await context.add_init_script(KEEP_RATE_JS)
             page = self._page = context.pages[0] if context.pages else await context.new_page()
             page.on("console", self._console)
             page.on("crash", lambda *_: self._gone("the page crashed"))
