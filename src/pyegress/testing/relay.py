@@ -73,6 +73,7 @@ class _Relay:
         self._listeners: dict[int, asyncio.DatagramTransport] = {}
         self._upstream: dict[tuple[int, Address], asyncio.DatagramTransport] = {}
         self._pending: list[tuple[asyncio.DatagramTransport, bytes]] = []
+        self._connecting: set[asyncio.Task[None]] = set()  # held: the loop keeps only weak ones
         self._loop = asyncio.get_running_loop()
         self._t0 = self._loop.time()
 
@@ -86,7 +87,9 @@ class _Relay:
     def _from_client(self, port: int, data: bytes, client: Address) -> None:
         up = self._upstream.get((port, client))
         if up is None:
-            self._loop.create_task(self._connect(port, client, data))
+            task = self._loop.create_task(self._connect(port, client, data))
+            self._connecting.add(task)
+            task.add_done_callback(self._connecting.discard)
             return
         self._send_up(up, data)
 
