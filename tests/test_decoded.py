@@ -92,8 +92,8 @@ async def test_audio_in_bursts_stays_in_sync_from_the_first_marker(
     bursty_server: LiveKitServer, tmp_path: Path, room_name: str, kind: str
 ) -> None:
     # The network holds the audio and lets it go every 200 ms (a relay between the clients and
-    # the server; the sender steady): through the SDK it comes out of NetEq 170-235 ms late and
-    # the first marker misses by 165 ms; placed by RTP time it lines up from the start.
+    # the server; the sender steady): through the SDK the first marker misses by 208-226 ms
+    # (tests/test_recording.py); placed by RTP time it lines up from the start.
     async with (
         pyegress.EgressService(bursty_server.url, bursty_server.api_key, bursty_server.api_secret,
                                output_dir=tmp_path, receive_path="encoded") as service,
