@@ -37,12 +37,16 @@ async def test_video_track_is_written_as_sent(
     async with publisher(livekit_server, room_name, video_codec=codec, audio=False) as pub:
         sid = pub.video_track_sid
         req = pe.TrackEgressRequest(room_name=room_name, track_id=sid, file=pe.DirectFileOutput())
+        requested = pub.frames_sent
         started = await service.start_track_egress(req)
         assert status(await wait_active(service, started.egress_id)) == "EGRESS_ACTIVE"
         sent0, t0 = pub.frames_sent, time.monotonic()
         await asyncio.sleep(3.0)
         sent, window = pub.frames_sent - sent0, time.monotonic() - t0
         await pub.unpublish("video")
+        # what the file may hold: every frame from the request to the unpublish (the window
+        # above is narrower: ACTIVE is seen a poll late, the unpublish takes a round trip)
+        sent_all = pub.frames_sent - requested
         info = await service.wait_egress(started.egress_id, timeout=10)
     media = check_file_result(info)
     path = Path(info.file_results[0].filename)
@@ -53,8 +57,9 @@ async def test_video_track_is_written_as_sent(
     # the sender's frames, each once, on its clock (its encoder drops some at the start: fewer
     # than the source's, never more; the span is the recording's)
     span = times[-1] - times[0]
-    print(f"FIGURES {codec}: frames {len(times)} of {sent} sent, span {span:.3f} s of {window:.3f} s")
-    assert 0.6 * sent <= len(times) <= sent + 2, (len(times), sent)
+    print(f"FIGURES {codec}: frames {len(times)} of {sent} sent ({sent_all} from the request),"
+          f" span {span:.3f} s of {window:.3f} s")  # fmt: skip
+    assert 0.6 * sent <= len(times) <= sent_all, (len(times), sent, sent_all)
     assert window - 1.0 <= span <= window + 1.0, (span, window)
     assert all(b > a for a, b in itertools.pairwise(times))
     assert picture_moves(path, min_moving_pairs=0.5)
