@@ -23,9 +23,9 @@ from aiortc.rtp import RtcpSenderInfo, RtcpSrPacket, RtpPacket
 from pyegress.compat import aiortc as compat
 
 
-def receiver() -> RTCRtpReceiver:
+def receiver(kind: str = "video") -> RTCRtpReceiver:
     ice = RTCIceTransport(RTCIceGatherer())
-    return RTCRtpReceiver("video", RTCDtlsTransport(ice, [RTCCertificate.generateCertificate()]))
+    return RTCRtpReceiver(kind, RTCDtlsTransport(ice, [RTCCertificate.generateCertificate()]))
 
 
 def test_installed_aiortc_is_the_one_written_for() -> None:
@@ -39,8 +39,8 @@ async def test_every_reached_name_exists_and_the_tap_takes_frames_and_reports() 
         assert hasattr(r, name), f"aiortc {compat.WRITTEN_FOR} receiver lost {name}"
     frames: list[tuple[str, bytes, int]] = []
     reports: list[tuple[int, int]] = []
-    assert compat.tap(r, lambda c, d, ts: frames.append((c.name, d, ts)), lambda n, t: reports.append((n, t)),
-                      lambda: None)  # fmt: skip
+    assert compat.tap(r, lambda c, d, ts, came: frames.append((c.name, d, ts)),
+                      lambda n, t: reports.append((n, t)), lambda: None)  # fmt: skip
     # the receiver's own path, as _handle_rtp_packet ends: map the timestamp, queue the frame
     mapped = r._RTCRtpReceiver__timestamp_mapper.map(123456789)
     codec = RTCRtpCodecParameters(mimeType="video/VP8", clockRate=90000, payloadType=96)
@@ -53,6 +53,39 @@ async def test_every_reached_name_exists_and_the_tap_takes_frames_and_reports() 
     assert reports == [(7 << 32, 99)]
     await asyncio.sleep(0)
     assert isinstance(r._RTCRtpReceiver__jitter_buffer, compat.BoundedJitterBuffer)
+
+
+def test_an_audio_receivers_buffer_is_timed_and_holds_as_aiortcs() -> None:
+    r = receiver("audio")
+    own = r._RTCRtpReceiver__jitter_buffer
+    assert compat.tap(r, lambda c, d, ts, came: None, lambda n, t: None, lambda: None)
+    timed = r._RTCRtpReceiver__jitter_buffer
+    assert isinstance(timed, compat.TimedJitterBuffer) and not timed._is_video
+    assert (timed.capacity, timed._prefetch) == (own.capacity, own._prefetch) == (16, 4)
+
+
+@pytest.mark.parametrize("video", [True, False])
+def test_a_frame_carries_the_time_its_last_packet_came_not_when_it_was_let_go(
+    video: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """aiortc lets a video frame go with the next frame's first packet, an Opus packet with the
+    fourth after it: a variable-rate camera's frame was let go up to 120 ms after it came."""
+    now = [0.0]
+    monkeypatch.setattr(compat.time, "monotonic", lambda: now[0])
+    per_frame = 3 if video else 1
+    buffer = compat.BoundedJitterBuffer() if video else compat.TimedJitterBuffer(16, prefetch=4)
+    out: list[tuple[int, float, float]] = []  # (timestamp, came, let go)
+    for k, p in enumerate(_packets(12, per_frame)):
+        now[0] = k // per_frame * 0.1 + k % per_frame * 0.001  # frames 100 ms apart, packets 1 ms
+        _, frame = buffer.add(p)
+        if frame is not None:
+            assert isinstance(frame, compat.TimedFrame)
+            out.append((frame.timestamp, frame.came, now[0]))
+    assert len(out) == (11 if video else 8)
+    for ts, came, let_go in out:
+        n = ts // 3000
+        assert came == pytest.approx(n * 0.1 + (per_frame - 1) * 0.001)  # its last packet
+        assert let_go == pytest.approx((n + (1 if video else 4)) * 0.1)
 
 
 def _packets(frames: int, per_frame: int = 3, first_seq: int = 65530) -> list[RtpPacket]:

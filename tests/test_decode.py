@@ -4,6 +4,7 @@ and the frames that came soonest, decoded into the recording's inputs."""
 from __future__ import annotations
 
 import fractions
+import random
 import sys
 
 import av
@@ -22,7 +23,7 @@ from pyegress.sources.encoded.decode import (
     ArrivalLine,
     OpusDecoder,
     VideoDecoder,
-    receive_hold,
+    sent_after,
 )
 
 
@@ -34,15 +35,16 @@ def test_bursty_audio_is_placed_where_it_was_due_not_where_it_came() -> None:
     # 20 ms packets sent in 200 ms bursts: each burst's last packet came on time, the others
     # up to 180 ms late. Every packet is placed on the line of the on-time ones.
     line = ArrivalLine("audio")
-    hold = receive_hold("audio", 0.020)
+    sent = sent_after("audio", 0.020)
     places = []
     for n in range(100):
         due = n * 0.020
         came = 10.0 + (n // 10 + 1) * 0.2 - 0.020 + 0.005  # sent with its burst of 10, 5 ms path
         places.append(line.place(opus_frame(n * 960, came), came) - due)
-    # from the first burst's on-time packet on, every place is the same: the path, less the hold
+    # from the first burst's on-time packet on, every place is the same: the path, less the
+    # packet's own 20 ms (sent once its last sample was captured)
     assert max(places[10:]) - min(places[10:]) < 1e-9
-    assert places[-1] == pytest.approx(10.0 + 0.005 - hold)
+    assert places[-1] == pytest.approx(10.0 + 0.005 - sent)
 
 
 def test_the_line_follows_a_route_that_got_slower_within_its_window() -> None:
@@ -53,11 +55,25 @@ def test_the_line_follows_a_route_that_got_slower_within_its_window() -> None:
         due = n / 30
         came = 100.0 + due + (0.050 if due >= 5.0 else 0.0)
         at.append(line.place(EncodedFrame("vp8", b"", n * 3000, rate, False, None, came), came) - due)
-    assert at[0] == pytest.approx(100.0 - 1 / 30)  # the path, less the frame the receiver holds
+    assert at[0] == pytest.approx(100.0)  # the path: a frame is sent as it is captured
     assert at[100] == pytest.approx(at[0])
     assert at[-1] - at[0] == pytest.approx(0.050)  # followed once the faster frames left the window
     settled = next(n for n, a in enumerate(at) if a - at[0] > 0.049)
     assert settled / 30 == pytest.approx(5.0 + LINE_WINDOW - 0.050, abs=0.034)  # arrivals age out
+
+
+def test_a_variable_rate_cameras_frames_are_placed_at_their_own_time() -> None:
+    """Frames 10-120 ms apart, each timed by its last packet's arrival (a 5 ms path, up to 4 ms
+    of jitter): every frame lands on its RTP time plus the path, whatever the gap before it."""
+    line = ArrivalLine("video")
+    rng = random.Random(7)
+    t, off = 0.0, []
+    for _ in range(120):
+        t += rng.uniform(0.010, 0.120)
+        came = 100.005 + t + rng.uniform(0.0, 0.004)
+        frame = EncodedFrame("h264", b"", round(t * 90000), 90000, False, None, came)
+        off.append(line.place(frame, came) - t)
+    assert min(off[10:]) >= 100.005 - 1e-4 and max(off[10:]) <= 100.005 + 0.004
 
 
 def test_a_resumed_tracks_first_frame_is_placed_as_it_came() -> None:
@@ -65,7 +81,7 @@ def test_a_resumed_tracks_first_frame_is_placed_as_it_came() -> None:
     one frame after the last it forwarded: placed by that RTP time it would land 2 s in the
     past. It is placed as it came, and the line (the frames after it) is kept."""
     line = ArrivalLine("video")
-    rate, hold = 90000, receive_hold("video", 1 / 30)
+    rate, sent = 90000, sent_after("video", 1 / 30)
 
     def place(n: int, came: float) -> float:
         return line.place(EncodedFrame("h264", b"", n * 3000, rate, False, None, came), came)
@@ -73,9 +89,9 @@ def test_a_resumed_tracks_first_frame_is_placed_as_it_came() -> None:
     for n in range(60):  # 2 s at 30 fps, 5 ms path
         place(n, 100.005 + n / 30)
     resumed_at = 100.005 + 4.0
-    assert place(60, resumed_at) == pytest.approx(resumed_at - hold)  # stamped as frame 60
+    assert place(60, resumed_at) == pytest.approx(resumed_at - sent)  # stamped as frame 60
     # then frames stamped by when they were sent (frame 121: 4.033 s) on the same line
-    assert place(121, 100.005 + 121 / 30) == pytest.approx(100.005 + 121 / 30 - hold)
+    assert place(121, 100.005 + 121 / 30) == pytest.approx(100.005 + 121 / 30 - sent)
 
 
 def test_an_unmuted_track_starts_its_line_afresh() -> None:
@@ -84,7 +100,7 @@ def test_an_unmuted_track_starts_its_line_afresh() -> None:
     four packets continuing the old RTP clock (0.5 s behind), then the sender's own times.
     Kept, the muted stretch placed the sound 20 ms early for the next 3 s; a resumed track's
     line starts afresh (the subscriber marks its first frame after the signaling's unmute)."""
-    rate, hold = 48000, receive_hold("audio", 0.020)
+    rate, sent = 48000, sent_after("audio", 0.020)
 
     def run(mark: bool) -> list[float]:
         line = ArrivalLine("audio")
@@ -97,7 +113,7 @@ def test_an_unmuted_track_starts_its_line_afresh() -> None:
             rtp = (200 + k) * 960 if k < 4 else n * 960
             came = 100.005 + n * 0.02
             frame = EncodedFrame("opus", b"", rtp, rate, True, None, came, resumed=mark and k == 0)
-            out.append(line.place(frame, came) - (came - hold))
+            out.append(line.place(frame, came) - (came - sent))
         return out
 
     kept, afresh = run(False), run(True)
@@ -128,9 +144,9 @@ def test_video_is_decoded_into_the_input_at_its_place(codec: str) -> None:
     dec = VideoDecoder(codec, sink, lambda: keys.append(1))
     for n, data in enumerate(encoded_video(codec, 30)):
         dec(EncodedFrame(codec, data, 1000 + n * 3000, 90000, n == 0, None, 50.0 + n / 30))
-        if n == 0:  # placed on its line, less the frame the receiver held it (a 30 fps step)
-            assert sink.at(50.0 - 1 / 30 - 1e-3) is None
-            first = sink.at(50.0 - 1 / 30 + 1e-6)
+        if n == 0:  # placed on its line: when its last packet came
+            assert sink.at(50.0 - 1e-3) is None
+            first = sink.at(50.0 + 1e-6)
             assert isinstance(first, av.VideoFrame) and (first.width, first.height) == (320, 180)
     assert dec.decoded == 30 and not keys
     assert sink.frames_in == 30
@@ -174,7 +190,7 @@ def test_opus_is_decoded_into_the_mix_at_its_place() -> None:
     sink = AudioInput(MIX_RATE, 2, t0=20.0)
     dec = OpusDecoder(sink)
     for n, data in enumerate(packets):
-        came = 21.0 + n * 0.020 + receive_hold("audio", 0.020)
+        came = 21.0 + n * 0.020 + sent_after("audio", 0.020)
         dec(opus_frame(n * 960, came, data))
     assert dec.decoded == len(packets) >= 45
     # placed from 1.0 s of the timeline on (less AUDIO_LATE): nothing before, the tone after

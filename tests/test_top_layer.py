@@ -58,7 +58,7 @@ def feed(r: _Receiving, clock: Clock, frames: list[tuple[float, bytes]]) -> None
     tr = SimpleNamespace(receiver=None)
     for n, (at, data) in enumerate(frames):
         clock.now = 100.0 + at
-        sub._frame(tr, r, VP8, data, 3000 * n)
+        sub._frame(tr, r, VP8, data, 3000 * n, clock.now)  # its last packet came as handed on
 
 
 def test_the_top_layers_key_frame_starts_the_track_and_the_lower_one_held_is_dropped(clock: Clock) -> None:

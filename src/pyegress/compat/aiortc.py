@@ -10,6 +10,8 @@ at 0 and queues them for its decoder thread. Here, per receiver and before it st
 - the timestamp mapper is replaced by the identity, so frames keep their RTP timestamps;
 - RTCP sender reports are shown to ``on_report`` before aiortc handles them;
 - PLIs aiortc sends after loss are shown to ``on_loss``; :func:`request_keyframe` sends one;
+- each frame is handed on with the time its last packet came (:class:`TimedJitterBuffer`), not
+  the time aiortc lets it go (later packets' arrival);
 - a video receiver's jitter buffer is a :class:`BoundedJitterBuffer`: a frame with a hole waits
   for its NACKed packets at most :data:`MAX_HOLE_WAIT`, then is dropped with a PLI (aiortc's
   own waits until 512 packets came after the hole: seconds of video at any bitrate); a frame
@@ -46,12 +48,12 @@ REACHED = (f"{_P}decoder_queue", f"{_P}timestamp_mapper", f"{_P}started", f"{_P}
 #: How long a video frame with a hole waits for its NACKed packets before a PLI replaces it.
 MAX_HOLE_WAIT = 0.4
 
-#: Frames aiortc's audio jitter buffer holds back: a packet goes on when four more have come
-#: (``JitterBuffer(capacity=16, prefetch=4)`` in ``RTCRtpReceiver``); video waits for the next
-#: frame's first packet.
-AUDIO_PREFETCH = 4
+#: Frames whose packets' arrival a :class:`TimedJitterBuffer` keeps before it forgets the oldest
+#: (frames dropped whole, late retransmissions of a frame already handed on).
+ARRIVALS_KEPT = 64
 
-OnFrame = Callable[[RTCRtpCodecParameters, bytes, int], None]
+#: (codec, frame data, RTP timestamp, monotonic time the frame's last packet came)
+OnFrame = Callable[[RTCRtpCodecParameters, bytes, int, float], None]
 
 
 def drift() -> str:
@@ -82,10 +84,48 @@ class FrameTap(queue.Queue):  # type: ignore[type-arg]
             super().put(None)
             return
         codec, frame = item
-        self.on_frame(codec, frame.data, frame.timestamp)
+        came = frame.came if isinstance(frame, TimedFrame) else time.monotonic()
+        self.on_frame(codec, frame.data, frame.timestamp, came)
 
 
-class BoundedJitterBuffer(JitterBuffer):
+class TimedFrame(JitterFrame):
+    """A reassembled frame and the monotonic time its last packet came."""
+
+    def __init__(self, data: bytes, timestamp: int, came: float) -> None:
+        super().__init__(data, timestamp)
+        self.came = came
+
+
+class TimedJitterBuffer(JitterBuffer):
+    """aiortc's jitter buffer, whose frames say when their last packet came.
+
+    aiortc lets a frame go only once later packets came: a video frame with the next frame's
+    first packet, an Opus packet with the fourth after it. That time tells when the next
+    frames came, not this one: a variable-rate camera's frame 10-120 ms before the next was
+    let go that much after it came, and placed by the least of those delays less a median
+    frame step its picture landed up to 60 ms before its sound."""
+
+    def __init__(self, capacity: int, prefetch: int = 0, is_video: bool = False) -> None:
+        super().__init__(capacity, prefetch=prefetch, is_video=is_video)
+        self._came: dict[int, float] = {}  # RTP timestamp -> when its latest packet came
+
+    def add(self, packet: RtpPacket) -> tuple[bool, JitterFrame | None]:
+        came = self._came
+        came.pop(packet.timestamp, None)  # kept in the order of the frames' last packets
+        came[packet.timestamp] = time.monotonic()
+        while len(came) > ARRIVALS_KEPT:
+            del came[next(iter(came))]
+        return super().add(packet)
+
+    def _remove_frame(self, sequence_number: int) -> JitterFrame | None:
+        frame = super()._remove_frame(sequence_number)
+        if frame is None:
+            return None
+        came = self._came.pop(frame.timestamp, None)
+        return TimedFrame(frame.data, frame.timestamp, time.monotonic() if came is None else came)
+
+
+class BoundedJitterBuffer(TimedJitterBuffer):
     """aiortc's video jitter buffer (512 packets) whose frames wait for a missing packet at
     most ``max_wait`` seconds: then the broken frame is dropped and ``add`` asks for a PLI (the
     subscriber then waits for the key frame it brings).
@@ -232,6 +272,9 @@ def tap(
             return c.name if c is not None else None
 
         setattr(receiver, f"{_P}jitter_buffer", BoundedJitterBuffer(codec_of=codec_of))
+    else:
+        old = getattr(receiver, f"{_P}jitter_buffer")
+        setattr(receiver, f"{_P}jitter_buffer", TimedJitterBuffer(old.capacity, prefetch=old._prefetch))
     receiver._pyegress_on_report = on_report  # type: ignore[attr-defined]
     receiver._pyegress_on_loss = on_loss  # type: ignore[attr-defined]
     handle_rtcp = receiver._handle_rtcp_packet

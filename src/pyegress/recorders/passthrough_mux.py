@@ -4,9 +4,9 @@ WebM, Opus alone → Ogg), which LiveKit's egress does not offer (its issue #655
 
 Each track keeps its sender's RTP clock (no jitter, no drift by construction); the tracks are
 placed against each other by when their frames arrive: over a track's first second, the least
-delay from its RTP time to the frame's arrival, less what aiortc's jitter buffer holds a frame
-(a frame interval for video, which waits for the next frame; five packets for audio, which waits
-for four more and was sent a packet after its first sample). The RTCP sender reports are not
+delay from its RTP time to the arrival of the frame's last packet, less how long after its RTP
+time it can be sent (a packet for audio, sent once its last sample is captured; nothing for
+video). The RTCP sender reports are not
 used: the marker publisher's (libwebrtc through the rtc SDK) stamp its audio at encode time and
 put it 27-81 ms late, varying per session (32-36 ms once the publisher paced its frames on a
 thread of its own), while the arrival figure was within 5 ms in every run (measured). The
@@ -44,7 +44,7 @@ from ..outputs.passthrough_mux import PassthroughMuxFile
 from ..pauses import FrameCut, PauseClock
 from ..quality import with_details
 from ..sources.encoded import EncodedSubscriber, RemoteTrack
-from ..sources.encoded.decode import receive_hold
+from ..sources.encoded.decode import sent_after
 from .base import Media, require_found
 from .track_passthrough import PAUSE_TICKS, PassthroughTrackRecorder, _soon, frame_length
 
@@ -89,9 +89,9 @@ class _Placed:
         return self.offset is not None
 
     def place(self) -> None:
-        """Fix the track's clock: the least delay less what the jitter buffer holds a frame."""
+        """Fix the track's clock: the least delay less how long after its time a frame is sent."""
         step = statistics.median(self.steps) if self.steps else 0.0
-        self.offset = self.least - receive_hold(self.kind, step)
+        self.offset = self.least - sent_after(self.kind, step)
 
     def time_of(self, frame: EncodedFrame) -> float:
         assert self.offset is not None

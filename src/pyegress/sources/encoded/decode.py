@@ -23,7 +23,6 @@ import numpy as np
 from av.audio.codeccontext import AudioCodecContext
 from av.video.codeccontext import VideoCodecContext
 
-from ...compat import aiortc as compat
 from ...media.encoded import EncodedFrame
 from ...media.inputs import MIX_CHANNELS, MIX_RATE, Picture
 from ...media.timeline import AudioInput, VideoInput
@@ -54,18 +53,18 @@ LATE_LIMIT = 1.0
 DECODERS = {"h264": "h264", "vp8": "vp8", "vp9": "vp9", "av1": "libdav1d"}
 
 
-def receive_hold(kind: str, step: float) -> float:
-    """Seconds aiortc holds a frame of a track whose frames are ``step`` apart before it is
-    handed on: a video frame until the next one's first packet, an Opus packet until
-    ``compat.AUDIO_PREFETCH`` more came (and it went out a packet after its first sample)."""
-    return (compat.AUDIO_PREFETCH + 1) * step if kind == "audio" else step
+def sent_after(kind: str, step: float) -> float:
+    """Seconds after its RTP time that a frame of a track whose frames are ``step`` apart leaves
+    its sender at the soonest: an Opus packet once its last sample is captured, a video frame
+    as it is captured (its time is when its last packet came, ``pyegress.compat.aiortc.TimedFrame``)."""
+    return step if kind == "audio" else 0.0
 
 
 class ArrivalLine:
     """Places a track's RTP times on the monotonic clock: RTP time ``t`` is at ``least + t -
-    hold``, ``least`` the least (arrival - RTP time) of the last :data:`LINE_WINDOW` seconds
-    (the frames the network delayed least, so the sender's own pacing), ``hold`` what the
-    receiver holds a frame (:func:`receive_hold`, from the median frame step).
+    sent``, ``least`` the least (arrival - RTP time) of the last :data:`LINE_WINDOW` seconds
+    (the frames the network delayed least, so the sender's own pacing), ``sent`` how long
+    after its RTP time a frame can be sent (:func:`sent_after`, from the median frame step).
 
     A resumed track (``EncodedFrame.resumed``: unmuted) starts its line afresh. While a
     track is muted its sender's packets can run on another clock (the rtc SDK's muted
@@ -91,15 +90,15 @@ class ArrivalLine:
             recent.clear()
         delay = arrived - frame.rtp / rate
         step = sorted(self._steps)[len(self._steps) // 2] if self._steps else FIRST_STEP[self.kind]
-        hold = receive_hold(self.kind, step)
+        sent = sent_after(self.kind, step)
         while recent and recent[0][0] < arrived - LINE_WINDOW:
             recent.popleft()
         if recent and delay - recent[0][1] > LATE_LIMIT:
-            return arrived - hold  # a resumed track's first frame: placed as it came, the line kept
+            return arrived - sent  # a resumed track's first frame: placed as it came, the line kept
         while recent and recent[-1][1] >= delay:
             recent.pop()  # never the least again: this frame is newer and came sooner
         recent.append((arrived, delay))
-        return recent[0][1] + frame.rtp / rate - hold
+        return recent[0][1] + frame.rtp / rate - sent
 
 
 class VideoDecoder:

@@ -480,11 +480,11 @@ class EncodedSubscriber:
     # --- media -----------------------------------------------------------------------------
 
     def _tap(self, tr: RTCRtpTransceiver) -> None:
-        def on_frame(codec: RTCRtpCodecParameters, data: bytes, ts: int) -> None:
+        def on_frame(codec: RTCRtpCodecParameters, data: bytes, ts: int, came: float) -> None:
             sid = self._mid_track.get(tr.mid or "")
             r = self._receiving.get(sid or "")
             if r is not None:
-                self._frame(tr, r, codec, data, ts)
+                self._frame(tr, r, codec, data, ts, came)
 
         def on_report(ntp: int, rtp: int) -> None:
             r = self._receiving.get(self._mid_track.get(tr.mid or "", ""))
@@ -500,7 +500,8 @@ class EncodedSubscriber:
             log.warning("subscriber: receiver of mid %s started untapped; its frames are lost", tr.mid)
 
     def _frame(self, tr: RTCRtpTransceiver, r: _Receiving, codec: RTCRtpCodecParameters, data: bytes,
-               ts: int) -> None:  # fmt: skip
+               ts: int, came: float) -> None:  # fmt: skip
+        """A frame whose last packet came at ``came``, handed on now."""
         name, now = codec.name.lower(), time.monotonic()
         key = is_keyframe(name, data)
         if r.need_key and r.top is not None and (key or r.held):
@@ -511,14 +512,14 @@ class EncodedSubscriber:
                 if key:  # a lower layer's key frame: the hold starts (again) from it
                     r.held.clear()
                     r.first_key = r.first_key or now
-                r.held.append((codec, data, ts, now, key))
+                r.held.append((codec, data, ts, came, key))
                 if now - r.first_key < TOP_LAYER_WAIT:
                     return
                 log.info("subscriber: no %dx%d key frame in %g s: a lower layer", *r.top, TOP_LAYER_WAIT)
             held, r.held = ([] if top else r.held), []
             r.need_key, r.first_key = False, 0.0
-            for c, d, t, came, k in held:  # this frame is the last of them
-                self._emit(r, c, d, t, came, k)
+            for c, d, t, at, k in held:  # this frame is the last of them
+                self._emit(r, c, d, t, at, k)
             if not top:
                 return
         if r.need_key and not key:
@@ -528,7 +529,7 @@ class EncodedSubscriber:
                 compat.request_keyframe(tr.receiver)
             return
         r.need_key = False
-        self._emit(r, codec, data, ts, now, key)
+        self._emit(r, codec, data, ts, came, key)
 
     @staticmethod
     def _emit(r: _Receiving, codec: RTCRtpCodecParameters, data: bytes, ts: int, came: float,
