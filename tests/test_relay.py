@@ -8,8 +8,10 @@ import json
 import subprocess
 import sys
 
-from pyegress.testing import netns
-from pyegress.testing.relay import _held_type
+import pytest
+
+from pyegress.testing import LiveKitServer, LiveKitServerError, netns
+from pyegress.testing.relay import BurstRelay, _held_type
 
 AUDIO = frozenset({111, 63})
 
@@ -28,6 +30,15 @@ def test_only_the_told_rtp_payload_types_are_held() -> None:
     assert not _held_type(bytes([0x00, 0x01]) + bytes(18), AUDIO)  # STUN binding request
     assert not _held_type(bytes([0x16, 0xFE, 0xFD]) + bytes(20), AUDIO)  # DTLS
     assert not _held_type(bytes([0x90, 111]), AUDIO)  # too short for an RTP header
+
+
+def test_a_server_with_a_relay_outside_a_namespace_is_refused_before_it_starts() -> None:
+    if netns.current() is not None:
+        pytest.skip("this checks the refusal outside a pyegress network namespace")
+    server = LiveKitServer(relay=BurstRelay(burst=0.2))
+    with pytest.raises(LiveKitServerError, match="relay runs inside a pyegress network namespace"):
+        server.start()
+    assert not server.running
 
 
 #: Run inside a namespace of its own: a UDP "server" answering every datagram, the relay in

@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import ipaddress
 import json
 import math
@@ -178,19 +179,17 @@ class BurstRelay:
         """Add :attr:`address` to the namespace and relay ``ports`` of it to ``server``'s."""
         address = self.address
         netns.add_peer_address(ipaddress.ip_address(address))
-        self._proc = subprocess.Popen(
+        self._proc = proc = subprocess.Popen(
             [sys.executable, "-m", "pyegress.testing.relay", "--listen", address, "--server", server,
              "--ports", f"{ports.start}-{ports.stop - 1}", "--burst", str(self.burst),
              "--payload-types", ",".join(map(str, sorted(self.payload_types)))],
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True,
         )  # fmt: skip
-        assert self._proc.stdout is not None
-        line = self._proc.stdout.readline().strip()  # the child prints it once bound, or exits
+        assert proc.stdout is not None
+        line = proc.stdout.readline().strip()  # the child prints it once bound, or exits
         if line != _READY:
-            self.stop()
-            raise RuntimeError(
-                f"the relay did not start (exit {self._proc.returncode if self._proc else '?'})"
-            )
+            self.stop()  # reaps it: its exit code is known
+            raise RuntimeError(f"the relay did not start (exit {proc.returncode})")
 
     def stop(self) -> RelayStats | None:
         """Stop the relay (if it runs) and keep what it carried in :attr:`stats`."""
@@ -223,7 +222,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ports = range(int(first), int(last or first) + 1)
     types = frozenset(int(t) for t in args.payload_types.split(",") if t)
     stats = asyncio.run(_serve(args.listen, args.server, ports, args.burst, types))
-    print(json.dumps(stats.__dict__), flush=True)
+    print(json.dumps(dataclasses.asdict(stats)), flush=True)
     return 0
 
 

@@ -220,6 +220,11 @@ class LiveKitServer:
         """Start the server and block until its HTTP port answers (bounded by start_timeout)."""
         if self.running:
             return self
+        if self.relay is not None:
+            from .netns import current  # as in _config_yaml
+
+            if current() is None:
+                raise LiveKitServerError("a relay runs inside a pyegress network namespace only")
         binary = self._binary or find_server_binary()
         if not (binary.is_file() and os.access(binary, os.X_OK)):
             raise LiveKitServerError(f"livekit-server binary {binary} is not executable")
@@ -243,8 +248,7 @@ class LiveKitServer:
         from .netns import current  # as in _config_yaml
 
         ns = current()
-        if ns is None:
-            raise self._fail("a relay runs inside a pyegress network namespace only")
+        assert ns is not None  # start() refused a relay outside one
         try:
             self.relay.start(str(ns.address.ip), range(self.udp_port_start, self.udp_port_end + 1))
         except (OSError, RuntimeError, subprocess.CalledProcessError) as e:
