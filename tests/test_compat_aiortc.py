@@ -81,11 +81,12 @@ def test_a_frame_carries_the_time_its_last_packet_came_not_when_it_was_let_go(
         if frame is not None:
             assert isinstance(frame, compat.TimedFrame)
             out.append((frame.timestamp, frame.came, now[0]))
-    assert len(out) == (11 if video else 8)
+    assert len(out) == (12 if video else 8)
     for ts, came, let_go in out:
         n = ts // 3000
         assert came == pytest.approx(n * 0.1 + (per_frame - 1) * 0.001)  # its last packet
-        assert let_go == pytest.approx((n + (1 if video else 4)) * 0.1)
+        # a whole video frame goes on with its last packet (aiortc: with the next one's first)
+        assert let_go == pytest.approx(came if video else (n + 4) * 0.1)
 
 
 def _packets(frames: int, per_frame: int = 3, first_seq: int = 65530) -> list[RtpPacket]:
@@ -115,11 +116,13 @@ def _feed(buffer: JitterBuffer, packets: list[RtpPacket]) -> tuple[list[int], in
 
 def test_a_frame_with_a_hole_waits_for_its_packet_then_gives_way_to_a_pli() -> None:
     packets = _packets(40)
-    # in order: every complete frame comes out (the last waits for the next frame's start)
-    assert _feed(compat.BoundedJitterBuffer(), packets) == ([3000 * k for k in range(39)], 0)
+    # in order: every frame comes out with its last packet (aiortc's own waits for the next
+    # frame's start: the last one stays)
+    assert _feed(compat.BoundedJitterBuffer(), packets) == ([3000 * k for k in range(40)], 0)
+    assert _feed(JitterBuffer(capacity=512, is_video=True), packets)[0] == [3000 * k for k in range(39)]
     # a packet of frame 2 arrives late (a NACK's retransmission, within the wait): no frame lost
     late = [*packets[:7], *packets[8:12], packets[7], *packets[12:]]
-    assert _feed(compat.BoundedJitterBuffer(), late) == ([3000 * k for k in range(39)], 0)
+    assert _feed(compat.BoundedJitterBuffer(), late) == ([3000 * k for k in range(40)], 0)
     # never repaired: aiortc's own buffer holds everything behind the hole (512 packets' worth)
     lost = [*packets[:7], *packets[8:]]
     assert _feed(JitterBuffer(capacity=512, is_video=True), lost) == ([0, 3000], 0)
@@ -127,7 +130,7 @@ def test_a_frame_with_a_hole_waits_for_its_packet_then_gives_way_to_a_pli() -> N
     bounded = compat.BoundedJitterBuffer(max_wait=0.0)
     frames, plis = _feed(bounded, lost)
     assert plis == 1 and bounded.holes_dropped == 1
-    assert frames[:2] == [0, 3000] and 6000 not in frames and frames[-1] == 3000 * 38, frames
+    assert frames[:2] == [0, 3000] and 6000 not in frames and frames[-1] == 3000 * 39, frames
 
 
 def _renumbered(packets: list[RtpPacket]) -> list[RtpPacket]:
@@ -151,19 +154,19 @@ def test_a_frame_without_its_tail_or_head_is_not_handed_on() -> None:
     assert 6000 in _feed(JitterBuffer(capacity=512, is_video=True), cut)[0]
     bounded = compat.BoundedJitterBuffer(codec_of=VP8)
     frames, plis = _feed(bounded, cut)
-    assert frames == [0, 3000, *range(9000, 24001, 3000)] and plis == 1 and bounded.broken_dropped == 1
+    assert frames == [0, 3000, *range(9000, 27001, 3000)] and plis == 1 and bounded.broken_dropped == 1
     # without knowing the codec a frame after a cut one cannot be told from a headless one
     frames, plis = _feed(compat.BoundedJitterBuffer(), _renumbered([*packets[:7], *packets[9:]]))
-    assert frames == [0, 3000, *range(12000, 24001, 3000)] and plis == 2
+    assert frames == [0, 3000, *range(12000, 27001, 3000)] and plis == 2
     # frame 3's first packet lost and never repaired, renumbered as if sent so: not handed on
     headless = _renumbered([*packets[:9], *packets[10:]])
     assert 9000 in _feed(JitterBuffer(capacity=512, is_video=True), headless)[0]
     frames, plis = _feed(compat.BoundedJitterBuffer(codec_of=VP8), headless)
-    assert frames == [0, 3000, 6000, *range(12000, 24001, 3000)] and plis == 1, frames
+    assert frames == [0, 3000, 6000, *range(12000, 27001, 3000)] and plis == 1, frames
     # lost (a hole, never repaired): frames 2 and 3 give way to a PLI once the wait is over
     bounded = compat.BoundedJitterBuffer(max_wait=0.0, codec_of=VP8)
     frames, plis = _feed(bounded, [*packets[:9], *packets[10:]])
-    assert 9000 not in frames and frames[:2] == [0, 3000] and frames[-1] == 3000 * 8, frames
+    assert 9000 not in frames and frames[:2] == [0, 3000] and frames[-1] == 3000 * 9, frames
     assert plis >= 1 and bounded.holes_dropped >= 1
 
 
@@ -194,4 +197,4 @@ def test_padding_is_no_frame() -> None:
         pad._data = b""  # type: ignore[attr-defined]
         pads.append(pad)
     stream = _renumbered([*packets[:9], *pads, *packets[9:]])
-    assert _feed(compat.BoundedJitterBuffer(codec_of=VP8), stream) == ([3000 * k for k in range(5)], 0)
+    assert _feed(compat.BoundedJitterBuffer(codec_of=VP8), stream) == ([3000 * k for k in range(6)], 0)

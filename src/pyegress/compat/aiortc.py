@@ -119,10 +119,11 @@ class TimedJitterBuffer(JitterBuffer):
 
     def _remove_frame(self, sequence_number: int) -> JitterFrame | None:
         frame = super()._remove_frame(sequence_number)
-        if frame is None:
-            return None
-        came = self._came.pop(frame.timestamp, None)
-        return TimedFrame(frame.data, frame.timestamp, time.monotonic() if came is None else came)
+        return None if frame is None else self._timed(frame.data, frame.timestamp)
+
+    def _timed(self, data: bytes, timestamp: int) -> TimedFrame:
+        came = self._came.pop(timestamp, None)
+        return TimedFrame(data, timestamp, time.monotonic() if came is None else came)
 
 
 class BoundedJitterBuffer(TimedJitterBuffer):
@@ -130,8 +131,9 @@ class BoundedJitterBuffer(TimedJitterBuffer):
     most ``max_wait`` seconds: then the broken frame is dropped and ``add`` asks for a PLI (the
     subscriber then waits for the key frame it brings).
 
-    aiortc hands on a frame once a packet of the next timestamp follows it, whole or not. A
-    frame is handed on here only when whole: its last packet carries the RTP marker and its
+    aiortc hands on a frame once a packet of the next timestamp follows it, whole or not. Here
+    a frame goes on as soon as its last packet came when all before it did (:meth:`_ended_by`),
+    else as aiortc does, and only when whole: its last packet carries the RTP marker and its
     first one starts a frame (by ``codec_of`` its payload type's codec: a VP8 descriptor's
     start of partition 0, an H.264 NAL unit's start; for another codec, the packet before it
     carried the marker). Else it is dropped with a PLI: a frame without its head (its first
@@ -157,6 +159,8 @@ class BoundedJitterBuffer(TimedJitterBuffer):
 
     def add(self, packet: RtpPacket) -> tuple[bool, JitterFrame | None]:
         pli, frame = self._add(packet)
+        if frame is None and packet.marker:
+            frame = self._ended_by(packet)
         if frame is None or not frame.data:
             return pli, None
         head = self._first is not None and starts_frame(self.codec_of(self._first.payload_type), self._first)
@@ -164,6 +168,25 @@ class BoundedJitterBuffer(TimedJitterBuffer):
             self.broken_dropped += 1
             return True, None
         return pli, frame
+
+    def _ended_by(self, marker: RtpPacket) -> JitterFrame | None:
+        """The frame whose last packet ``marker`` is, once every packet from the origin up to it
+        came (padding before it aside): aiortc would hand it on with the next frame's first
+        packet, a frame later, and the camera's last frame before a pause only when it ends
+        (that frame, shown then, cut the freeze the pause is short by 0.2 s)."""
+        if self._origin is None:
+            return None
+        count = uint16_add(marker.sequence_number, -self._origin) + 1
+        if count > self.capacity:  # older than the origin: a late copy of a frame handed on
+            return None
+        packets = [self._packets[(self._origin + i) % self.capacity] for i in range(count)]
+        if packets[-1] is not marker or any(p is None for p in packets):
+            return None
+        data: list[RtpPacket] = [p for p in packets if p is not None and _data(p)]
+        if not data or any(p.timestamp != marker.timestamp for p in data):
+            return None
+        self.remove(count)
+        return self._timed(b"".join(_data(p) for p in data), marker.timestamp)
 
     def remove(self, count: int) -> None:
         """aiortc's removal, noting whether what it removes ends a frame: a missing packet does
@@ -174,7 +197,7 @@ class BoundedJitterBuffer(TimedJitterBuffer):
             p = self._packets[(self._origin + i) % self.capacity]
             if p is None:
                 self._ended = False
-            elif getattr(p, "_data", b""):
+            elif _data(p):
                 self._ended = bool(p.marker)
                 self._first = self._first or p
         super().remove(count)
@@ -226,12 +249,18 @@ class BoundedJitterBuffer(TimedJitterBuffer):
         return None
 
 
+def _data(packet: RtpPacket) -> bytes:
+    """A packet's depayloaded data (aiortc sets ``_data`` on each packet it receives)."""
+    data: bytes = getattr(packet, "_data", b"")
+    return data
+
+
 def starts_frame(codec: str | None, packet: RtpPacket) -> bool | None:
     """Whether a depayloaded packet starts a frame; None for a codec not known here."""
     if codec == "VP8":  # the descriptor: start of a partition, and it is partition 0
         return bool(packet.payload) and packet.payload[0] & 0x17 == 0x10
     if codec == "H264":  # aiortc writes a start code before each NAL unit's start only
-        return bytes(getattr(packet, "_data", b"")[:4]) == b"\x00\x00\x00\x01"
+        return _data(packet)[:4] == b"\x00\x00\x00\x01"
     return None
 
 

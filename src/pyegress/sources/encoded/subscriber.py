@@ -122,7 +122,9 @@ class _Receiving:
         self.last_pli = 0.0
         self.frames = 0
         self.skipped = 0  # frames dropped while waiting for a key frame
-        self.resumed = False  # unmuted: the next frame handed on says so (EncodedFrame.resumed)
+        #: when the track was unmuted: the first frame that came since says so (EncodedFrame.resumed);
+        #: not the first handed on, which may be one aiortc held from before the mute
+        self.resumed_at: float | None = None
 
 
 async def join_until_media(join: Callable[[float], Awaitable[EncodedSubscriber]], timeout: float,
@@ -338,7 +340,7 @@ class EncodedSubscriber:
                                 participant_fields(info) | track_fields(t))  # fmt: skip
                     r = self._receiving.get(t.sid)
                     if r is not None and not t.muted:
-                        r.resumed = True
+                        r.resumed_at = time.monotonic()
                     if self.on_muted is not None:
                         self.on_muted(RemoteTrack(t.sid, info.identity, info.sid, t), t.muted)
             now = {t.sid for t in info.tracks}
@@ -536,8 +538,10 @@ class EncodedSubscriber:
               key: bool) -> None:  # fmt: skip
         r.frames += 1
         rate, sent = codec.clockRate, r.clock.time_of(ts, codec.clockRate)
-        r.sink(EncodedFrame(codec.name.lower(), data, r.unwrap(ts), rate, key, sent, came, r.resumed))
-        r.resumed = False
+        resumed = r.resumed_at is not None and came >= r.resumed_at
+        r.sink(EncodedFrame(codec.name.lower(), data, r.unwrap(ts), rate, key, sent, came, resumed))
+        if resumed:
+            r.resumed_at = None
 
     @staticmethod
     def _below_top(r: _Receiving, codec: str, data: bytes) -> bool:
