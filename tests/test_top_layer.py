@@ -126,3 +126,21 @@ def test_a_recording_written_as_sent_still_waits_for_the_top_layer(clock: Clock)
     r, got = subscribed(top_first=True)
     feed(r, clock, [(0.0, key(320, 180)), (0.05, INTER), (1.0, key(640, 360)), (1.03, INTER)])
     assert [(f.keyframe, f.rtp) for f in got] == [(True, 6000), (False, 9000)]
+
+
+def test_an_unmute_marks_the_first_frame_that_came_after_it_not_one_held_from_before(clock: Clock) -> None:
+    """aiortc holds the last Opus packets before a mute until packets come again: handed on
+    after the unmute, they came before it and are not the resumed track's first frame (marked,
+    one started the line afresh on the muted sender's clock: the marker after an unmute 22 ms
+    early)."""
+    opus = RTCRtpCodecParameters(mimeType="audio/opus", clockRate=48000, payloadType=111)
+    got: list[EncodedFrame] = []
+    r = _Receiving(got.append, "audio")
+    sub: Any = EncodedSubscriber.__new__(EncodedSubscriber)
+    tr = SimpleNamespace(receiver=None)
+    r.resumed_at = 105.0  # the unmute, signalled
+    clock.now = 105.1  # handed on now: two held from before the mute, then two that came since
+    for n, came in enumerate((101.96, 101.98, 105.08, 105.10)):
+        sub._frame(tr, r, opus, b"\xf8\xff\xfe", 960 * n, came)
+    assert [f.resumed for f in got] == [False, False, True, False]
+    assert r.resumed_at is None

@@ -101,9 +101,9 @@ class TimedJitterBuffer(JitterBuffer):
 
     aiortc lets a frame go only once later packets came: a video frame with the next frame's
     first packet, an Opus packet with the fourth after it. That time tells when the next
-    frames came, not this one: a variable-rate camera's frame 10-120 ms before the next was
-    let go that much after it came, and placed by the least of those delays less a median
-    frame step its picture landed up to 60 ms before its sound."""
+    frames came, not this one: a variable-rate camera's frames (10-120 ms apart) were let go
+    that much after they came, and placed by the least of those delays less a median frame
+    step, its picture landed up to 60 ms before its sound."""
 
     def __init__(self, capacity: int, prefetch: int = 0, is_video: bool = False) -> None:
         super().__init__(capacity, prefetch=prefetch, is_video=is_video)
