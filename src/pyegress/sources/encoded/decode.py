@@ -76,15 +76,17 @@ class ArrivalLine:
     def __init__(self, kind: str) -> None:
         self.kind = kind
         self._recent: collections.deque[tuple[float, float]] = collections.deque()  # (arrived, delay)
+        #: an audio track's packet lengths (``sent_after``; a video frame's step moves nothing)
         self._steps: collections.deque[float] = collections.deque(maxlen=50)
         self._last_rtp: int | None = None
 
     def place(self, frame: EncodedFrame, arrived: float) -> float:
         """The monotonic time of ``frame``'s RTP time (its first sample or its picture)."""
         rate = frame.clock_rate
-        if self._last_rtp is not None and frame.rtp > self._last_rtp:
-            self._steps.append((frame.rtp - self._last_rtp) / rate)
-        self._last_rtp = frame.rtp if self._last_rtp is None else max(self._last_rtp, frame.rtp)
+        if self.kind == "audio":
+            if self._last_rtp is not None and frame.rtp > self._last_rtp:
+                self._steps.append((frame.rtp - self._last_rtp) / rate)
+            self._last_rtp = frame.rtp if self._last_rtp is None else max(self._last_rtp, frame.rtp)
         recent = self._recent
         if frame.resumed:
             recent.clear()
