@@ -3,20 +3,30 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 from livekit import rtc
 
 from pyegress.sources.delays import (
+    ARRIVAL_TIME_UNIT,
+    CLEAN_LATENESS,
     CLEAN_TARGET,
     MAX_ADVANCE,
     MAX_EXCESS,
     MAX_LAG,
+    OPUS_FRAME,
+    REPORT_TIME_UNIT,
+    SAMPLE_RATE,
     SETTLE_SECONDS,
     JitterDelays,
+    Lateness,
 )
 from pyegress.sources.room import RoomSource
 
 AUDIO = rtc.TrackKind.KIND_AUDIO
+
+
+VIDEO = rtc.TrackKind.KIND_VIDEO
 
 
 def _stats(target_sum: float, emitted: int) -> list[rtc.stats.RtcStats]:
@@ -24,41 +34,132 @@ def _stats(target_sum: float, emitted: int) -> list[rtc.stats.RtcStats]:
     s.inbound_rtp.inbound.jitter_buffer_target_delay = target_sum
     s.inbound_rtp.inbound.jitter_buffer_emitted_count = emitted
     other = rtc.stats.RtcStats()
-    other.codec.codec.mime_type = "audio/opus"
+    other.codec.codec.mime_type = "video/vp8"
     return [other, s]
 
 
-def test_excess_is_the_target_over_the_last_poll_beyond_a_clean_network() -> None:
+def test_a_videos_excess_is_its_target_over_the_last_poll_beyond_a_clean_network() -> None:
     d = JitterDelays()
-    assert d.excess("TR_a") == 0.0  # nothing read yet
-    d._update("TR_a", AUDIO, _stats(0.059 * 24000, 24000))  # the first half second: 59 ms
-    assert abs(d.excess("TR_a") - (0.059 - CLEAN_TARGET[AUDIO])) < 1e-9
-    # the next 48000 samples were held 180 ms each: the reading follows the latest poll only
-    d._update("TR_a", AUDIO, _stats(0.059 * 24000 + 0.180 * 48000, 72000))
-    assert abs(d.excess("TR_a") - 0.160) < 1e-9
-    d._update("TR_a", AUDIO, _stats(0.059 * 24000 + 0.180 * 48000 + 0.010 * 48000, 120000))
-    assert d.excess("TR_a") == 0.0  # below a clean network's floor: no correction, never negative
-    d._update("TR_a", AUDIO, _stats(0.059 * 24000 + 0.180 * 48000 + 0.010 * 48000, 120000))
-    assert d.excess("TR_a") == 0.0  # nothing emitted since: the last reading stands
+    assert d.excess("TR_v") == 0.0  # nothing read yet
+    d._update("TR_v", VIDEO, _stats(0.059 * 15, 15))  # the first half second: 59 ms
+    assert abs(d.excess("TR_v") - (0.059 - CLEAN_TARGET)) < 1e-9
+    # the next 30 frames were held 180 ms each: the reading follows the latest poll only
+    d._update("TR_v", VIDEO, _stats(0.059 * 15 + 0.180 * 30, 45))
+    assert abs(d.excess("TR_v") - (0.180 - CLEAN_TARGET)) < 1e-9
+    d._update("TR_v", VIDEO, _stats(0.059 * 15 + 0.180 * 30 + 0.010 * 30, 75))
+    assert d.excess("TR_v") == 0.0  # below a clean network's floor: no correction, never negative
+    d._update("TR_v", VIDEO, _stats(0.059 * 15 + 0.180 * 30 + 0.010 * 30, 75))
+    assert d.excess("TR_v") == 0.0  # nothing emitted since: the last reading stands
 
 
-def test_the_first_second_of_a_track_is_not_followed() -> None:
-    """NetEq starts high and settles: readings of a track's first second move nothing."""
+def test_the_first_second_of_a_video_is_not_followed() -> None:
+    """A video jitter buffer starts high and settles: its first second's readings move nothing."""
     d = JitterDelays()
-    d._since["TR_a"] = time.monotonic()  # just watched
-    d._update("TR_a", AUDIO, _stats(0.080 * 24000, 24000))
-    assert d.excess("TR_a") == 0.0
-    d._since["TR_a"] = time.monotonic() - SETTLE_SECONDS
-    d._update("TR_a", AUDIO, _stats(0.080 * 24000 + 0.200 * 48000, 72000))
-    assert abs(d.excess("TR_a") - (0.200 - CLEAN_TARGET[AUDIO])) < 1e-9  # the poll after it
+    d._since["TR_v"] = time.monotonic()  # just watched
+    d._update("TR_v", VIDEO, _stats(0.080 * 15, 15))
+    assert d.excess("TR_v") == 0.0
+    d._since["TR_v"] = time.monotonic() - SETTLE_SECONDS
+    d._update("TR_v", VIDEO, _stats(0.080 * 15 + 0.200 * 30, 45))
+    assert abs(d.excess("TR_v") - (0.200 - CLEAN_TARGET)) < 1e-9  # the poll after it
 
 
 def test_a_reading_is_capped_and_forgotten_with_its_track() -> None:
     d = JitterDelays()
-    d._update("TR_a", AUDIO, _stats(5.0 * 1000, 1000))
-    assert d.excess("TR_a") == MAX_EXCESS
-    d.forget("TR_a")
-    assert d.excess("TR_a") == 0.0
+    d._update("TR_v", VIDEO, _stats(5.0 * 1000, 1000))
+    assert d.excess("TR_v") == MAX_EXCESS
+    d.forget("TR_v")
+    assert d.excess("TR_v") == 0.0
+
+
+T0 = 1_800_000_000.0  # the sender's first sound, on libwebrtc's (epoch) clock
+BASE = 0.005  # the network's own delay
+
+
+class _Receiver:
+    """What NetEq's counters say of an audio track: 20 ms packets, each sent when its sound is
+    complete (none in ``pause``, ``lost`` ones never arriving), arriving ``BASE`` + ``hold``
+    later; the sound at sender time m played at T0 + m + the lateness read; NetEq conceals the
+    pause and the lost packets."""
+
+    def __init__(self, hold: Callable[[int], float] = lambda _: 0.0) -> None:
+        self.hold, self.lost, self.pause = hold, set[int](), (1e9, 1e9)
+
+    def sent(self, k: int) -> bool:
+        return not self.pause[0] <= k * OPUS_FRAME < self.pause[1]
+
+    def arrival(self, k: int) -> float:
+        return T0 + (k + 1) * OPUS_FRAME + BASE + self.hold(k)
+
+    def stats(self, now: float, late: float) -> rtc.stats.RtcStats:
+        sent = [k for k in range(int((now - T0) / OPUS_FRAME) + 1) if self.sent(k)]
+        came = [k for k in sent if self.arrival(k) <= now and k not in self.lost]
+        media = now - T0 - late  # the sender time of the sound now played
+        paused = max(0.0, min(media, self.pause[1]) - self.pause[0])
+        lost = [k for k in self.lost if k < max(came)]
+        s = rtc.stats.RtcStats()
+        s.inbound_rtp.rtc.timestamp = round(now / REPORT_TIME_UNIT)
+        s.inbound_rtp.received.packets_received = len(came)
+        s.inbound_rtp.received.packets_lost = len(lost)
+        s.inbound_rtp.inbound.last_packet_received_timestamp = self.arrival(max(came)) / ARRIVAL_TIME_UNIT
+        s.inbound_rtp.inbound.total_samples_received = round(media * SAMPLE_RATE)
+        s.inbound_rtp.inbound.concealed_samples = round((paused + len(lost) * OPUS_FRAME) * SAMPLE_RATE)
+        return s
+
+
+def _read(lateness: Lateness, rx: _Receiver, now: float, late: float) -> float | None:
+    """``lateness``'s reading at ``now`` of a track whose sound is played ``late``."""
+    return lateness.read(rx.stats(now, late))
+
+
+def _near(reading: float | None, expected: float) -> bool:
+    return reading is not None and abs(reading - expected) < 1e-3
+
+
+#: What a track played this late reads: the reading's constant (in ``CLEAN_LATENESS``).
+READS = OPUS_FRAME + BASE
+
+
+def test_audio_lateness_is_read_from_its_first_packets_on() -> None:
+    """NetEq's counters say how late the sound is from the first packets on, on a clean network
+    and one holding the packets and letting them go every 200 ms (the target NetEq states stays
+    at its start value for a whole second then)."""
+    clean, bursty = Lateness(), Lateness()
+    held = _Receiver(hold=lambda k: (-(k + 1) % 10) * OPUS_FRAME)  # let go every 200 ms
+    for i in range(10):  # readings 50 ms apart from 0.3 s on
+        now = T0 + 0.3 + 0.05 * i
+        assert _near(_read(clean, _Receiver(), now, late=0.045), 0.045 - READS), i
+        assert _near(_read(bursty, held, now, late=0.250), 0.250 - READS), i
+
+
+def test_a_pause_in_sending_and_a_lost_packet_are_not_read_as_a_wait() -> None:
+    lateness, rx = Lateness(), _Receiver()
+    rx.lost.add(30)  # its 20 ms concealed: standing for its sound, not a wait
+    assert _near(_read(lateness, rx, T0 + 0.8, late=0.045), 0.045 - READS)
+    rx.pause = (1.0, 2.5)  # a mute: nothing sent for 1.5 s, concealed
+    assert _near(_read(lateness, rx, T0 + 1.02, late=0.045), 0.045 - READS)  # the last packets
+    for i in range(12):  # no packet since the last reading: the reading stands
+        assert _near(_read(lateness, rx, T0 + 1.1 + 0.1 * i, late=0.045), 0.045 - READS), i
+    # the packets after it count on from the last before it: the line starts afresh
+    assert _near(_read(lateness, rx, T0 + 2.7, late=0.060), 0.060 - READS)
+    assert _near(_read(lateness, rx, T0 + 2.8, late=0.060), 0.060 - READS)
+
+
+def test_a_mute_keeps_the_excess_and_an_unmute_reads_afresh() -> None:
+    d = JitterDelays()
+    d._excess["TR_a"] = 0.150
+    d._tracks["TR_a"] = object()  # type: ignore[assignment]
+    d._lateness["TR_a"] = Lateness()
+    d.muted("TR_a", True)
+    assert "TR_a" in d._paused and d.excess("TR_a") == 0.150
+    d.muted("TR_a", False)
+    assert "TR_a" not in d._paused and d.excess("TR_a") == 0.150  # until the next reading
+    assert time.monotonic() - d._since["TR_a"] < 1.0  # read often again
+
+
+def test_an_audio_tracks_excess_is_its_lateness_beyond_a_clean_networks() -> None:
+    d, rx = JitterDelays(), _Receiver()
+    d._update("TR_a", AUDIO, [rx.stats(T0 + 1.0, late=0.200)])
+    assert abs(d.excess("TR_a") - (0.200 - READS - CLEAN_LATENESS)) < 1e-3
 
 
 class _Pub:

@@ -169,6 +169,8 @@ class RoomSource:
         self.on("participant_disconnected", lambda *_: self._changed.set())
         self.on("track_published", lambda *_: self._changed.set())
         self.on("track_subscribed", lambda *_: self._changed.set())
+        self.on("track_muted", lambda _, pub: self.delays.muted(pub.sid, True))
+        self.on("track_unmuted", lambda _, pub: self.delays.muted(pub.sid, False))
 
     @property
     def owns_room(self) -> bool:
