@@ -71,8 +71,8 @@ LATENESS_WINDOW = 0.3
 #: (every ``FAST_POLL`` for ``FAST_SECONDS``, an audio track every ``FAST_AUDIO_POLL`` for its
 #: first ``FAST_AUDIO_SECONDS``): audio's lateness is known from its first packets on, in time
 #: for a recording's first second, and jitter buffers settle within about a second. A reading
-#: costs the SDK 1-4 ms of CPU (every 50 ms over 3 s, four participants' readings cost a 20 s
-#: room composite on the SDK path 3-10 % more CPU).
+#: costs 0.4-1.0 ms of CPU (measured: 85 readings a second beside a recording): 9 more a track
+#: than 0.25 s polls would take, under 0.5 % of a 20 s four-participant recording's CPU.
 POLL_INTERVAL = 2.0
 FAST_POLL = 0.25
 FAST_SECONDS = 3.0
