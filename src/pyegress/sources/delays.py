@@ -80,8 +80,14 @@ FAST_AUDIO_POLL = 0.1
 FAST_AUDIO_SECONDS = 1.5
 #: Readings of a video track's first second are not used: its jitter buffer starts high and
 #: settles within it (NetEq's target, followed for audio before session 19, moved its partner's
-#: picture by two frames and back in every recording).
+#: picture by two frames and back in every recording). An audio track's are used only from
+#: ``START_EXCESS`` on: NetEq slows its first half second's sound down by up to 40 ms and speeds
+#: it back up, on any network; followed, that swing is real, but the audio input moves its
+#: sound by 1 % a chunk (``media.timeline.SLEW``) and had moved it only half way by the first
+#: marker, then too late the other way: clean-network markers 2-4 landed at -29..-14 ms in a
+#: run whose later ones held -4. A network that holds the audio reads 170 ms and more then.
 SETTLE_SECONDS = 1.0
+START_EXCESS = 0.060
 #: The most a reading may say (seconds): beyond it, something other than jitter is going on.
 MAX_EXCESS = 1.0
 #: The most a participant's audio and camera are moved apart to line up (seconds).
@@ -164,6 +170,7 @@ class JitterDelays:
         self._lateness: dict[str, Lateness] = {}
         self._excess: dict[str, float] = {}
         self._since: dict[str, float] = {}  # when each track was first watched
+        self._fast_since: dict[str, float] = {}  # when each track was watched, or unmuted
         self._due: dict[str, float] = {}  # when each track is read next
         self._paused: set[str] = set()  # muted tracks: not read, their excess stands
         self._task: asyncio.Task[None] | None = None
@@ -172,8 +179,8 @@ class JitterDelays:
     def watch(self, track: rtc.Track) -> None:
         """Start following ``track`` (a remote audio or video track being pumped)."""
         if track.sid not in self._tracks:
-            self._since[track.sid] = time.monotonic()
-            self._due[track.sid] = time.monotonic()
+            now = time.monotonic()
+            self._since[track.sid] = self._fast_since[track.sid] = self._due[track.sid] = now
         self._tracks[track.sid] = track
         self._wake.set()
         if self._task is None or self._task.done():
@@ -181,8 +188,10 @@ class JitterDelays:
 
     def forget(self, sid: str) -> None:
         """Stop following a track (unsubscribed, ended)."""
-        for d in (self._tracks, self._last, self._lateness, self._excess, self._since, self._due):
+        for d in (self._tracks, self._last, self._lateness, self._excess, self._due):
             d.pop(sid, None)
+        self._since.pop(sid, None)
+        self._fast_since.pop(sid, None)
         self._paused.discard(sid)
 
     def muted(self, sid: str, muted: bool) -> None:
@@ -195,8 +204,8 @@ class JitterDelays:
         self._paused.discard(sid)
         if sid in self._lateness:
             self._lateness[sid].restart()
-        if sid in self._tracks:
-            self._since[sid] = self._due[sid] = time.monotonic()
+        if sid in self._tracks:  # read at once and often: the readings after it follow at once
+            self._fast_since[sid] = self._due[sid] = time.monotonic()
             self._wake.set()
 
     def excess(self, sid: str) -> float:
@@ -235,7 +244,7 @@ class JitterDelays:
                 await asyncio.wait_for(self._wake.wait(), max(0.0, due - time.monotonic()))
 
     def _poll_interval(self, sid: str, kind: rtc.TrackKind.ValueType, now: float) -> float:
-        age = now - self._since.get(sid, now)
+        age = now - self._fast_since.get(sid, now)
         if kind == _AUDIO and age < FAST_AUDIO_SECONDS:
             return FAST_AUDIO_POLL
         return FAST_POLL if age < FAST_SECONDS else self.interval
@@ -244,16 +253,16 @@ class JitterDelays:
         for s in stats:
             if s.WhichOneof("stats") != "inbound_rtp":
                 continue
+            settled = time.monotonic() - self._since.get(sid, 0.0) >= SETTLE_SECONDS
             if kind == _AUDIO:
                 late = self._lateness.setdefault(sid, Lateness()).read(s)
-                if late is not None:
+                if late is not None and (settled or late - CLEAN_LATENESS >= START_EXCESS):
                     self._set(sid, late - CLEAN_LATENESS)
                 return
             ib = s.inbound_rtp.inbound
             total, count = ib.jitter_buffer_target_delay, ib.jitter_buffer_emitted_count
             last_total, last_count = self._last.get(sid, (0.0, 0))
             self._last[sid] = (total, count)
-            settled = time.monotonic() - self._since.get(sid, 0.0) >= SETTLE_SECONDS
             if count > last_count and settled:
                 self._set(sid, (total - last_total) / (count - last_count) - CLEAN_TARGET)
             return
