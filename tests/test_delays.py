@@ -178,9 +178,10 @@ class _Room:
 
     def __init__(self, *participants: _Participant) -> None:
         self.remote_participants = {str(i): p for i, p in enumerate(participants)}
+        self.handlers: dict[str, Callable[..., object]] = {}
 
-    def on(self, *_: object) -> None:
-        pass
+    def on(self, event: str, handler: Callable[..., object]) -> None:
+        self.handlers[event] = handler
 
 
 def test_a_participants_audio_and_camera_wait_for_each_other() -> None:
@@ -215,3 +216,16 @@ def test_an_audio_tracks_first_second_is_followed_only_beyond_neteqs_start_up_sw
     assert d.excess("TR_a") == 0.0
     d._update("TR_a", AUDIO, [rx.stats(T0 + 1.1, late=0.250)])  # a network holding the audio
     assert d.excess("TR_a") > START_EXCESS
+
+
+def test_a_senders_mute_and_unmute_reach_the_readings() -> None:
+    """The room's track_muted / track_unmuted stop and restart a track's readings."""
+    mic = _Pub("TR_mic", AUDIO, rtc.TrackSource.SOURCE_MICROPHONE)
+    room = _Room(_Participant(mic))
+    src = RoomSource("r", room=room)  # type: ignore[arg-type]
+    src.delays._tracks["TR_mic"] = object()  # type: ignore[assignment]
+    src.delays._lateness["TR_mic"] = Lateness()
+    room.handlers["track_muted"](None, mic)
+    assert "TR_mic" in src.delays._paused
+    room.handlers["track_unmuted"](None, mic)
+    assert "TR_mic" not in src.delays._paused
