@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
+import itertools
 import time
 from collections.abc import Callable
+from types import SimpleNamespace
 
+import pytest
 from livekit import rtc
+from livekit.rtc._proto import track_pb2
 
+from pyegress.media.timeline import Ticks, VideoInput
+from pyegress.sources import room as room_module
 from pyegress.sources.delays import (
     ARRIVAL_TIME_UNIT,
     CLEAN_LATENESS,
@@ -170,6 +177,7 @@ class _Pub:
 
 class _Participant:
     def __init__(self, *pubs: _Pub) -> None:
+        self.identity = "alice"
         self.track_publications = {p.sid: p for p in pubs}
 
 
@@ -229,3 +237,56 @@ def test_a_senders_mute_and_unmute_reach_the_readings() -> None:
     assert "TR_mic" in src.delays._paused
     room.handlers["track_unmuted"](None, mic)
     assert "TR_mic" not in src.delays._paused
+
+
+class _Frames:
+    """A video stream fed by the test: each event is a frame with its render time."""
+
+    def __init__(self) -> None:
+        self.queue: asyncio.Queue[SimpleNamespace] = asyncio.Queue()
+
+    def __aiter__(self) -> _Frames:
+        return self
+
+    async def __anext__(self) -> SimpleNamespace:
+        return await self.queue.get()
+
+    async def aclose(self) -> None:
+        pass
+
+
+async def test_a_pumped_camera_moves_at_once_to_a_new_lag_and_its_sound_follows_its_phase(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``pump_video``: the camera's sink is the one its sound reads the shown phase of (it was
+    let go of by the pump's own start until session 20, so the sound never followed it), and a
+    change of the camera's lag moves its schedule at once."""
+    cam = _Pub("TR_cam", VIDEO, rtc.TrackSource.SOURCE_CAMERA)
+    mic = _Pub("TR_mic", AUDIO, rtc.TrackSource.SOURCE_MICROPHONE)
+    src = RoomSource("r", room=_Room(_Participant(cam, mic)))  # type: ignore[arg-type]
+    src._pumps["TR_mic"] = src._pumped["TR_mic"] = None  # type: ignore[assignment]
+    frames = _Frames()
+    monkeypatch.setattr(room_module, "video_stream", lambda _: frames)
+    monkeypatch.setattr(src.delays, "watch", lambda _: None)
+    track = object.__new__(rtc.RemoteVideoTrack)  # no SDK handle: the pump reads only its sid
+    track._info = track_pb2.TrackInfo(sid="TR_cam", kind=track_pb2.KIND_VIDEO)
+    period, start = 1 / 30, time.monotonic() - 0.3
+    sink: VideoInput[object] = VideoInput(Ticks(start, 30))
+    src.pump_video(track, sink)  # type: ignore[arg-type]
+    assert src._video_sinks["TR_cam"] is sink
+    sink.shown_after = 0.012
+    assert abs(src.lag("TR_mic") - 0.012) < 1e-9  # the sound waits for the phase shown
+    placed = []
+    for i in range(16):
+        if i == 8:  # the sound is held 150 ms longer from now on: the picture waits 50 ms
+            src.delays._excess = {"TR_mic": 0.150}
+        due = start + (i + 0.3) * period + room_module.RENDER_DELAY
+        frame = SimpleNamespace(width=64, height=64)
+        frames.queue.put_nowait(SimpleNamespace(frame=frame, timestamp_us=round(due * 1e6)))
+        await asyncio.sleep(0.01)
+        placed.append(sink._frames[-1][0])
+    wait = 0.150 - MAX_ADVANCE
+    assert abs(placed[8] - placed[7] - (period + wait)) < period / 2, "the whole wait at once"
+    assert all(abs(b - a - period) < 1e-6 for a, b in itertools.pairwise(placed[8:]))
+    src.stop_pump("TR_cam")
+    await asyncio.sleep(0)

@@ -252,3 +252,33 @@ def test_an_x_server_timestamp_is_read_on_the_monotonic_clock() -> None:
     assert server_time(2**32 - 20, wrapped) == pytest.approx(wrapped - 0.030, abs=1e-6)
     assert server_time(int(now * 1000) - 86_400_000, now) == now
     assert server_time(int(now * 1000) + 5, now) == now  # ahead of now: not this clock
+
+
+def test_a_new_lag_moves_a_steady_sources_schedule_at_once() -> None:
+    """A steady source whose frames are pushed 90 ms later from frame 8 on (its sound's lateness
+    first read, announced by ``shift``): every later frame is shown from the tick nearest its
+    new time at once, on its steady schedule. Unannounced, the change read as one long interval
+    and the source as unsteady for half a second (placed as it came: a frame off, measured)."""
+    period, lag = 1 / 30, 0.090
+    for announced in (True, False):
+        vi: VideoInput[int] = VideoInput(Ticks(100.0, 30))
+        first_tick: dict[int, float] = {}
+        steady: list[int] = []
+        times = [100.0 + (i + 0.3) * period + (lag if i >= 8 else 0.0) for i in range(120)]
+        ticks = [(100 + k * period + LATENCY, 1, k) for k in range(140)]
+        events = sorted([(t, 0, i) for i, t in enumerate(times)] + ticks)
+        for _, is_tick, n in events:
+            if not is_tick:
+                if n == 8 and announced:
+                    vi.shift(lag)
+                vi.push(n, times[n])
+                assert vi.slots is not None
+                steady.append(vi.slots._steps())
+            elif (f := vi.at(100.0 + n * period)) is not None:
+                first_tick.setdefault(f, 100.0 + n * period)
+        gaps = [first_tick[i] - times[i] for i in range(8, 118)]
+        if announced:
+            assert all(abs(g) <= period / 2 + 1e-9 for g in gaps), (min(gaps), max(gaps))
+            assert set(steady[3:]) == {1}, "steady throughout: the change is not an interval"
+        else:  # before it was told: the change read as an interval, the source as unsteady
+            assert steady[9:].count(0) >= 10, steady

@@ -83,6 +83,13 @@ class Intervals:
             self.recent.append(when - self._last)
         self._last = when
 
+    def shift(self, delta: float) -> None:
+        """The frames from now on are noted ``delta`` seconds later on purpose: the interval
+        to the next one is its source's, not the change (which read as one 120 ms interval
+        made a steady source unsteady for half a second, placed as it came, a frame off)."""
+        if self._last is not None:
+            self._last += delta
+
     def mean(self) -> float:
         """The mean recent interval (0 before two frames)."""
         return sum(self.recent) / len(self.recent) if self.recent else 0.0
@@ -155,6 +162,22 @@ class FrameSlots:
         grid, judged against where frames have been coming relative to their slots (smoothed),
         not by their raw interval: each frame's jitter counts once, not twice."""
         return max(0, round((when - previous - self._error) / self.ticks.period))
+
+    def shift(self, delta: float) -> None:
+        """The frames from now on come ``delta`` seconds later than the ones before on purpose
+        (the lag that lines them up with their sound changed): from half a period on, the
+        schedule moves with them at once, to the tick nearest their new time. Followed slot by
+        slot as if a clock drifted, an 80 ms change took half a second, the picture up to two
+        frames early meanwhile (measured under 200 ms audio bursts). A smaller change joins the
+        smoothed difference (a lag wobbling by a millisecond moves nothing)."""
+        if self._slot is None:
+            return
+        period = self.ticks.period
+        self._error += delta
+        if abs(delta) >= period / 2:
+            move = round((self._error - period / 2) / period)
+            self._slot += move * period
+            self._error -= move * period
 
     def place(self, when: float) -> float:
         """The time at which a frame that came (or is due) at ``when`` is shown (``when``
@@ -232,6 +255,14 @@ class VideoInput(Generic[T]):
             # keep at least one frame older than the history window (the one on screen)
             while len(self._frames) > 2 and self._frames[1][0] < arrival - self._history:
                 self._frames.popleft()
+
+    def shift(self, delta: float) -> None:
+        """Frames from now on are pushed ``delta`` seconds later than before on purpose (a
+        changed lip-sync lag): a steady source's schedule moves with them at once."""
+        with self._lock:
+            self.intervals.shift(delta)
+            if self.slots is not None:
+                self.slots.shift(delta)
 
     def _note_size(self, frame: T, came: float) -> None:
         """Note a frame whose size differs from the one before (a picture drawn on demand has

@@ -289,14 +289,19 @@ class RoomSource:
         assert isinstance(track, rtc.Track)  # from this room
         stream = video_stream(track)
         self._note_fed(track, sink)
-        self._video_sinks[track.sid] = sink
 
         async def run() -> None:
+            last: float | None = None
             async for ev in stream:
                 if min(ev.frame.width, ev.frame.height) >= MIN_FRAME_SIDE:
-                    sink.push(ev.frame, frame_time(ev.timestamp_us) + self.lag(track.sid))
+                    lag = self.lag(track.sid)
+                    if last is not None and lag != last:  # a new lag, not a late frame
+                        sink.shift(lag - last)
+                    last = lag
+                    sink.push(ev.frame, frame_time(ev.timestamp_us) + lag)
 
         self._start(track, run(), stream)
+        self._video_sinks[track.sid] = sink  # after _start: it lets go of the track's old pump
 
     def pump_audio(self, track: Track, sink: AudioInput, on_frame: Callable[[], None] | None = None) -> None:
         """Feed ``sink`` with PCM of ``track`` (resampled by the SDK to the sink's format)."""
