@@ -55,6 +55,15 @@ async def test_every_reached_name_exists_and_the_tap_takes_frames_and_reports() 
     assert isinstance(r._RTCRtpReceiver__jitter_buffer, compat.BoundedJitterBuffer)
 
 
+def test_a_tapped_video_receiver_sends_no_bandwidth_estimate() -> None:
+    """No REMB from the recorder: aiortc's read a busy event loop as a congested link and the
+    server sent lower layers for it (``compat.aiortc``'s docstring has the figures)."""
+    r = receiver()
+    assert r._RTCRtpReceiver__remote_bitrate_estimator is not None  # aiortc's own sends one
+    assert compat.tap(r, lambda c, d, ts, came: None, lambda n, t: None, lambda: None)
+    assert r._RTCRtpReceiver__remote_bitrate_estimator is None
+
+
 def test_an_audio_receivers_buffer_is_timed_and_holds_as_aiortcs() -> None:
     r = receiver("audio")
     own = r._RTCRtpReceiver__jitter_buffer

@@ -8,6 +8,12 @@ at 0 and queues them for its decoder thread. Here, per receiver and before it st
   (on the event loop, where aiortc queues it) instead of decoding it; the decoder thread idles
   until the receiver stops;
 - the timestamp mapper is replaced by the identity, so frames keep their RTP timestamps;
+- a video receiver sends no REMB. aiortc's estimate is per receiver and taken on the event
+  loop: it read a busy loop as congestion (61-1250 kbps on loopback, one receiver's stream
+  at 110-140 kbps), livekit-server takes each REMB for the whole connection's capacity, and
+  it forwarded a browser's 30 fps camera to the recorder at 15 fps (4 of 20 grid runs; none
+  in 5 without). Without REMB the server assumes the most (its ``ChannelCapacityInfinity``);
+  a recorder wants every layer it asks for;
 - RTCP sender reports are shown to ``on_report`` before aiortc handles them;
 - PLIs aiortc sends after loss are shown to ``on_loss``; :func:`request_keyframe` sends one;
 - each frame is handed on with the time its last packet came (:class:`TimedJitterBuffer`), not
@@ -44,7 +50,8 @@ WRITTEN_FOR = "1.16.0"
 _P = "_RTCRtpReceiver__"
 #: The private names used, each must exist on a new receiver.
 REACHED = (f"{_P}decoder_queue", f"{_P}timestamp_mapper", f"{_P}started", f"{_P}jitter_buffer",
-           f"{_P}codecs", "_handle_rtcp_packet", "_send_rtcp_pli")  # fmt: skip
+           f"{_P}codecs", f"{_P}remote_bitrate_estimator", "_handle_rtcp_packet",
+           "_send_rtcp_pli")  # fmt: skip
 #: How long a video frame with a hole waits for its NACKed packets before a PLI replaces it.
 MAX_HOLE_WAIT = 0.4
 
@@ -293,6 +300,7 @@ def tap(
         return False
     setattr(receiver, f"{_P}decoder_queue", FrameTap(on_frame))
     setattr(receiver, f"{_P}timestamp_mapper", _Identity())
+    setattr(receiver, f"{_P}remote_bitrate_estimator", None)
     if getattr(receiver, f"{_P}jitter_buffer")._is_video:
         codecs = getattr(receiver, f"{_P}codecs")  # filled in place by receive()
 
