@@ -12,7 +12,7 @@ at 0 and queues them for its decoder thread. Here, per receiver and before it st
   loop: it read a busy loop as congestion (61-1250 kbps on loopback, one receiver's stream
   at 110-140 kbps), livekit-server takes each REMB for the whole connection's capacity, and
   it forwarded a browser's 30 fps camera to the recorder at 15 fps (4 of 20 grid runs; none
-  in 5 without). Without REMB the server assumes the most (its ``ChannelCapacityInfinity``);
+  in 9 without). Without REMB the server assumes the most (its ``ChannelCapacityInfinity``);
   a recorder wants every layer it asks for;
 - RTCP sender reports are shown to ``on_report`` before aiortc handles them;
 - PLIs aiortc sends after loss are shown to ``on_loss``; :func:`request_keyframe` sends one;
