@@ -37,6 +37,14 @@ MIN_SHARE = 0.98
 #: printed against ``MIN_SHARE``, held to this floor (two cores shared with Chromium's decoding
 #: and the recorder's encoding leave it short of the goal in some runs).
 TEMPLATE_FLOOR = 0.93
+#: The template is recorded at 640x360 (tiles 316 x 360). At 1280x720 the two cores, shared by
+#: the two publishers, the server, Chromium and the recorder, have not been enough since session
+#: 20: the grab read a paint after the next one had begun (its picture taken for both, a tile
+#: skipped and repeated, every tile at once) in 3-10 % of paints, as many as the repeats. Measured
+#: on this machine in session 21: 64-99 % per tile, 3 of 14 runs at 93 % or more; session 18's
+#: landed code, which passed there, as low (56-78 % in 3). At 640x360: 94.8-99.5 % in 4 runs
+#: (docs/motion.md, "A template on two busy cores").
+TEMPLATE_SIZE = (640, 360)
 #: Left out of the judgement: the page's or the template's first second (the page starting its
 #: animation, the template subscribing to the tracks and showing their first frames).
 SKIP = 1.0
@@ -82,14 +90,14 @@ async def test_a_template_of_two_publishers_shows_each_source_frame_in_each_tile
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    # the sample template in a 2 x 1 grid: tiles 636 x 720 (8 px gap), each 640 x 360 camera
-    # cropped to fill its cell (object-fit: cover), so scaled by 2
+    # the sample template in a 2 x 1 grid: tiles 316 x 360 (8 px gap), each 640 x 360 camera
+    # cropped to fill its cell (object-fit: cover), so at its own scale
     monkeypatch.setattr(web_source, "PLAYOUT_JS", web_source.PLAYOUT_JS + COUNT_REFRESHES_JS)
     async with (
         publisher(livekit_server, room_name, "left", fps=fps, audio=False, marker_interval=3600.0),
         publisher(livekit_server, room_name, "right", fps=fps, audio=False, marker_interval=3600.0),
     ):
-        req = test_web.template_request(site, room_name)
+        req = test_web.template_request(site, room_name, *TEMPLATE_SIZE)
         with caplog.at_level(logging.DEBUG, logger="pyegress.web"):
             info = await record_for(service, await service.start_room_composite_egress(req), SECONDS)
     assert info.status == pe.EGRESS_COMPLETE, info.error
@@ -101,8 +109,8 @@ async def test_a_template_of_two_publishers_shows_each_source_frame_in_each_tile
     assert all(rate >= 28 for rate in rates[3:]), rates  # the first: the page loading, joining
     path = Path(info.file_results[0].filename)
     shares = []
-    for name, x in (("left", 0), ("right", 644)):
-        c = cadence(path, source_fps=fps, box=(x, 0, 636, 720), scale=2.0, skip_seconds=SKIP)
+    for name, x in (("left", 0), ("right", 324)):
+        c = cadence(path, source_fps=fps, box=(x, 0, 316, 360), scale=1.0, skip_seconds=SKIP)
         print(f"FIGURES template {fps} fps, {name} tile: {c.summary()} (goal {MIN_SHARE:.0%})")
         assert c.judged > (SECONDS - SKIP) * 30 * 0.8, c.summary()
         shares.append(c.share)
