@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -208,6 +210,20 @@ def test_cli_infers_type_like_lk() -> None:
         '{"roomName": "r", "identity": "a", "fileOutputs": [{"fileType": "MP4"}]}', None
     )
     assert kind == "participant" and req.file_outputs[0].file_type == pe.MP4
+
+
+def test_the_command_ends_with_its_status_and_output_and_names_an_unreadable_request(tmp_path: Path) -> None:
+    """``python -m pyegress.cli`` (and the console script) end without the interpreter's teardown:
+    what they printed into a pipe must still arrive, with the status ``main`` gave."""
+    cmd = [sys.executable, "-m", "pyegress.cli"]
+    shown = subprocess.run([*cmd, "--help"], capture_output=True, text=True, timeout=60)
+    assert shown.returncode == 0 and shown.stdout.startswith("usage: pyegress"), shown
+    missing = tmp_path / "absent.json"
+    refused = subprocess.run([*cmd, "record", str(missing)], capture_output=True, text=True, timeout=60)
+    assert refused.returncode == 1, refused
+    assert refused.stderr.strip() == f"request: cannot read {missing}: No such file or directory"
+    usage = subprocess.run([*cmd, "nonsense"], capture_output=True, text=True, timeout=60)
+    assert usage.returncode == 2 and "invalid choice: 'nonsense'" in usage.stderr, usage
 
 
 def test_room_composite_config() -> None:

@@ -29,6 +29,7 @@ from pyegress.testing import (
     LiveKitServer,
     PatternGenerator,
     av_offset,
+    moving_pairs,
     picture_moves,
     probe,
     region_color,
@@ -352,8 +353,9 @@ async def test_template_shows_each_participant_with_sound_and_follows_layout(
     pubs = []
     for identity, colour, audio in (("red", RED, True), ("blue", BLUE, False), ("moving", None, False)):
         p = publisher(
-            livekit_server, room_name, identity, color=colour, audio=audio, marker_interval=NO_MARKERS
-        )
+            livekit_server, room_name, identity, color=colour, audio=audio, marker_interval=NO_MARKERS,
+            width=320, height=180,  # the sizes the tiles need: 3 publishers' encoders share 2 cores
+        )  # fmt: skip
         await p.start()
         pubs.append(p)
         await asyncio.sleep(0.3)  # a distinct join order
@@ -378,12 +380,12 @@ async def test_template_shows_each_participant_with_sound_and_follows_layout(
     assert near(region_color(path, t, box(962, 178)), BLUE), region_color(path, t, box(962, 178))
     assert near(region_color(path, t, box(962, 542)), (0, 0, 0), 30), "the dark background"
     assert near(region_color(path, media.duration - 0.5, box(962, 542)), (255, 255, 255), 30), "grid-light"
-    # the moving tile is animated (a frozen one moves in no pair; each tile's cadence is measured
-    # in test_cadence_web). Loosened from half the pairs in session 21: the tile came at about 15
-    # frames a second on this machine by then (changes on every other frame: 44-54 % of pairs
-    # where counted, under half in 3 runs of 3 and a CI run) while its publisher handed the SDK
-    # 27-28 frames a second: likely its encoder lowering its rate on two busy cores, not verified
-    assert picture_moves(path, min_changed_fraction=0.01, min_moving_pairs=0.35)
+    # the moving tile is animated: it changes in at least half the pairs (a frozen one in none)
+    # once the page has started. Its first 2 s are left out: with the whole room on two busy cores
+    # (the CI's, and here beside two busy loops) the page's start-up showed it at 3-5 pictures a
+    # second, then 20-27. Each tile's cadence from the start is measured in test_cadence_web.
+    share = moving_pairs(path, min_changed_fraction=0.01, after=2.0)
+    assert share is not None and share >= 0.5, share
     assert tone_present(path, 440.0, start=1.0, end=media.duration - 0.5), "the participant's audio"
     assert not our_browsers()
 

@@ -7,11 +7,13 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import signal
 import sys
+import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from google.protobuf.json_format import MessageToJson, ParseDict, ParseError
 from livekit.protocol import egress as pe
@@ -62,7 +64,11 @@ def parse_request(text: str, kind: str | None) -> tuple[str, Any]:
 
 async def record(args: argparse.Namespace) -> int:
     """Start the egress, show progress until it ends, Ctrl-C or ``--duration``."""
-    kind, req = parse_request(Path(args.request).read_text(), args.type)
+    try:
+        text = Path(args.request).read_text()
+    except OSError as e:
+        raise SystemExit(f"request: cannot read {args.request}: {e.strerror or e}") from e
+    kind, req = parse_request(text, args.type)
     try:
         sidecars = [s for s in args.sidecars.split(",") if s] if args.sidecars else []
         svc = EgressService(
@@ -251,5 +257,27 @@ def _worker(args: argparse.Namespace) -> int:
         return 2
 
 
+def run() -> NoReturn:
+    """The console script and ``python -m pyegress.cli``: :func:`main`, then the process ends
+    without the interpreter's teardown. There livekit's FFI runtime (livekit 1.2.1) aborts the
+    process now and then, once every egress is done and its result printed ("panic in a function
+    that cannot unwind" in a tokio thread, exit 134), which turned a finished recording into a
+    failed command. Everything teardown would still do for us is done first: the threads it
+    would wait for are waited for, logs and output are flushed."""
+    try:
+        code = main()
+    except SystemExit as e:  # argparse's usage errors and --help
+        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+        if e.code is not None and not isinstance(e.code, int):
+            print(e.code, file=sys.stderr)
+    for t in threading.enumerate():
+        if t is not threading.main_thread() and not t.daemon:
+            t.join()
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()

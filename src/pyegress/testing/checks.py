@@ -34,6 +34,7 @@ __all__ = [
     "frame_timestamps",
     "luma_means",
     "mean_color",
+    "moving_pairs",
     "picture_moves",
     "probe",
     "region_color",
@@ -258,21 +259,46 @@ def picture_moves(
     min_moving_pairs: float = 0.5,
     max_frames: int = 600,
     from_first_motion: bool = False,
+    after: float = 0.0,
 ) -> bool:
-    """True if the picture is animated.
+    """True if the picture is animated: at least ``min_moving_pairs`` of the pairs move
+    (:func:`moving_pairs`; duplicated frames from a frame-rate conversion are tolerated that way)."""
+    share = moving_pairs(
+        path,
+        min_changed_fraction=min_changed_fraction,
+        pixel_threshold=pixel_threshold,
+        max_frames=max_frames,
+        from_first_motion=from_first_motion,
+        after=after,
+    )
+    return share is not None and share >= min_moving_pairs
+
+
+def moving_pairs(
+    path: PathLike,
+    *,
+    min_changed_fraction: float = 0.02,
+    pixel_threshold: int = 10,
+    max_frames: int = 600,
+    from_first_motion: bool = False,
+    after: float = 0.0,
+) -> float | None:
+    """The share of consecutive frames that differ, None when there is no pair to compare.
 
     Consecutive non-flash frames are compared (luma, subsampled 2x); a pair "moves" when
     more than ``min_changed_fraction`` of pixels differ by more than ``pixel_threshold``.
-    Returns True when at least ``min_moving_pairs`` of the pairs move (duplicated frames
-    from a frame-rate conversion are tolerated that way). ``from_first_motion`` counts pairs
-    from the first that moves on: a recording shows black (or a placeholder) until the
-    sender's first frame comes, for however long that takes.
+    ``from_first_motion`` counts pairs from the first that moves on: a recording shows black
+    (or a placeholder) until the sender's first frame comes, for however long that takes.
+    ``after``: only frames from that many seconds on (a page's start-up, say, when its playout
+    is measured elsewhere).
     """
     lumas: list[npt.NDArray[np.int16]] = []
     means: list[float] = []
-    for i, f in enumerate(_iter_video(path)):
-        if i >= max_frames:
+    for f in _iter_video(path):
+        if len(lumas) >= max_frames:
             break
+        if f.time is not None and f.time < after:
+            continue
         y = _luma(f)[::2, ::2].astype(np.int16)
         lumas.append(y)
         means.append(float(y.mean()))
@@ -287,7 +313,7 @@ def picture_moves(
         )
         lumas, means = lumas[first:], means[first:]
     if len(lumas) < 2:
-        return False
+        return None
     flash = _flash_mask(np.asarray(means, np.float64))
     moving = 0
     pairs = 0
@@ -297,7 +323,7 @@ def picture_moves(
         pairs += 1
         if _changed(lumas[i], lumas[i - 1], pixel_threshold) >= min_changed_fraction:
             moving += 1
-    return pairs > 0 and moving / pairs >= min_moving_pairs
+    return moving / pairs if pairs else None
 
 
 def frame_at(path: PathLike, t: float) -> av.VideoFrame:
