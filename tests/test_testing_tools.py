@@ -19,6 +19,7 @@ from pyegress.testing import (
     av_offset,
     dominant_frequencies,
     frame_timestamps,
+    moving_pairs,
     picture_moves,
     probe,
     region_color,
@@ -107,6 +108,28 @@ def test_checks_on_reference_file(
     assert tone_present(path, 440) and tone_present(path, 1000)
     assert not tone_present(path, 3000)
     assert {round(f, -1) for f in dominant_frequencies(path, 2)} == {440.0, 1000.0}
+
+
+def test_moving_pairs_leaves_out_what_comes_before_after(tmp_path: Path) -> None:
+    """A picture still for its first second, then moving: a third of the pairs still over the
+    whole file, none from ``after`` on, and nothing to compare past its end."""
+    path, fps = tmp_path / "starts-late.mp4", 30
+    pattern = PatternGenerator(320, 180, fps, marker_interval=0.0)
+    with av.open(str(path), "w") as c:
+        vs = c.add_stream("libx264", rate=fps)
+        assert isinstance(vs, av.VideoStream)
+        vs.width, vs.height, vs.pix_fmt = 320, 180, "yuv420p"
+        for k in range(3 * fps):
+            vf = av.VideoFrame.from_ndarray(pattern.frame(max(k, fps)), format="yuv420p")
+            vf.pts, vf.time_base = k, Fraction(1, fps)
+            c.mux(vs.encode(vf))
+        c.mux(vs.encode(None))
+    whole = moving_pairs(path)
+    assert whole == pytest.approx(60 / 89, abs=0.02), whole
+    assert moving_pairs(path, after=1.0) == pytest.approx(1.0, abs=0.02)
+    assert moving_pairs(path, after=5.0) is None
+    assert not picture_moves(path, min_moving_pairs=0.9)
+    assert picture_moves(path, min_moving_pairs=0.9, after=1.0)
 
 
 def test_checks_static_colour(tmp_path: Path) -> None:

@@ -354,7 +354,7 @@ async def test_template_shows_each_participant_with_sound_and_follows_layout(
     for identity, colour, audio in (("red", RED, True), ("blue", BLUE, False), ("moving", None, False)):
         p = publisher(
             livekit_server, room_name, identity, color=colour, audio=audio, marker_interval=NO_MARKERS,
-            width=320, height=180,  # the sizes the tiles need: 3 publishers' encoders share 2 cores
+            width=320, height=180,  # small: only colours and motion are checked, the cores are shared
         )  # fmt: skip
         await p.start()
         pubs.append(p)

@@ -266,7 +266,7 @@ def run() -> NoReturn:
     would wait for are waited for, logs and output are flushed."""
     try:
         code = main()
-    except SystemExit as e:  # argparse's usage errors and --help
+    except SystemExit as e:  # --help, a usage error, a request that cannot be read or parsed
         code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
         if e.code is not None and not isinstance(e.code, int):
             print(e.code, file=sys.stderr)
